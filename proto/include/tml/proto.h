@@ -299,6 +299,8 @@ struct tml_hello {
     uint32_t version_floor;  /* anti-rollback: lowest version accepted */
     size_t n_groups;
     struct tml_str groups[TML_MAX_GROUPS]; /* firmware-declared groups */
+    bool has_nonce;          /* added: answers a down/cmd ping or set */
+    uint32_t nonce;          /* the nonce of the last cmd received */
 };
 
 /* ---- up/state: online/offline (QoS 1, retained; offline = last will) ---- */

@@ -1,0 +1,432 @@
+/*
+ * cbor_dec.c: the CBOR pull decoder over one caller buffer.
+ *
+ * It accepts only what the protocol allows (proto.h, PROTOCOL.md "Encoding
+ * rules"): definite lengths, shortest-form arguments, valid UTF-8 in text
+ * strings, nesting up to TML_CBOR_MAX_DEPTH. A failed call consumes nothing.
+ * Every length is checked against the bytes left before it is used, so no
+ * read goes past `end`. No recursion: tml_dec_skip keeps an explicit stack
+ * bounded by the depth limit.
+ */
+#include <string.h>
+
+#include "internal.h"
+
+/* One decoded initial byte plus argument. */
+struct head {
+    uint8_t major;
+    uint8_t ai;
+    uint64_t arg;
+    size_t hlen; /* bytes of the head */
+};
+
+void
+tml_dec_init(struct tml_dec *d, const void *buf, size_t len)
+{
+    d->p = (const uint8_t *)buf;
+    d->end = d->p + (buf == NULL ? 0 : len);
+    d->depth = 0;
+}
+
+static size_t
+avail(const struct tml_dec *d)
+{
+    return (size_t)(d->end - d->p);
+}
+
+/* Reads the head at d->p without consuming it. Rejects indefinite lengths
+ * and break (AI 31), reserved AI 28..30, a truncated argument and any
+ * argument that has a shorter encoding (RFC 8949 4.2.1). */
+static enum tml_err
+read_head(const struct tml_dec *d, struct head *h)
+{
+    size_t n;
+    size_t i;
+    uint8_t ib;
+
+    if (d->p >= d->end) {
+        return TML_ERR_TRUNCATED;
+    }
+    ib = d->p[0];
+    h->major = (uint8_t)(ib >> 5);
+    h->ai = (uint8_t)(ib & 31);
+    if (h->ai < 24) {
+        h->arg = h->ai;
+        h->hlen = 1;
+        return TML_OK;
+    }
+    if (h->ai == 31) {
+        return TML_ERR_INDEFINITE;
+    }
+    if (h->ai > 27) {
+        return TML_ERR_UNSUPPORTED; /* reserved, not well-formed */
+    }
+    n = (size_t)1 << (h->ai - 24);
+    if (avail(d) - 1 < n) {
+        return TML_ERR_TRUNCATED;
+    }
+    h->arg = 0;
+    for (i = 0; i < n; i++) {
+        h->arg = (h->arg << 8) | d->p[1 + i];
+    }
+    h->hlen = 1 + n;
+    if (h->major == 7) {
+        /* AI 24 carries a simple value, which must be >= 32 (RFC 8949
+         * 3.3); AI 25..27 are floats, rejected later as unsupported. */
+        if (h->ai == 24 && h->arg < 32) {
+            return TML_ERR_NON_MINIMAL;
+        }
+        return TML_OK;
+    }
+    if ((n == 1 && h->arg < 24) || (n == 2 && h->arg <= 0xffu) ||
+        (n == 4 && h->arg <= 0xffffu) || (n == 8 && h->arg <= 0xffffffffu)) {
+        return TML_ERR_NON_MINIMAL;
+    }
+    return TML_OK;
+}
+
+/* The error for "this item is not the type asked for": items the protocol
+ * never uses anywhere (tags, floats, undefined, other simple values) are
+ * TML_ERR_UNSUPPORTED, everything else TML_ERR_TYPE. */
+static enum tml_err
+mismatch(const struct head *h)
+{
+    if (h->major == 6 || (h->major == 7 && (h->ai < 20 || h->ai > 22))) {
+        return TML_ERR_UNSUPPORTED;
+    }
+    return TML_ERR_TYPE;
+}
+
+enum tml_cbor_type
+tml_dec_peek(const struct tml_dec *d)
+{
+    static const enum tml_cbor_type types[8] = {
+        TML_CBOR_UINT, TML_CBOR_NINT,  TML_CBOR_BYTES, TML_CBOR_TEXT,
+        TML_CBOR_ARRAY, TML_CBOR_MAP, TML_CBOR_TAG,   TML_CBOR_SIMPLE};
+
+    if (d->p >= d->end) {
+        return TML_CBOR_END;
+    }
+    return types[d->p[0] >> 5];
+}
+
+enum tml_err
+tml_dec_uint(struct tml_dec *d, uint64_t *v)
+{
+    struct head h;
+    enum tml_err err = read_head(d, &h);
+
+    if (err == TML_OK && h.major != 0) {
+        err = mismatch(&h);
+    }
+    if (err == TML_OK) {
+        *v = h.arg;
+        d->p += h.hlen;
+    }
+    return err;
+}
+
+enum tml_err
+tml_dec_int(struct tml_dec *d, int64_t *v)
+{
+    struct head h;
+    enum tml_err err = read_head(d, &h);
+
+    if (err == TML_OK && h.major != 0 && h.major != 1) {
+        err = mismatch(&h);
+    }
+    if (err == TML_OK && h.arg > (uint64_t)INT64_MAX) {
+        err = TML_ERR_RANGE;
+    }
+    if (err == TML_OK) {
+        /* Major 1 encodes -1 - arg; arg <= INT64_MAX so this fits. */
+        *v = h.major == 0 ? (int64_t)h.arg : -1 - (int64_t)h.arg;
+        d->p += h.hlen;
+    }
+    return err;
+}
+
+bool
+tml__utf8_valid(const uint8_t *p, size_t len)
+{
+    size_t i = 0;
+
+    while (i < len) {
+        uint8_t c = p[i];
+        size_t n;
+        uint32_t cp;
+        uint32_t lo;
+        size_t k;
+
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf) {
+            n = 1;
+            cp = c & 0x1fu;
+            lo = 0x80;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            n = 2;
+            cp = c & 0x0fu;
+            lo = 0x800;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            n = 3;
+            cp = c & 0x07u;
+            lo = 0x10000;
+        } else {
+            return false; /* continuation byte, C0/C1, F5..FF */
+        }
+        if (len - i - 1 < n) {
+            return false;
+        }
+        for (k = 1; k <= n; k++) {
+            if ((p[i + k] & 0xc0) != 0x80) {
+                return false;
+            }
+            cp = (cp << 6) | (p[i + k] & 0x3fu);
+        }
+        if (cp < lo || cp > 0x10ffffu || (cp >= 0xd800 && cp <= 0xdfff)) {
+            return false;
+        }
+        i += n + 1;
+    }
+    return true;
+}
+
+/* Reads a byte (major 2) or text (major 3) string. */
+static enum tml_err
+dec_string(struct tml_dec *d, uint8_t major, const uint8_t **p, size_t *len)
+{
+    struct head h;
+    enum tml_err err = read_head(d, &h);
+
+    if (err == TML_OK && h.major != major) {
+        err = mismatch(&h);
+    }
+    if (err == TML_OK && h.arg > avail(d) - h.hlen) {
+        err = TML_ERR_TRUNCATED;
+    }
+    if (err == TML_OK && major == 3 &&
+        !tml__utf8_valid(d->p + h.hlen, (size_t)h.arg)) {
+        err = TML_ERR_TYPE; /* not a valid text string */
+    }
+    if (err == TML_OK) {
+        *p = d->p + h.hlen;
+        *len = (size_t)h.arg;
+        d->p += h.hlen + (size_t)h.arg;
+    }
+    return err;
+}
+
+enum tml_err
+tml_dec_bytes(struct tml_dec *d, struct tml_bin *v)
+{
+    const uint8_t *p = NULL;
+    size_t len = 0;
+    enum tml_err err = dec_string(d, 2, &p, &len);
+
+    if (err == TML_OK) {
+        v->p = p;
+        v->len = len;
+    }
+    return err;
+}
+
+enum tml_err
+tml_dec_text(struct tml_dec *d, struct tml_str *v)
+{
+    const uint8_t *p = NULL;
+    size_t len = 0;
+    enum tml_err err = dec_string(d, 3, &p, &len);
+
+    if (err == TML_OK) {
+        v->p = (const char *)p;
+        v->len = len;
+    }
+    return err;
+}
+
+/* Checks a container head: depth, and a count that the remaining input can
+ * hold (every item takes at least one byte), so that a claimed 2^64-1
+ * elements fails here as truncated. */
+static enum tml_err
+container(const struct tml_dec *d, const struct head *h)
+{
+    uint64_t left = avail(d) - h->hlen;
+
+    if (d->depth >= TML_CBOR_MAX_DEPTH) {
+        return TML_ERR_DEPTH;
+    }
+    if (h->major == 4 ? h->arg > left : h->arg > left / 2) {
+        return TML_ERR_TRUNCATED;
+    }
+    return TML_OK;
+}
+
+static enum tml_err
+dec_container(struct tml_dec *d, uint8_t major, size_t *n)
+{
+    struct head h;
+    enum tml_err err = read_head(d, &h);
+
+    if (err == TML_OK && h.major != major) {
+        err = mismatch(&h);
+    }
+    if (err == TML_OK) {
+        err = container(d, &h);
+    }
+    if (err == TML_OK) {
+        *n = (size_t)h.arg;
+        d->p += h.hlen;
+        d->depth++;
+    }
+    return err;
+}
+
+enum tml_err
+tml_dec_array(struct tml_dec *d, size_t *n)
+{
+    return dec_container(d, 4, n);
+}
+
+enum tml_err
+tml_dec_map(struct tml_dec *d, size_t *n)
+{
+    return dec_container(d, 5, n);
+}
+
+void
+tml_dec_leave(struct tml_dec *d)
+{
+    if (d->depth > 0) {
+        d->depth--;
+    }
+}
+
+static enum tml_err
+dec_simple(struct tml_dec *d, uint8_t want_lo, uint8_t want_hi, uint8_t *ai)
+{
+    struct head h;
+    enum tml_err err = read_head(d, &h);
+
+    if (err == TML_OK && (h.major != 7 || h.ai < want_lo || h.ai > want_hi)) {
+        err = mismatch(&h);
+    }
+    if (err == TML_OK) {
+        *ai = h.ai;
+        d->p += h.hlen;
+    }
+    return err;
+}
+
+enum tml_err
+tml_dec_bool(struct tml_dec *d, bool *v)
+{
+    uint8_t ai = 0;
+    enum tml_err err = dec_simple(d, 20, 21, &ai);
+
+    if (err == TML_OK) {
+        *v = ai == 21;
+    }
+    return err;
+}
+
+enum tml_err
+tml_dec_null(struct tml_dec *d)
+{
+    uint8_t ai = 0;
+
+    return dec_simple(d, 22, 22, &ai);
+}
+
+enum tml_err
+tml_dec_tag(struct tml_dec *d, uint64_t *tag)
+{
+    struct head h;
+    enum tml_err err = read_head(d, &h);
+
+    if (err == TML_OK && h.major != 6) {
+        err = TML_ERR_TYPE;
+    }
+    if (err == TML_OK) {
+        *tag = h.arg;
+        d->p += h.hlen;
+    }
+    return err;
+}
+
+enum tml_err
+tml_dec_skip(struct tml_dec *d)
+{
+    /* left[k]: items still to skip at nesting level k below the start. */
+    uint64_t left[TML_CBOR_MAX_DEPTH + 1];
+    size_t top = 0;
+    struct tml_dec t = *d;
+    enum tml_err err = TML_OK;
+
+    left[0] = 1;
+    for (;;) {
+        struct head h;
+
+        if (left[top] == 0) {
+            if (top == 0) {
+                break;
+            }
+            top--;
+            t.depth--;
+            continue;
+        }
+        err = read_head(&t, &h);
+        if (err != TML_OK) {
+            break;
+        }
+        switch (h.major) {
+        case 0:
+        case 1:
+            t.p += h.hlen;
+            break;
+        case 2:
+        case 3: {
+            const uint8_t *p;
+            size_t len;
+
+            err = dec_string(&t, h.major, &p, &len);
+            break;
+        }
+        case 4:
+        case 5:
+            err = container(&t, &h);
+            if (err == TML_OK) {
+                t.p += h.hlen;
+                t.depth++;
+                left[top]--;
+                top++;
+                left[top] = h.major == 4 ? h.arg : 2 * h.arg;
+                continue;
+            }
+            break;
+        default: /* tags, floats and simple values other than bool/null */
+            if (h.major == 7 && h.ai >= 20 && h.ai <= 22) {
+                t.p += h.hlen;
+            } else {
+                err = TML_ERR_UNSUPPORTED;
+            }
+            break;
+        }
+        if (err != TML_OK) {
+            break;
+        }
+        left[top]--;
+    }
+    if (err == TML_OK) {
+        d->p = t.p;
+    }
+    return err;
+}
+
+enum tml_err
+tml_dec_finish(const struct tml_dec *d)
+{
+    return d->p == d->end ? TML_OK : TML_ERR_TRAILING;
+}

@@ -1,0 +1,158 @@
+/*
+ * cbor_enc.c: the CBOR encoder (RFC 8949), a sticky-error writer into one
+ * caller buffer. It owns nothing. Every integer, length and tag argument is
+ * written in its shortest form (RFC 8949 4.2.1, "preferred serialization"),
+ * which is what our decoder demands. It never writes indefinite lengths or
+ * floats.
+ */
+#include <string.h>
+
+#include "internal.h"
+
+void
+tml_enc_init(struct tml_enc *e, uint8_t *buf, size_t cap)
+{
+    e->buf = buf;
+    e->cap = cap;
+    e->len = 0;
+    e->err = (buf == NULL && cap != 0) ? TML_ERR_INVAL : TML_OK;
+}
+
+static void
+put(struct tml_enc *e, const void *p, size_t n)
+{
+    if (e->err != TML_OK) {
+        return;
+    }
+    if (n > e->cap - e->len) {
+        e->err = TML_ERR_NOSPACE;
+        return;
+    }
+    if (n != 0) {
+        memcpy(e->buf + e->len, p, n);
+        e->len += n;
+    }
+}
+
+/* Writes the initial byte of major type `major` with argument v. */
+static void
+put_head(struct tml_enc *e, uint8_t major, uint64_t v)
+{
+    uint8_t h[9];
+    size_t n;
+    size_t i;
+
+    if (v < 24) {
+        h[0] = (uint8_t)((major << 5) | v);
+        n = 1;
+    } else if (v <= 0xffu) {
+        h[0] = (uint8_t)((major << 5) | 24);
+        n = 2;
+    } else if (v <= 0xffffu) {
+        h[0] = (uint8_t)((major << 5) | 25);
+        n = 3;
+    } else if (v <= 0xffffffffu) {
+        h[0] = (uint8_t)((major << 5) | 26);
+        n = 5;
+    } else {
+        h[0] = (uint8_t)((major << 5) | 27);
+        n = 9;
+    }
+    for (i = 1; i < n; i++) {
+        h[i] = (uint8_t)(v >> (8 * (n - 1 - i)));
+    }
+    put(e, h, n);
+}
+
+void
+tml_enc_uint(struct tml_enc *e, uint64_t v)
+{
+    put_head(e, 0, v);
+}
+
+void
+tml_enc_int(struct tml_enc *e, int64_t v)
+{
+    if (v >= 0) {
+        put_head(e, 0, (uint64_t)v);
+    } else {
+        /* -1 - v without overflow: v + 1 <= 0, so -(v + 1) fits. */
+        put_head(e, 1, (uint64_t)(-(v + 1)));
+    }
+}
+
+static void
+put_string(struct tml_enc *e, uint8_t major, const void *p, size_t len)
+{
+    if (e->err == TML_OK && p == NULL && len != 0) {
+        e->err = TML_ERR_INVAL;
+        return;
+    }
+    put_head(e, major, (uint64_t)len);
+    put(e, p, len);
+}
+
+void
+tml_enc_bytes(struct tml_enc *e, const void *p, size_t len)
+{
+    put_string(e, 2, p, len);
+}
+
+void
+tml_enc_text(struct tml_enc *e, const char *p, size_t len)
+{
+    put_string(e, 3, p, len);
+}
+
+void
+tml_enc_array(struct tml_enc *e, size_t n)
+{
+    put_head(e, 4, (uint64_t)n);
+}
+
+void
+tml_enc_map(struct tml_enc *e, size_t n)
+{
+    put_head(e, 5, (uint64_t)n);
+}
+
+void
+tml_enc_bool(struct tml_enc *e, bool v)
+{
+    uint8_t b = v ? 0xf5 : 0xf4;
+
+    put(e, &b, 1);
+}
+
+void
+tml_enc_null(struct tml_enc *e)
+{
+    uint8_t b = 0xf6;
+
+    put(e, &b, 1);
+}
+
+void
+tml_enc_tag(struct tml_enc *e, uint64_t tag)
+{
+    put_head(e, 6, tag);
+}
+
+void
+tml_enc_raw(struct tml_enc *e, const void *p, size_t len)
+{
+    if (e->err == TML_OK && p == NULL && len != 0) {
+        e->err = TML_ERR_INVAL;
+        return;
+    }
+    put(e, p, len);
+}
+
+enum tml_err
+tml_enc_finish(const struct tml_enc *e, size_t *out_len)
+{
+    if (e->err == TML_OK && out_len != NULL) {
+        *out_len = e->len;
+    }
+    return e->err;
+}

@@ -1,0 +1,153 @@
+/*
+ * topic.c: MQTT topic names "tml/v1/<dev>/<dir>/<kind>" (PROTOCOL.md
+ * "Topics"). A device id is the client certificate's CN and also the broker
+ * username, so it must never contain MQTT wildcards or level separators:
+ * only [A-Za-z0-9._-], 1..TML_MAX_DEVICE_ID bytes, not "." or "..".
+ */
+#include <string.h>
+
+#include "internal.h"
+
+#define PREFIX "tml/v1/"
+#define PREFIX_LEN 7
+
+static const char *const kind_names[TML_KIND__COUNT] = {
+    "hello", "state", "tele", "sample", "ota", "ack", "cmd"};
+
+/* Bit d set if the kind exists in direction d (TML_DIR_UP = 0). */
+static const uint8_t kind_dirs[TML_KIND__COUNT] = {1, 1, 1, 1, 3, 2, 2};
+
+const char *
+tml_kind_name(enum tml_kind kind)
+{
+    if ((unsigned)kind >= TML_KIND__COUNT) {
+        return "?";
+    }
+    return kind_names[kind];
+}
+
+bool
+tml_device_id_valid(const char *id, size_t len)
+{
+    size_t i;
+
+    if (id == NULL || len == 0 || len > TML_MAX_DEVICE_ID) {
+        return false;
+    }
+    if ((len == 1 && id[0] == '.') ||
+        (len == 2 && id[0] == '.' && id[1] == '.')) {
+        return false;
+    }
+    for (i = 0; i < len; i++) {
+        char c = id[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool
+kind_in_dir(enum tml_kind kind, enum tml_dir dir)
+{
+    return (kind_dirs[kind] >> dir) & 1u;
+}
+
+enum tml_err
+tml_topic_parse(const char *topic, size_t len, struct tml_topic *out)
+{
+    const char *dev;
+    const char *dir;
+    const char *kind;
+    const char *end;
+    size_t dev_len;
+    size_t dir_len;
+    size_t kind_len;
+    size_t i;
+
+    if (topic == NULL || out == NULL) {
+        return TML_ERR_INVAL;
+    }
+    if (len > TML_MAX_TOPIC || len < PREFIX_LEN ||
+        memcmp(topic, PREFIX, PREFIX_LEN) != 0) {
+        return TML_ERR_TOPIC;
+    }
+    end = topic + len;
+    dev = topic + PREFIX_LEN;
+    dir = memchr(dev, '/', (size_t)(end - dev));
+    if (dir == NULL) {
+        return TML_ERR_TOPIC;
+    }
+    dev_len = (size_t)(dir - dev);
+    dir++;
+    kind = memchr(dir, '/', (size_t)(end - dir));
+    if (kind == NULL) {
+        return TML_ERR_TOPIC;
+    }
+    dir_len = (size_t)(kind - dir);
+    kind++;
+    kind_len = (size_t)(end - kind);
+    /* A sixth level (or a NUL inside) makes the kind match nothing below. */
+    if (!tml_device_id_valid(dev, dev_len)) {
+        return TML_ERR_TOPIC;
+    }
+    if (dir_len == 2 && memcmp(dir, "up", 2) == 0) {
+        out->dir = TML_DIR_UP;
+    } else if (dir_len == 4 && memcmp(dir, "down", 4) == 0) {
+        out->dir = TML_DIR_DOWN;
+    } else {
+        return TML_ERR_TOPIC;
+    }
+    for (i = 0; i < TML_KIND__COUNT; i++) {
+        if (strlen(kind_names[i]) == kind_len &&
+            memcmp(kind_names[i], kind, kind_len) == 0) {
+            break;
+        }
+    }
+    if (i == TML_KIND__COUNT || !kind_in_dir((enum tml_kind)i, out->dir)) {
+        return TML_ERR_TOPIC;
+    }
+    out->kind = (enum tml_kind)i;
+    out->dev.p = dev;
+    out->dev.len = dev_len;
+    return TML_OK;
+}
+
+enum tml_err
+tml_topic_build(char *buf, size_t cap, const char *dev, size_t dev_len,
+                enum tml_dir dir, enum tml_kind kind, size_t *out_len)
+{
+    const char *dir_name;
+    size_t dir_len;
+    size_t kind_len;
+    size_t n;
+
+    if (buf == NULL || (unsigned)kind >= TML_KIND__COUNT ||
+        (dir != TML_DIR_UP && dir != TML_DIR_DOWN)) {
+        return TML_ERR_INVAL;
+    }
+    if (!tml_device_id_valid(dev, dev_len) || !kind_in_dir(kind, dir)) {
+        return TML_ERR_TOPIC;
+    }
+    dir_name = dir == TML_DIR_UP ? "up" : "down";
+    dir_len = dir == TML_DIR_UP ? 2 : 4;
+    kind_len = strlen(kind_names[kind]);
+    n = PREFIX_LEN + dev_len + 1 + dir_len + 1 + kind_len;
+    if (n + 1 > cap) {
+        return TML_ERR_NOSPACE;
+    }
+    memcpy(buf, PREFIX, PREFIX_LEN);
+    memcpy(buf + PREFIX_LEN, dev, dev_len);
+    buf[PREFIX_LEN + dev_len] = '/';
+    memcpy(buf + PREFIX_LEN + dev_len + 1, dir_name, dir_len);
+    buf[PREFIX_LEN + dev_len + 1 + dir_len] = '/';
+    memcpy(buf + PREFIX_LEN + dev_len + 2 + dir_len, kind_names[kind],
+           kind_len);
+    buf[n] = '\0';
+    if (out_len != NULL) {
+        *out_len = n;
+    }
+    return TML_OK;
+}
