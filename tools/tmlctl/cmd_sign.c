@@ -223,7 +223,7 @@ cmd_sign(struct tmlctl *ctl, int argc, char **argv)
     const char *key_path = NULL, *name = NULL, *hw = NULL, *out = NULL;
     const char *vectors_dir = NULL, *shape = NULL, *labels_arg = NULL;
     const char *expires = NULL, *dtype = NULL, *min_agent = NULL;
-    uint32_t version = 0, arena = 0, score_tol = 500;
+    uint32_t version = 0, arena = 0, score_tol = 500, classes = 0;
     bool resets_floor = false;
     struct tmlctl_list revoke = {0};
     const struct tmlctl_opt opts[] = {
@@ -241,11 +241,13 @@ cmd_sign(struct tmlctl *ctl, int argc, char **argv)
         {"arena", 0, TMLCTL_OPT_U32, &arena, "BYTES",
          "tensor arena the model needs", false},
         {"input-shape", 0, TMLCTL_OPT_STR, &shape, "DIMS",
-         "input shape, e.g. 1x49x40", false},
+         "model input shape, e.g. 1x49x40", true},
         {"dtype", 0, TMLCTL_OPT_STR, &dtype, "TYPE",
          "input type: u8 i8 i16 i32 f32 (i8)", false},
         {"labels", 0, TMLCTL_OPT_STR, &labels_arg, "FILE|a,b",
-         "class labels", false},
+         "class labels (or --classes N)", false},
+        {"classes", 0, TMLCTL_OPT_U32, &classes, "N",
+         "number of output classes, when no --labels", false},
         {"expires", 0, TMLCTL_OPT_STR, &expires, "WHEN",
          "duration (90d), @UNIXTIME or 'never' (90d)", false},
         {"min-agent", 0, TMLCTL_OPT_STR, &min_agent, "X.Y.Z",
@@ -260,7 +262,8 @@ cmd_sign(struct tmlctl *ctl, int argc, char **argv)
     int rc;
     if (!tmlctl_parse(ctl,
                       "sign MODEL --key KEY --name NAME --version N --hw "
-                      "TARGET -o OUT.tmlb [options]",
+                      "TARGET --input-shape DIMS --labels L|--classes N "
+                      "-o OUT.tmlb [options]",
                       opts, argc, argv, &a, &rc))
         return rc;
     if (a.n_pos != 1)
@@ -285,10 +288,16 @@ cmd_sign(struct tmlctl *ctl, int argc, char **argv)
         return tmlctl_fail(ctl, TMLCTL_EXIT_USAGE,
                            "versions start at 1 (0 means 'no model')",
                            "--version 0");
+    if ((labels_arg == NULL) == (classes == 0))
+        return tmlctl_fail(ctl, TMLCTL_EXIT_USAGE,
+                           "devices check the model's class count: give "
+                           "--labels yes,no,... or --classes N",
+                           "need exactly one of --labels and --classes");
+    m.n_labels = classes;
     if (dtype != NULL && !parse_dtype(dtype, &m.dtype))
         return tmlctl_fail(ctl, TMLCTL_EXIT_USAGE, "u8 i8 i16 i32 f32",
                            "bad --dtype '%s'", dtype);
-    if (shape != NULL && !parse_shape(shape, &m))
+    if (!parse_shape(shape, &m))
         return tmlctl_fail(ctl, TMLCTL_EXIT_USAGE,
                            "e.g. --input-shape 1x49x40 (at most 4 dims)",
                            "bad --input-shape '%s'", shape);
