@@ -226,13 +226,10 @@ static enum tml_err
 encode_map(struct tml_enc *e, const struct tml__msg *desc, const void *m)
 {
     uint64_t need = desc->need != NULL ? desc->need(m) : 0;
-    enum tml_err err = desc->check != NULL ? desc->check(m) : TML_OK;
+    enum tml_err err = TML_OK;
     size_t n = 0;
     size_t i;
 
-    if (err != TML_OK) {
-        return err;
-    }
     for (i = 0; i < desc->n_fields; i++) {
         n += emitted(&desc->fields[i], m, need);
     }
@@ -244,6 +241,10 @@ encode_map(struct tml_enc *e, const struct tml__msg *desc, const void *m)
             tml_enc_uint(e, f->key);
             err = encode_field(e, f, m);
         }
+    }
+    /* Cross-field rules last, in the same order as the decoder. */
+    if (err == TML_OK && desc->check != NULL) {
+        err = desc->check(m);
     }
     return err;
 }

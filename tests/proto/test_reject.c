@@ -1,0 +1,829 @@
+/*
+ * test_reject.c: every message decoder rejects each violation with its own
+ * error code (F2 catalogue at the message level), skips unknown optional
+ * keys (forward compatibility) and rejects unknown critical (negative) keys.
+ * Mutations are generic: they are applied to every key of every sample
+ * message, so a new field is covered without a new test.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "samples.h"
+
+static struct samples_store store;
+
+static int
+setup(void **state)
+{
+    (void)state;
+    samples_init(&store);
+    return store.manifest_len > 0 ? 0 : -1;
+}
+
+/* One key/value pair of a top-level map, as byte spans of the message. */
+struct pair {
+    uint64_t key;
+    size_t start; /* key's first byte */
+    size_t vstart;
+    size_t end;
+};
+
+/* Splits a message map into its pairs; returns the count. */
+static size_t
+split(const uint8_t *msg, size_t len, struct pair *pairs, size_t max)
+{
+    struct tml_dec d;
+    size_t n = 0, i;
+
+    tml_dec_init(&d, msg, len);
+    assert_int_equal(tml_dec_map(&d, &n), TML_OK);
+    assert_true(n <= max);
+    for (i = 0; i < n; i++) {
+        pairs[i].start = (size_t)(d.p - msg);
+        assert_int_equal(tml_dec_uint(&d, &pairs[i].key), TML_OK);
+        pairs[i].vstart = (size_t)(d.p - msg);
+        assert_int_equal(tml_dec_skip(&d), TML_OK);
+        pairs[i].end = (size_t)(d.p - msg);
+    }
+    return n;
+}
+
+/* Rebuilds a map from msg's pairs: pair `drop` left out (if < n), pair
+ * `dup` written twice (if < n), pair `repl` with its value replaced by
+ * value/vlen (if < n), plus `extra` raw pairs (n_extra of them) first or
+ * last. */
+struct edit {
+    size_t drop, dup, repl;
+    const uint8_t *value;
+    size_t vlen;
+    const uint8_t *extra;
+    size_t elen, n_extra;
+    bool extra_first;
+};
+
+static size_t
+rebuild(const uint8_t *msg, size_t len, const struct edit *ed, uint8_t *out,
+        size_t cap)
+{
+    struct pair pairs[32];
+    size_t n = split(msg, len, pairs, 32), i, count = 0, olen = 0;
+    struct tml_enc e;
+
+    for (i = 0; i < n; i++) {
+        count += i == ed->drop ? 0 : (i == ed->dup ? 2 : 1);
+    }
+    tml_enc_init(&e, out, cap);
+    tml_enc_map(&e, count + ed->n_extra);
+    if (ed->extra_first) {
+        tml_enc_raw(&e, ed->extra, ed->elen);
+    }
+    for (i = 0; i < n; i++) {
+        const struct pair *p = &pairs[i];
+        int k;
+
+        if (i == ed->drop) {
+            continue;
+        }
+        for (k = 0; k < (i == ed->dup ? 2 : 1); k++) {
+            if (i == ed->repl) {
+                tml_enc_raw(&e, msg + p->start, p->vstart - p->start);
+                tml_enc_raw(&e, ed->value, ed->vlen);
+            } else {
+                tml_enc_raw(&e, msg + p->start, p->end - p->start);
+            }
+        }
+    }
+    if (!ed->extra_first) {
+        tml_enc_raw(&e, ed->extra, ed->elen);
+    }
+    assert_int_equal(tml_enc_finish(&e, &olen), TML_OK);
+    return olen;
+}
+
+static const struct edit NO_EDIT = {(size_t)-1, (size_t)-1, (size_t)-1, NULL,
+                                    0,          NULL,       0, 0, false};
+
+static uint8_t msg[TML_MAX_MESSAGE + 64];
+static uint8_t out[2 * TML_MAX_MESSAGE + 512];
+
+/* Runs fn(i, which, msg, len) for every message sample except COSE. */
+#define FOR_EACH_SAMPLE(i, which, len)                                         \
+    for (i = 0; i < SAMPLE_KINDS; i++)                                         \
+        if (sample_encode(i, &store, msg, sizeof msg, &len, &which) != NULL && \
+            which != 9)
+
+static void
+test_rebuild_without_edits_decodes(void **state)
+{
+    size_t len, olen;
+    int i, which;
+
+    (void)state;
+    FOR_EACH_SAMPLE(i, which, len)
+    {
+        olen = rebuild(msg, len, &NO_EDIT, out, sizeof out);
+        assert_int_equal(olen, len);
+        assert_memory_equal(out, msg, len);
+    }
+}
+
+static void
+test_every_strict_prefix_is_truncated(void **state)
+{
+    size_t len, cut;
+    int i, which;
+
+    (void)state;
+    FOR_EACH_SAMPLE(i, which, len)
+    {
+        for (cut = 0; cut < len; cut++) {
+            assert_int_equal(sample_decode(which, msg, cut),
+                             TML_ERR_TRUNCATED);
+        }
+    }
+}
+
+static void
+test_trailing_bytes_rejected(void **state)
+{
+    static const uint8_t tails[][2] = {{0x00, 0}, {0xf6, 0}, {0xa0, 0}};
+    size_t len, t;
+    int i, which;
+
+    (void)state;
+    FOR_EACH_SAMPLE(i, which, len)
+    {
+        for (t = 0; t < 3; t++) {
+            msg[len] = tails[t][0];
+            if (which == 8 && len + 1 > TML_MAX_MANIFEST) {
+                continue;
+            }
+            assert_int_equal(sample_decode(which, msg, len + 1),
+                             TML_ERR_TRAILING);
+        }
+    }
+}
+
+static void
+test_missing_required_field_at_every_key(void **state)
+{
+    /* The "min" samples hold required fields only (ack: has tele only, ack's
+     * rule is "at least one of"). */
+    static const int min_samples[] = {0, 2, 3, 5, 7, 8, 10, 11, 12, 13};
+    struct pair pairs[32];
+    size_t len, n, k, olen, s;
+    int which;
+
+    (void)state;
+    for (s = 0; s < sizeof min_samples / sizeof min_samples[0]; s++) {
+        int i = min_samples[s];
+
+        assert_non_null(sample_encode(i, &store, msg, sizeof msg, &len,
+                                      &which));
+        n = split(msg, len, pairs, 32);
+        for (k = 0; k < n; k++) {
+            struct edit ed = NO_EDIT;
+
+            /* cmd-set-max and others carry optional keys: skip those. */
+            if (which == 7 && pairs[k].key >= 3) {
+                continue;
+            }
+            if ((which == 0 && pairs[k].key >= 14) ||
+                (which == 8 && pairs[k].key >= 17)) {
+                continue;
+            }
+            ed.drop = k;
+            olen = rebuild(msg, len, &ed, out, sizeof out);
+            assert_int_equal(sample_decode(which, out, olen), TML_ERR_MISSING);
+        }
+    }
+}
+
+static void
+test_duplicate_key_rejected_at_every_key(void **state)
+{
+    struct pair pairs[32];
+    size_t len, n, k, olen;
+    int i, which;
+
+    (void)state;
+    FOR_EACH_SAMPLE(i, which, len)
+    {
+        n = split(msg, len, pairs, 32);
+        for (k = 0; k < n; k++) {
+            struct edit ed = NO_EDIT;
+
+            ed.dup = k;
+            olen = rebuild(msg, len, &ed, out, sizeof out);
+            if (olen > (which == 8 ? TML_MAX_MANIFEST : TML_MAX_MESSAGE)) {
+                continue;
+            }
+            assert_int_equal(sample_decode(which, out, olen),
+                             TML_ERR_DUPLICATE);
+        }
+    }
+}
+
+/* Replaces each value with an item of another type. */
+static void
+test_wrong_type_rejected_at_every_key(void **state)
+{
+    static const uint8_t text[] = {0x61, 'x'};
+    static const uint8_t nested[] = {0xa1, 0x01, 0x02};
+    static const uint8_t neg[] = {0x20};
+    struct pair pairs[32];
+    size_t len, n, k, olen;
+    int i, which;
+
+    (void)state;
+    FOR_EACH_SAMPLE(i, which, len)
+    {
+        n = split(msg, len, pairs, 32);
+        for (k = 0; k < n; k++) {
+            struct edit ed = NO_EDIT;
+            uint8_t first = msg[pairs[k].vstart];
+            enum tml_err want;
+
+            ed.repl = k;
+            /* A text value where the field is not text... */
+            if ((first >> 5) == 3) {
+                ed.value = neg;
+                ed.vlen = sizeof neg;
+            } else if ((first >> 5) == 5) {
+                ed.value = text;
+                ed.vlen = sizeof text;
+            } else {
+                ed.value = (first >> 5) == 0 ? text : nested;
+                ed.vlen = (first >> 5) == 0 ? sizeof text : sizeof nested;
+            }
+            olen = rebuild(msg, len, &ed, out, sizeof out);
+            want = pairs[k].key == 0 ? TML_ERR_VERSION : TML_ERR_TYPE;
+            assert_int_equal(sample_decode(which, out, olen), want);
+        }
+    }
+}
+
+/* Tags, floats, undefined and simple values anywhere: UNSUPPORTED. */
+static void
+test_tag_float_simple_rejected_at_every_key(void **state)
+{
+    static const uint8_t items[][5] = {
+        {0xc1, 0x01},             /* tag 1 (epoch) around an int */
+        {0xfa, 0x3f, 0x80, 0, 0}, /* 1.0f */
+        {0xf9, 0x7e, 0x00},       /* NaN half */
+        {0xf7},                   /* undefined */
+        {0xf0},                   /* simple(16) */
+    };
+    static const size_t lens[] = {2, 5, 3, 1, 1};
+    struct pair pairs[32];
+    size_t len, n, k, olen, t;
+    int i, which;
+
+    (void)state;
+    FOR_EACH_SAMPLE(i, which, len)
+    {
+        n = split(msg, len, pairs, 32);
+        for (k = 1; k < n; k++) {
+            for (t = 0; t < 5; t++) {
+                struct edit ed = NO_EDIT;
+
+                ed.repl = k;
+                ed.value = items[t];
+                ed.vlen = lens[t];
+                olen = rebuild(msg, len, &ed, out, sizeof out);
+                assert_int_equal(sample_decode(which, out, olen),
+                                 TML_ERR_UNSUPPORTED);
+            }
+        }
+    }
+}
+
+/* Forward compatibility: unknown keys >= 0 with any well-formed value are
+ * skipped, before or after the known ones, and the known fields decode to
+ * the same values. */
+static void
+test_unknown_optional_keys_skipped(void **state)
+{
+    /* 63: {1: [h'00', "x", null, true]}, 1000: -5, 64: 4294967296 */
+    static const uint8_t extra[] = {0x18, 0x3f, 0xa1, 0x01, 0x84, 0x41,
+                                    0x00, 0x61, 'x',  0xf6, 0xf5, 0x19,
+                                    0x03, 0xe8, 0x24, 0x18, 0x40, 0x1b,
+                                    0,    0,    0,    1,    0,    0,
+                                    0,    0};
+    size_t len, olen;
+    int i, which, first;
+
+    (void)state;
+    for (first = 0; first <= 1; first++) {
+        FOR_EACH_SAMPLE(i, which, len)
+        {
+            struct edit ed = NO_EDIT;
+
+            if (len + sizeof extra + 2 >
+                (which == 8 ? TML_MAX_MANIFEST : TML_MAX_MESSAGE)) {
+                continue;
+            }
+            ed.extra = extra;
+            ed.elen = sizeof extra;
+            ed.n_extra = 3;
+            ed.extra_first = first;
+            olen = rebuild(msg, len, &ed, out, sizeof out);
+            assert_int_equal(sample_decode(which, out, olen), TML_OK);
+        }
+    }
+}
+
+static void
+test_unknown_keys_keep_values_hello(void **state)
+{
+    static const uint8_t extra[] = {0x18, 0x63, 0x82, 0x01, 0x02}; /* 99 */
+    struct tml_hello m, outm;
+    uint8_t re[TML_MAX_MESSAGE];
+    size_t len, olen, rlen;
+    struct edit ed = NO_EDIT;
+
+    (void)state;
+    sample_hello(&m, true);
+    assert_int_equal(tml_hello_encode(&m, msg, sizeof msg, &len), TML_OK);
+    ed.extra = extra;
+    ed.elen = sizeof extra;
+    ed.n_extra = 1;
+    olen = rebuild(msg, len, &ed, out, sizeof out);
+    assert_int_equal(tml_hello_decode(out, olen, &outm), TML_OK);
+    assert_int_equal(tml_hello_encode(&outm, re, sizeof re, &rlen), TML_OK);
+    assert_int_equal(rlen, len);
+    assert_memory_equal(re, msg, len);
+}
+
+static void
+test_unknown_duplicate_and_too_many_unknown_keys(void **state)
+{
+    static const uint8_t two[] = {0x18, 0x63, 0x00, 0x18, 0x63, 0x01};
+    uint8_t many[2 * 17 * 2];
+    size_t len, olen, k;
+    struct edit ed = NO_EDIT;
+    int which;
+
+    (void)state;
+    assert_non_null(sample_encode(2, &store, msg, sizeof msg, &len, &which));
+    ed.extra = two;
+    ed.elen = sizeof two;
+    ed.n_extra = 2;
+    olen = rebuild(msg, len, &ed, out, sizeof out);
+    assert_int_equal(tml_state_decode(out, olen, &(struct tml_state){0}),
+                     TML_ERR_DUPLICATE);
+    /* 16 distinct unknown keys are fine, 17 are OVERSIZE. */
+    for (k = 0; k < 17; k++) {
+        many[2 * k] = (uint8_t)(2 + k); /* keys 2..18: unknown to state */
+        many[2 * k + 1] = 0xf6;
+    }
+    ed.extra = many;
+    ed.elen = 2 * 16;
+    ed.n_extra = 16;
+    olen = rebuild(msg, len, &ed, out, sizeof out);
+    assert_int_equal(tml_state_decode(out, olen, &(struct tml_state){0}),
+                     TML_OK);
+    ed.elen = 2 * 17;
+    ed.n_extra = 17;
+    olen = rebuild(msg, len, &ed, out, sizeof out);
+    assert_int_equal(tml_state_decode(out, olen, &(struct tml_state){0}),
+                     TML_ERR_OVERSIZE);
+}
+
+static void
+test_unknown_critical_key_rejected(void **state)
+{
+    static const uint8_t crit[][4] = {
+        {0x20, 0x00},             /* -1: 0 */
+        {0x38, 0x63, 0xf6},       /* -100: null */
+        {0x3b, 0x7f, 0xff, 0xff}, /* truncated nint key: not critical */
+    };
+    size_t len, olen, c;
+    int i, which;
+
+    (void)state;
+    FOR_EACH_SAMPLE(i, which, len)
+    {
+        for (c = 0; c < 2; c++) {
+            struct edit ed = NO_EDIT;
+
+            ed.extra = crit[c];
+            ed.elen = c == 0 ? 2 : 3;
+            ed.n_extra = 1;
+            ed.extra_first = c == 0;
+            olen = rebuild(msg, len, &ed, out, sizeof out);
+            if (olen > (which == 8 ? TML_MAX_MANIFEST : TML_MAX_MESSAGE)) {
+                continue;
+            }
+            assert_int_equal(sample_decode(which, out, olen),
+                             TML_ERR_UNKNOWN_CRITICAL);
+        }
+    }
+}
+
+static void
+test_text_keys_rejected(void **state)
+{
+    static const uint8_t tkey[] = {0x61, 'a', 0x01};
+    size_t len, olen;
+    struct edit ed = NO_EDIT;
+    int which;
+
+    (void)state;
+    assert_non_null(sample_encode(9, &store, msg, sizeof msg, &len, &which));
+    ed.extra = tkey;
+    ed.elen = sizeof tkey;
+    ed.n_extra = 1;
+    olen = rebuild(msg, len, &ed, out, sizeof out);
+    assert_int_equal(sample_decode(which, out, olen), TML_ERR_TYPE);
+}
+
+static void
+test_wrong_version_rejected(void **state)
+{
+    static const uint8_t v2[] = {0x02};
+    static const uint8_t v0[] = {0x00};
+    size_t len, olen;
+    int i, which;
+
+    (void)state;
+    FOR_EACH_SAMPLE(i, which, len)
+    {
+        struct edit ed = NO_EDIT;
+
+        ed.repl = 0;
+        ed.value = v2;
+        ed.vlen = 1;
+        olen = rebuild(msg, len, &ed, out, sizeof out);
+        assert_int_equal(sample_decode(which, out, olen), TML_ERR_VERSION);
+        ed.value = v0;
+        olen = rebuild(msg, len, &ed, out, sizeof out);
+        assert_int_equal(sample_decode(which, out, olen), TML_ERR_VERSION);
+    }
+}
+
+static void
+test_non_minimal_value_rejected_at_every_uint(void **state)
+{
+    struct pair pairs[32];
+    size_t len, n, k, olen;
+    int i, which;
+
+    (void)state;
+    FOR_EACH_SAMPLE(i, which, len)
+    {
+        n = split(msg, len, pairs, 32);
+        for (k = 0; k < n; k++) {
+            uint8_t v[9];
+            struct edit ed = NO_EDIT;
+            uint8_t first = msg[pairs[k].vstart];
+
+            if ((first >> 5) != 0 || (first & 31) >= 27) {
+                continue;
+            }
+            /* Re-encode the same value one size wider. */
+            {
+                struct tml_dec d;
+                uint64_t x = 0;
+                size_t w, j;
+
+                tml_dec_init(&d, msg + pairs[k].vstart,
+                             pairs[k].end - pairs[k].vstart);
+                assert_int_equal(tml_dec_uint(&d, &x), TML_OK);
+                w = (first & 31) < 24 ? 1 : (size_t)2 << ((first & 31) - 24);
+                v[0] = (uint8_t)((first & 31) < 24 ? 24 : (first & 31) + 1);
+                for (j = 0; j < w; j++) {
+                    v[1 + j] = (uint8_t)(x >> (8 * (w - 1 - j)));
+                }
+                ed.vlen = 1 + w;
+            }
+            ed.repl = k;
+            ed.value = v;
+            olen = rebuild(msg, len, &ed, out, sizeof out);
+            assert_int_equal(sample_decode(which, out, olen),
+                             TML_ERR_NON_MINIMAL);
+        }
+    }
+}
+
+static void
+test_indefinite_and_deep_values_rejected(void **state)
+{
+    static const uint8_t indef_map[] = {0xbf, 0x00, 0x01, 0xff};
+    static const uint8_t deep[] = {0x18, 0x63, 0x81, 0x81, 0x81, 0x81, 0x81,
+                                   0x81, 0x81, 0x80}; /* 99: 8 levels */
+    static const uint8_t ok_deep[] = {0x18, 0x63, 0x81, 0x81, 0x81, 0x81,
+                                      0x81, 0x81, 0x80}; /* 7 levels */
+    size_t len, olen;
+    struct edit ed = NO_EDIT;
+    int which;
+
+    (void)state;
+    assert_int_equal(tml_state_decode(indef_map, sizeof indef_map,
+                                      &(struct tml_state){0}),
+                     TML_ERR_INDEFINITE);
+    assert_non_null(sample_encode(4, &store, msg, sizeof msg, &len, &which));
+    ed.extra = deep;
+    ed.elen = sizeof deep;
+    ed.n_extra = 1;
+    olen = rebuild(msg, len, &ed, out, sizeof out);
+    assert_int_equal(sample_decode(which, out, olen), TML_ERR_DEPTH);
+    ed.extra = ok_deep;
+    ed.elen = sizeof ok_deep;
+    olen = rebuild(msg, len, &ed, out, sizeof out);
+    assert_int_equal(sample_decode(which, out, olen), TML_OK);
+}
+
+static void
+test_oversize_strings_arrays_and_messages(void **state)
+{
+    struct tml_hello h, hout;
+    struct tml_tele t;
+    struct tml_sample s;
+    static uint8_t big[TML_MAX_MESSAGE + 1];
+    char name[TML_MAX_NAME + 1];
+    size_t len;
+
+    (void)state;
+    memset(name, 'n', sizeof name);
+    sample_hello(&h, false);
+    h.hw.p = name;
+    h.hw.len = TML_MAX_NAME + 1;
+    assert_int_equal(tml_hello_encode(&h, msg, sizeof msg, &len),
+                     TML_ERR_OVERSIZE);
+    /* Hand-build the oversize hello the encoder refuses to write. */
+    h.hw.len = TML_MAX_NAME;
+    assert_int_equal(tml_hello_encode(&h, msg, sizeof msg, &len), TML_OK);
+    {
+        struct pair pairs[32];
+        size_t n = split(msg, len, pairs, 32), olen;
+        uint8_t v[2 + TML_MAX_NAME + 1];
+        struct edit ed = NO_EDIT;
+
+        assert_int_equal(pairs[2].key, 2);
+        v[0] = 0x78;
+        v[1] = TML_MAX_NAME + 1;
+        memset(v + 2, 'n', TML_MAX_NAME + 1);
+        ed.repl = 2;
+        ed.value = v;
+        ed.vlen = sizeof v;
+        (void)n;
+        olen = rebuild(msg, len, &ed, out, sizeof out);
+        assert_int_equal(tml_hello_decode(out, olen, &hout),
+                         TML_ERR_OVERSIZE);
+    }
+    sample_hello(&h, true);
+    h.n_groups = TML_MAX_GROUPS + 1;
+    assert_int_equal(tml_hello_encode(&h, msg, sizeof msg, &len),
+                     TML_ERR_OVERSIZE);
+    sample_tele(&t, true);
+    t.n_classes = TML_MAX_CLASSES + 1;
+    assert_int_equal(tml_tele_encode(&t, msg, sizeof msg, &len),
+                     TML_ERR_OVERSIZE);
+    sample_sample(&s, &store, true);
+    s.data.len = TML_CHUNK_MAX + 1;
+    assert_int_equal(tml_sample_encode(&s, msg, sizeof msg, &len),
+                     TML_ERR_OVERSIZE);
+    /* Whole message over the broker limit. */
+    memset(big, 0, sizeof big);
+    assert_int_equal(tml_sample_decode(big, sizeof big, &s), TML_ERR_OVERSIZE);
+    assert_int_equal(tml_manifest_decode(big, TML_MAX_MANIFEST + 1,
+                                         &(struct tml_manifest){0}),
+                     TML_ERR_OVERSIZE);
+    /* A sample chunk of TML_CHUNK_MAX + 1 bytes, hand-built. */
+    sample_sample(&s, &store, true);
+    assert_int_equal(tml_sample_encode(&s, msg, sizeof msg, &len), TML_OK);
+    {
+        struct pair pairs[32];
+        size_t n = split(msg, len, pairs, 32), olen;
+        static uint8_t v[3 + TML_CHUNK_MAX + 1];
+        struct edit ed = NO_EDIT;
+
+        assert_int_equal(pairs[n - 1].key, 14);
+        v[0] = 0x59;
+        v[1] = (TML_CHUNK_MAX + 1) >> 8;
+        v[2] = (TML_CHUNK_MAX + 1) & 0xff;
+        ed.repl = n - 1;
+        ed.value = v;
+        ed.vlen = sizeof v;
+        olen = rebuild(msg, len, &ed, out, sizeof out);
+        assert_true(olen <= TML_MAX_MESSAGE);
+        assert_int_equal(tml_sample_decode(out, olen, &s), TML_ERR_OVERSIZE);
+    }
+}
+
+static void
+test_range_violations_rejected_by_both_sides(void **state)
+{
+    struct tml_sample s, sout;
+    struct tml_tele t;
+    struct tml_cmd c;
+    struct tml_ota_up u;
+    struct tml_manifest mf;
+    struct tml_ack a;
+    struct tml_hello h;
+    size_t len;
+
+    (void)state;
+    sample_sample(&s, &store, false);
+    s.confidence_bp = 10001;
+    assert_int_equal(tml_sample_encode(&s, msg, sizeof msg, &len),
+                     TML_ERR_RANGE);
+    sample_sample(&s, &store, false);
+    s.offset = 1; /* chunk [1, 2) outside total_len 1 */
+    assert_int_equal(tml_sample_encode(&s, msg, sizeof msg, &len),
+                     TML_ERR_RANGE);
+    sample_sample(&s, &store, false);
+    s.reason = 4;
+    assert_int_equal(tml_sample_encode(&s, msg, sizeof msg, &len),
+                     TML_ERR_RANGE);
+    sample_sample(&s, &store, false);
+    s.dtype = 0;
+    assert_int_equal(tml_sample_encode(&s, msg, sizeof msg, &len),
+                     TML_ERR_RANGE);
+    sample_tele(&t, false);
+    t.seq = 0;
+    assert_int_equal(tml_tele_encode(&t, msg, sizeof msg, &len),
+                     TML_ERR_RANGE);
+    sample_cmd(&c, TML_CMD_SET, true);
+    c.audit_ppm = 1000001;
+    assert_int_equal(tml_cmd_encode(&c, msg, sizeof msg, &len),
+                     TML_ERR_RANGE);
+    sample_cmd(&c, 3, false);
+    assert_int_equal(tml_cmd_encode(&c, msg, sizeof msg, &len),
+                     TML_ERR_RANGE);
+    sample_ota_up(&u, TML_OTA_UP_STATUS, false);
+    u.state = TML_OTA_REVERTED + 1;
+    assert_int_equal(tml_ota_up_encode(&u, msg, sizeof msg, &len),
+                     TML_ERR_RANGE);
+    sample_ota_up(&u, TML_OTA_UP_REQUEST, false);
+    u.len = 0;
+    assert_int_equal(tml_ota_up_encode(&u, msg, sizeof msg, &len),
+                     TML_ERR_RANGE);
+    sample_manifest(&mf, &store, true);
+    mf.size--; /* image size no longer model + vectors */
+    assert_int_equal(tml_manifest_encode(&mf, msg, sizeof msg, &len),
+                     TML_ERR_RANGE);
+    sample_manifest(&mf, &store, false);
+    mf.created = 100;
+    mf.expires = 99;
+    assert_int_equal(tml_manifest_encode(&mf, msg, sizeof msg, &len),
+                     TML_ERR_RANGE);
+    sample_ack(&a, false);
+    a.has_tele = false;
+    assert_int_equal(tml_ack_encode(&a, msg, sizeof msg, &len),
+                     TML_ERR_MISSING);
+    sample_hello(&h, false);
+    h.hw.p = "\xc0\xaf";
+    h.hw.len = 2;
+    assert_int_equal(tml_hello_encode(&h, msg, sizeof msg, &len),
+                     TML_ERR_TYPE);
+
+    /* Decoder side: confidence 10001 and a u32 field of 2^32. */
+    sample_sample(&s, &store, false);
+    assert_int_equal(tml_sample_encode(&s, msg, sizeof msg, &len), TML_OK);
+    {
+        struct pair pairs[32];
+        size_t olen;
+        static const uint8_t c10001[] = {0x19, 0x27, 0x11};
+        static const uint8_t big[] = {0x1b, 0, 0, 0, 1, 0, 0, 0, 0};
+        struct edit ed = NO_EDIT;
+
+        split(msg, len, pairs, 32);
+        assert_int_equal(pairs[6].key, 6);
+        ed.repl = 6;
+        ed.value = c10001;
+        ed.vlen = sizeof c10001;
+        olen = rebuild(msg, len, &ed, out, sizeof out);
+        assert_int_equal(tml_sample_decode(out, olen, &sout), TML_ERR_RANGE);
+        ed.repl = 2;
+        ed.value = big;
+        ed.vlen = sizeof big;
+        olen = rebuild(msg, len, &ed, out, sizeof out);
+        assert_int_equal(tml_sample_decode(out, olen, &sout), TML_ERR_RANGE);
+    }
+}
+
+static void
+test_encoders_nospace_at_every_short_capacity(void **state)
+{
+    static uint8_t small[TML_MAX_MESSAGE];
+    size_t len;
+    int i, which;
+
+    (void)state;
+    for (i = 0; i < SAMPLE_KINDS; i++) {
+        size_t cap, got = 0;
+
+        assert_non_null(sample_encode(i, &store, msg, sizeof msg, &len,
+                                      &which));
+        for (cap = 0; cap < len; cap += (len > 600 ? 97 : 1)) {
+            assert_null(sample_encode(i, &store, small, cap, &got, &which));
+        }
+        assert_non_null(sample_encode(i, &store, small, len, &got, &which));
+        assert_int_equal(got, len);
+    }
+    assert_int_equal(tml_state_encode(&(struct tml_state){true}, msg, 4, &len),
+                     TML_ERR_NOSPACE);
+    assert_int_equal(tml_state_encode(NULL, msg, 4, &len), TML_ERR_INVAL);
+    assert_int_equal(tml_state_decode(NULL, 4, &(struct tml_state){0}),
+                     TML_ERR_INVAL);
+}
+
+static void
+test_kind_dependent_fields_required(void **state)
+{
+    /* ota_down CHUNK without data; OFFER without manifest; ota_up REQUEST
+     * without len; STATUS without state. Built by hand. */
+    static const uint8_t chunk_no_data[] = {0xa4, 0x00, 0x01, 0x01, 0x02,
+                                            0x02, 0x07, 0x04, 0x00};
+    static const uint8_t offer_no_manifest[] = {0xa3, 0x00, 0x01, 0x01,
+                                                0x01, 0x02, 0x07};
+    static const uint8_t cancel[] = {0xa3, 0x00, 0x01, 0x01, 0x03, 0x02, 0x07};
+    static const uint8_t req_no_len[] = {0xa5, 0x00, 0x01, 0x01, 0x01, 0x02,
+                                         0x07, 0x03, 0x05, 0x04, 0x00};
+    static const uint8_t status_no_state[] = {0xa6, 0x00, 0x01, 0x01, 0x02,
+                                              0x02, 0x07, 0x03, 0x05, 0x04,
+                                              0x00, 0x07, 0x00};
+    struct tml_ota_down d;
+    struct tml_ota_up u;
+
+    (void)state;
+    assert_int_equal(tml_ota_down_decode(chunk_no_data, sizeof chunk_no_data,
+                                         &d),
+                     TML_ERR_MISSING);
+    assert_int_equal(tml_ota_down_decode(offer_no_manifest,
+                                         sizeof offer_no_manifest, &d),
+                     TML_ERR_MISSING);
+    assert_int_equal(tml_ota_down_decode(cancel, sizeof cancel, &d), TML_OK);
+    assert_int_equal(d.kind, TML_OTA_DOWN_CANCEL);
+    assert_int_equal(d.offer_id, 7);
+    assert_int_equal(tml_ota_up_decode(req_no_len, sizeof req_no_len, &u),
+                     TML_ERR_MISSING);
+    assert_int_equal(tml_ota_up_decode(status_no_state, sizeof status_no_state,
+                                       &u),
+                     TML_ERR_MISSING);
+}
+
+/* F2: every single-byte corruption of every sample is either accepted or
+ * rejected with a defined code; none crashes (ASan build checks memory). */
+static void
+test_every_byte_flip_gives_defined_result(void **state)
+{
+    size_t len, pos;
+    int i, which, bit;
+
+    (void)state;
+    FOR_EACH_SAMPLE(i, which, len)
+    {
+        if (len > 600) {
+            continue;
+        }
+        for (pos = 0; pos < len; pos++) {
+            for (bit = 0; bit < 8; bit++) {
+                enum tml_err err;
+
+                memcpy(out, msg, len);
+                out[pos] ^= (uint8_t)(1u << bit);
+                err = sample_decode(which, out, len);
+                assert_true(err >= TML_OK && err < TML_ERR__COUNT);
+                assert_int_not_equal(err, TML_ERR_NOSPACE);
+                assert_int_not_equal(err, TML_ERR_INVAL);
+            }
+        }
+    }
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rebuild_without_edits_decodes),
+        cmocka_unit_test(test_every_strict_prefix_is_truncated),
+        cmocka_unit_test(test_trailing_bytes_rejected),
+        cmocka_unit_test(test_missing_required_field_at_every_key),
+        cmocka_unit_test(test_duplicate_key_rejected_at_every_key),
+        cmocka_unit_test(test_wrong_type_rejected_at_every_key),
+        cmocka_unit_test(test_tag_float_simple_rejected_at_every_key),
+        cmocka_unit_test(test_unknown_optional_keys_skipped),
+        cmocka_unit_test(test_unknown_keys_keep_values_hello),
+        cmocka_unit_test(test_unknown_duplicate_and_too_many_unknown_keys),
+        cmocka_unit_test(test_unknown_critical_key_rejected),
+        cmocka_unit_test(test_text_keys_rejected),
+        cmocka_unit_test(test_wrong_version_rejected),
+        cmocka_unit_test(test_non_minimal_value_rejected_at_every_uint),
+        cmocka_unit_test(test_indefinite_and_deep_values_rejected),
+        cmocka_unit_test(test_oversize_strings_arrays_and_messages),
+        cmocka_unit_test(test_range_violations_rejected_by_both_sides),
+        cmocka_unit_test(test_encoders_nospace_at_every_short_capacity),
+        cmocka_unit_test(test_kind_dependent_fields_required),
+        cmocka_unit_test(test_every_byte_flip_gives_defined_result),
+    };
+
+    return cmocka_run_group_tests_name("proto_reject", tests, setup, NULL);
+}
