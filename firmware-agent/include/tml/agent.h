@@ -177,7 +177,6 @@ struct tmla__pstate {
     uint32_t last_version;     /* of the last update */
     uint32_t dl_offer_id;
     uint32_t dl_checkpoint;    /* bytes known to be in flash */
-    uint32_t update_writes;
     uint8_t active;            /* slot, 0xff = no model */
     uint8_t valid;             /* bit s: slot s holds a verified image */
     uint8_t trial;             /* 1: active model not yet confirmed */
@@ -198,7 +197,7 @@ struct tmla_agent {
     uint8_t ps_copy;           /* copy to write next */
     bool connected;
     bool started;              /* first poll seen */
-    bool hello_due, load_due;
+    bool hello_due, load_due, persist_due, has_nonce;
     uint32_t now_ms;
     uint32_t hello_nonce;
 
@@ -208,7 +207,6 @@ struct tmla_agent {
     uint8_t ring_head, ring_n;
     uint32_t tele_next;        /* next tele seq to hand out */
     uint32_t tele_acked;
-    uint32_t pending_folded, pending_dropped; /* for the next summary */
 
     /* capture */
     struct tmla__sample samples[TMLA_SAMPLE_SLOTS];
@@ -219,7 +217,6 @@ struct tmla_agent {
     uint32_t budget_start_ms;
     uint32_t sample_next;      /* next sample seq */
     uint32_t sample_acked;
-    uint32_t sample_id;
 
     /* OTA */
     uint8_t ota_state, ota_reason;

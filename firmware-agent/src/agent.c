@@ -1,0 +1,348 @@
+/*
+ * agent.c: libtmlagent's entry points: initialisation, connection events,
+ * dispatch of down messages (ack, ota, cmd), the poll loop, hello and the
+ * public queries. Telemetry, capture, OTA and the persisted state live in
+ * tele.c, sample.c, ota.c and state.c.
+ *
+ * Invariants: everything the agent does to the outside goes through
+ * a->port; nothing here reads a clock (times arrive as now_ms) or allocates.
+ */
+#include <string.h>
+
+#include "internal.h"
+
+void
+tmla_config_defaults(struct tmla_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->summary_period_s = 60;
+    cfg->sample_budget = 4;
+    cfg->budget_period_s = 600;
+    cfg->conf_threshold_bp = 5000;
+    cfg->audit_ppm = 1000;
+    cfg->n_classes = TMLA_MAX_CLASSES;
+    cfg->max_payload = TML_MAX_MESSAGE;
+    cfg->ack_timeout_ms = 30000;
+    cfg->ota_chunk = 1024;
+    cfg->ota_window = 4;
+    cfg->ota_request_timeout_ms = 10000;
+    cfg->ota_min_rate_bps = 64;
+    cfg->ota_grace_ms = 60000;
+    cfg->confirm_timeout_ms = 300000;
+    cfg->trial_max_boots = 2;
+}
+
+static bool
+pow2(uint32_t v)
+{
+    return v != 0 && (v & (v - 1)) == 0;
+}
+
+static bool
+config_ok(const struct tmla_config *c, const struct tmla_port *p)
+{
+    size_t id_len;
+
+    if (c->device_id == NULL || c->hw == NULL || c->keys == NULL ||
+        c->n_keys == 0 || c->n_keys > TMLA_MAX_KEYS ||
+        c->n_groups > TML_MAX_GROUPS ||
+        (c->n_groups > 0 && c->groups == NULL) ||
+        c->n_input_shape > TML_MAX_SHAPE || c->n_classes == 0 ||
+        c->ota_chunk == 0 || c->ota_chunk > TML_CHUNK_MAX ||
+        c->ota_window == 0 || c->ota_window > 64 ||
+        c->summary_period_s == 0 || c->budget_period_s == 0 ||
+        c->conf_threshold_bp > 10000 || c->max_payload < 160)
+        return false;
+    id_len = strlen(c->device_id);
+    if (!tml_device_id_valid(c->device_id, id_len) ||
+        strlen(c->hw) > TML_MAX_NAME)
+        return false;
+    for (size_t i = 0; i < c->n_keys; i++)
+        if (c->keys[i].kid_len == 0 || c->keys[i].kid_len > TML_MAX_KID)
+            return false;
+    for (size_t i = 0; i < c->n_groups; i++)
+        if (c->groups[i] == NULL || strlen(c->groups[i]) > TML_MAX_NAME)
+            return false;
+    if (p->publish == NULL || p->flash_read == NULL ||
+        p->flash_write == NULL || p->flash_erase == NULL ||
+        p->state_read == NULL || p->state_write == NULL ||
+        p->sha256_init == NULL || p->sha256_update == NULL ||
+        p->sha256_final == NULL || p->es256_verify == NULL ||
+        p->random == NULL || p->activate == NULL)
+        return false;
+    if (!pow2(p->erase_size) || TMLA_OTA_CHECKPOINT % p->erase_size != 0 ||
+        !pow2(p->write_align) || p->write_align > TMLA_MAX_WRITE_ALIGN ||
+        p->slot_size == 0 || p->slot_size % p->erase_size != 0)
+        return false;
+    return true;
+}
+
+enum tml_err
+tmla_init(struct tmla_agent *a, const struct tmla_config *cfg,
+          const struct tmla_port *port, uint32_t now_ms)
+{
+    enum tml_err err = TML_OK;
+
+    if (a == NULL || cfg == NULL || port == NULL || !config_ok(cfg, port))
+        return TML_ERR_INVAL;
+    memset(a, 0, sizeof *a);
+    a->cfg = *cfg;
+    a->port = *port;
+    if (a->cfg.sample_burst < a->cfg.sample_budget)
+        a->cfg.sample_burst = a->cfg.sample_budget;
+    if (a->cfg.n_classes > TMLA_MAX_CLASSES)
+        a->cfg.n_classes = TMLA_MAX_CLASSES;
+    a->now_ms = now_ms;
+
+    tmla__state_load(a);
+    a->tele_next = a->ps.seq_hi[TMLA__STREAM_TELE] + 1;
+    a->sample_next = a->ps.seq_hi[TMLA__STREAM_SAMPLE] + 1;
+    a->ps.boot_count++;
+    /* Counts the boot and, for a model in trial, the trial boot (ota.c may
+     * revert); one state write per boot. */
+    tmla__ota_boot(a, now_ms);
+    if (tmla__state_save(a) != TML_OK) {
+        a->persist_due = true;
+        err = TML_ERR_NOSPACE;
+    }
+    tmla__tele_start(a, now_ms);
+    tmla__sample_start(a, now_ms);
+    return err;
+}
+
+int
+tmla__publish(struct tmla_agent *a, enum tml_kind kind, const uint8_t *p,
+              size_t len, bool retain)
+{
+    int rc;
+
+    if (!a->connected ||
+        tmla_topic(a, TML_DIR_UP, kind, a->topic, sizeof a->topic) != TML_OK)
+        return TMLA_PORT_AGAIN;
+    rc = a->port.publish(a->port.user, a->topic, p, len, 1, retain);
+    if (rc == TMLA_PORT_OK)
+        a->stats.publishes++;
+    else
+        a->stats.publish_again++;
+    return rc;
+}
+
+static bool
+send_hello(struct tmla_agent *a)
+{
+    struct tml_hello h;
+    struct tml_state st;
+    const struct tmla_model *m = tmla_active_model(a);
+    size_t n;
+
+    memset(&h, 0, sizeof h);
+    h.agent_version = TMLA_AGENT_VERSION;
+    h.hw.p = a->cfg.hw;
+    h.hw.len = strlen(a->cfg.hw);
+    if (m != NULL) {
+        h.model.p = m->name;
+        h.model.len = strlen(m->name);
+        h.model_version = m->version;
+        h.model_slot = m->slot;
+    }
+    h.slot_size = a->port.slot_size;
+    h.arena_size = a->cfg.arena_size;
+    h.chunk_max = a->cfg.ota_chunk;
+    h.boot_count = a->ps.boot_count;
+    h.last_ota_state = a->ps.last_state;
+    h.last_ota_reason = a->ps.last_reason;
+    h.last_ota_version = a->ps.last_version;
+    h.version_floor = a->ps.floor;
+    h.has_nonce = a->has_nonce;
+    h.nonce = a->hello_nonce;
+    h.n_groups = a->cfg.n_groups;
+    for (size_t i = 0; i < a->cfg.n_groups; i++) {
+        h.groups[i].p = a->cfg.groups[i];
+        h.groups[i].len = strlen(a->cfg.groups[i]);
+    }
+    if (tml_hello_encode(&h, a->tx, sizeof a->tx, &n) != TML_OK ||
+        tmla__publish(a, TML_KIND_HELLO, a->tx, n, true) != TMLA_PORT_OK)
+        return false;
+    st.online = true;
+    if (tml_state_encode(&st, a->tx, sizeof a->tx, &n) != TML_OK ||
+        tmla__publish(a, TML_KIND_STATE, a->tx, n, true) != TMLA_PORT_OK)
+        return false;
+    return true;
+}
+
+void
+tmla_on_connect(struct tmla_agent *a, uint32_t now_ms)
+{
+    a->connected = true;
+    a->hello_due = true;
+    a->now_ms = now_ms;
+    /* Whatever was in flight on the old connection may be lost: send it
+     * all again (the gateway absorbs duplicates by (device, stream, seq)). */
+    tmla__tele_unsend(a);
+    tmla__sample_unsend(a);
+    tmla__ota_connected(a, now_ms);
+}
+
+void
+tmla_on_disconnect(struct tmla_agent *a)
+{
+    a->connected = false;
+    tmla__tele_unsend(a);
+    tmla__sample_unsend(a);
+}
+
+static void
+apply_cmd(struct tmla_agent *a, const struct tml_cmd *c)
+{
+    struct tmla_config *cfg = &a->cfg;
+
+    /* Values out of range are ignored one by one; the rest still apply. */
+    if (c->has_summary_period && c->summary_period_s >= 1 &&
+        c->summary_period_s <= 86400)
+        cfg->summary_period_s = c->summary_period_s;
+    if (c->has_sample_budget && c->sample_budget <= 1000) {
+        cfg->sample_budget = c->sample_budget;
+        cfg->sample_burst = c->sample_budget;
+    }
+    if (c->has_budget_period && c->budget_period_s >= 1 &&
+        c->budget_period_s <= 7 * 86400)
+        cfg->budget_period_s = c->budget_period_s;
+    if (c->has_conf_threshold && c->conf_threshold_bp <= 10000)
+        cfg->conf_threshold_bp = c->conf_threshold_bp;
+    if (c->has_audit_rate && c->audit_ppm <= 1000000)
+        cfg->audit_ppm = c->audit_ppm;
+    if (a->tokens > cfg->sample_burst)
+        a->tokens = cfg->sample_burst;
+}
+
+enum tml_err
+tmla_on_message(struct tmla_agent *a, const char *topic, size_t topic_len,
+                const uint8_t *payload, size_t len, uint32_t now_ms)
+{
+    struct tml_topic t;
+    enum tml_err err;
+    size_t id_len = strlen(a->cfg.device_id);
+
+    a->now_ms = now_ms;
+    if (topic == NULL || (payload == NULL && len > 0))
+        return TML_ERR_INVAL;
+    err = tml_topic_parse(topic, topic_len, &t);
+    if (err != TML_OK)
+        return err;
+    if (t.dir != TML_DIR_DOWN || t.dev.len != id_len ||
+        memcmp(t.dev.p, a->cfg.device_id, id_len) != 0)
+        return TML_ERR_TOPIC;
+
+    switch (t.kind) {
+    case TML_KIND_ACK: {
+        struct tml_ack ack;
+
+        err = tml_ack_decode(payload, len, &ack);
+        if (err != TML_OK)
+            break;
+        if (ack.has_tele)
+            tmla__tele_ack(a, ack.tele_seq);
+        if (ack.has_sample)
+            tmla__sample_ack(a, ack.sample_seq);
+        break;
+    }
+    case TML_KIND_OTA: {
+        struct tml_ota_down m;
+
+        err = tml_ota_down_decode(payload, len, &m);
+        if (err == TML_OK)
+            tmla__ota_message(a, &m, now_ms);
+        break;
+    }
+    case TML_KIND_CMD: {
+        struct tml_cmd c;
+
+        err = tml_cmd_decode(payload, len, &c);
+        if (err != TML_OK)
+            break;
+        if (c.kind == TML_CMD_SET)
+            apply_cmd(a, &c);
+        a->hello_nonce = c.nonce;
+        a->has_nonce = true;
+        if (c.kind == TML_CMD_PING)
+            a->hello_due = true;
+        break;
+    }
+    default:
+        err = TML_ERR_TOPIC;
+        break;
+    }
+    if (err != TML_OK && err != TML_ERR_TOPIC)
+        a->stats.bad_messages++;
+    return err;
+}
+
+void
+tmla_poll(struct tmla_agent *a, uint32_t now_ms)
+{
+    a->now_ms = now_ms;
+    if (a->persist_due)
+        tmla__state_commit(a);
+    if (a->load_due) {
+        const struct tmla_model *m = tmla_active_model(a);
+
+        /* A revert: the application must go back to the old model. */
+        if (m == NULL || a->port.activate(a->port.user, m) == TMLA_PORT_OK)
+            a->load_due = false;
+    }
+    tmla__ota_poll(a, now_ms);
+    tmla__tele_poll(a, now_ms);
+    tmla__sample_poll(a, now_ms);
+    if (a->connected && a->hello_due && send_hello(a))
+        a->hello_due = false;
+}
+
+const struct tmla_model *
+tmla_active_model(const struct tmla_agent *a)
+{
+    if (a->ps.active >= 2 || (a->ps.valid & (1u << a->ps.active)) == 0)
+        return NULL;
+    return &a->ps.slot[a->ps.active];
+}
+
+bool
+tmla_in_trial(const struct tmla_agent *a)
+{
+    return a->ps.trial != 0 && tmla_active_model(a) != NULL;
+}
+
+void
+tmla_ota_status(const struct tmla_agent *a, uint8_t *state, uint8_t *reason,
+                uint32_t *offset)
+{
+    if (state != NULL)
+        *state = a->ota_state;
+    if (reason != NULL)
+        *reason = a->ota_reason;
+    if (offset != NULL)
+        *offset = a->ota_offset;
+}
+
+const struct tmla_stats *
+tmla_stats(const struct tmla_agent *a)
+{
+    return &a->stats;
+}
+
+enum tml_err
+tmla_topic(const struct tmla_agent *a, enum tml_dir dir, enum tml_kind kind,
+           char *buf, size_t cap)
+{
+    size_t n;
+
+    return tml_topic_build(buf, cap, a->cfg.device_id,
+                           strlen(a->cfg.device_id), dir, kind, &n);
+}
+
+enum tml_err
+tmla_offline_payload(uint8_t *buf, size_t cap, size_t *out_len)
+{
+    struct tml_state st = {.online = false};
+
+    return tml_state_encode(&st, buf, cap, out_len);
+}

@@ -1,0 +1,276 @@
+/*
+ * sample.c: input capture (up/sample): selection, budget, reservoir, spool.
+ *
+ * Captures are offered with a reason (flagged, low confidence, audit). Within
+ * each budget period the agent keeps a uniform random subset of the
+ * period's candidates (reservoir sampling, Algorithm R) of size
+ * k = min(tokens, free spool slots), fixed when the period starts; tokens
+ * come from a bucket refilled by sample_budget per period up to
+ * sample_burst. When the period ends the kept inputs are sent, each split
+ * into chunks that fit TMLA_TX_BUF and the transport's max_payload, every
+ * chunk with its own sequence number (sample_id = the first chunk's seq, so
+ * ids never repeat either). A slot is freed when a cumulative ack covers its
+ * last chunk. Every candidate that is not kept counts in n_samples_dropped
+ * of the current summary.
+ */
+#include <string.h>
+
+#include "internal.h"
+
+enum { SLOT_FREE = 0, SLOT_HELD, SLOT_PENDING };
+
+/* Upper bound of a sample message without its data bytes: 17 keys, 13
+ * integers of up to 5 bytes, a 4-dimension shape, headers. */
+#define SAMPLE_OVERHEAD 112u
+
+static size_t
+slot_cap(const struct tmla_agent *a)
+{
+    return a->cfg.sample_buf == NULL
+               ? 0
+               : a->cfg.sample_buf_len / TMLA_SAMPLE_SLOTS;
+}
+
+static uint32_t
+chunk_cap(const struct tmla_agent *a)
+{
+    uint32_t cap = a->cfg.max_payload < TMLA_TX_BUF ? a->cfg.max_payload
+                                                    : TMLA_TX_BUF;
+
+    cap -= SAMPLE_OVERHEAD;
+    return cap > TML_CHUNK_MAX ? TML_CHUNK_MAX : cap;
+}
+
+static uint8_t
+free_slots(const struct tmla_agent *a)
+{
+    uint8_t n = 0;
+
+    for (int i = 0; i < TMLA_SAMPLE_SLOTS; i++)
+        n += a->samples[i].state == SLOT_FREE;
+    return n;
+}
+
+static void
+period_begin(struct tmla_agent *a, uint32_t now_ms)
+{
+    uint8_t f = free_slots(a);
+
+    a->budget_start_ms = now_ms;
+    a->candidates = 0;
+    a->res_n = 0;
+    a->res_k = (uint8_t)(a->tokens < f ? a->tokens : f);
+}
+
+void
+tmla__sample_start(struct tmla_agent *a, uint32_t now_ms)
+{
+    a->tokens = a->cfg.sample_burst;
+    period_begin(a, now_ms);
+}
+
+enum tmla_capture_rc
+tmla_capture(struct tmla_agent *a, const struct tmla_inference *inf,
+             const void *input, size_t len, uint8_t reason, uint32_t now_ms)
+{
+    struct tmla__sample *s;
+    uint32_t i, j;
+    size_t cap = slot_cap(a);
+
+    if (inf == NULL || (input == NULL && len > 0))
+        return TMLA_CAPTURE_DISABLED;
+    if (reason == TML_REASON_FLAGGED)
+        a->cur.n_flagged++;
+    if (reason == 0) {
+        if (inf->confidence_bp < a->cfg.conf_threshold_bp)
+            reason = TML_REASON_LOW_CONF;
+        else if (a->cfg.audit_ppm > 0 &&
+                 a->port.random(a->port.user) % 1000000u < a->cfg.audit_ppm)
+            reason = TML_REASON_AUDIT;
+        else
+            return TMLA_CAPTURE_NOT_SELECTED;
+    }
+    if (reason > TML_REASON_AUDIT || inf->n_shape > TML_MAX_SHAPE)
+        return TMLA_CAPTURE_DISABLED;
+    if (cap == 0 || a->cfg.sample_budget == 0)
+        return TMLA_CAPTURE_DISABLED;
+    a->cur.n_samples_dropped++; /* undone below if kept */
+    a->stats.samples_dropped++;
+    if (len == 0 || len > cap)
+        return TMLA_CAPTURE_TOO_LARGE;
+
+    /* Algorithm R: the i-th candidate is kept with probability k/i and then
+     * replaces a uniformly chosen kept one. */
+    i = ++a->candidates;
+    if (i <= a->res_k) {
+        for (j = 0; j < TMLA_SAMPLE_SLOTS; j++)
+            if (a->samples[j].state == SLOT_FREE)
+                break;
+        if (j == TMLA_SAMPLE_SLOTS)
+            return TMLA_CAPTURE_DROPPED; /* cannot happen: k <= free */
+        a->reservoir[a->res_n++] = (uint8_t)j;
+    } else {
+        j = a->port.random(a->port.user) % i;
+        if (j >= a->res_k)
+            return TMLA_CAPTURE_DROPPED;
+        j = a->reservoir[j];
+        /* The replaced input is the one dropped now: the count stays. */
+        a->cur.n_samples_dropped++;
+        a->stats.samples_dropped++;
+    }
+    a->cur.n_samples_dropped--;
+    a->stats.samples_dropped--;
+    s = &a->samples[j];
+    memset(s, 0, sizeof *s);
+    s->state = SLOT_HELD;
+    s->reason = reason;
+    s->dtype = inf->dtype;
+    s->n_shape = (uint8_t)inf->n_shape;
+    memcpy(s->shape, inf->shape, sizeof s->shape);
+    s->has_expected = inf->has_expected;
+    s->expected = inf->expected;
+    s->predicted = inf->predicted;
+    s->confidence_bp = inf->confidence_bp > 10000 ? 10000 : inf->confidence_bp;
+    s->rate_hz = inf->rate_hz;
+    s->model_version = a->cur.model_version;
+    s->len = (uint32_t)len;
+    s->capture_ms = now_ms;
+    memcpy(a->cfg.sample_buf + (size_t)j * cap, input, len);
+    return TMLA_CAPTURE_KEPT;
+}
+
+static void
+period_end(struct tmla_agent *a, uint32_t now_ms, uint32_t n_periods)
+{
+    uint32_t cc = chunk_cap(a);
+    uint64_t t;
+
+    for (int i = 0; i < a->res_n; i++) {
+        struct tmla__sample *s = &a->samples[a->reservoir[i]];
+
+        s->state = SLOT_PENDING;
+        s->n_chunks = (s->len + cc - 1) / cc;
+        s->first_seq = 0; /* assigned when first sent */
+    }
+    a->tokens -= a->res_n;
+    t = (uint64_t)a->tokens + (uint64_t)n_periods * a->cfg.sample_budget;
+    a->tokens = t > a->cfg.sample_burst ? a->cfg.sample_burst : (uint32_t)t;
+    period_begin(a, now_ms);
+}
+
+static bool
+send_chunk(struct tmla_agent *a, struct tmla__sample *s, uint32_t k,
+           uint32_t now_ms)
+{
+    struct tml_sample m;
+    uint32_t cc = chunk_cap(a);
+    size_t n;
+    size_t idx = (size_t)(s - a->samples);
+
+    memset(&m, 0, sizeof m);
+    m.seq = s->first_seq + k;
+    m.sample_id = s->first_seq;
+    m.model_version = s->model_version;
+    m.reason = s->reason;
+    m.predicted = s->predicted;
+    m.confidence_bp = s->confidence_bp;
+    m.has_expected = s->has_expected;
+    m.expected = s->expected;
+    m.dtype = s->dtype;
+    m.n_shape = s->n_shape;
+    memcpy(m.shape, s->shape, sizeof m.shape);
+    m.rate_hz = s->rate_hz;
+    m.age_s = (now_ms - s->capture_ms) / 1000u;
+    m.total_len = s->len;
+    m.offset = k * cc;
+    m.data.p = a->cfg.sample_buf + idx * slot_cap(a) + m.offset;
+    m.data.len = s->len - m.offset < cc ? s->len - m.offset : cc;
+    if (tml_sample_encode(&m, a->tx, sizeof a->tx, &n) != TML_OK ||
+        tmla__publish(a, TML_KIND_SAMPLE, a->tx, n, false) != TMLA_PORT_OK)
+        return false;
+    a->stats.samples_sent++;
+    return true;
+}
+
+/* The pending slot to send next: assigned sequence numbers first, in order
+ * (cumulative acks need them sent in order), then unassigned ones. */
+static struct tmla__sample *
+next_pending(struct tmla_agent *a)
+{
+    struct tmla__sample *best = NULL;
+
+    for (int i = 0; i < TMLA_SAMPLE_SLOTS; i++) {
+        struct tmla__sample *s = &a->samples[i];
+
+        if (s->state != SLOT_PENDING || s->in_flight)
+            continue;
+        if (best == NULL ||
+            (s->first_seq != 0 &&
+             (best->first_seq == 0 || s->first_seq < best->first_seq)))
+            best = s;
+    }
+    return best;
+}
+
+void
+tmla__sample_poll(struct tmla_agent *a, uint32_t now_ms)
+{
+    uint32_t period_ms = a->cfg.budget_period_s * 1000u;
+    int32_t d = tmla__ms_diff(now_ms, a->budget_start_ms);
+    struct tmla__sample *s;
+
+    if (d > 0 && (uint32_t)d >= period_ms)
+        period_end(a, now_ms, (uint32_t)d / period_ms);
+    if (!a->connected)
+        return;
+    for (int i = 0; i < TMLA_SAMPLE_SLOTS; i++) {
+        s = &a->samples[i];
+        if (s->state == SLOT_PENDING && s->in_flight &&
+            tmla__ms_diff(now_ms, s->sent_ms) >=
+                (int32_t)a->cfg.ack_timeout_ms) {
+            s->in_flight = false;
+            s->next_chunk = 0;
+        }
+    }
+    while ((s = next_pending(a)) != NULL) {
+        if (s->first_seq == 0) {
+            s->first_seq = tmla__seq_take(a, TMLA__STREAM_SAMPLE, s->n_chunks);
+            if (s->first_seq == 0)
+                return;
+        }
+        for (; s->next_chunk < s->n_chunks; s->next_chunk++) {
+            /* Chunks the gateway already acknowledged are not resent. */
+            if (s->first_seq + s->next_chunk <= a->sample_acked)
+                continue;
+            if (!send_chunk(a, s, s->next_chunk, now_ms))
+                return;
+        }
+        s->in_flight = true;
+        s->sent_ms = now_ms;
+    }
+}
+
+void
+tmla__sample_ack(struct tmla_agent *a, uint32_t seq)
+{
+    if (seq >= a->sample_next)
+        seq = a->sample_next - 1;
+    if (seq > a->sample_acked)
+        a->sample_acked = seq;
+    for (int i = 0; i < TMLA_SAMPLE_SLOTS; i++) {
+        struct tmla__sample *s = &a->samples[i];
+
+        if (s->state == SLOT_PENDING && s->first_seq != 0 &&
+            s->first_seq + s->n_chunks - 1 <= a->sample_acked)
+            s->state = SLOT_FREE;
+    }
+}
+
+void
+tmla__sample_unsend(struct tmla_agent *a)
+{
+    for (int i = 0; i < TMLA_SAMPLE_SLOTS; i++) {
+        a->samples[i].in_flight = false;
+        a->samples[i].next_chunk = 0;
+    }
+}

@@ -1,0 +1,226 @@
+/*
+ * tele.c: inference summaries (up/tele) and their unacknowledged ring.
+ *
+ * The current period accumulates in a->cur. When it ends it moves to the
+ * ring, oldest first, where it stays until a cumulative down/ack covers its
+ * sequence number. Sequence numbers are assigned when a summary is first
+ * published, so a summary that was never sent carries none and may be
+ * merged ("folded") into its neighbour without the gateway ever seeing a
+ * gap or a double count. When the ring is full the agent folds, in order of
+ * preference: the two oldest never-sent entries; the newest never-sent entry
+ * into the closing one; the two oldest entries (all sent, none acked: acks
+ * are being lost; the gateway may then count the older one twice, which the
+ * n_folded field makes visible). Folds are counted in n_folded of the
+ * merged record, never silent.
+ */
+#include <string.h>
+
+#include "internal.h"
+
+void
+tmla__tele_start(struct tmla_agent *a, uint32_t now_ms)
+{
+    const struct tmla_model *m = tmla_active_model(a);
+
+    memset(&a->cur, 0, sizeof a->cur);
+    a->cur.start_ms = now_ms;
+    a->cur.model_version = m != NULL ? m->version : 0;
+}
+
+void
+tmla_record(struct tmla_agent *a, uint32_t cls, uint32_t confidence_bp,
+            uint32_t latency_us)
+{
+    struct tmla__sum *s = &a->cur;
+    uint32_t bin, ms;
+
+    if (cls >= a->cfg.n_classes)
+        cls = a->cfg.n_classes - 1u;
+    if (confidence_bp > 10000)
+        confidence_bp = 10000;
+    if (s->n_inferences == 0 || latency_us < s->lat_min_us)
+        s->lat_min_us = latency_us;
+    if (latency_us > s->lat_max_us)
+        s->lat_max_us = latency_us;
+    s->n_inferences++;
+    s->lat_sum_us += latency_us;
+    s->class_counts[cls]++;
+    if (confidence_bp < a->cfg.conf_threshold_bp)
+        s->n_low_conf++;
+    /* PROTOCOL: confidence bin i covers [i*10000/n, (i+1)*10000/n). */
+    bin = confidence_bp * TMLA_CONF_BINS / 10000u;
+    if (bin >= TMLA_CONF_BINS)
+        bin = TMLA_CONF_BINS - 1;
+    s->conf_hist[bin]++;
+    /* Latency bin 0 is [0, 1 ms), bin i is [2^(i-1), 2^i) ms. */
+    bin = 0;
+    for (ms = latency_us / 1000u; ms != 0 && bin < TMLA_LAT_BINS - 1; ms >>= 1)
+        bin++;
+    s->lat_hist[bin]++;
+}
+
+void
+tmla_record_error(struct tmla_agent *a)
+{
+    a->cur.n_errors++;
+}
+
+/* Merges the older summary o into n (n keeps its seq and period end). */
+static void
+fold(struct tmla__sum *n, const struct tmla__sum *o)
+{
+    if (o->n_inferences > 0) {
+        if (n->n_inferences == 0 || o->lat_min_us < n->lat_min_us)
+            n->lat_min_us = o->lat_min_us;
+        if (o->lat_max_us > n->lat_max_us)
+            n->lat_max_us = o->lat_max_us;
+    }
+    n->start_ms = o->start_ms;
+    n->n_inferences += o->n_inferences;
+    n->n_low_conf += o->n_low_conf;
+    n->n_flagged += o->n_flagged;
+    n->n_errors += o->n_errors;
+    n->n_folded += o->n_folded + 1;
+    n->n_samples_dropped += o->n_samples_dropped;
+    n->lat_sum_us += o->lat_sum_us;
+    for (int i = 0; i < TMLA_MAX_CLASSES; i++)
+        n->class_counts[i] += o->class_counts[i];
+    for (int i = 0; i < TMLA_CONF_BINS; i++)
+        n->conf_hist[i] += o->conf_hist[i];
+    for (int i = 0; i < TMLA_LAT_BINS; i++)
+        n->lat_hist[i] += o->lat_hist[i];
+    if (!n->has_health && o->has_health) {
+        n->health = o->health;
+        n->has_health = true;
+    }
+}
+
+/* Removes ring entry i (shifting the newer ones down). */
+static void
+ring_remove(struct tmla_agent *a, int i)
+{
+    for (; i + 1 < a->ring_n; i++)
+        a->ring[i] = a->ring[i + 1];
+    a->ring_n--;
+}
+
+void
+tmla__tele_close(struct tmla_agent *a, uint32_t now_ms)
+{
+    struct tmla__sum *r = a->ring;
+    int i;
+
+    a->cur.end_ms = now_ms;
+    if (a->port.health != NULL)
+        a->cur.has_health = a->port.health(a->port.user, &a->cur.health);
+    if (a->ring_n == TMLA_TELE_RING) {
+        a->stats.tele_folded++;
+        for (i = 0; i + 1 < a->ring_n; i++)
+            if (r[i].seq == 0 && r[i + 1].seq == 0)
+                break;
+        if (i + 1 < a->ring_n) {
+            fold(&r[i + 1], &r[i]);
+            ring_remove(a, i);
+        } else if (r[a->ring_n - 1].seq == 0) {
+            fold(&a->cur, &r[a->ring_n - 1]);
+            a->ring_n--;
+        } else {
+            fold(&r[1], &r[0]);
+            ring_remove(a, 0);
+        }
+    }
+    r[a->ring_n++] = a->cur;
+    if (a->ring_n > a->stats.ring_high_water)
+        a->stats.ring_high_water = a->ring_n;
+    tmla__tele_start(a, now_ms);
+}
+
+static bool
+send_one(struct tmla_agent *a, struct tmla__sum *s, uint32_t now_ms)
+{
+    struct tml_tele t;
+    size_t n;
+
+    if (s->seq == 0) {
+        s->seq = tmla__seq_take(a, TMLA__STREAM_TELE, 1);
+        if (s->seq == 0)
+            return false;
+    }
+    memset(&t, 0, sizeof t);
+    t.seq = s->seq;
+    t.model_version = s->model_version;
+    t.period_s = (s->end_ms - s->start_ms + 500u) / 1000u;
+    t.age_s = (now_ms - s->end_ms) / 1000u;
+    t.n_inferences = s->n_inferences;
+    t.n_low_conf = s->n_low_conf;
+    t.n_flagged = s->n_flagged;
+    t.n_errors = s->n_errors;
+    t.n_folded = s->n_folded;
+    t.n_samples_dropped = s->n_samples_dropped;
+    if (s->n_inferences > 0) {
+        t.lat_min_us = s->lat_min_us;
+        t.lat_max_us = s->lat_max_us;
+        t.lat_mean_us = (uint32_t)(s->lat_sum_us / s->n_inferences);
+    }
+    t.n_classes = a->cfg.n_classes;
+    memcpy(t.class_counts, s->class_counts,
+           a->cfg.n_classes * sizeof s->class_counts[0]);
+    t.n_conf_bins = TMLA_CONF_BINS;
+    memcpy(t.conf_hist, s->conf_hist, sizeof s->conf_hist);
+    t.n_lat_bins = TMLA_LAT_BINS;
+    memcpy(t.lat_hist, s->lat_hist, sizeof s->lat_hist);
+    t.has_health = s->has_health;
+    t.health = s->health;
+    if (tml_tele_encode(&t, a->tx, sizeof a->tx, &n) != TML_OK)
+        return false;
+    if (tmla__publish(a, TML_KIND_TELE, a->tx, n, false) != TMLA_PORT_OK)
+        return false;
+    s->in_flight = true;
+    s->sent_ms = now_ms;
+    if (++s->n_sends > 1)
+        a->stats.tele_resent++;
+    if (s->n_sends == 0)
+        s->n_sends = 255;
+    return true;
+}
+
+void
+tmla__tele_poll(struct tmla_agent *a, uint32_t now_ms)
+{
+    uint32_t period_ms = a->cfg.summary_period_s * 1000u;
+
+    if ((uint32_t)tmla__ms_diff(now_ms, a->cur.start_ms) >= period_ms &&
+        tmla__ms_diff(now_ms, a->cur.start_ms) > 0)
+        tmla__tele_close(a, now_ms);
+    if (!a->connected)
+        return;
+    for (int i = 0; i < a->ring_n; i++) {
+        struct tmla__sum *s = &a->ring[i];
+
+        if (s->in_flight &&
+            tmla__ms_diff(now_ms, s->sent_ms) >= (int32_t)a->cfg.ack_timeout_ms)
+            s->in_flight = false;
+        /* In order: sequence numbers must grow along the ring. */
+        if (!s->in_flight && !send_one(a, s, now_ms))
+            break;
+    }
+}
+
+void
+tmla__tele_ack(struct tmla_agent *a, uint32_t seq)
+{
+    /* An ack beyond what was handed out is bogus: ignore the excess. */
+    if (seq >= a->tele_next)
+        seq = a->tele_next - 1;
+    if (seq > a->tele_acked)
+        a->tele_acked = seq;
+    while (a->ring_n > 0 && a->ring[0].seq != 0 && a->ring[0].seq <= seq)
+        ring_remove(a, 0);
+}
+
+void
+tmla__tele_unsend(struct tmla_agent *a)
+{
+    for (int i = 0; i < a->ring_n; i++)
+        a->ring[i].in_flight = false;
+}
