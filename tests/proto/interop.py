@@ -1,0 +1,122 @@
+#!/usr/bin/python3
+"""Independent cross-check of proto/ with Python's cbor2 (Debian
+python3-cbor2). Run by the proto_interop_python test:
+
+    interop.py DIR
+
+DIR holds <name>.cbor files written by the C samples (tests/proto/samples.c)
+and sig_structure.bin, the C Sig_structure of cose-sign1.cbor. This script
+  1. decodes every file with cbor2 and compares it with the values below,
+     written by hand from PROTOCOL.md (key numbers, types, units);
+  2. checks that cbor2's canonical encoding of those values is byte-identical
+     (shortest-form integers, ascending keys);
+  3. rebuilds the COSE Sig_structure (RFC 9052 4.4) with cbor2 and compares;
+  4. writes py-<name>.cbor: the same values, keys in reverse order, for the
+     C side to decode.
+Exit status 0 on success; prints every mismatch.
+"""
+import os
+import sys
+
+import cbor2
+
+U32 = 0xFFFFFFFF
+NAME32 = "abcdefghijklmnopqrstuvwxyz012345"
+CHUNK = bytes((i * 7 + 3) & 0xFF for i in range(4096))
+
+MANIFEST_MIN = {0: 1, 1: "kws", 2: 1, 3: "nrf52840", 4: 1, 5: b"\xab" * 32,
+                6: 0, 7: 0, 8: 1, 9: 0, 10: 0, 11: 2, 12: [1], 13: 1,
+                14: 0, 15: 0, 16: 0}
+SIG = bytes(range(1, 65))
+KID = b"opkey-01"
+
+
+def cose(payload):
+    prot = cbor2.dumps({1: -7, 4: KID})
+    return [prot, {}, payload, SIG]
+
+
+EXPECTED = {
+    "hello-min": {0: 1, 1: 0, 2: "nrf52840", 3: "", 4: 0, 5: 0, 6: 0, 7: 0,
+                  8: 1, 9: 0, 10: 0, 11: 0, 12: 0, 13: 0},
+    "hello-max": {0: 1, 1: U32, 2: NAME32, 3: NAME32, 4: U32, 5: 1, 6: U32,
+                  7: U32, 8: 4096, 9: U32, 10: 9, 11: 21, 12: U32, 13: U32,
+                  14: [NAME32[i:] for i in range(8)], 15: U32},
+    "state-online": {0: 1, 1: True},
+    "tele-min": {0: 1, 1: 1, **{k: 0 for k in range(2, 14)}},
+    "tele-max": {0: 1, 1: U32, 2: U32, 3: U32, 4: U32, 5: U32, 6: U32 - 1,
+                 7: 0x10000, 8: 0xFFFF, 9: 0x100, 10: 24, 11: 23, 12: U32,
+                 13: U32, 14: [U32 - i for i in range(32)],
+                 15: [1 << (2 * i) for i in range(16)], 16: [U32] * 16,
+                 17: {1: U32, 2: 3300, 3: -2**31, 4: U32}},
+    "sample-min": {0: 1, 1: 1, 2: 0, 3: 0, 4: 1, 5: 0, 6: 0, 8: 1, 9: [1],
+                   10: 0, 11: 0, 12: 1, 13: 0, 14: CHUNK[:1]},
+    "sample-max": {0: 1, 1: U32, 2: U32, 3: U32, 4: 3, 5: U32, 6: 10000,
+                   7: 0, 8: 5, 9: [U32] * 4, 10: 16000, 11: U32, 12: U32,
+                   13: U32 - 4096, 14: CHUNK},
+    "ota_up-request": {0: 1, 1: 1, 2: U32, 3: U32, 4: U32, 5: U32},
+    "ota_up-status": {0: 1, 1: 2, 2: U32, 3: U32, 4: U32, 6: 9, 7: 21},
+    "ack-both": {0: 1, 1: U32, 2: U32},
+    "ota_down-offer": {0: 1, 1: 1, 2: U32,
+                       3: cbor2.dumps(cose(cbor2.dumps(MANIFEST_MIN)))},
+    "ota_down-chunk": {0: 1, 1: 2, 2: U32, 4: U32, 5: CHUNK},
+    "cmd-set": {0: 1, 1: 1, 2: U32, 3: U32, 4: 0, 5: 1, 6: 10000,
+                7: 1000000},
+    "manifest-max": {0: 1, 1: NAME32, 2: U32, 3: NAME32, 4: U32,
+                     5: b"\xab" * 32, 6: 1700000000, 7: U32,
+                     8: U32 - 2 * 1004, 9: U32, 10: U32, 11: 5,
+                     12: [U32] * 4, 13: U32, 14: 2, 15: 1000, 16: 10000,
+                     17: True, 18: [bytes([ord("a") + i]) * 16
+                                    for i in range(4)]},
+    "cose-sign1": cose(cbor2.dumps(MANIFEST_MIN)),
+}
+
+
+def reverse_keys(v):
+    if isinstance(v, dict):
+        return {k: reverse_keys(v[k]) for k in sorted(v, reverse=True)}
+    if isinstance(v, list):
+        return [reverse_keys(x) for x in v]
+    return v
+
+
+def main():
+    d = sys.argv[1]
+    bad = 0
+    for name, want in EXPECTED.items():
+        path = os.path.join(d, name + ".cbor")
+        with open(path, "rb") as f:
+            raw = f.read()
+        got = cbor2.loads(raw)
+        if isinstance(got, cbor2.CBORTag):
+            got = got.value
+        if got != want:
+            print(f"{name}: decoded values differ:\n  got  {got}\n  want {want}")
+            bad += 1
+        if cbor2.dumps(want, canonical=True) != raw:
+            print(f"{name}: bytes are not cbor2's canonical encoding")
+            bad += 1
+        with open(os.path.join(d, "py-" + name + ".cbor"), "wb") as f:
+            f.write(cbor2.dumps(reverse_keys(want)))
+    # Sig_structure (RFC 9052 4.4) of the C-encoded COSE_Sign1.
+    with open(os.path.join(d, "cose-sign1.cbor"), "rb") as f:
+        msg = cbor2.loads(f.read())
+    if isinstance(msg, cbor2.CBORTag):
+        msg = msg.value
+    prot, _unprot, payload, _sig = msg
+    sig_structure = cbor2.dumps(["Signature1", prot, b"", payload])
+    with open(os.path.join(d, "sig_structure.bin"), "rb") as f:
+        c_bytes = f.read()
+    if sig_structure != c_bytes:
+        print(f"Sig_structure differs:\n  py {sig_structure.hex()}\n"
+              f"  c  {c_bytes.hex()}")
+        bad += 1
+    if cbor2.loads(prot) != {1: -7, 4: KID}:
+        print("protected header differs")
+        bad += 1
+    print(f"interop.py: {len(EXPECTED)} messages, {bad} mismatches")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
