@@ -73,6 +73,10 @@ dev_set_model(struct dev *d, const char *name, uint32_t version)
 static bool
 seqlog_sent(struct seqlog *l, uint32_t seq)
 {
+    if (l->has_rebooted && seq <= l->reboot_floor) {
+        l->reused++;
+        return true;
+    }
     if (l->n > 0 && seq <= l->max_sent) {
         l->resent++;
         return true;
@@ -280,6 +284,8 @@ boot(struct dev *d, char *err, size_t err_cap)
     d->cfg.budget_period_s = o->budget_period_s;
     d->cfg.conf_threshold_bp = o->conf_threshold_bp;
     d->cfg.n_classes = (uint16_t)o->n_classes;
+    if (o->ack_timeout_ms > 0)
+        d->cfg.ack_timeout_ms = o->ack_timeout_ms;
     port_fill(d);
     memset(&d->agent, 0, sizeof(d->agent));
     e = tmla_init(&d->agent, &d->cfg, &d->port, dev_agent_now(d));
@@ -401,6 +407,9 @@ reboot(struct dev *d)
     char err[256];
 
     d->reboots++;
+    d->tele.has_rebooted = d->samples.has_rebooted = true;
+    d->tele.reboot_floor = d->tele.max_sent;
+    d->samples.reboot_floor = d->samples.max_sent;
     /* Power cycle: the socket dies without DISCONNECT (the broker publishes
      * the will), RAM (agent context, unacked ring) is gone. */
     if (d->is_link_up)
@@ -657,7 +666,7 @@ dev_write_json(const struct dev *d, FILE *f)
             "\"vectors_failed\": %llu, \"agent_tele_resent\": %u, "
             "\"agent_tele_folded\": %u, \"agent_samples_dropped\": %u, "
             "\"agent_bad_messages\": %u, \"ring_high_water\": %u, "
-            "\"state_writes\": %u}",
+            "\"state_writes\": %u, \"seq_reused\": %llu}",
             d->id, d->n_groups ? d->groups[0] : "", d->tele.n,
             d->tele.n_acked, (unsigned long long)d->tele.resent,
             (unsigned long long)d->folded, d->tele.max_sent, d->tele.ack,
@@ -679,5 +688,6 @@ dev_write_json(const struct dev *d, FILE *f)
             (unsigned long long)d->vectors_run,
             (unsigned long long)d->vectors_failed, st->tele_resent,
             st->tele_folded, st->samples_dropped, st->bad_messages,
-            st->ring_high_water, st->state_writes);
+            st->ring_high_water, st->state_writes,
+            (unsigned long long)(d->tele.reused + d->samples.reused));
 }

@@ -18,6 +18,11 @@ struct seqlog {
     uint32_t max_sent;
     uint32_t ack;     /* highest cumulative ack seen */
     uint64_t resent;
+    /* After a reboot the RAM ring is gone, so a seq at or below the highest
+     * one sent before the reboot can only be a reused number. */
+    bool has_rebooted;
+    uint32_t reboot_floor;
+    uint64_t reused;
 };
 
 struct dev {

@@ -95,6 +95,8 @@ usage(FILE *f)
         "  --conf-threshold BP   low-confidence threshold, bp (5000)\n"
         "  --misbehave SHARE     share of devices that also publish garbage\n"
         "                        and replayed records (0)\n"
+        "  --ack-timeout MS      resend unacked records after MS (agent\n"
+        "                        default)\n"
         "  --seed N              random seed (1)\n"
         "bounds and output:\n"
         "  --duration S          produce for S seconds\n"
@@ -112,7 +114,7 @@ enum opt_id {
     O_CLASSES, O_BEHAVIOUR, O_SUMMARY_PERIOD, O_INPUT_BYTES, O_FLAP_MEAN,
     O_FLAP_DOWN, O_REBOOT_MEAN, O_SEED, O_DURATION, O_COUNT, O_DRAIN,
     O_STATUS, O_JSON, O_SAMPLE_BUDGET, O_BUDGET_PERIOD, O_CONF_THRESHOLD,
-    O_MISBEHAVE, O_HELP
+    O_MISBEHAVE, O_ACK_TIMEOUT, O_HELP
 };
 
 static const struct option long_opts[] = {
@@ -152,6 +154,7 @@ static const struct option long_opts[] = {
     {"budget-period", required_argument, NULL, O_BUDGET_PERIOD},
     {"conf-threshold", required_argument, NULL, O_CONF_THRESHOLD},
     {"misbehave", required_argument, NULL, O_MISBEHAVE},
+    {"ack-timeout", required_argument, NULL, O_ACK_TIMEOUT},
     {"help", no_argument, NULL, O_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -389,6 +392,9 @@ parse_args(struct sim_opts *o, int argc, char **argv)
         case O_CONF_THRESHOLD:
             rc = arg_u32("conf-threshold", optarg, 10000,
                          &o->conf_threshold_bp);
+            break;
+        case O_ACK_TIMEOUT:
+            rc = arg_u32("ack-timeout", optarg, 3600000, &o->ack_timeout_ms);
             break;
         case O_MISBEHAVE:
             rc = arg_double("misbehave", optarg, 1.0, &o->misbehave);
@@ -634,7 +640,18 @@ main(int argc, char **argv)
                 s->o.n_devices);
         goto out;
     }
-    s->n_keys = s->o.n_keys;
+    /* The agent needs at least one trusted key. Without --trust-key the
+     * devices trust a placeholder that is not a valid point, so no manifest
+     * can ever verify (every offer is refused as unknown key). */
+    if (s->o.n_keys == 0) {
+        static const char none[] = "devsim-none";
+        memcpy(s->keys[0].kid, none, sizeof(none) - 1);
+        s->keys[0].kid_len = (uint8_t)(sizeof(none) - 1);
+        s->keys[0].pub[0] = 0x04;
+        s->n_keys = 1;
+    } else {
+        s->n_keys = s->o.n_keys;
+    }
     for (i = 0; i < s->o.n_keys; i++) {
         memcpy(s->keys[i].kid, s->o.keys[i].kid, s->o.keys[i].kid_len);
         s->keys[i].kid_len = (uint8_t)s->o.keys[i].kid_len;

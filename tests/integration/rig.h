@@ -1,0 +1,111 @@
+/*
+ * rig.h: the integration-test rig for tml-devsim: temp dirs, the TLS test
+ * broker (tests/lib/testbroker) with kill -9 and restart on the same port,
+ * child processes with deadlines, and a gateway stand-in (a libmosquitto
+ * subscriber with the tmld certificate) that records every tele/sample
+ * sequence number per device and answers with cumulative down/ack, like
+ * tmld does after its commit. Every process the rig starts is killed (by
+ * PID) at exit, even when a test fails.
+ */
+#ifndef TESTS_INTEGRATION_RIG_H
+#define TESTS_INTEGRATION_RIG_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct mosquitto;
+
+struct rig_broker {
+    char dir[512];
+    int port;
+    pid_t pid;
+    char ca[600], ca_key[600], tmld_cert[600], tmld_key[600];
+};
+
+/* Makes a fresh temp dir (mkdtemp) into out (cap >= 64). 0 or -1. */
+int rig_tmpdir(char *out, size_t cap);
+/* Removes a directory tree (rm -rf by path). */
+void rig_rmtree(const char *dir);
+
+int rig_broker_start(struct rig_broker *b, const char *dir);
+/* Mints DIR/pki/ID.crt + .key with the openssl CLI (testbroker device). */
+int rig_broker_device(struct rig_broker *b, const char *id);
+void rig_broker_kill9(struct rig_broker *b);
+/* Starts mosquitto again with the same config (same port). 0 or -1. */
+int rig_broker_restart(struct rig_broker *b);
+void rig_broker_stop(struct rig_broker *b);
+
+/* Starts argv[0] with argv (stdout/stderr to log_path if not NULL).
+ * Registered for kill at exit. Returns the pid or -1. */
+pid_t rig_spawn(const char *const argv[], const char *log_path);
+/* Waits up to timeout_ms; returns the exit status (0..255), 128+signal, or
+ * -1 on timeout (the child is then killed). */
+int rig_wait(pid_t pid, int timeout_ms);
+void rig_kill(pid_t pid);
+/* Path of a built program: $TML_BINARY_DIR/<rel>. */
+const char *rig_bin(const char *rel, char *buf, size_t cap);
+
+/* ---- gateway stand-in ---------------------------------------------------- */
+
+struct rig_dev_log {
+    uint32_t *seq;     /* tele seqs in arrival order (with duplicates) */
+    size_t n, cap;
+    uint32_t *sseq;    /* sample seqs */
+    size_t sn, scap;
+    uint32_t max_tele, max_sample;
+    uint64_t inferences; /* sum of n_inferences over first arrivals */
+};
+
+struct rig_gw {
+    struct mosquitto *mosq;
+    pthread_mutex_t mu;
+    char prefix[64];     /* device ids are <prefix><number> */
+    uint32_t first;      /* number of index 0 */
+    uint32_t n_devs;
+    struct rig_dev_log *devs;
+    uint64_t n_msgs, n_foreign, n_undecodable, n_hello, n_state;
+    uint64_t n_acks_sent;
+    bool do_ack;
+    bool connected;
+};
+
+/* Connects as the gateway (tmld certificate), subscribes tml/v1/+/up/#,
+ * runs its own network thread and reconnects by itself. 0 or -1. */
+int rig_gw_start(struct rig_gw *g, struct rig_broker *b, const char *prefix,
+                 uint32_t first, uint32_t n_devs, bool do_ack);
+/* Waits until connected and subscribed, up to timeout_ms. */
+bool rig_gw_wait_ready(struct rig_gw *g, int timeout_ms);
+void rig_gw_stop(struct rig_gw *g);
+/* Distinct tele seqs of device index i (sorts its log). */
+size_t rig_gw_distinct(struct rig_gw *g, uint32_t i, uint32_t *max_seq);
+size_t rig_gw_distinct_samples(struct rig_gw *g, uint32_t i);
+
+/* Reads a whole file (NUL-terminated, malloc'd) or NULL. */
+char *rig_slurp(const char *path);
+
+#endif /* TESTS_INTEGRATION_RIG_H */
+
+/* ---- tml-devsim runs and their JSON summary ---------------------------- */
+
+struct rig_devsum {
+    char id[72];
+    uint64_t sent, acked, resent, folded, samples_sent, samples_acked;
+    uint64_t inferences, connects, disconnects, flaps, reboots, seq_reused;
+    uint64_t last_seq, ack_seq, bad_in, garbage_sent, replays_sent;
+    uint64_t model_version;
+    char ota_state[24], model[40];
+};
+
+struct rig_summary {
+    uint32_t n;
+    struct rig_devsum *devs;
+    double elapsed_s, produce_s, cpu_s;
+    uint64_t max_rss_kb, publishes, publish_bytes, resent, inferences;
+};
+
+/* Parses tml-devsim's --json-summary file. 0 or -1. */
+int rig_summary_load(struct rig_summary *s, const char *path);
+void rig_summary_free(struct rig_summary *s);
