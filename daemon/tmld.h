@@ -4,7 +4,7 @@
  * tmld is one process with one libuv loop. The core (config, log, store,
  * mqtt, registry, ingest, ctl) owns the loop, the SQLite database and the
  * broker link. A module is one or more daemon/<module>*.c files: the CMake
- * glob compiles every daemon/*.c into tmld, and TMLD_MODULE() registers the
+ * glob compiles every daemon/NAME.c into tmld, and TMLD_MODULE() registers the
  * module at program start, so adding a module edits no core file.
  *
  * Threading: every function here must be called on the loop thread (from a

@@ -1,0 +1,484 @@
+/*
+ * verbs.c: the core's read-only control verbs (help, ping, status, devices,
+ * device.show, groups, tele.summary), answered synchronously from the
+ * read-only connection. Every query is bounded: lists by LIMIT, and each
+ * statement by a progress handler that interrupts it after QUERY_MAX_MS so a
+ * large table cannot stall the loop (the client then gets "busy").
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core.h"
+
+#define QUERY_MAX_MS 500
+#define LIST_DEFAULT 1000
+#define LIST_MAX 10000
+
+struct qguard {
+    struct timespec start;
+};
+
+static int
+progress_cb(void *arg)
+{
+    struct qguard *g = arg;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t ms = (now.tv_sec - g->start.tv_sec) * 1000 +
+                 (now.tv_nsec - g->start.tv_nsec) / 1000000;
+    return ms > QUERY_MAX_MS;
+}
+
+static void
+guard_start(sqlite3 *db, struct qguard *g)
+{
+    clock_gettime(CLOCK_MONOTONIC, &g->start);
+    sqlite3_progress_handler(db, 10000, progress_cb, g);
+}
+
+static void
+guard_end(sqlite3 *db)
+{
+    sqlite3_progress_handler(db, 0, NULL, NULL);
+}
+
+static void
+reply_db_error(struct tmld_ctl_req *req, sqlite3 *db, int rc)
+{
+    if (rc == SQLITE_INTERRUPT || rc == SQLITE_BUSY)
+        tmld_ctl_reply_err(req, "busy", "query took too long; narrow it");
+    else
+        tmld_ctl_reply_err(req, "unavailable", "database: %s",
+                           sqlite3_errmsg(db));
+}
+
+static void
+v_ping(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
+       void *arg)
+{
+    (void)d, (void)args, (void)arg;
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddBoolToObject(r, "pong", 1);
+    tmld_ctl_reply_ok(req, r);
+}
+
+static int
+cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static void
+v_help(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
+       void *arg)
+{
+    (void)args, (void)arg;
+    size_t n = 0;
+    for (struct ctl_verb *v = d->verbs; v; v = v->next)
+        n++;
+    const char **names = calloc(n ? n : 1, sizeof(*names));
+    if (names == NULL) {
+        tmld_ctl_reply_err(req, "internal", "out of memory");
+        return;
+    }
+    n = 0;
+    for (struct ctl_verb *v = d->verbs; v; v = v->next)
+        names[n++] = v->name;
+    qsort(names, n, sizeof(*names), cmp_str);
+    cJSON *r = cJSON_CreateObject();
+    cJSON *a = cJSON_AddArrayToObject(r, "verbs");
+    for (size_t i = 0; i < n; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateString(names[i]));
+    free(names);
+    tmld_ctl_reply_ok(req, r);
+}
+
+static void
+v_status(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
+         void *arg)
+{
+    (void)args, (void)arg;
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "version", TMLD_VERSION);
+    cJSON_AddNumberToObject(r, "proto_version", TML_PROTO_VERSION);
+    cJSON_AddNumberToObject(r, "pid", getpid());
+    cJSON_AddNumberToObject(r, "uptime_s",
+                            (double)((tmld_now_ms(d) - d->start_ms) / 1000));
+    const struct mqtt_stats *ms = mqtt_stats(d);
+    cJSON *m = cJSON_AddObjectToObject(r, "mqtt");
+    cJSON_AddBoolToObject(m, "connected", tmld_mqtt_is_connected(d));
+    cJSON_AddStringToObject(m, "host", d->set.mqtt_host);
+    cJSON_AddNumberToObject(m, "port", d->set.mqtt_port);
+    cJSON_AddBoolToObject(m, "tls", d->set.mqtt_tls);
+    cJSON_AddNumberToObject(m, "connects", (double)ms->connects);
+    cJSON_AddNumberToObject(m, "disconnects", (double)ms->disconnects);
+    cJSON_AddNumberToObject(m, "messages", (double)ms->messages);
+    size_t online = 0, total = registry_count(d, &online);
+    cJSON *dv = cJSON_AddObjectToObject(r, "devices");
+    cJSON_AddNumberToObject(dv, "total", (double)total);
+    cJSON_AddNumberToObject(dv, "online", (double)online);
+    const struct store_stats *ss = store_stats(d);
+    const struct ingest_stats *is = ingest_stats(d);
+    cJSON *in = cJSON_AddObjectToObject(r, "ingest");
+    cJSON_AddNumberToObject(in, "tele", (double)ss->tele);
+    cJSON_AddNumberToObject(in, "samples", (double)ss->samples);
+    cJSON_AddNumberToObject(in, "duplicates", (double)ss->duplicates);
+    cJSON_AddNumberToObject(in, "gaps", (double)ss->gaps);
+    cJSON_AddNumberToObject(in, "malformed", (double)is->malformed);
+    cJSON_AddNumberToObject(in, "oversize", (double)is->oversize);
+    cJSON_AddNumberToObject(in, "refused", (double)is->refused);
+    cJSON_AddNumberToObject(in, "batches", (double)ss->batches);
+    cJSON_AddNumberToObject(in, "queued", (double)store_queued(d));
+    cJSON_AddNumberToObject(in, "acks", (double)is->acks);
+    cJSON_AddNumberToObject(in, "commit_errors", (double)ss->commit_errors);
+    cJSON_AddNumberToObject(in, "last_commit_ms", (double)ss->last_commit_ms);
+    int64_t wal = 0, size = store_size_bytes(d, &wal);
+    cJSON *db = cJSON_AddObjectToObject(r, "db");
+    cJSON_AddStringToObject(db, "path", d->set.db_path);
+    cJSON_AddNumberToObject(db, "size_bytes", (double)size);
+    cJSON_AddNumberToObject(db, "wal_bytes", (double)wal);
+    cJSON_AddNumberToObject(db, "schema_version",
+                            (double)store_user_version(d));
+    cJSON_AddNumberToObject(db, "cap_bytes", (double)d->set.db_cap_bytes);
+    cJSON_AddBoolToObject(db, "synchronous_full", d->set.db_sync_full);
+    tmld_ctl_reply_ok(req, r);
+}
+
+static const char *
+ota_state_name(int64_t v)
+{
+    const char *n = tml_ota_state_name((enum tml_ota_state)v);
+    return n ? n : "unknown";
+}
+
+static const char *
+ota_reason_name(int64_t v)
+{
+    const char *n = tml_ota_reason_name((enum tml_ota_reason)v);
+    return n ? n : "unknown";
+}
+
+#define DEV_COLS                                                               \
+    "d.id, d.name, d.online, d.first_seen, d.last_seen, d.agent_version, "     \
+    "d.hw, d.model, d.model_version, d.model_slot, d.boot_count, "             \
+    "d.last_ota_state, d.last_ota_reason, d.last_ota_version, d.slot_size, "   \
+    "d.arena_size, d.chunk_max, d.version_floor"
+
+static cJSON *
+device_json(struct tmld *d, sqlite3 *db, sqlite3_stmt *st, bool full)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (o == NULL)
+        return NULL;
+    int64_t rowid = sqlite3_column_int64(st, 0);
+    const char *name = (const char *)sqlite3_column_text(st, 1);
+    cJSON_AddStringToObject(o, "id", name ? name : "");
+    /* The registry knows about state changes still waiting for a commit. */
+    struct device *v = name && d->reg ? registry_get(d, name, false) : NULL;
+    bool online = v ? v->is_online : sqlite3_column_int(st, 2) != 0;
+    cJSON_AddBoolToObject(o, "online", online);
+    cJSON_AddNumberToObject(o, "first_seen",
+                            (double)sqlite3_column_int64(st, 3));
+    int64_t seen = sqlite3_column_int64(st, 4);
+    if (v && v->last_seen_s > seen)
+        seen = v->last_seen_s;
+    cJSON_AddNumberToObject(o, "last_seen", (double)seen);
+    uint32_t av = (uint32_t)sqlite3_column_int64(st, 5);
+    char avs[32];
+    snprintf(avs, sizeof(avs), "%u.%u.%u", (av >> 16) & 0xffff,
+             (av >> 8) & 0xff, av & 0xff);
+    cJSON_AddStringToObject(o, "agent_version", avs);
+    const char *hw = (const char *)sqlite3_column_text(st, 6);
+    const char *model = (const char *)sqlite3_column_text(st, 7);
+    cJSON_AddStringToObject(o, "hw", hw ? hw : "");
+    cJSON_AddStringToObject(o, "model", model ? model : "");
+    cJSON_AddNumberToObject(o, "model_version",
+                            (double)sqlite3_column_int64(st, 8));
+    cJSON_AddNumberToObject(o, "model_slot",
+                            (double)sqlite3_column_int64(st, 9));
+    cJSON_AddNumberToObject(o, "boot_count",
+                            (double)sqlite3_column_int64(st, 10));
+    cJSON *g = cJSON_AddArrayToObject(o, "groups");
+    sqlite3_stmt *gs = NULL;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT grp FROM device_groups WHERE device_id = "
+                           "?1 ORDER BY grp LIMIT 64",
+                           -1, &gs, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(gs, 1, rowid);
+        while (sqlite3_step(gs) == SQLITE_ROW)
+            cJSON_AddItemToArray(g, cJSON_CreateString(
+                                        (const char *)sqlite3_column_text(gs, 0)));
+    }
+    sqlite3_finalize(gs);
+    cJSON *lo = cJSON_AddObjectToObject(o, "last_ota");
+    cJSON_AddStringToObject(lo, "state",
+                            ota_state_name(sqlite3_column_int64(st, 11)));
+    cJSON_AddStringToObject(lo, "reason",
+                            ota_reason_name(sqlite3_column_int64(st, 12)));
+    cJSON_AddNumberToObject(lo, "version",
+                            (double)sqlite3_column_int64(st, 13));
+    if (!full)
+        return o;
+    cJSON_AddNumberToObject(o, "slot_size",
+                            (double)sqlite3_column_int64(st, 14));
+    cJSON_AddNumberToObject(o, "arena_size",
+                            (double)sqlite3_column_int64(st, 15));
+    cJSON_AddNumberToObject(o, "chunk_max",
+                            (double)sqlite3_column_int64(st, 16));
+    cJSON_AddNumberToObject(o, "version_floor",
+                            (double)sqlite3_column_int64(st, 17));
+    int64_t th = 0, sh = 0;
+    sqlite3_stmt *hs = NULL;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT tele_hw, sample_hw FROM stream_hw WHERE "
+                           "device_id = ?1",
+                           -1, &hs, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(hs, 1, rowid);
+        if (sqlite3_step(hs) == SQLITE_ROW) {
+            th = sqlite3_column_int64(hs, 0);
+            sh = sqlite3_column_int64(hs, 1);
+        }
+    }
+    sqlite3_finalize(hs);
+    cJSON_AddNumberToObject(o, "tele_seq", (double)th);
+    cJSON_AddNumberToObject(o, "sample_seq", (double)sh);
+    cJSON_AddNumberToObject(o, "malformed", v ? (double)v->n_malformed : 0);
+    return o;
+}
+
+static void
+v_devices(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
+          void *arg)
+{
+    (void)arg;
+    const char *group = NULL;
+    bool online = false;
+    int64_t limit = LIST_DEFAULT, offset = 0;
+    int has_online;
+    if (tmld_ctl_arg_str(args, "group", TML_MAX_NAME, &group) < 0 ||
+        (has_online = tmld_ctl_arg_bool(args, "online", &online)) < 0 ||
+        tmld_ctl_arg_int(args, "limit", 0, LIST_MAX, &limit) < 0 ||
+        tmld_ctl_arg_int(args, "offset", 0, INT32_MAX, &offset) < 0) {
+        tmld_ctl_reply_err(req, "bad_args",
+                           "devices takes group (string), online (bool), "
+                           "limit (0..%d), offset",
+                           LIST_MAX);
+        return;
+    }
+    sqlite3 *db = tmld_db_ro(d);
+    /* online is filtered from the database's view; it lags the registry
+     * by at most one batch. */
+    static const char *where =
+        " WHERE (?1 IS NULL OR EXISTS (SELECT 1 FROM device_groups g WHERE "
+        "g.device_id = d.id AND g.grp = ?1)) AND (?2 IS NULL OR d.online = "
+        "?2)";
+    char sql[1024];
+    snprintf(sql, sizeof(sql),
+             "SELECT " DEV_COLS " FROM devices d%s ORDER BY d.name LIMIT ?3 "
+             "OFFSET ?4",
+             where);
+    char csql[512];
+    snprintf(csql, sizeof(csql), "SELECT count(*) FROM devices d%s", where);
+    sqlite3_stmt *st = NULL, *cs = NULL;
+    struct qguard g;
+    guard_start(db, &g);
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db, csql, -1, &cs, NULL);
+    cJSON *r = NULL;
+    if (rc == SQLITE_OK) {
+        for (int i = 0; i < 2; i++) {
+            sqlite3_stmt *s = i ? cs : st;
+            if (group)
+                sqlite3_bind_text(s, 1, group, -1, SQLITE_STATIC);
+            if (has_online == 0)
+                sqlite3_bind_int(s, 2, online);
+        }
+        sqlite3_bind_int64(st, 3, limit);
+        sqlite3_bind_int64(st, 4, offset);
+        r = cJSON_CreateObject();
+        rc = sqlite3_step(cs);
+        cJSON_AddNumberToObject(r, "total",
+                                rc == SQLITE_ROW
+                                    ? (double)sqlite3_column_int64(cs, 0)
+                                    : 0);
+        cJSON *a = cJSON_AddArrayToObject(r, "devices");
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+            cJSON_AddItemToArray(a, device_json(d, db, st, false));
+    }
+    guard_end(db);
+    sqlite3_finalize(st);
+    sqlite3_finalize(cs);
+    if (rc != SQLITE_DONE) {
+        cJSON_Delete(r);
+        reply_db_error(req, db, rc);
+        return;
+    }
+    tmld_ctl_reply_ok(req, r);
+}
+
+static void
+v_device_show(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
+              void *arg)
+{
+    (void)arg;
+    const char *id = NULL;
+    if (tmld_ctl_arg_str(args, "id", TML_MAX_DEVICE_ID, &id) != 0) {
+        tmld_ctl_reply_err(req, "bad_args",
+                           "device.show needs id (a device id string)");
+        return;
+    }
+    sqlite3 *db = tmld_db_ro(d);
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db,
+                                "SELECT " DEV_COLS
+                                " FROM devices d WHERE d.name = ?1",
+                                -1, &st, NULL);
+    cJSON *dev = NULL;
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+            dev = device_json(d, db, st, true);
+    }
+    sqlite3_finalize(st);
+    if (rc == SQLITE_DONE) {
+        tmld_ctl_reply_err(req, "not_found", "no device '%s'", id);
+        return;
+    }
+    if (dev == NULL) {
+        reply_db_error(req, db, rc);
+        return;
+    }
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddItemToObject(r, "device", dev);
+    tmld_ctl_reply_ok(req, r);
+}
+
+static void
+v_groups(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
+         void *arg)
+{
+    (void)args, (void)arg;
+    sqlite3 *db = tmld_db_ro(d);
+    sqlite3_stmt *st = NULL;
+    struct qguard g;
+    guard_start(db, &g);
+    int rc = sqlite3_prepare_v2(
+        db,
+        "SELECT g.grp, count(*), sum(d.online) FROM device_groups g JOIN "
+        "devices d ON d.id = g.device_id GROUP BY g.grp ORDER BY g.grp "
+        "LIMIT 10000",
+        -1, &st, NULL);
+    cJSON *r = cJSON_CreateObject();
+    cJSON *a = cJSON_AddArrayToObject(r, "groups");
+    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name",
+                                (const char *)sqlite3_column_text(st, 0));
+        cJSON_AddNumberToObject(o, "devices",
+                                (double)sqlite3_column_int64(st, 1));
+        cJSON_AddNumberToObject(o, "online",
+                                (double)sqlite3_column_int64(st, 2));
+        cJSON_AddItemToArray(a, o);
+    }
+    guard_end(db);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        cJSON_Delete(r);
+        reply_db_error(req, db, rc);
+        return;
+    }
+    tmld_ctl_reply_ok(req, r);
+}
+
+static void
+v_tele_summary(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
+               void *arg)
+{
+    (void)arg;
+    const char *group = NULL, *dev = NULL;
+    int64_t since_s = 3600;
+    if (tmld_ctl_arg_str(args, "group", TML_MAX_NAME, &group) < 0 ||
+        tmld_ctl_arg_str(args, "device", TML_MAX_DEVICE_ID, &dev) < 0 ||
+        tmld_ctl_arg_int(args, "since_s", 1, 100LL * 365 * 86400, &since_s) <
+            0) {
+        tmld_ctl_reply_err(req, "bad_args",
+                           "tele.summary takes group, device (strings), "
+                           "since_s (seconds)");
+        return;
+    }
+    int64_t since = tmld_wall_s() - since_s;
+    sqlite3 *db = tmld_db_ro(d);
+    sqlite3_stmt *st = NULL;
+    struct qguard g;
+    guard_start(db, &g);
+    int rc = sqlite3_prepare_v2(
+        db,
+        "SELECT t.model_version, count(DISTINCT t.device_id), count(*), "
+        "sum(t.n_inferences), sum(t.n_low_conf), sum(t.n_flagged), "
+        "sum(t.n_errors), sum(t.lat_mean_us * t.n_inferences) FROM tele t "
+        "WHERE t.recv_at >= ?1 AND (?2 IS NULL OR t.device_id = (SELECT id "
+        "FROM devices WHERE name = ?2)) AND (?3 IS NULL OR t.device_id IN "
+        "(SELECT device_id FROM device_groups WHERE grp = ?3)) GROUP BY "
+        "t.model_version ORDER BY t.model_version",
+        -1, &st, NULL);
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddNumberToObject(r, "since", (double)since);
+    cJSON *a = cJSON_AddArrayToObject(r, "rows");
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, since);
+        if (dev)
+            sqlite3_bind_text(st, 2, dev, -1, SQLITE_STATIC);
+        if (group)
+            sqlite3_bind_text(st, 3, group, -1, SQLITE_STATIC);
+    }
+    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        cJSON *o = cJSON_CreateObject();
+        static const char *names[] = {"model_version", "devices",
+                                      "summaries",     "inferences",
+                                      "low_conf",      "flagged",
+                                      "errors"};
+        for (int i = 0; i < 7; i++)
+            cJSON_AddNumberToObject(o, names[i],
+                                    (double)sqlite3_column_int64(st, i));
+        int64_t inf = sqlite3_column_int64(st, 3);
+        cJSON_AddNumberToObject(o, "lat_mean_us",
+                                inf ? (double)(sqlite3_column_int64(st, 7) /
+                                               inf)
+                                    : 0);
+        cJSON_AddItemToArray(a, o);
+    }
+    guard_end(db);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        cJSON_Delete(r);
+        reply_db_error(req, db, rc);
+        return;
+    }
+    tmld_ctl_reply_ok(req, r);
+}
+
+void
+ctl_register_core_verbs(struct tmld *d)
+{
+    static const struct {
+        const char *name;
+        tmld_ctl_handler fn;
+    } verbs[] = {
+        {"help", v_help},
+        {"ping", v_ping},
+        {"status", v_status},
+        {"devices", v_devices},
+        {"device.show", v_device_show},
+        {"groups", v_groups},
+        {"tele.summary", v_tele_summary},
+    };
+    for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+        if (tmld_ctl_register(d, verbs[i].name, verbs[i].fn, NULL) != 0)
+            log_err("ctl: cannot register %s", verbs[i].name);
+}
