@@ -120,7 +120,12 @@ revert(struct tmla_agent *a, uint8_t reason, uint32_t now_ms, bool booting)
     }
     commit_update(a);
     tmla__tele_close(a, now_ms); /* summaries are per model */
+    /* The application goes back to the old model now, or from tmla_poll
+     * if it cannot at this moment. */
     a->load_due = true;
+    if (tmla_active_model(a) == NULL ||
+        a->port.activate(a->port.user, tmla_active_model(a)) == TMLA_PORT_OK)
+        a->load_due = false;
     set_state(a, TML_OTA_REVERTED, reason);
 }
 
