@@ -11,7 +11,9 @@ and sig_structure.bin, the C Sig_structure of cose-sign1.cbor. This script
   2. checks that cbor2's canonical encoding of those values is byte-identical
      (shortest-form integers, ascending keys);
   3. rebuilds the COSE Sig_structure (RFC 9052 4.4) with cbor2 and compares;
-  4. writes py-<name>.cbor: the same values, keys in reverse order, for the
+  4. validates every message against the CDDL of proto/PROTOCOL.md (parsed
+     by cddl_check.py), and checks that the CDDL rejects broken variants;
+  5. writes py-<name>.cbor: the same values, keys in reverse order, for the
      C side to decode.
 Exit status 0 on success; prints every mismatch.
 """
@@ -19,6 +21,32 @@ import os
 import sys
 
 import cbor2
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cddl_check  # noqa: E402
+
+PROTOCOL_MD = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                           "..", "..", "proto", "PROTOCOL.md")
+RULE = {"hello": "hello", "state": "state", "tele": "tele",
+        "sample": "sample", "ota_up": "ota-up", "ack": "ack",
+        "ota_down": "ota-down", "cmd": "cmd", "manifest": "manifest",
+        "cose": "COSE_Sign1"}
+
+# Variants the CDDL must reject (so the check is not vacuous).
+BROKEN = [
+    ("hello", lambda m: m.pop(2)),                      # hw missing
+    ("hello", lambda m: m.__setitem__(5, 2)),           # slot 2
+    ("hello", lambda m: m.__setitem__(2, "x" * 33)),    # hw too long
+    ("tele", lambda m: m.__setitem__(1, 0)),            # seq 0
+    ("tele", lambda m: m.__setitem__(-1, 0)),           # negative key
+    ("sample", lambda m: m.__setitem__(6, 10001)),      # confidence
+    ("sample", lambda m: m.__setitem__(14, b"")),       # empty chunk
+    ("ota_up", lambda m: m.__setitem__(1, 3)),          # kind 3
+    ("ota_down", lambda m: m.pop(3)),                   # offer w/o manifest
+    ("cmd", lambda m: m.__setitem__(7, 1000001)),       # audit ppm
+    ("manifest", lambda m: m.__setitem__(5, b"x" * 31)),  # sha256 size
+    ("state", lambda m: m.__setitem__(0, 2)),           # version 2
+]
 
 U32 = 0xFFFFFFFF
 NAME32 = "abcdefghijklmnopqrstuvwxyz012345"
@@ -83,6 +111,8 @@ def reverse_keys(v):
 def main():
     d = sys.argv[1]
     bad = 0
+    with open(PROTOCOL_MD, encoding="utf-8") as f:
+        rules = cddl_check.from_markdown(f.read())
     for name, want in EXPECTED.items():
         path = os.path.join(d, name + ".cbor")
         with open(path, "rb") as f:
@@ -95,6 +125,12 @@ def main():
             bad += 1
         if cbor2.dumps(want, canonical=True) != raw:
             print(f"{name}: bytes are not cbor2's canonical encoding")
+            bad += 1
+        rule = RULE[name.split("-")[0]]
+        try:
+            cddl_check.check(rules, ("ref", rule), cbor2.loads(raw))
+        except cddl_check.Invalid as e:
+            print(f"{name}: does not match CDDL rule {rule}: {e}")
             bad += 1
         with open(os.path.join(d, "py-" + name + ".cbor"), "wb") as f:
             f.write(cbor2.dumps(reverse_keys(want)))
@@ -114,7 +150,16 @@ def main():
     if cbor2.loads(prot) != {1: -7, 4: KID}:
         print("protected header differs")
         bad += 1
-    print(f"interop.py: {len(EXPECTED)} messages, {bad} mismatches")
+    for kind, edit in BROKEN:
+        base = next(n for n in EXPECTED if n.startswith(kind + "-"))
+        m = dict(EXPECTED[base])
+        edit(m)
+        if cddl_check.matches(rules, ("ref", RULE[kind]), m):
+            print(f"CDDL accepts a broken {kind}: {m}")
+            bad += 1
+    print(f"interop.py: {len(EXPECTED)} messages checked against cbor2 and "
+          f"{len(rules)} CDDL rules, {len(BROKEN)} broken variants, "
+          f"{bad} mismatches")
     return 1 if bad else 0
 
 
