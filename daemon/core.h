@@ -167,6 +167,13 @@ void ingest_committed(struct tmld *d, struct device *dev, bool has_tele,
                       uint32_t tele_hw, bool has_sample, uint32_t sample_hw);
 /* Applies every migration above user_version, each in one transaction. */
 int store_migrate(sqlite3 *db, const char *path);
+/* The same over any list sorted by version (tests). A migration never
+ * recorded in schema_migrations is applied even when a higher one already
+ * ran (the ranges of different owners interleave); user_version keeps the
+ * highest applied; a database whose user_version is above every known
+ * migration is refused (-EPROTO). */
+int store_migrate_list(sqlite3 *db, const char *path,
+                       const struct tmld_migration *list, size_t n);
 
 /* ---- registry (daemon/registry.c) ---------------------------------------- */
 
@@ -181,8 +188,7 @@ struct device {
     uint64_t n_malformed;
     uint64_t malformed_logged_ms;
     uint64_t n_malformed_suppressed;
-    int n_in_flight;      /* records of this device in the store */
-    bool pending_ack;
+    bool is_row_requested; /* a record creating its row was queued */
     struct device *hnext; /* hash chain */
     struct device *lnext; /* list of all */
 };

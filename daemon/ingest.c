@@ -202,6 +202,13 @@ ingest_on_message(struct tmld *d, const struct tml_topic *t, const char *dev,
         return;
     }
     registry_seen(d, v);
+    if (v->rowid == 0 && !v->is_row_requested) {
+        /* The first message of a new device creates its row, so that even a
+         * device that only ever sends garbage shows up in device.show. */
+        struct rec *sr = new_rec(REC_SEEN, v);
+        if (sr != NULL && store_submit(d, sr) == 0)
+            v->is_row_requested = true;
+    }
     enum tml_err err = TML_OK;
     struct rec *r = NULL;
     bool is_record = false;

@@ -160,15 +160,22 @@ query_int(sqlite3 *db, const char *sql, int64_t def)
 int
 store_migrate(sqlite3 *db, const char *path)
 {
+    return store_migrate_list(db, path, tmld_migrations, tmld_n_migrations);
+}
+
+int
+store_migrate_list(sqlite3 *db, const char *path,
+                   const struct tmld_migration *list, size_t n)
+{
     int64_t have = query_int(db, "PRAGMA user_version", -1);
     if (have < 0) {
         log_err("store: %s: cannot read user_version", path);
         return -EIO;
     }
     int max_known = 0;
-    for (size_t i = 0; i < tmld_n_migrations; i++)
-        if (tmld_migrations[i].version > max_known)
-            max_known = tmld_migrations[i].version;
+    for (size_t i = 0; i < n; i++)
+        if (list[i].version > max_known)
+            max_known = list[i].version;
     if (have > max_known) {
         log_err("store: %s: schema version %lld is newer than this tmld "
                 "knows (%d): refusing to touch it; run a newer tmld",
@@ -181,19 +188,19 @@ store_migrate(sqlite3 *db, const char *path)
                  "applied_at INTEGER NOT NULL)",
                  "schema_migrations") != SQLITE_OK)
         return -EIO;
-    for (size_t i = 0; i < tmld_n_migrations; i++) {
-        const struct tmld_migration *m = &tmld_migrations[i];
+    /* A database migrated before schema_migrations existed (or by a tool
+     * that only sets user_version) counts everything up to user_version as
+     * applied. */
+    bool is_legacy = have > 0 &&
+                     query_int(db, "SELECT count(*) FROM schema_migrations",
+                               0) == 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct tmld_migration *m = &list[i];
         char q[128];
         snprintf(q, sizeof(q),
                  "SELECT count(*) FROM schema_migrations WHERE version = %d",
                  m->version);
-        /* A database migrated before schema_migrations existed counts
-         * everything up to user_version as applied. */
-        if (query_int(db, q, 0) > 0)
-            continue;
-        if (m->version <= have &&
-            query_int(db, "SELECT count(*) FROM schema_migrations", 0) == 0 &&
-            have > 0)
+        if (query_int(db, q, 0) > 0 || (is_legacy && m->version <= have))
             continue;
         int64_t cur = query_int(db, "PRAGMA user_version", 0);
         int64_t next = m->version > cur ? m->version : cur;

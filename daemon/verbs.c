@@ -376,7 +376,8 @@ v_groups(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
         -1, &st, NULL);
     cJSON *r = cJSON_CreateObject();
     cJSON *a = cJSON_AddArrayToObject(r, "groups");
-    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW &&
+           (rc = SQLITE_OK) == SQLITE_OK) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "name",
                                 (const char *)sqlite3_column_text(st, 0));
@@ -437,7 +438,8 @@ v_tele_summary(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
         if (group)
             sqlite3_bind_text(st, 3, group, -1, SQLITE_STATIC);
     }
-    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW &&
+           (rc = SQLITE_OK) == SQLITE_OK) {
         cJSON *o = cJSON_CreateObject();
         static const char *names[] = {"model_version", "devices",
                                       "summaries",     "inferences",
