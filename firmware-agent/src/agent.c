@@ -21,6 +21,7 @@ tmla_config_defaults(struct tmla_config *cfg)
     cfg->conf_threshold_bp = 5000;
     cfg->audit_ppm = 1000;
     cfg->n_classes = TMLA_MAX_CLASSES;
+    cfg->detail_every = 1;
     cfg->max_payload = TML_MAX_MESSAGE;
     cfg->ack_timeout_ms = 30000;
     cfg->ota_chunk = 1024;

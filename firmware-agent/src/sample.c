@@ -4,7 +4,8 @@
  * Captures are offered with a reason (flagged, low confidence, audit). Within
  * each budget period the agent keeps a uniform random subset of the
  * period's candidates (reservoir sampling, Algorithm R) of size
- * k = min(tokens, free spool slots), fixed when the period starts; tokens
+ * k = min(tokens, free spool slots), fixed at the period's first candidate;
+ * tokens
  * come from a bucket refilled by sample_budget per period up to
  * sample_burst. When the period ends the kept inputs are sent, each split
  * into chunks that fit TMLA_TX_BUF and the transport's max_payload, every
@@ -54,12 +55,10 @@ free_slots(const struct tmla_agent *a)
 static void
 period_begin(struct tmla_agent *a, uint32_t now_ms)
 {
-    uint8_t f = free_slots(a);
-
     a->budget_start_ms = now_ms;
     a->candidates = 0;
     a->res_n = 0;
-    a->res_k = (uint8_t)(a->tokens < f ? a->tokens : f);
+    a->res_k = 0;
 }
 
 void
@@ -99,8 +98,15 @@ tmla_capture(struct tmla_agent *a, const struct tmla_inference *inf,
     if (len == 0 || len > cap)
         return TMLA_CAPTURE_TOO_LARGE;
 
-    /* Algorithm R: the i-th candidate is kept with probability k/i and then
-     * replaces a uniformly chosen kept one. */
+    /* The reservoir's size is fixed by the period's first candidate (not at
+     * the period start: acks may have freed slots since). Algorithm R: the
+     * i-th candidate is kept with probability k/i and then replaces a
+     * uniformly chosen kept one. */
+    if (a->candidates == 0) {
+        uint8_t f = free_slots(a);
+
+        a->res_k = (uint8_t)(a->tokens < f ? a->tokens : f);
+    }
     i = ++a->candidates;
     if (i <= a->res_k) {
         for (j = 0; j < TMLA_SAMPLE_SLOTS; j++)

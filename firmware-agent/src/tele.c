@@ -165,12 +165,17 @@ send_one(struct tmla_agent *a, struct tmla__sum *s, uint32_t now_ms)
     t.n_classes = a->cfg.n_classes;
     memcpy(t.class_counts, s->class_counts,
            a->cfg.n_classes * sizeof s->class_counts[0]);
-    t.n_conf_bins = TMLA_CONF_BINS;
-    memcpy(t.conf_hist, s->conf_hist, sizeof s->conf_hist);
-    t.n_lat_bins = TMLA_LAT_BINS;
-    memcpy(t.lat_hist, s->lat_hist, sizeof s->lat_hist);
-    t.has_health = s->has_health;
-    t.health = s->health;
+    /* Histograms and health are the bulk of a summary (~50 bytes): sent
+     * with every detail_every-th one, so a plain 4-class summary stays
+     * within 64 bytes. */
+    if (a->cfg.detail_every != 0 && s->seq % a->cfg.detail_every == 0) {
+        t.n_conf_bins = TMLA_CONF_BINS;
+        memcpy(t.conf_hist, s->conf_hist, sizeof s->conf_hist);
+        t.n_lat_bins = TMLA_LAT_BINS;
+        memcpy(t.lat_hist, s->lat_hist, sizeof s->lat_hist);
+        t.has_health = s->has_health;
+        t.health = s->health;
+    }
     if (tml_tele_encode(&t, a->tx, sizeof a->tx, &n) != TML_OK)
         return false;
     if (tmla__publish(a, TML_KIND_TELE, a->tx, n, false) != TMLA_PORT_OK)

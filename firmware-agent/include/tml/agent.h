@@ -84,6 +84,8 @@ struct tmla_config {
     uint32_t conf_threshold_bp; /* low confidence below this, default 5000 */
     uint32_t audit_ppm;         /* random audit share, default 1000 */
     uint32_t sample_burst;      /* token bucket capacity, default = budget */
+    uint16_t detail_every;      /* histograms + health in every n-th
+                                   summary (by seq), 0 = never, default 1 */
     uint16_t n_classes;         /* labels of the model, default
                                    TMLA_MAX_CLASSES (class ids above are
                                    counted in the last class) */

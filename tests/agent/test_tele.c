@@ -1,0 +1,401 @@
+/*
+ * test_tele.c: inference summaries: arithmetic, size on the wire, sequence
+ * numbers across reboots, resend after reconnect and ack timeout, folding
+ * when the ring is full (R4/R5 device side), settings from down/cmd.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "rig.h"
+
+static int
+setup(void **state)
+{
+    struct rig *r = rig_new();
+
+    rig_boot(r);
+    *state = r;
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    rig_free(*state);
+    return 0;
+}
+
+/* Decodes every tele message published since log index from. */
+static size_t
+teles(const struct memport *mp, size_t from, struct tml_tele *out, size_t cap)
+{
+    size_t n = 0;
+
+    /* Like the gateway: a resend of a seq already seen is absorbed. */
+    for (size_t i = from; i < mp->n_log && n < cap; i++)
+        if (mp->log[i].kind == TML_KIND_TELE) {
+            bool dup = false;
+
+            assert_int_equal(tml_tele_decode(mp->log[i].payload,
+                                             mp->log[i].len, &out[n]),
+                             TML_OK);
+            for (size_t j = 0; j < n; j++)
+                dup |= out[j].seq == out[n].seq;
+            n += !dup;
+        }
+    return n;
+}
+
+static void
+period(struct rig *r)
+{
+    rig_run(r, 1, r->cfg.summary_period_s * 1000u);
+}
+
+static void
+test_tele_summary_arithmetic(void **state)
+{
+    struct rig *r = *state;
+    struct tml_tele t[4];
+    struct tmla_inference inf = {.predicted = 1, .confidence_bp = 9000};
+    size_t from = r->mp->n_log;
+    uint8_t in[4] = {1, 2, 3, 4};
+
+    tml_heap_armed = 1;
+    tmla_record(&r->a, 0, 9500, 800);     /* lat bin 0, conf bin 9 */
+    tmla_record(&r->a, 1, 10000, 1000);   /* lat bin 1, conf bin 9 */
+    tmla_record(&r->a, 1, 4999, 3999);    /* lat bin 2, conf bin 4, low */
+    tmla_record(&r->a, 3, 0, 5000);       /* lat bin 3, conf bin 0, low */
+    tmla_record(&r->a, 9, 20000, 10000000); /* class -> 3, conf clamped,
+                                               lat last bin */
+    tmla_record_error(&r->a);
+    (void)tmla_capture(&r->a, &inf, in, sizeof in, TML_REASON_FLAGGED, r->now);
+    tml_heap_armed = 0;
+    period(r);
+    assert_int_equal(teles(r->mp, from, t, 4), 1);
+    assert_int_equal(t[0].seq, 1);
+    assert_int_equal(t[0].period_s, r->cfg.summary_period_s);
+    assert_int_equal(t[0].n_inferences, 5);
+    assert_int_equal(t[0].n_low_conf, 2);
+    assert_int_equal(t[0].n_flagged, 1);
+    assert_int_equal(t[0].n_errors, 1);
+    assert_int_equal(t[0].lat_min_us, 800);
+    assert_int_equal(t[0].lat_max_us, 10000000);
+    assert_int_equal(t[0].lat_mean_us,
+                     (800 + 1000 + 3999 + 5000 + 10000000) / 5);
+    assert_int_equal(t[0].n_classes, 4);
+    assert_int_equal(t[0].class_counts[0], 1);
+    assert_int_equal(t[0].class_counts[1], 2);
+    assert_int_equal(t[0].class_counts[2], 0);
+    assert_int_equal(t[0].class_counts[3], 2);
+    assert_int_equal(t[0].n_conf_bins, TMLA_CONF_BINS);
+    assert_int_equal(t[0].conf_hist[TMLA_CONF_BINS - 1], 3);
+    assert_int_equal(t[0].conf_hist[0], 1);
+    assert_int_equal(t[0].conf_hist[4999 * TMLA_CONF_BINS / 10000], 1);
+    assert_int_equal(t[0].n_lat_bins, TMLA_LAT_BINS);
+    assert_int_equal(t[0].lat_hist[0], 1);
+    assert_int_equal(t[0].lat_hist[1], 1);
+    assert_int_equal(t[0].lat_hist[2], 1);
+    assert_int_equal(t[0].lat_hist[3], 1);
+    assert_int_equal(t[0].lat_hist[TMLA_LAT_BINS - 1], 1);
+    assert_true(t[0].has_health);
+    assert_int_equal(t[0].health.supply_mv, 3300);
+    assert_int_equal(t[0].health.temp_dc, 215);
+    /* An empty period still reports (a heartbeat with health). */
+    period(r);
+    assert_int_equal(teles(r->mp, from, t, 4), 2);
+    assert_int_equal(t[1].seq, 2);
+    assert_int_equal(t[1].n_inferences, 0);
+    assert_int_equal(t[1].lat_min_us, 0);
+}
+
+static void
+test_tele_four_class_summary_fits_64_bytes(void **state)
+{
+    struct rig *r = *state;
+    size_t from = r->mp->n_log, len = 0;
+
+    /* A busy minute of a 4-class keyword spotter: ~1 inference/s per
+     * class, latencies around 20 ms, mostly confident. */
+    tml_heap_armed = 1;
+    for (uint32_t i = 0; i < 3000; i++)
+        tmla_record(&r->a, i % 4, 6000 + (i * 37) % 4000,
+                    16000 + (i * 53) % 12000);
+    tml_heap_armed = 0;
+    r->a.cfg.detail_every = 2; /* seq 1: counts only; seq 2: detail */
+    r->now += 5000;
+    period(r);
+    for (size_t i = from; i < r->mp->n_log; i++)
+        if (r->mp->log[i].kind == TML_KIND_TELE)
+            len = r->mp->log[i].len;
+    print_message("4-class summary (3000 inferences): %zu bytes\n", len);
+    assert_true(len > 0);
+    assert_true(len <= 64);
+    tml_heap_armed = 1;
+    for (uint32_t i = 0; i < 3000; i++)
+        tmla_record(&r->a, i % 4, 6000 + (i * 37) % 4000,
+                    16000 + (i * 53) % 12000);
+    tml_heap_armed = 0;
+    from = r->mp->n_log;
+    period(r);
+    for (size_t i = from; i < r->mp->n_log; i++)
+        if (r->mp->log[i].kind == TML_KIND_TELE)
+            len = r->mp->log[i].len;
+    print_message("  with %d+%d histogram bins and health: %zu bytes\n",
+                  TMLA_CONF_BINS, TMLA_LAT_BINS, len);
+    assert_true(len > 64);
+}
+
+static void
+test_tele_seq_never_reused_across_reboots(void **state)
+{
+    struct rig *r = *state;
+    struct tml_tele t[16];
+    uint32_t max_before = 0;
+    size_t n, from;
+    uint32_t writes;
+
+    for (int i = 0; i < 3; i++)
+        period(r);
+    n = teles(r->mp, 0, t, 16);
+    assert_int_equal(n, 3);
+    for (size_t i = 0; i < n; i++)
+        if (t[i].seq > max_before)
+            max_before = t[i].seq;
+    for (int boot = 0; boot < 3; boot++) {
+        from = r->mp->n_log;
+        rig_boot(r);
+        period(r);
+        n = teles(r->mp, from, t, 16);
+        assert_int_equal(n, 1);
+        assert_true(t[0].seq > max_before);
+        max_before = t[0].seq;
+    }
+    /* Reservations are in blocks: 100 more records, few state writes. */
+    writes = r->mp->n_state_writes;
+    for (int i = 0; i < 100; i++) {
+        period(r);
+        tml_heap_armed = 1;
+        (void)gw_ack(&r->a, true, r->a.tele_next - 1, false, 0, r->now);
+        tml_heap_armed = 0;
+    }
+    print_message("state writes for 100 summaries: %u\n",
+                  r->mp->n_state_writes - writes);
+    assert_true(r->mp->n_state_writes - writes <= 100 / TMLA_SEQ_BLOCK + 1);
+}
+
+static void
+test_tele_resend_after_reconnect_then_ack(void **state)
+{
+    struct rig *r = *state;
+    struct tml_tele t[32];
+    size_t n, from;
+
+    /* No new summary in between. */
+    r->a.cfg.summary_period_s = r->cfg.summary_period_s = 3600;
+    r->mp->offline = true;
+    tmla_on_disconnect(&r->a);
+    period(r);
+    period(r);
+    assert_int_equal(teles(r->mp, 0, t, 32), 0);
+    r->mp->offline = false;
+    tmla_on_connect(&r->a, r->now);
+    rig_run(r, 1, 10);
+    n = teles(r->mp, 0, t, 32);
+    assert_int_equal(n, 2);
+    assert_int_equal(t[0].seq, 1);
+    assert_int_equal(t[1].seq, 2);
+    assert_true(t[0].age_s >= r->cfg.summary_period_s);
+    /* The link drops before any ack: both go again with the same seqs. */
+    tmla_on_disconnect(&r->a);
+    from = r->mp->n_log;
+    tmla_on_connect(&r->a, r->now);
+    rig_run(r, 1, 10);
+    n = teles(r->mp, from, t, 32);
+    assert_int_equal(n, 2);
+    assert_int_equal(t[0].seq, 1);
+    assert_int_equal(t[1].seq, 2);
+    assert_int_equal(tmla_stats(&r->a)->tele_resent, 2);
+    /* Ack 1: only 2 is resent after the ack timeout. */
+    tml_heap_armed = 1;
+    assert_int_equal(gw_ack(&r->a, true, 1, false, 0, r->now), TML_OK);
+    tml_heap_armed = 0;
+    from = r->mp->n_log;
+    rig_run(r, 1, r->cfg.ack_timeout_ms);
+    n = teles(r->mp, from, t, 32);
+    assert_int_equal(n, 1);
+    assert_int_equal(t[0].seq, 2);
+    tml_heap_armed = 1;
+    assert_int_equal(gw_ack(&r->a, true, 2, false, 0, r->now), TML_OK);
+    tml_heap_armed = 0;
+    assert_int_equal(r->a.ring_n, 0);
+    from = r->mp->n_log;
+    rig_run(r, 1, r->cfg.ack_timeout_ms);
+    assert_int_equal(teles(r->mp, from, t, 32), 0);
+}
+
+static void
+test_tele_full_ring_folds_unsent_and_counts(void **state)
+{
+    struct rig *r = *state;
+    struct tml_tele t[32];
+    uint32_t total = 0, folded = 0, periods = 10;
+    size_t n;
+
+    r->mp->offline = true;
+    tmla_on_disconnect(&r->a);
+    for (uint32_t p = 0; p < periods; p++) {
+        tml_heap_armed = 1;
+        for (uint32_t i = 0; i <= p; i++)
+            tmla_record(&r->a, i % 4, 9000, 1000 + p);
+        tml_heap_armed = 0;
+        period(r);
+    }
+    assert_int_equal(r->a.ring_n, TMLA_TELE_RING);
+    r->mp->offline = false;
+    tmla_on_connect(&r->a, r->now);
+    rig_run(r, 1, 10);
+    n = teles(r->mp, 0, t, 32);
+    assert_int_equal(n, TMLA_TELE_RING);
+    for (size_t i = 0; i < n; i++) {
+        total += t[i].n_inferences;
+        folded += t[i].n_folded;
+        assert_int_equal(t[i].seq, i + 1); /* no gaps: folded before sent */
+    }
+    /* Nothing lost: every inference is in some summary, and every merged
+     * period is counted. */
+    assert_int_equal(total, periods * (periods + 1) / 2);
+    assert_int_equal(folded, periods - TMLA_TELE_RING);
+    assert_int_equal(tmla_stats(&r->a)->tele_folded, periods - TMLA_TELE_RING);
+}
+
+static void
+test_tele_r5_acks_lost_ring_stays_bounded(void **state)
+{
+    struct rig *r = *state;
+    struct tml_tele t[64];
+    size_t n;
+    uint32_t folded = 0;
+
+    /* Connected, every summary sent, no ack ever comes back. */
+    for (int p = 0; p < 12; p++) {
+        tml_heap_armed = 1;
+        tmla_record(&r->a, 0, 9000, 1000);
+        tml_heap_armed = 0;
+        period(r);
+    }
+    assert_true(r->a.ring_n <= TMLA_TELE_RING);
+    print_message("R5: ring high water %u of %d\n",
+                  tmla_stats(&r->a)->ring_high_water, TMLA_TELE_RING);
+    assert_int_equal(tmla_stats(&r->a)->ring_high_water, TMLA_TELE_RING);
+    /* Resent after the ack timeout: the survivors carry the folds. */
+    rig_run(r, 1, r->cfg.ack_timeout_ms);
+    n = teles(r->mp, 0, t, 64);
+    for (size_t i = 0; i < r->a.ring_n; i++)
+        folded += r->a.ring[i].n_folded;
+    assert_int_equal(folded, 12 - TMLA_TELE_RING);
+    assert_int_equal(n, 12); /* distinct seqs */
+    assert_true(tmla_stats(&r->a)->tele_resent > 0);
+}
+
+static void
+test_tele_cmd_sets_period_and_threshold(void **state)
+{
+    struct rig *r = *state;
+    struct tml_cmd c;
+    struct tml_tele t[8];
+    uint8_t buf[64];
+    size_t len, from = r->mp->n_log;
+
+    memset(&c, 0, sizeof c);
+    c.kind = TML_CMD_SET;
+    c.nonce = 77;
+    c.has_summary_period = true;
+    c.summary_period_s = 10;
+    c.has_conf_threshold = true;
+    c.conf_threshold_bp = 9500;
+    assert_int_equal(tml_cmd_encode(&c, buf, sizeof buf, &len), TML_OK);
+    tml_heap_armed = 1;
+    assert_int_equal(gw_send(&r->a, TML_KIND_CMD, buf, len, r->now), TML_OK);
+    tmla_record(&r->a, 0, 9000, 1000); /* low under the new threshold */
+    tml_heap_armed = 0;
+    rig_run(r, 1, 10000);
+    assert_int_equal(teles(r->mp, from, t, 8), 1);
+    assert_int_equal(t[0].period_s, 10);
+    assert_int_equal(t[0].n_low_conf, 1);
+    /* A ping makes the device say hello again, echoing the nonce. */
+    c.kind = TML_CMD_PING;
+    c.has_summary_period = c.has_conf_threshold = false;
+    c.nonce = 78;
+    assert_int_equal(tml_cmd_encode(&c, buf, sizeof buf, &len), TML_OK);
+    from = r->mp->n_log;
+    tml_heap_armed = 1;
+    assert_int_equal(gw_send(&r->a, TML_KIND_CMD, buf, len, r->now), TML_OK);
+    tml_heap_armed = 0;
+    rig_run(r, 1, 10);
+    for (size_t i = from; i < r->mp->n_log; i++)
+        if (r->mp->log[i].kind == TML_KIND_HELLO) {
+            struct tml_hello h;
+
+            assert_int_equal(tml_hello_decode(r->mp->log[i].payload,
+                                              r->mp->log[i].len, &h),
+                             TML_OK);
+            assert_true(h.has_nonce);
+            assert_int_equal(h.nonce, 78);
+            assert_true(r->mp->log[i].retain);
+            from = 0;
+        }
+    assert_int_equal(from, 0);
+}
+
+static void
+test_tele_foreign_and_bad_messages_rejected(void **state)
+{
+    struct rig *r = *state;
+    static const char other[] = "tml/v1/dev-8/down/ack";
+    static const char up[] = "tml/v1/dev-7/up/tele";
+    uint8_t junk[] = {0xff, 0x00, 0x13};
+
+    tml_heap_armed = 1;
+    assert_int_equal(tmla_on_message(&r->a, other, strlen(other), junk, 3,
+                                     r->now),
+                     TML_ERR_TOPIC);
+    assert_int_equal(tmla_on_message(&r->a, up, strlen(up), junk, 3, r->now),
+                     TML_ERR_TOPIC);
+    assert_int_not_equal(gw_send(&r->a, TML_KIND_ACK, junk, 3, r->now),
+                         TML_OK);
+    /* An ack beyond anything sent does not free unsent summaries. */
+    r->mp->offline = true;
+    tmla_on_disconnect(&r->a);
+    tml_heap_armed = 0;
+    period(r);
+    tml_heap_armed = 1;
+    assert_int_equal(gw_ack(&r->a, true, 1000000, false, 0, r->now), TML_OK);
+    tml_heap_armed = 0;
+    assert_int_equal(r->a.ring_n, 1);
+    assert_int_equal(tmla_stats(&r->a)->bad_messages, 1);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+        T(test_tele_summary_arithmetic),
+        T(test_tele_four_class_summary_fits_64_bytes),
+        T(test_tele_seq_never_reused_across_reboots),
+        T(test_tele_resend_after_reconnect_then_ack),
+        T(test_tele_full_ring_folds_unsent_and_counts),
+        T(test_tele_r5_acks_lost_ring_stays_bounded),
+        T(test_tele_cmd_sets_period_and_threshold),
+        T(test_tele_foreign_and_bad_messages_rejected),
+#undef T
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
