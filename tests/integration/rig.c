@@ -500,6 +500,24 @@ gw_on_disconnect(struct mosquitto *m, void *user, int rc)
     pthread_mutex_unlock(&g->mu);
 }
 
+/* Our own network thread: mosquitto_loop_forever gives up for good on a
+ * TLS error, which is what a killed broker looks like; a gateway must keep
+ * trying. */
+static void *
+gw_thread(void *arg)
+{
+    struct rig_gw *g = arg;
+
+    while (g->running) {
+        int rc = mosquitto_loop(g->mosq, 100, 1);
+        if (rc != MOSQ_ERR_SUCCESS && g->running) {
+            sleep_ms(300);
+            mosquitto_reconnect(g->mosq);
+        }
+    }
+    return NULL;
+}
+
 int
 rig_gw_start(struct rig_gw *g, struct rig_broker *b, const char *prefix,
              uint32_t first, uint32_t n_devs, bool do_ack)
@@ -529,7 +547,20 @@ rig_gw_start(struct rig_gw *g, struct rig_broker *b, const char *prefix,
     if (mosquitto_connect_async(g->mosq, "127.0.0.1", b->port, 30) !=
         MOSQ_ERR_SUCCESS)
         return -1;
-    return mosquitto_loop_start(g->mosq) == MOSQ_ERR_SUCCESS ? 0 : -1;
+    g->running = true;
+    if (pthread_create(&g->thread, NULL, gw_thread, g) != 0) {
+        g->running = false;
+        return -1;
+    }
+    return 0;
+}
+
+void
+rig_gw_set_ack(struct rig_gw *g, bool on)
+{
+    pthread_mutex_lock(&g->mu);
+    g->do_ack = on;
+    pthread_mutex_unlock(&g->mu);
 }
 
 bool
@@ -555,8 +586,11 @@ rig_gw_stop(struct rig_gw *g)
     uint32_t i;
 
     if (g->mosq) {
+        if (g->running) {
+            g->running = false;
+            pthread_join(g->thread, NULL);
+        }
         mosquitto_disconnect(g->mosq);
-        mosquitto_loop_stop(g->mosq, false);
         mosquitto_destroy(g->mosq);
         g->mosq = NULL;
     }
@@ -583,6 +617,8 @@ distinct(uint32_t *v, size_t n)
 {
     size_t i, k = 0;
 
+    if (n == 0)
+        return 0;
     qsort(v, n, sizeof(*v), cmp_u32);
     for (i = 0; i < n; i++)
         if (i == 0 || v[i] != v[i - 1])

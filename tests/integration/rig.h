@@ -11,6 +11,7 @@
 #define TESTS_INTEGRATION_RIG_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -70,6 +71,8 @@ struct rig_gw {
     uint64_t n_acks_sent;
     bool do_ack;
     bool connected;
+    atomic_bool running;
+    pthread_t thread;
 };
 
 /* Connects as the gateway (tmld certificate), subscribes tml/v1/+/up/#,
@@ -79,6 +82,8 @@ int rig_gw_start(struct rig_gw *g, struct rig_broker *b, const char *prefix,
 /* Waits until connected and subscribed, up to timeout_ms. */
 bool rig_gw_wait_ready(struct rig_gw *g, int timeout_ms);
 void rig_gw_stop(struct rig_gw *g);
+/* Turns acknowledgements on or off (records are still stored). */
+void rig_gw_set_ack(struct rig_gw *g, bool on);
 /* Distinct tele seqs of device index i (sorts its log). */
 size_t rig_gw_distinct(struct rig_gw *g, uint32_t i, uint32_t *max_seq);
 size_t rig_gw_distinct_samples(struct rig_gw *g, uint32_t i);
