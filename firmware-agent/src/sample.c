@@ -89,8 +89,12 @@ tmla_capture(struct tmla_agent *a, const struct tmla_inference *inf,
         else
             return TMLA_CAPTURE_NOT_SELECTED;
     }
-    if (reason > TML_REASON_AUDIT || inf->n_shape > TML_MAX_SHAPE)
-        return TMLA_CAPTURE_DISABLED;
+    if (reason > TML_REASON_AUDIT || inf->n_shape > TML_MAX_SHAPE ||
+        inf->dtype > TML_DTYPE_F32)
+        return TMLA_CAPTURE_INVALID;
+    for (size_t k = 0; k < inf->n_shape; k++)
+        if (inf->shape[k] == 0)
+            return TMLA_CAPTURE_INVALID;
     if (cap == 0 || a->cfg.sample_budget == 0)
         return TMLA_CAPTURE_DISABLED;
     a->cur.n_samples_dropped++; /* undone below if kept */
@@ -130,9 +134,13 @@ tmla_capture(struct tmla_agent *a, const struct tmla_inference *inf,
     memset(s, 0, sizeof *s);
     s->state = SLOT_HELD;
     s->reason = reason;
-    s->dtype = inf->dtype;
+    s->dtype = inf->dtype != 0 ? inf->dtype : TML_DTYPE_U8;
     s->n_shape = (uint8_t)inf->n_shape;
     memcpy(s->shape, inf->shape, sizeof s->shape);
+    if (s->n_shape == 0) {
+        s->n_shape = 1;
+        s->shape[0] = (uint32_t)len;
+    }
     s->has_expected = inf->has_expected;
     s->expected = inf->expected;
     s->predicted = inf->predicted;
@@ -164,7 +172,10 @@ period_end(struct tmla_agent *a, uint32_t now_ms, uint32_t n_periods)
     period_begin(a, now_ms);
 }
 
-static bool
+/* Publishes chunk k: TMLA_PORT_OK, TMLA_PORT_AGAIN (retry later) or
+ * TMLA_PORT_FAIL (cannot be encoded: the sample is dropped rather than
+ * blocking every later one). */
+static int
 send_chunk(struct tmla_agent *a, struct tmla__sample *s, uint32_t k,
            uint32_t now_ms)
 {
@@ -191,11 +202,12 @@ send_chunk(struct tmla_agent *a, struct tmla__sample *s, uint32_t k,
     m.offset = k * cc;
     m.data.p = a->cfg.sample_buf + idx * slot_cap(a) + m.offset;
     m.data.len = s->len - m.offset < cc ? s->len - m.offset : cc;
-    if (tml_sample_encode(&m, a->tx, sizeof a->tx, &n) != TML_OK ||
-        tmla__publish(a, TML_KIND_SAMPLE, a->tx, n, false) != TMLA_PORT_OK)
-        return false;
+    if (tml_sample_encode(&m, a->tx, sizeof a->tx, &n) != TML_OK)
+        return TMLA_PORT_FAIL;
+    if (tmla__publish(a, TML_KIND_SAMPLE, a->tx, n, false) != TMLA_PORT_OK)
+        return TMLA_PORT_AGAIN;
     a->stats.samples_sent++;
-    return true;
+    return TMLA_PORT_OK;
 }
 
 /* The pending slot to send next: assigned sequence numbers first, in order
@@ -245,12 +257,23 @@ tmla__sample_poll(struct tmla_agent *a, uint32_t now_ms)
                 return;
         }
         for (; s->next_chunk < s->n_chunks; s->next_chunk++) {
+            int rc;
+
             /* Chunks the gateway already acknowledged are not resent. */
             if (s->first_seq + s->next_chunk <= a->sample_acked)
                 continue;
-            if (!send_chunk(a, s, s->next_chunk, now_ms))
+            rc = send_chunk(a, s, s->next_chunk, now_ms);
+            if (rc == TMLA_PORT_AGAIN)
                 return;
+            if (rc != TMLA_PORT_OK) {
+                s->state = SLOT_FREE;
+                a->cur.n_samples_dropped++;
+                a->stats.samples_dropped++;
+                break;
+            }
         }
+        if (s->state == SLOT_FREE)
+            continue;
         s->in_flight = true;
         s->sent_ms = now_ms;
     }

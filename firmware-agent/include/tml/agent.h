@@ -116,7 +116,8 @@ enum tmla_capture_rc {
     TMLA_CAPTURE_NOT_SELECTED,   /* reason 0 and neither low nor audited */
     TMLA_CAPTURE_DROPPED,        /* budget exhausted or reservoir said no */
     TMLA_CAPTURE_TOO_LARGE,      /* bigger than one spool part */
-    TMLA_CAPTURE_DISABLED        /* no spool, or budget 0 */
+    TMLA_CAPTURE_DISABLED,       /* no spool, or budget 0 */
+    TMLA_CAPTURE_INVALID         /* bad reason, dtype or shape */
 };
 
 /* Counters for tests, the footprint report and a firmware's diagnostics. */
@@ -302,8 +303,9 @@ struct tmla_inference {
     uint32_t confidence_bp;   /* 0..10000 */
     bool has_expected;        /* the application knows the right class */
     uint32_t expected;
-    uint8_t dtype;            /* enum tml_dtype of the input */
-    size_t n_shape;           /* <= TML_MAX_SHAPE */
+    uint8_t dtype;            /* enum tml_dtype of the input, 0 = U8 */
+    size_t n_shape;           /* <= TML_MAX_SHAPE, 0 = [len] (bytes);
+                                 every dimension >= 1 */
     uint32_t shape[TML_MAX_SHAPE];
     uint32_t rate_hz;         /* sampling rate of a time series, or 0 */
 };
