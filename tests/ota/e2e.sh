@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# e2e.sh: end-to-end OTA rollouts through a real TLS mosquitto
+# (tests/lib/testbroker), a real tmld and tml-devsim devices running the
+# real libtmlagent (issue 5 "must show", reduced for the default suite).
+#
+#   e2e.sh DIR N_DEVICES
+#
+# 1. good:  model kws v7 (64 KiB) to group turbines in waves 10,50,100:
+#           every wave passes the health gate, every device confirms v7
+#           and the image hash on its simulated flash slot matches.
+# 2. bad:   kws v8, which tml-devsim runs with a much lower confidence
+#           (3x+ low-confidence rate): the health gate fails at the canary
+#           wave, the rollout pauses with the reason, the canaries get the
+#           rollback offer (v7's image re-signed as v9 by tmlctl) and the
+#           devices of later waves are never offered v8.
+# 3. S1:    a bundle signed by another key is refused by tmld.
+#
+# Prints "E2E key=value" lines (wall time, bytes per device, waves) and
+# exits non-zero on the first failed check. Every process it starts is
+# killed by PID on exit.
+set -euo pipefail
+
+DIR=$1
+N=${2:-20}
+B=${TML_BINARY_DIR:?}
+S=${TML_SOURCE_DIR:?}
+TMLD=$B/daemon/tmld
+TMLCTL=$B/tools/tmlctl/tmlctl
+DEVSIM=$B/tools/devsim/tml-devsim
+PY=/usr/bin/python3
+PIDS=()
+
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    sleep 0.2
+    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    "$S/tests/lib/testbroker" stop "$DIR/broker" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+fail() {
+    echo "E2E FAIL: $*" >&2
+    echo "---- tmld log (tail) ----" >&2
+    tail -n 40 "$DIR/tmld.log" >&2 || true
+    echo "---- devsim log (tail) ----" >&2
+    tail -n 15 "$DIR/devsim.log" >&2 || true
+    exit 1
+}
+
+ctl() { "$TMLCTL" --socket "$DIR/tmld.sock" "$@"; }
+jq_py() { $PY -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+# raw CMD [ARGS_JSON]: one control request (docs/ctl-protocol.md), prints
+# the result object.
+raw() {
+    local args=${2:-'{}'}
+    $PY - "$DIR/tmld.sock" "$1" "$args" <<'PYEOF'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(5)
+s.connect(sys.argv[1])
+s.sendall((json.dumps({"id": 1, "cmd": sys.argv[2],
+                       "args": json.loads(sys.argv[3])}) + "\n").encode())
+buf = b""
+while not buf.endswith(b"\n"):
+    c = s.recv(65536)
+    if not c:
+        break
+    buf += c
+r = json.loads(buf)
+if not r.get("ok"):
+    sys.exit(1)
+print(json.dumps(r.get("result", {})))
+PYEOF
+}
+
+for f in "$TMLD" "$TMLCTL" "$DEVSIM"; do
+    [ -x "$f" ] || { echo "E2E SKIP: $f not built"; exit 77; }
+done
+
+mkdir -p "$DIR/state"
+"$S/tests/lib/testbroker" start "$DIR/broker" >/dev/null
+# shellcheck disable=SC1091
+. "$DIR/broker/env"
+PIDS+=("$TB_PID")
+
+ctl keygen --out "$DIR/fleet" >/dev/null
+ctl keygen --out "$DIR/rogue" >/dev/null
+
+cat >"$DIR/tmld.conf" <<EOF
+[mqtt]
+host = 127.0.0.1
+port = $TB_PORT
+cafile = $TB_CA
+certfile = $TB_TMLD_CERT
+keyfile = $TB_TMLD_KEY
+client_id = tmld
+
+[db]
+path = $DIR/state/tmld.db
+
+[control]
+socket = $DIR/tmld.sock
+
+[log]
+level = info
+
+[ota]
+trusted_keys = $DIR/fleet.pub
+soak = 2s
+gate_retry = 1s
+gate_max_wait = 60s
+device_timeout = 10s
+EOF
+
+# The bad model: confidence far lower, so the low-confidence rate (under
+# the agent's 5000 bp threshold) jumps from about 1 % to well over 3x.
+cat >"$DIR/behaviour.ini" <<EOF
+[default]
+confidence = 8500
+spread = 1500
+misclass = 2%
+[kws@8]
+confidence = 5200
+spread = 2500
+misclass = 2%
+EOF
+
+"$TMLD" --config "$DIR/tmld.conf" --foreground >"$DIR/tmld.log" 2>&1 &
+PIDS+=("$!")
+for _ in $(seq 1 100); do
+    [ -S "$DIR/tmld.sock" ] && raw status >/dev/null 2>&1 && break
+    sleep 0.1
+done
+raw status >/dev/null 2>&1 || fail "tmld did not start"
+
+"$DEVSIM" --port "$TB_PORT" --cafile "$TB_CA" --ca-cert "$TB_CA" \
+    --ca-key "$TB_CA_KEY" --state-dir "$DIR/devs" --devices "$N" \
+    --groups "turbines:$N" --trust-key "$DIR/fleet.pub" --hw devsim \
+    --behaviour "$DIR/behaviour.ini" --rate 25 --summary-period 1 \
+    --duration 170 --drain 1 --status 0 >"$DIR/devsim.log" 2>&1 &
+PIDS+=("$!")
+
+for _ in $(seq 1 100); do
+    n=$(raw devices '{"group": "turbines"}' 2>/dev/null |
+        jq_py "sum(1 for x in d['devices'] if x['online'])" 2>/dev/null || echo 0)
+    [ "$n" = "$N" ] && break
+    sleep 0.2
+done
+[ "$n" = "$N" ] || fail "only $n of $N devices online"
+
+head -c 65536 /dev/urandom >"$DIR/kws7.bin"
+head -c 65536 /dev/urandom >"$DIR/kws8.bin"
+ctl sign "$DIR/kws7.bin" --key "$DIR/fleet.key" --name kws --version 7 \
+    --hw devsim --input-shape 16 --classes 4 -o "$DIR/kws-7.tmlb" >/dev/null
+
+# ---- S1: a bundle from an untrusted key never gets stored -------------------
+ctl sign "$DIR/kws7.bin" --key "$DIR/rogue.key" --name kws --version 70 \
+    --hw devsim --input-shape 16 --classes 4 -o "$DIR/rogue.tmlb" >/dev/null
+set +e
+ctl deploy "$DIR/rogue.tmlb" --group turbines >"$DIR/rogue.out" 2>&1
+rc=$?
+set -e
+[ $rc -ne 0 ] || fail "a bundle signed by an untrusted key was deployed"
+grep -q "untrusted key" "$DIR/rogue.out" || fail "no reason for the rogue bundle: $(cat "$DIR/rogue.out")"
+echo "E2E s1_untrusted_refused=1 exit=$rc"
+
+# ---- 1. good model through all waves ------------------------------------------
+t0=$(date +%s.%N)
+set +e
+ctl deploy "$DIR/kws-7.tmlb" --group turbines --waves 10,50,100 \
+    --min-devices 2 --min-inferences 150 --watch >"$DIR/good.out" 2>&1
+rc=$?
+set -e
+t1=$(date +%s.%N)
+[ $rc -eq 0 ] || fail "good rollout did not finish: $(tail -5 "$DIR/good.out")"
+ctl --json rollout status 1 >"$DIR/good.json"
+state=$(jq_py "d['rollout']['state']" <"$DIR/good.json")
+confirmed=$(jq_py "d['rollout']['counts'].get('confirmed', 0)" <"$DIR/good.json")
+bytes=$(jq_py "int(d['rollout']['bytes_sent'])" <"$DIR/good.json")
+waves=$(jq_py "sum(1 for w in d['rollout']['waves'] if w['state']=='passed')" <"$DIR/good.json")
+[ "$state" = done ] || fail "good rollout state $state"
+[ "$confirmed" = "$N" ] || fail "good rollout: $confirmed of $N confirmed"
+[ "$waves" = 3 ] || fail "good rollout: $waves waves passed"
+# The image on every simulated flash slot matches the model.
+want=$(sha256sum "$DIR/kws7.bin" | cut -d' ' -f1)
+match=0
+for d in "$DIR"/devs/*/; do
+    for s in "$d"slot0.bin "$d"slot1.bin; do
+        [ -f "$s" ] || continue
+        if [ "$(head -c 65536 "$s" | sha256sum | cut -d' ' -f1)" = "$want" ]; then
+            match=$((match + 1))
+            break
+        fi
+    done
+done
+[ "$match" = "$N" ] || fail "image hash matches on $match of $N devices"
+wall=$($PY -c "print(f'{$t1-$t0:.1f}')")
+echo "E2E good_wall_s=$wall devices=$N confirmed=$confirmed waves=$waves bytes_per_device=$((bytes / N)) image=65536 hash_ok=$match"
+
+# ---- 2. bad model stopped by the health gate at the canary wave ------------
+t0=$(date +%s.%N)
+set +e
+ctl deploy "$DIR/kws8.bin" --key "$DIR/fleet.key" --name kws --version 8 \
+    --hw devsim --input-shape 16 --classes 4 --rollback-from "$DIR/kws7.bin" \
+    --group turbines --waves 10,50,100 --min-devices 2 --min-inferences 150 \
+    --watch >"$DIR/bad.out" 2>&1
+rc=$?
+set -e
+t1=$(date +%s.%N)
+[ $rc -eq 4 ] || fail "bad rollout: watch exit $rc (want 4 = paused): $(tail -5 "$DIR/bad.out")"
+ctl rollout status 2 >"$DIR/bad.txt"
+grep -q "failed its health gate" "$DIR/bad.txt" || fail "no gate reason: $(cat "$DIR/bad.txt")"
+grep -q "low-confidence" "$DIR/bad.txt" || fail "reason does not name the metric"
+# Canaries get the rollback; nobody after the canary wave ever got v8.
+for _ in $(seq 1 100); do
+    ctl --json rollout status 2 --devices >"$DIR/bad.json"
+    rb=$(jq_py "sum(1 for x in d['rollout']['device_states'] if x['state']=='rolled-back')" <"$DIR/bad.json")
+    canary=$(jq_py "d['rollout']['waves'][0]['devices']" <"$DIR/bad.json")
+    [ "$rb" = "$canary" ] && break
+    sleep 0.2
+done
+[ "$rb" = "$canary" ] || fail "rolled back $rb of $canary canaries"
+later=$(jq_py "sum(1 for x in d['rollout']['device_states'] if x['wave']>1 and x['state']!='pending')" <"$DIR/bad.json")
+[ "$later" = 0 ] || fail "$later devices of later waves were touched"
+wall=$($PY -c "print(f'{$t1-$t0:.1f}')")
+ratio=$(grep -o 'low-confidence rate [^;]*' "$DIR/bad.txt" | head -1)
+echo "E2E bad_wall_s=$wall stopped_at_wave=1 canaries=$canary rolled_back=$rb later_waves_touched=$later"
+echo "E2E bad_reason=\"$ratio\""
+ctl rollout abort 2 >/dev/null
+echo "E2E OK"
