@@ -409,6 +409,67 @@ gw_ack(struct rig_gw *g, const struct tml_topic *t, const struct tml_ack *a)
 }
 
 static void
+gw_publish_ota(struct rig_gw *g, const struct tml_topic *t,
+               const struct tml_ota_down *od)
+{
+    char topic[TML_MAX_TOPIC + 1];
+    char dev[TML_MAX_DEVICE_ID + 1];
+    uint8_t buf[TML_MAX_MESSAGE];
+    size_t len;
+
+    memcpy(dev, t->dev.p, t->dev.len);
+    dev[t->dev.len] = '\0';
+    if (tml_topic_build(topic, sizeof(topic), dev, t->dev.len, TML_DIR_DOWN,
+                        TML_KIND_OTA, NULL) != TML_OK ||
+        tml_ota_down_encode(od, buf, sizeof(buf), &len) != TML_OK)
+        return;
+    mosquitto_publish(g->mosq, NULL, topic, (int)len, buf, 1, false);
+}
+
+static void
+gw_send_offer(struct rig_gw *g, const struct tml_topic *t,
+              struct rig_dev_log *d)
+{
+    struct tml_ota_down od;
+
+    memset(&od, 0, sizeof(od));
+    od.kind = TML_OTA_DOWN_OFFER;
+    od.offer_id = d->offer->offer_id;
+    od.manifest.p = d->offer->cose;
+    od.manifest.len = d->offer->cose_len;
+    gw_publish_ota(g, t, &od);
+    d->offered = true;
+}
+
+/* Answers a chunk request [offset, offset + len) in 1 KiB chunks. */
+static void
+gw_serve(struct rig_gw *g, const struct tml_topic *t, struct rig_dev_log *d,
+         const struct tml_ota_up *up)
+{
+    uint32_t off = up->offset, end = up->offset + up->len;
+
+    d->n_requests++;
+    if (d->offer == NULL || up->offer_id != d->offer->offer_id)
+        return;
+    if (end > d->offer->image_len || end < off)
+        end = (uint32_t)d->offer->image_len;
+    while (off < end) {
+        struct tml_ota_down od;
+        uint32_t n = end - off > 1024 ? 1024 : end - off;
+
+        memset(&od, 0, sizeof(od));
+        od.kind = TML_OTA_DOWN_CHUNK;
+        od.offer_id = d->offer->offer_id;
+        od.offset = off;
+        od.data.p = d->offer->image + off;
+        od.data.len = n;
+        gw_publish_ota(g, t, &od);
+        d->n_chunks++;
+        off += n;
+    }
+}
+
+static void
 gw_on_message(struct mosquitto *m, void *user,
               const struct mosquitto_message *msg)
 {
@@ -437,6 +498,7 @@ gw_on_message(struct mosquitto *m, void *user,
         if (te.seq > d->max_tele) {
             d->inferences += te.n_inferences;
             d->max_tele = te.seq;
+            d->tele_model_version = te.model_version;
         }
         push(&d->seq, &d->n, &d->cap, te.seq);
         ack.has_tele = true;
@@ -455,7 +517,28 @@ gw_on_message(struct mosquitto *m, void *user,
         ack.has_sample = true;
         ack.sample_seq = d->max_sample;
     } else if (t.kind == TML_KIND_HELLO) {
+        struct rig_dev_log *d = &g->devs[i];
         g->n_hello++;
+        d->hello_seen = true;
+        if (d->offer != NULL && !d->offered)
+            gw_send_offer(g, &t, d);
+    } else if (t.kind == TML_KIND_OTA) {
+        struct rig_dev_log *d = &g->devs[i];
+        struct tml_ota_up up;
+        if (tml_ota_up_decode(msg->payload, (size_t)msg->payloadlen, &up) !=
+            TML_OK) {
+            g->n_undecodable++;
+            goto out;
+        }
+        if (up.kind == TML_OTA_UP_REQUEST) {
+            gw_serve(g, &t, d, &up);
+        } else {
+            d->n_status++;
+            d->last_state = up.state;
+            d->last_reason = up.reason;
+            if (up.state < 32)
+                d->states_seen |= 1u << up.state;
+        }
     } else if (t.kind == TML_KIND_STATE) {
         g->n_state++;
     }
@@ -553,6 +636,24 @@ rig_gw_start(struct rig_gw *g, struct rig_broker *b, const char *prefix,
         return -1;
     }
     return 0;
+}
+
+void
+rig_gw_offer(struct rig_gw *g, uint32_t i, const struct rig_offer *o)
+{
+    pthread_mutex_lock(&g->mu);
+    g->devs[i].offer = o;
+    g->devs[i].offered = false;
+    pthread_mutex_unlock(&g->mu);
+}
+
+void
+rig_gw_snapshot(struct rig_gw *g, uint32_t i, struct rig_dev_log *out)
+{
+    pthread_mutex_lock(&g->mu);
+    *out = g->devs[i];
+    out->seq = out->sseq = NULL;
+    pthread_mutex_unlock(&g->mu);
 }
 
 void

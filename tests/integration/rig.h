@@ -51,6 +51,16 @@ const char *rig_bin(const char *rel, char *buf, size_t cap);
 
 /* ---- gateway stand-in ---------------------------------------------------- */
 
+/* A signed model the gateway stand-in serves to one device (OTA). The
+ * buffers are borrowed and must outlive the gateway. */
+struct rig_offer {
+    const uint8_t *cose;
+    size_t cose_len;
+    const uint8_t *image;
+    size_t image_len;
+    uint32_t offer_id;
+};
+
 struct rig_dev_log {
     uint32_t *seq;     /* tele seqs in arrival order (with duplicates) */
     size_t n, cap;
@@ -58,6 +68,14 @@ struct rig_dev_log {
     size_t sn, scap;
     uint32_t max_tele, max_sample;
     uint64_t inferences; /* sum of n_inferences over first arrivals */
+    uint32_t tele_model_version; /* of the newest tele record */
+    bool hello_seen;
+    /* OTA */
+    const struct rig_offer *offer;
+    bool offered;
+    uint32_t n_requests, n_chunks, n_status;
+    uint32_t states_seen; /* bit per enum tml_ota_state reported */
+    uint8_t last_state, last_reason;
 };
 
 struct rig_gw {
@@ -82,6 +100,11 @@ int rig_gw_start(struct rig_gw *g, struct rig_broker *b, const char *prefix,
 /* Waits until connected and subscribed, up to timeout_ms. */
 bool rig_gw_wait_ready(struct rig_gw *g, int timeout_ms);
 void rig_gw_stop(struct rig_gw *g);
+/* Serves offer to device index i: sent once the device's hello is seen,
+ * then every chunk request is answered from offer->image. */
+void rig_gw_offer(struct rig_gw *g, uint32_t i, const struct rig_offer *o);
+/* Copies device i's log under the lock (seq arrays not copied). */
+void rig_gw_snapshot(struct rig_gw *g, uint32_t i, struct rig_dev_log *out);
 /* Turns acknowledgements on or off (records are still stored). */
 void rig_gw_set_ack(struct rig_gw *g, bool on);
 /* Distinct tele seqs of device index i (sorts its log). */

@@ -67,6 +67,23 @@ dev_set_model(struct dev *d, const char *name, uint32_t version)
     d->rule = behave_lookup(&d->sim->behave, d->model, n, version);
 }
 
+/* The application runs what the agent says is active: after a revert to
+ * "no model" the agent calls no activate(), so the model is re-read after
+ * every agent call that may change it. */
+static void
+sync_model(struct dev *d)
+{
+    const struct tmla_model *m = tmla_active_model(&d->agent);
+
+    if (m == NULL) {
+        if (d->model_version != 0 || d->model[0] != '\0')
+            dev_set_model(d, "", 0);
+    } else if (m->version != d->model_version ||
+               strcmp(m->name, d->model) != 0) {
+        dev_set_model(d, m->name, m->version);
+    }
+}
+
 /* ---- sequence logs ------------------------------------------------------ */
 
 /* Logs seq as published; returns true if it was sent before. */
@@ -215,6 +232,7 @@ on_message(struct net_link *l, void *user, const char *topic,
                         dev_agent_now(d)) != TML_OK)
         d->bad_in++;
     tmla_poll(&d->agent, dev_agent_now(d));
+    sync_model(d);
 }
 
 static const struct net_link_ops link_ops = {
@@ -295,10 +313,7 @@ boot(struct dev *d, char *err, size_t err_cap)
     }
     d->is_agent_up = true;
     m = tmla_active_model(&d->agent);
-    if (m != NULL)
-        dev_set_model(d, m->name, m->version);
-    else
-        dev_set_model(d, "", 0);
+    dev_set_model(d, m ? m->name : "", m ? m->version : 0);
     return 0;
 }
 
@@ -589,6 +604,7 @@ dev_tick(struct sim *s, struct dev *d)
     if (now >= d->next_poll_ms) {
         app_selftest(d);
         tmla_poll(&d->agent, dev_agent_now(d));
+        sync_model(d);
         d->next_poll_ms = now + POLL_MS;
     }
     if (now >= d->next_misc_ms) {
