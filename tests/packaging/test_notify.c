@@ -247,8 +247,13 @@ static void dump_log(struct fx *f)
     static char buf[16 * 1024];
 
     snprintf(log, sizeof log, "%s/tmld.log", f->dir);
-    if (pt_read_file(log, buf, sizeof buf) > 0)
-        print_message("tmld log:\n%s\n", buf);
+    if (pt_read_file(log, buf, sizeof buf) > 0) {
+        /* cmocka's print_message has a bounded buffer: print line by line. */
+        char *save = NULL;
+        print_message("tmld log (%s):\n", log);
+        for (char *l = strtok_r(buf, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+            print_message("  %s\n", l);
+    }
 }
 
 /* Waits for READY=1 (<= 30 s); fails if tmld exits first. */
@@ -333,6 +338,8 @@ static void test_systemd_notify_ready_watchdog_stopping(void **state)
     }
     print_message("SIGTERM -> exit in %.2f s, STOPPING=1 %s\n", now_s() - t0,
                   stopping ? "sent" : "missing");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        dump_log(f); /* e.g. a sanitizer report from the shutdown path */
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
     assert_true(stopping);
@@ -360,6 +367,8 @@ static void test_systemd_foreground_without_notify_socket(void **state)
         fail_msg("tmld did not exit within 20 s of SIGTERM");
     }
     f->pid = 0;
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        dump_log(f);
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
 }
