@@ -158,9 +158,19 @@ send_one(struct tmla_agent *a, struct tmla__sum *s, uint32_t now_ms)
     t.n_folded = s->n_folded;
     t.n_samples_dropped = s->n_samples_dropped;
     if (s->n_inferences > 0) {
+        uint64_t sum = s->lat_sum_us;
+        uint32_t cnt = s->n_inferences;
+
+        /* 32-bit division (no 64-bit divide helper on a Cortex-M): scale
+         * both down while the sum does not fit; exact below 4295 s of
+         * summed latency. */
+        while (sum >> 32 != 0) {
+            sum >>= 1;
+            cnt = (cnt >> 1) | 1u;
+        }
         t.lat_min_us = s->lat_min_us;
         t.lat_max_us = s->lat_max_us;
-        t.lat_mean_us = (uint32_t)(s->lat_sum_us / s->n_inferences);
+        t.lat_mean_us = (uint32_t)sum / cnt;
     }
     t.n_classes = a->cfg.n_classes;
     memcpy(t.class_counts, s->class_counts,
