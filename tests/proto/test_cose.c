@@ -158,6 +158,10 @@ test_sign1_rejections(void **state)
         {{0xa3, 0x01, 0x26, 0x02, 0x81, 0x01, 0x04, 0x41, 'k'},
          9,
          TML_ERR_UNKNOWN_CRITICAL},
+        /* duplicate kid */
+        {{0xa3, 0x01, 0x26, 0x04, 0x41, 'k', 0x04, 0x41, 'k'},
+         9,
+         TML_ERR_DUPLICATE},
         /* duplicate alg */
         {{0xa3, 0x01, 0x26, 0x01, 0x26, 0x04, 0x41, 'k'}, 8, TML_ERR_DUPLICATE},
         /* empty kid */

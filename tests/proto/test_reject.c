@@ -678,6 +678,15 @@ test_range_violations_rejected_by_both_sides(void **state)
     a.has_tele = false;
     assert_int_equal(tml_ack_encode(&a, msg, sizeof msg, &len),
                      TML_ERR_MISSING);
+    sample_sample(&s, &store, false);
+    s.shape[0] = 0; /* dimensions are >= 1 */
+    assert_int_equal(tml_sample_encode(&s, msg, sizeof msg, &len),
+                     TML_ERR_RANGE);
+    sample_hello(&h, false);
+    h.model.p = NULL;
+    h.model.len = 3;
+    assert_int_equal(tml_hello_encode(&h, msg, sizeof msg, &len),
+                     TML_ERR_INVAL);
     sample_hello(&h, false);
     h.hw.p = "\xc0\xaf";
     h.hw.len = 2;
