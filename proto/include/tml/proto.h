@@ -18,7 +18,9 @@
  *  - unknown keys >= 0 are skipped (forward compatibility: a newer peer may add
  *    optional fields without a version bump); unknown negative keys are
  *    "must understand" and rejected with TML_ERR_UNKNOWN_CRITICAL;
- *  - strings and arrays longer than the field's limit give TML_ERR_OVERSIZE.
+ *  - strings and arrays longer than the field's limit give TML_ERR_OVERSIZE;
+ *    so do more than 16 unknown keys in one map;
+ *  - text strings must be valid UTF-8 (else TML_ERR_TYPE).
  *
  * Strings and byte strings that a decoder returns (struct tml_str, tml_bin)
  * are views into the input buffer: they live only as long as that buffer.
