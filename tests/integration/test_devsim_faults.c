@@ -29,6 +29,7 @@
 
 struct fx {
     char dir[256];
+    struct rig_summary sum;
     struct rig_broker broker;
     struct rig_gw gw;
     bool has_gw;
@@ -56,6 +57,7 @@ teardown(void **state)
     if (f->has_gw)
         rig_gw_stop(&f->gw);
     rig_broker_stop(&f->broker);
+    rig_summary_free(&f->sum);
     if (getenv("TML_KEEP_TMP") == NULL)
         rig_rmtree(f->dir);
     free(f);
@@ -165,7 +167,6 @@ test_broker_kill9_restart_loses_nothing(void **state)
     static const char *const extra[] = {
         "--rate", "5", "--duration", "6", "--summary-period", "1",
         "--ack-timeout", "2000", "--drain", "40", "--input-bytes", "0", NULL};
-    struct rig_summary sum;
     uint64_t resent = 0, disconnects = 0;
     uint32_t i;
     pid_t pid;
@@ -183,21 +184,21 @@ test_broker_kill9_restart_loses_nothing(void **state)
     sleep_ms(1500); /* devices keep producing into their rings */
     assert_int_equal(rig_broker_restart(&f->broker), 0);
     rig_gw_set_ack(&f->gw, true);
-    finish(f, pid, 90000, &sum);
-    assert_nothing_lost(f, &sum);
-    for (i = 0; i < sum.n; i++) {
-        resent += sum.devs[i].resent;
-        disconnects += sum.devs[i].disconnects;
-        assert_true(sum.devs[i].connects >= 2);
+    finish(f, pid, 90000, &f->sum);
+    assert_nothing_lost(f, &f->sum);
+    for (i = 0; i < f->sum.n; i++) {
+        resent += f->sum.devs[i].resent;
+        disconnects += f->sum.devs[i].disconnects;
+        assert_true(f->sum.devs[i].connects >= 2);
     }
     printf("FIGURES R4 broker kill -9: devices=%u publishes=%llu lost=0 "
            "resent=%llu disconnects=%llu elapsed=%.1fs\n",
-           sum.n, (unsigned long long)sum.publishes,
+           f->sum.n, (unsigned long long)f->sum.publishes,
            (unsigned long long)resent, (unsigned long long)disconnects,
-           sum.elapsed_s);
+           f->sum.elapsed_s);
     /* Records unacknowledged at the kill went out again after it. */
     assert_true(resent > 0);
-    rig_summary_free(&sum);
+    rig_summary_free(&f->sum);
 }
 
 /* Random link cuts (no DISCONNECT: the will fires), nothing lost. */
@@ -209,7 +210,6 @@ test_link_flaps_lose_nothing(void **state)
         "--rate", "5", "--duration", "6", "--summary-period", "1",
         "--ack-timeout", "2000", "--drain", "40", "--flap-mean", "1.5",
         "--flap-down", "400", "--input-bytes", "0", NULL};
-    struct rig_summary sum;
     uint64_t flaps = 0, connects = 0;
     uint32_t i;
     pid_t pid;
@@ -217,19 +217,19 @@ test_link_flaps_lose_nothing(void **state)
     start_rig(f, "fp-", 20);
     pid = start_devsim(f, "fp-", 20, extra);
     assert_true(pid > 0);
-    finish(f, pid, 90000, &sum);
-    assert_nothing_lost(f, &sum);
-    for (i = 0; i < sum.n; i++) {
-        flaps += sum.devs[i].flaps;
-        connects += sum.devs[i].connects;
+    finish(f, pid, 90000, &f->sum);
+    assert_nothing_lost(f, &f->sum);
+    for (i = 0; i < f->sum.n; i++) {
+        flaps += f->sum.devs[i].flaps;
+        connects += f->sum.devs[i].connects;
     }
     printf("FIGURES link flaps: devices=%u flaps=%llu connects=%llu lost=0 "
            "state_msgs=%llu\n",
-           sum.n, (unsigned long long)flaps, (unsigned long long)connects,
+           f->sum.n, (unsigned long long)flaps, (unsigned long long)connects,
            (unsigned long long)f->gw.n_state);
-    assert_true(flaps >= sum.n);
-    assert_true(connects > sum.n);
-    rig_summary_free(&sum);
+    assert_true(flaps >= f->sum.n);
+    assert_true(connects > f->sum.n);
+    rig_summary_free(&f->sum);
 }
 
 /* Power cycles: seqs never reused, devices deliver after rebooting. */
@@ -241,7 +241,6 @@ test_reboots_never_reuse_sequence_numbers(void **state)
         "--rate", "5", "--duration", "6", "--summary-period", "1",
         "--ack-timeout", "2000", "--drain", "40", "--reboot-mean", "2.5",
         "--input-bytes", "0", NULL};
-    struct rig_summary sum;
     uint64_t reboots = 0, lost = 0;
     uint32_t i;
     pid_t pid;
@@ -249,9 +248,9 @@ test_reboots_never_reuse_sequence_numbers(void **state)
     start_rig(f, "rb-", 10);
     pid = start_devsim(f, "rb-", 10, extra);
     assert_true(pid > 0);
-    finish(f, pid, 90000, &sum);
-    for (i = 0; i < sum.n; i++) {
-        const struct rig_devsum *d = &sum.devs[i];
+    finish(f, pid, 90000, &f->sum);
+    for (i = 0; i < f->sum.n; i++) {
+        const struct rig_devsum *d = &f->sum.devs[i];
         uint32_t max_seq = 0;
         size_t seen = rig_gw_distinct(&f->gw, i, &max_seq);
 
@@ -267,9 +266,9 @@ test_reboots_never_reuse_sequence_numbers(void **state)
     }
     printf("FIGURES reboots: devices=%u reboots=%llu seq reused=0 "
            "records lost with RAM at reboot=%llu\n",
-           sum.n, (unsigned long long)reboots, (unsigned long long)lost);
-    assert_true(reboots >= sum.n / 2);
-    rig_summary_free(&sum);
+           f->sum.n, (unsigned long long)reboots, (unsigned long long)lost);
+    assert_true(reboots >= f->sum.n / 2);
+    rig_summary_free(&f->sum);
 }
 
 int

@@ -35,6 +35,7 @@
 
 struct fleet {
     char dir[256];
+    struct rig_summary sum;
     struct rig_broker broker;
     struct rig_gw gw;
     bool has_gw;
@@ -59,6 +60,7 @@ teardown(void **state)
     if (f->has_gw)
         rig_gw_stop(&f->gw);
     rig_broker_stop(&f->broker);
+    rig_summary_free(&f->sum);
     if (getenv("TML_KEEP_TMP") == NULL)
         rig_rmtree(f->dir);
     free(f);
@@ -71,7 +73,6 @@ test_fleet_every_record_seen_and_acked(void **state)
     struct fleet *f = *state;
     char bin[600], sdir[300], json[300], log[300], n_arg[16], count_arg[16];
     char groups[64], port[16];
-    struct rig_summary sum;
     uint64_t total_sent = 0, total_samples = 0;
     uint32_t i;
     pid_t pid;
@@ -113,11 +114,11 @@ test_fleet_every_record_seen_and_acked(void **state)
         free(text);
     }
     assert_int_equal(rc, 0);
-    assert_int_equal(rig_summary_load(&sum, json), 0);
-    assert_int_equal(sum.n, DEVSIM_N);
+    assert_int_equal(rig_summary_load(&f->sum, json), 0);
+    assert_int_equal(f->sum.n, DEVSIM_N);
 
-    for (i = 0; i < sum.n; i++) {
-        const struct rig_devsum *d = &sum.devs[i];
+    for (i = 0; i < f->sum.n; i++) {
+        const struct rig_devsum *d = &f->sum.devs[i];
         uint32_t max_seq = 0;
         size_t seen = rig_gw_distinct(&f->gw, i, &max_seq);
 
@@ -158,14 +159,14 @@ test_fleet_every_record_seen_and_acked(void **state)
     printf("FIGURES devsim fleet: devices=%u records=%llu samples=%llu "
            "publishes=%llu elapsed=%.1fs produce=%.1fs cpu=%.2fs "
            "rss=%lluKB rss/device=%.1fKB msgs/s=%.0f hello=%llu\n",
-           sum.n, (unsigned long long)total_sent,
+           f->sum.n, (unsigned long long)total_sent,
            (unsigned long long)total_samples,
-           (unsigned long long)sum.publishes, sum.elapsed_s, sum.produce_s,
-           sum.cpu_s, (unsigned long long)sum.max_rss_kb,
-           (double)sum.max_rss_kb / sum.n,
-           sum.elapsed_s > 0 ? (double)sum.publishes / sum.elapsed_s : 0.0,
+           (unsigned long long)f->sum.publishes, f->sum.elapsed_s, f->sum.produce_s,
+           f->sum.cpu_s, (unsigned long long)f->sum.max_rss_kb,
+           (double)f->sum.max_rss_kb / f->sum.n,
+           f->sum.elapsed_s > 0 ? (double)f->sum.publishes / f->sum.elapsed_s : 0.0,
            (unsigned long long)f->gw.n_hello);
-    rig_summary_free(&sum);
+    rig_summary_free(&f->sum);
 }
 
 int

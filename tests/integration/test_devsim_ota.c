@@ -37,6 +37,7 @@
 
 struct fx {
     char dir[256];
+    struct rig_summary sum;
     struct rig_broker broker;
     struct rig_gw gw;
     bool has_gw;
@@ -130,7 +131,6 @@ test_ota_good_model_confirmed_bad_reverted_untrusted_refused(void **state)
     struct tml_pubkey pub;
     char pub_path[300], behave[300], sdir[300], json[300], log[300];
     char port[16], bin[600];
-    struct rig_summary sum;
     struct rig_dev_log d0, d1, d2;
     FILE *fb;
     pid_t pid;
@@ -187,48 +187,48 @@ test_ota_good_model_confirmed_bad_reverted_untrusted_refused(void **state)
         free(text);
     }
     assert_int_equal(rc, 0);
-    assert_int_equal(rig_summary_load(&sum, json), 0);
-    assert_int_equal(sum.n, N_DEV);
+    assert_int_equal(rig_summary_load(&f->sum, json), 0);
+    assert_int_equal(f->sum.n, N_DEV);
     rig_gw_snapshot(&f->gw, 0, &d0);
     rig_gw_snapshot(&f->gw, 1, &d1);
     rig_gw_snapshot(&f->gw, 2, &d2);
     printf("ota-0001: model %s@%llu state %s; gateway saw state %u reason "
            "%u, %u requests, %u chunks, tele on v%u\n",
-           sum.devs[0].model, (unsigned long long)sum.devs[0].model_version,
-           sum.devs[0].ota_state, d0.last_state, d0.last_reason,
+           f->sum.devs[0].model, (unsigned long long)f->sum.devs[0].model_version,
+           f->sum.devs[0].ota_state, d0.last_state, d0.last_reason,
            d0.n_requests, d0.n_chunks, d0.tele_model_version);
     printf("ota-0002: model %s@%llu state %s; gateway saw state %u reason "
            "%u, %u requests\n",
-           sum.devs[1].model, (unsigned long long)sum.devs[1].model_version,
-           sum.devs[1].ota_state, d1.last_state, d1.last_reason,
+           f->sum.devs[1].model, (unsigned long long)f->sum.devs[1].model_version,
+           f->sum.devs[1].ota_state, d1.last_state, d1.last_reason,
            d1.n_requests);
     printf("ota-0003: model %s@%llu state %s; gateway saw state %u reason "
            "%u, %u requests\n",
-           sum.devs[2].model, (unsigned long long)sum.devs[2].model_version,
-           sum.devs[2].ota_state, d2.last_state, d2.last_reason,
+           f->sum.devs[2].model, (unsigned long long)f->sum.devs[2].model_version,
+           f->sum.devs[2].ota_state, d2.last_state, d2.last_reason,
            d2.n_requests);
 
     /* good model: installed, confirmed, telemetry on the new version */
-    assert_string_equal(sum.devs[0].model, "kws");
-    assert_int_equal(sum.devs[0].model_version, 2);
-    assert_string_equal(sum.devs[0].ota_state, "confirmed");
+    assert_string_equal(f->sum.devs[0].model, "kws");
+    assert_int_equal(f->sum.devs[0].model_version, 2);
+    assert_string_equal(f->sum.devs[0].ota_state, "confirmed");
     assert_int_equal(d0.last_state, TML_OTA_CONFIRMED);
     assert_true(d0.n_requests > 0);
     assert_int_equal(d0.tele_model_version, 2);
 
     /* miscompiled model: golden vectors fail on the device, reverted */
-    assert_int_not_equal(sum.devs[1].model_version, 3);
+    assert_int_not_equal(f->sum.devs[1].model_version, 3);
     assert_true(d1.last_state == TML_OTA_REVERTED ||
                 d1.last_state == TML_OTA_FAILED);
     assert_int_equal(d1.last_reason, TML_OTA_R_SELFTEST);
     assert_true(d1.n_requests > 0);
 
     /* S1: untrusted key, refused before any data was requested */
-    assert_int_equal(sum.devs[2].model_version, 0);
+    assert_int_equal(f->sum.devs[2].model_version, 0);
     assert_int_equal(d2.last_state, TML_OTA_FAILED);
     assert_int_equal(d2.last_reason, TML_OTA_R_UNKNOWN_KEY);
     assert_int_equal(d2.n_requests, 0);
-    rig_summary_free(&sum);
+    rig_summary_free(&f->sum);
 }
 
 int

@@ -223,9 +223,18 @@ net_link_publish(struct net_link *l, const char *topic, const void *buf,
         return 1;
     rc = mosquitto_publish(l->mosq, NULL, topic, (int)len, buf, qos, retain);
     sync_link(l);
+    if (rc == MOSQ_ERR_SUCCESS)
+        return 0;
+    /* A QoS 1 message that hit a dying socket is already in libmosquitto's
+     * outgoing queue and goes out again after the reconnect: it counts as
+     * published, or the receiver would see a record the sender thinks it
+     * never sent. */
+    if (qos > 0 && (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_CONN_LOST ||
+                    rc == MOSQ_ERR_ERRNO))
+        return 0;
     if (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_CONN_LOST)
         return 1;
-    return rc == MOSQ_ERR_SUCCESS ? 0 : -1;
+    return -1;
 }
 
 int

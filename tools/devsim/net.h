@@ -69,8 +69,10 @@ void net_link_disconnect(struct net_link *l);
 /* Abrupt link loss: the socket is shut down without DISCONNECT, so the
  * broker sends the will; on_disconnect follows from the next read. */
 void net_link_cut(struct net_link *l);
-/* QoS 0/1 publish. Returns 0, 1 if not connected ("not now"), -1 on error.
- * *mid gets the message id when mid is non-NULL. */
+/* QoS 0/1 publish. Returns 0 when libmosquitto took the message (a QoS 1
+ * message queued on a socket that just died counts: libmosquitto sends it
+ * again after the reconnect), 1 if not connected ("not now"), -1 on
+ * error. */
 int net_link_publish(struct net_link *l, const char *topic, const void *buf,
                      size_t len, int qos, bool retain);
 int net_link_subscribe(struct net_link *l, const char *pattern, int qos);
