@@ -513,3 +513,79 @@ tmlctl_json_emit(cJSON *obj)
     cJSON_free(s);
     return fflush(stdout) == 0 ? TMLCTL_EXIT_OK : TMLCTL_EXIT_IO;
 }
+
+/* ---- formatting ------------------------------------------------------------ */
+
+void
+tmlctl_fmt_duration(int64_t s, char *buf, size_t cap)
+{
+    if (s < 0)
+        s = 0;
+    if (s < 60)
+        snprintf(buf, cap, "%llds", (long long)s);
+    else if (s < 3600)
+        snprintf(buf, cap, "%lldm%02llds", (long long)(s / 60),
+                 (long long)(s % 60));
+    else if (s < 86400)
+        snprintf(buf, cap, "%lldh%02lldm", (long long)(s / 3600),
+                 (long long)(s % 3600 / 60));
+    else
+        snprintf(buf, cap, "%lldd%02lldh", (long long)(s / 86400),
+                 (long long)(s % 86400 / 3600));
+}
+
+void
+tmlctl_fmt_ago(int64_t t, int64_t now_s, char *buf, size_t cap)
+{
+    if (t <= 0) {
+        snprintf(buf, cap, "never");
+        return;
+    }
+    int64_t d = now_s - t;
+    if (d < 0)
+        d = 0;
+    if (d < 60)
+        snprintf(buf, cap, "%llds ago", (long long)d);
+    else if (d < 3600)
+        snprintf(buf, cap, "%lldm ago", (long long)(d / 60));
+    else if (d < 86400)
+        snprintf(buf, cap, "%lldh ago", (long long)(d / 3600));
+    else
+        snprintf(buf, cap, "%lldd ago", (long long)(d / 86400));
+}
+
+void
+tmlctl_fmt_bytes(double n, char *buf, size_t cap)
+{
+    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    size_t u = 0;
+    while (n >= 1024.0 && u + 1 < sizeof(unit) / sizeof(unit[0])) {
+        n /= 1024.0;
+        u++;
+    }
+    if (u == 0)
+        snprintf(buf, cap, "%.0f B", n);
+    else
+        snprintf(buf, cap, "%.1f %s", n, unit[u]);
+}
+
+double
+tmlctl_jnum(const cJSON *o, const char *key, double dflt)
+{
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(x) ? x->valuedouble : dflt;
+}
+
+const char *
+tmlctl_jstr(const cJSON *o, const char *key, const char *dflt)
+{
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(x) && x->valuestring != NULL ? x->valuestring
+                                                       : dflt;
+}
+
+bool
+tmlctl_jbool(const cJSON *o, const char *key)
+{
+    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, key));
+}

@@ -643,6 +643,61 @@ list_cmd(struct tmlctl *ctl, int argc, char **argv)
     return TMLCTL_EXIT_OK;
 }
 
+/* `device show ID`: what tmld knows about one device (verb device.show). */
+static int
+show_cmd(struct tmlctl *ctl, int argc, char **argv)
+{
+    struct tmlctl_args a;
+    int rc;
+    if (!tmlctl_parse(ctl, "device show ID", NULL, argc, argv, &a, &rc))
+        return rc;
+    if (a.n_pos != 1)
+        return tmlctl_fail(ctl, TMLCTL_EXIT_USAGE, NULL,
+                           "give exactly one device id");
+    cJSON *args = cJSON_CreateObject();
+    cJSON_AddStringToObject(args, "id", a.pos[0]);
+    cJSON *r = NULL;
+    rc = tmlctl_call(ctl, "device.show", args, &r);
+    if (rc != TMLCTL_EXIT_OK)
+        return rc;
+    if (ctl->json)
+        return tmlctl_json_emit(r ? r : cJSON_CreateObject());
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(r, "device");
+    int64_t now = (int64_t)time(NULL);
+    char seen[32], first[32], slot[32], arena[32];
+    tmlctl_fmt_ago((int64_t)tmlctl_jnum(d, "last_seen", 0), now, seen,
+                   sizeof(seen));
+    tmlctl_fmt_ago((int64_t)tmlctl_jnum(d, "first_seen", 0), now, first,
+                   sizeof(first));
+    tmlctl_fmt_bytes(tmlctl_jnum(d, "slot_size", 0), slot, sizeof(slot));
+    tmlctl_fmt_bytes(tmlctl_jnum(d, "arena_size", 0), arena, sizeof(arena));
+    bool on = tmlctl_jbool(d, "online");
+    const cJSON *lo = cJSON_GetObjectItemCaseSensitive(d, "last_ota");
+    printf("%s%s%s  %s%s%s, seen %s (first %s)\n",
+           tmlctl_color(ctl, TMLCTL_C_BOLD), tmlctl_jstr(d, "id", "?"),
+           tmlctl_reset(ctl),
+           tmlctl_color(ctl, on ? TMLCTL_C_GREEN : TMLCTL_C_DIM),
+           on ? "online" : "offline", tmlctl_reset(ctl), seen, first);
+    printf("  hardware   %s, agent %s, boots %.0f\n",
+           tmlctl_jstr(d, "hw", "-"), tmlctl_jstr(d, "agent_version", "-"),
+           tmlctl_jnum(d, "boot_count", 0));
+    printf("  model      %s v%.0f (slot %.0f), version floor %.0f\n",
+           tmlctl_jstr(d, "model", "-"), tmlctl_jnum(d, "model_version", 0),
+           tmlctl_jnum(d, "model_slot", 0),
+           tmlctl_jnum(d, "version_floor", 0));
+    printf("  capacity   slot %s, arena %s, chunk %.0f B\n", slot, arena,
+           tmlctl_jnum(d, "chunk_max", 0));
+    printf("  last OTA   %s v%.0f (%s)\n", tmlctl_jstr(lo, "state", "-"),
+           tmlctl_jnum(lo, "version", 0), tmlctl_jstr(lo, "reason", "-"));
+    printf("  records    tele %.0f (seq %.0f), samples %.0f (seq %.0f), "
+           "malformed %.0f\n",
+           tmlctl_jnum(d, "tele_records", 0), tmlctl_jnum(d, "tele_seq", 0),
+           tmlctl_jnum(d, "sample_records", 0),
+           tmlctl_jnum(d, "sample_seq", 0), tmlctl_jnum(d, "malformed", 0));
+    cJSON_Delete(r);
+    return TMLCTL_EXIT_OK;
+}
+
 static int
 cmd_device(struct tmlctl *ctl, int argc, char **argv)
 {
@@ -652,19 +707,22 @@ cmd_device(struct tmlctl *ctl, int argc, char **argv)
         return revoke_cmd(ctl, argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "list") == 0)
         return list_cmd(ctl, argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "show") == 0)
+        return show_cmd(ctl, argc - 1, argv + 1);
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 ||
                       strcmp(argv[1], "-h") == 0)) {
         printf("usage: tmlctl device provision ID --out DIR [--group G]\n"
                "       tmlctl device revoke ID [--broker-pid PID] "
                "[--broker HOST:PORT]\n"
-               "       tmlctl device list [--all]\n"
+               "       tmlctl device list [--all]        (the PKI register)\n"
+               "       tmlctl device show ID             (what tmld knows)\n"
                "(each takes --pki DIR; see tmlctl device SUBCOMMAND "
                "--help)\n");
         return TMLCTL_EXIT_OK;
     }
     return tmlctl_fail(ctl, TMLCTL_EXIT_USAGE, "tmlctl device --help",
-                       "device: expected provision, revoke or list");
+                       "device: expected provision, revoke, list or show");
 }
 
-TMLCTL_COMMAND("device", "provision, revoke and list device certificates",
+TMLCTL_COMMAND("device", "provision/revoke/list certificates, show a device",
                cmd_device)

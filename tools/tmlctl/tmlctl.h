@@ -172,6 +172,21 @@ void tmlctl_table_print(const struct tmlctl *ctl, const struct tmlctl_table *t,
                         FILE *out);
 void tmlctl_table_free(struct tmlctl_table *t);
 
+/* ---- formatting helpers ------------------------------------------------------ */
+
+/* "3s ago", "5m ago", "2h ago", "4d ago", "never" (t == 0), relative to
+ * now_s; for a table cell. */
+void tmlctl_fmt_ago(int64_t t, int64_t now_s, char *buf, size_t cap);
+/* "512 B", "1.5 KiB", "3.2 MiB", "1.1 GiB". */
+void tmlctl_fmt_bytes(double n, char *buf, size_t cap);
+/* "1h02m", "3d04h", "42s". */
+void tmlctl_fmt_duration(int64_t s, char *buf, size_t cap);
+/* JSON helpers that tolerate absent fields: number (or dflt), string (or
+ * dflt), bool (or false). */
+double tmlctl_jnum(const cJSON *o, const char *key, double dflt);
+const char *tmlctl_jstr(const cJSON *o, const char *key, const char *dflt);
+bool tmlctl_jbool(const cJSON *o, const char *key);
+
 /* ---- JSON output -------------------------------------------------------------- */
 
 /* Prints obj as one pretty JSON document + newline on stdout (takes
