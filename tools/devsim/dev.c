@@ -170,7 +170,10 @@ on_connect(struct net_link *l, void *user)
     char topic[TML_MAX_TOPIC + 1];
 
     (void)l;
-    d->connects++;
+    if (d->connects++ == 0 &&
+        ++d->sim->n_ever_connected == d->sim->n_devs &&
+        d->sim->all_connected_ms == 0)
+        d->sim->all_connected_ms = d->sim->now_ms ? d->sim->now_ms : 1;
     d->backoff_ms = BACKOFF_MIN_MS;
     if (tmla_topic(&d->agent, TML_DIR_DOWN, TML_KIND_ACK, topic,
                    sizeof(topic)) == TML_OK) {

@@ -100,6 +100,8 @@ struct sim {
     uint64_t now_ms;      /* since t0 */
     uint64_t produce_until_ms;
     bool is_producing;
+    uint32_t n_ever_connected; /* devices that completed a first connect */
+    uint64_t all_connected_ms; /* when the last of them did, 0 = not yet */
     double connect_tokens; /* connection attempts allowed now */
     uint64_t tokens_ms;    /* when connect_tokens was last refilled */
     size_t n_keys;

@@ -521,7 +521,8 @@ write_json(struct sim *s, const char *path, double produce_s, double cpu_s)
     fprintf(f,
             "{\n \"devices\": %u,\n \"elapsed_s\": %.3f,\n"
             " \"produce_s\": %.3f,\n \"cpu_s\": %.3f,\n"
-            " \"max_rss_kb\": %ld,\n \"totals\": {\"tele_sent\": %llu, "
+            " \"max_rss_kb\": %ld,\n \"all_connected_s\": %.3f,\n"
+            " \"totals\": {\"tele_sent\": %llu, "
             "\"tele_acked\": %llu, \"tele_resent\": %llu, \"tele_folded\": "
             "%llu, \"samples_sent\": %llu, \"samples_acked\": %llu, "
             "\"samples_resent\": %llu, \"publishes\": %llu, "
@@ -530,7 +531,8 @@ write_json(struct sim *s, const char *path, double produce_s, double cpu_s)
             "%llu, \"lost_on_reboot\": %llu, \"acks_in\": %llu, "
             "\"connected_at_end\": %u},\n \"per_device\": [\n",
             s->n_devs, (double)s->now_ms / 1000.0, produce_s, cpu_s,
-            ru.ru_maxrss, (unsigned long long)t.tele_sent,
+            ru.ru_maxrss, (double)s->all_connected_ms / 1000.0,
+            (unsigned long long)t.tele_sent,
             (unsigned long long)t.tele_acked,
             (unsigned long long)t.tele_resent,
             (unsigned long long)t.tele_folded,
