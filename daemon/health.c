@@ -20,8 +20,10 @@ health_policy_default(struct health_policy *p)
     p->min_devices = 3;
     p->min_inferences = 500;
     p->z_crit = 2.326;
-    p->low_conf = (struct health_margin){true, 0.02, 0.5};
-    p->flagged = (struct health_margin){true, 0.02, 0.5};
+    /* A 3x low-confidence rate from a typical 1-5 % baseline must fail:
+     * 1.5x + 1 point leaves room for noise but not for that. */
+    p->low_conf = (struct health_margin){true, 0.01, 0.5};
+    p->flagged = (struct health_margin){true, 0.01, 0.5};
     p->errors = (struct health_margin){true, 0.01, 0.5};
     p->check_latency = true;
     p->lat_p95_ratio = 1.25;

@@ -99,7 +99,7 @@ struct health_result {
 
 /* Fills *p with the defaults tmld uses when the operator gives none:
  * 3 devices and 500 inferences per group, z_crit 2.326 (alpha 1 %),
- * low-confidence and flagged margins abs 0.02 rel 0.5, errors abs 0.01
+ * low-confidence and flagged margins abs 0.01 rel 0.5, errors abs 0.01
  * rel 0.5, latency p95 ratio 1.25 + 2000 us, no-baseline ceilings 0.5. */
 void health_policy_default(struct health_policy *p);
 

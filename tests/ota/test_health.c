@@ -141,7 +141,29 @@ test_health_fails_on_threefold_low_confidence(void **state)
     assert_non_null(strstr(r.reason, "3.0x"));
 }
 
-/* Borderline: the same observed rates (5 % -> 10.5 %, just past the 9.5 %
+/* 3x from a small baseline (1.5 % -> 4.5 %) with a canary-sized sample:
+ * still caught once the canaries have a few thousand inferences. */
+static void
+test_health_fails_on_threefold_from_small_baseline(void **state)
+{
+    struct health_policy p;
+    struct health_agg c, b;
+    struct health_result r;
+
+    (void)state;
+    health_policy_default(&p);
+    c = agg(5, 4000, 45, 10, 0, 3);
+    b = agg(95, 76000, 15, 10, 0, 3);
+    health_evaluate(&p, &c, &b, &r);
+    assert_int_equal(r.verdict, HEALTH_FAIL);
+    assert_int_equal(r.check, HEALTH_CHECK_LOW_CONF);
+    /* 2x from the same baseline stays inside the margin. */
+    c = agg(5, 4000, 30, 10, 0, 3);
+    health_evaluate(&p, &c, &b, &r);
+    assert_int_equal(r.verdict, HEALTH_ADVANCE);
+}
+
+/* Borderline: the same observed rates (5 % -> 10.5 %, past the 8.5 %
  * margin) are noise on 600 inferences and evidence on 100000. */
 static void
 test_health_borderline_depends_on_sample_size(void **state)
@@ -152,14 +174,14 @@ test_health_borderline_depends_on_sample_size(void **state)
 
     (void)state;
     health_policy_default(&p);
-    c = agg(3, 600, 105, 0, 0, 3);
+    c = agg(3, 600, 100, 0, 0, 3);
     b = agg(3, 600, 50, 0, 0, 3);
     health_evaluate(&p, &c, &b, &r);
     assert_int_equal(r.verdict, HEALTH_ADVANCE);
     assert_true(r.z_low_conf > 0);
     assert_true(r.z_low_conf < p.z_crit);
 
-    c = agg(30, 100000, 105, 0, 0, 3);
+    c = agg(30, 100000, 100, 0, 0, 3);
     b = agg(30, 100000, 50, 0, 0, 3);
     health_evaluate(&p, &c, &b, &r);
     assert_int_equal(r.verdict, HEALTH_FAIL);
@@ -177,7 +199,7 @@ test_health_increase_within_margin_advances_on_huge_sample(void **state)
 
     (void)state;
     health_policy_default(&p);
-    c = agg(100, 10000000, 90, 0, 0, 3); /* 9.0 % <= 5 % * 1.5 + 2 % */
+    c = agg(100, 10000000, 84, 0, 0, 3); /* 8.4 % <= 5 % * 1.5 + 1 % */
     b = agg(100, 10000000, 50, 0, 0, 3);
     health_evaluate(&p, &c, &b, &r);
     assert_int_equal(r.verdict, HEALTH_ADVANCE);
@@ -384,6 +406,7 @@ main(void)
         cmocka_unit_test(test_health_holds_when_baseline_is_thin),
         cmocka_unit_test(test_health_advances_on_equal_rates),
         cmocka_unit_test(test_health_fails_on_threefold_low_confidence),
+        cmocka_unit_test(test_health_fails_on_threefold_from_small_baseline),
         cmocka_unit_test(test_health_borderline_depends_on_sample_size),
         cmocka_unit_test(
             test_health_increase_within_margin_advances_on_huge_sample),
