@@ -28,6 +28,7 @@
 #include <cmocka.h>
 #include <mosquitto.h>
 
+#include "rig.h"
 #include "tml/proto.h"
 
 #define N_ATTEMPTS 1000
@@ -35,304 +36,23 @@
 #define LONG_ID                                                                \
     "d123456789012345678901234567890123456789012345678901234567890123"
 
-struct rig {
-    char dir[64];
-    char tmlctl[1024];
-    char pki[128], pki2[128], dev[128];
-    int port;
-    pid_t broker;
-};
-
-static struct rig *the_rig;
-
-/* ---- processes ----------------------------------------------------------- */
-
-static int
-sh(const char *fmt, ...)
-{
-    char cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static void
-kill_broker(void)
-{
-    if (the_rig != NULL && the_rig->broker > 0) {
-        kill(the_rig->broker, SIGTERM);
-        for (int i = 0; i < 100; i++) {
-            if (waitpid(the_rig->broker, NULL, WNOHANG) == the_rig->broker)
-                break;
-            usleep(20000);
-        }
-        kill(the_rig->broker, SIGKILL);
-        waitpid(the_rig->broker, NULL, WNOHANG);
-        the_rig->broker = 0;
-    }
-}
-
-static int
-free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof(a);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &l) != 0)
-        return -1;
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-/* ---- MQTT clients (libmosquitto, driven by pump()) --------------------- */
-
-struct cl {
-    struct mosquitto *m;
-    int connack;        /* -1 none yet */
-    int connects;
-    int disconnects;
-    int msgs;           /* messages received */
-    int msgs_topic;     /* received on `watch` */
-    char watch[128];
-    int puback_ok, puback_denied;
-    int subscribed;
-    int dead; /* mosquitto_loop reported a lost/refused connection */
-};
-
-/* Protocol of the next client() (MQTT 5 unless a test needs 3.1.1). */
-static int next_protocol = MQTT_PROTOCOL_V5;
-
-static void
-on_connect(struct mosquitto *m, void *o, int rc, int flags,
-           const mosquitto_property *p)
-{
-    (void)m;
-    (void)flags;
-    (void)p;
-    struct cl *c = o;
-    c->connack = rc;
-    if (rc == 0)
-        c->connects++;
-}
-
-static void
-on_disconnect(struct mosquitto *m, void *o, int rc,
-              const mosquitto_property *p)
-{
-    (void)m;
-    (void)rc;
-    (void)p;
-    ((struct cl *)o)->disconnects++;
-}
-
-static void
-on_message(struct mosquitto *m, void *o, const struct mosquitto_message *msg,
-           const mosquitto_property *p)
-{
-    (void)m;
-    (void)p;
-    struct cl *c = o;
-    c->msgs++;
-    if (c->watch[0] != '\0' && strcmp(msg->topic, c->watch) == 0)
-        c->msgs_topic++;
-}
-
-static void
-on_publish(struct mosquitto *m, void *o, int mid, int reason,
-           const mosquitto_property *p)
-{
-    (void)m;
-    (void)mid;
-    (void)p;
-    struct cl *c = o;
-    /* MQTT 5 reason codes below 0x80 are successes (0x10: no matching
-     * subscribers); 0x87 is "not authorized". */
-    if (reason < 0x80)
-        c->puback_ok++;
-    else
-        c->puback_denied++;
-}
-
-static void
-on_subscribe(struct mosquitto *m, void *o, int mid, int n, const int *qos,
-             const mosquitto_property *p)
-{
-    (void)m;
-    (void)mid;
-    (void)n;
-    (void)qos;
-    (void)p;
-    ((struct cl *)o)->subscribed++;
-}
-
-static void
-pump(struct cl **cs, size_t n, int ms)
-{
-    struct timespec t0, t;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    do {
-        for (size_t i = 0; i < n; i++)
-            if (cs[i] != NULL && cs[i]->m != NULL) {
-                int rc = mosquitto_loop(cs[i]->m, 2, 64);
-                if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN)
-                    cs[i]->dead++;
-            }
-        clock_gettime(CLOCK_MONOTONIC, &t);
-    } while ((t.tv_sec - t0.tv_sec) * 1000 +
-                 (t.tv_nsec - t0.tv_nsec) / 1000000 <
-             ms);
-}
-
-/* Pumps until *flag >= want or timeout_ms. */
-static void
-pump_until(struct cl **cs, size_t n, const int *flag, int want,
-           int timeout_ms)
-{
-    for (int waited = 0; *flag < want && waited < timeout_ms; waited += 20)
-        pump(cs, n, 20);
-}
-
-/* Creates a client with certificate files cert/key (NULL: none), MQTT 5,
- * and starts connecting. Returns it even if the connect fails early. */
-static struct cl *
-client(const char *client_id, const char *ca, const char *cert,
-       const char *key)
-{
-    struct cl *c = calloc(1, sizeof(*c));
-    assert_non_null(c);
-    c->connack = -1;
-    c->m = mosquitto_new(client_id, true, c);
-    assert_non_null(c->m);
-    mosquitto_int_option(c->m, MOSQ_OPT_PROTOCOL_VERSION, next_protocol);
-    mosquitto_connect_v5_callback_set(c->m, on_connect);
-    mosquitto_disconnect_v5_callback_set(c->m, on_disconnect);
-    mosquitto_message_v5_callback_set(c->m, on_message);
-    mosquitto_publish_v5_callback_set(c->m, on_publish);
-    mosquitto_subscribe_v5_callback_set(c->m, on_subscribe);
-    assert_int_equal(mosquitto_tls_set(c->m, ca, NULL, cert, key, NULL),
-                     MOSQ_ERR_SUCCESS);
-    if (mosquitto_connect(c->m, "127.0.0.1", the_rig->port, 30) !=
-        MOSQ_ERR_SUCCESS)
-        c->connack = 999;
-    return c;
-}
-
-static void
-client_free(struct cl *c)
-{
-    if (c == NULL)
-        return;
-    mosquitto_disconnect(c->m);
-    mosquitto_loop(c->m, 5, 1);
-    mosquitto_destroy(c->m);
-    free(c);
-}
-
-/* A connected client of a provisioned identity in the rig. */
-static struct cl *
-dev_client(const char *id, const char *client_id)
-{
-    char ca[256], crt[256], key[256];
-    snprintf(ca, sizeof(ca), "%s/ca.crt", the_rig->pki);
-    snprintf(crt, sizeof(crt), "%s/%s.crt", the_rig->dev, id);
-    snprintf(key, sizeof(key), "%s/%s.key", the_rig->dev, id);
-    struct cl *c = client(client_id ? client_id : id, ca, crt, key);
-    struct cl *cs[] = {c};
-    for (int w = 0; c->connack < 0 && !c->dead && w < 5000; w += 20)
-        pump(cs, 1, 20);
-    return c;
-}
-
-static struct cl *
-tmld_client(void)
-{
-    char ca[256], crt[256], key[256];
-    snprintf(ca, sizeof(ca), "%s/ca.crt", the_rig->pki);
-    snprintf(crt, sizeof(crt), "%s/tmld.crt", the_rig->pki);
-    snprintf(key, sizeof(key), "%s/tmld.key", the_rig->pki);
-    struct cl *c = client("tmld", ca, crt, key);
-    struct cl *cs[] = {c};
-    for (int w = 0; c->connack < 0 && w < 5000; w += 20)
-        pump(cs, 1, 20);
-    assert_int_equal(c->connack, 0);
-    return c;
-}
-
-static void
-subscribe(struct cl *c, const char *pattern)
-{
-    int before = c->subscribed;
-    assert_int_equal(mosquitto_subscribe_v5(c->m, NULL, pattern, 1, 0, NULL),
-                     MOSQ_ERR_SUCCESS);
-    struct cl *cs[] = {c};
-    pump_until(cs, 1, &c->subscribed, before + 1, 3000);
-    assert_int_equal(c->subscribed, before + 1);
-}
-
-/* Publishes n QoS 1 messages and pumps until every PUBACK came back. */
-static void
-publish_n(struct cl *c, struct cl **others, size_t n_others,
-          const char *topic, int n, size_t len)
-{
-    char *payload = calloc(1, len ? len : 1);
-    int want = c->puback_ok + c->puback_denied + n;
-    for (int i = 0; i < n; i++) {
-        assert_int_equal(mosquitto_publish_v5(c->m, NULL, topic, (int)len,
-                                              payload, 1, false, NULL),
-                         MOSQ_ERR_SUCCESS);
-        if (i % 50 == 49) {
-            struct cl *cs[1] = {c};
-            pump(cs, 1, 1);
-            pump(others, n_others, 1);
-        }
-    }
-    struct cl *all[8] = {c};
-    for (size_t i = 0; i < n_others && i < 7; i++)
-        all[i + 1] = others[i];
-    for (int w = 0; c->puback_ok + c->puback_denied < want && w < 20000;
-         w += 20)
-        pump(all, n_others + 1, 20);
-    free(payload);
-}
-
-/* ---- rig ------------------------------------------------------------------ */
-
 static int
 setup(void **state)
 {
     static struct rig r;
-    memset(&r, 0, sizeof(r));
-    the_rig = &r;
-    atexit(kill_broker);
-    strcpy(r.dir, "/tmp/tmlctl_broker.XXXXXX");
-    assert_non_null(mkdtemp(r.dir));
-    const char *bin = getenv("TML_BINARY_DIR");
-    snprintf(r.tmlctl, sizeof(r.tmlctl), "%s/tools/tmlctl/tmlctl",
-             bin ? bin : ".");
-    snprintf(r.pki, sizeof(r.pki), "%s/pki", r.dir);
-    snprintf(r.pki2, sizeof(r.pki2), "%s/otherpki", r.dir);
-    snprintf(r.dev, sizeof(r.dev), "%s/dev", r.dir);
-    const char *q = "--no-color -q >/dev/null";
-    assert_int_equal(sh("%s pki init --dir %s %s", r.tmlctl, r.pki, q), 0);
+    rig_init(&r);
     const char *ids[] = {"devA", "devB", "devR", "devK", LONG_ID, "plus"};
     for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)
-        assert_int_equal(sh("%s device provision %s --group g --out %s "
-                            "--pki %s %s",
-                            r.tmlctl, ids[i], r.dev, r.pki, q),
-                         0);
+        rig_provision(&r, ids[i], NULL);
     /* Expired: valid from two hours ago to one hour ago. */
     time_t now = time(NULL);
-    assert_int_equal(sh("%s device provision devX --out %s --pki %s "
-                        "--not-before @%ld --expires @%ld %s",
-                        r.tmlctl, r.dev, r.pki, (long)(now - 7200),
-                        (long)(now - 3600), q),
-                     0);
+    char extra[128];
+    snprintf(extra, sizeof(extra), "--not-before @%ld --expires @%ld",
+             (long)(now - 7200), (long)(now - 3600));
+    rig_provision(&r, "devX", extra);
     /* Another CA issuing a certificate for devA's name. */
+    snprintf(r.pki2, sizeof(r.pki2), "%s/otherpki", r.dir);
+    const char *q = "--no-color -q >/dev/null";
     assert_int_equal(sh("%s pki init --dir %s %s && %s device provision devA "
                         "--out %s/o --pki %s %s",
                         r.tmlctl, r.pki2, q, r.tmlctl, r.dir, r.pki2, q),
@@ -356,46 +76,7 @@ setup(void **state)
            "done 2>/dev/null",
            r.dir, r.pki, r.pki),
         0);
-
-    r.port = free_port();
-    assert_true(r.port > 0);
-    char user[64] = "root";
-    if (geteuid() != 0)
-        snprintf(user, sizeof(user), "%s", getenv("USER") ? getenv("USER")
-                                                          : "nobody");
-    assert_int_equal(sh("%s broker-config --pki %s --out %s/mq --port %d "
-                        "--address 127.0.0.1 --log-file %s/mq/log "
-                        "--run-as %s %s",
-                        r.tmlctl, r.pki, r.dir, r.port, r.dir, user, q),
-                     0);
-    char conf[256];
-    snprintf(conf, sizeof(conf), "%s/mq/mosquitto.conf", r.dir);
-    r.broker = fork();
-    assert_true(r.broker >= 0);
-    if (r.broker == 0) {
-        char out[256];
-        snprintf(out, sizeof(out), "%s/mq/stdout", r.dir);
-        if (freopen(out, "w", stdout) == NULL ||
-            freopen(out, "a", stderr) == NULL)
-            _exit(126);
-        execlp("mosquitto", "mosquitto", "-c", conf, (char *)NULL);
-        _exit(127);
-    }
-    /* Wait for the TLS port. */
-    int up = 0;
-    for (int i = 0; i < 200 && !up; i++) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in a = {.sin_family = AF_INET,
-                                .sin_port = htons((uint16_t)r.port),
-                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        up = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-        close(fd);
-        if (!up)
-            usleep(25000);
-        assert_int_equal(waitpid(r.broker, NULL, WNOHANG), 0);
-    }
-    assert_true(up);
-    mosquitto_lib_init();
+    rig_broker_start(&r);
     *state = &r;
     return 0;
 }
@@ -403,11 +84,7 @@ setup(void **state)
 static int
 teardown(void **state)
 {
-    struct rig *r = *state;
-    kill_broker();
-    mosquitto_lib_cleanup();
-    if (getenv("TML_KEEP") == NULL)
-        sh("rm -rf '%s'", r->dir);
+    rig_stop(*state);
     return 0;
 }
 
