@@ -25,7 +25,7 @@
 #include "rig.h"
 
 #define N_DEV 50
-#define COUNT 8
+#define COUNT 12
 
 struct fx {
     char dir[256];
@@ -101,9 +101,8 @@ dump(const char *path)
 }
 
 static void
-test_devsim_to_tmld_every_record_committed_once(void **state)
+run_e2e(struct fx *f, const char *misbehave)
 {
-    struct fx *f = *state;
     char bin[600], tbin[600], sdir[300], json[300], log[300], port[16];
     char n_arg[16], count_arg[16], dbdir[300];
     sqlite3 *db = NULL;
@@ -154,7 +153,7 @@ test_devsim_to_tmld_every_record_committed_once(void **state)
             "--conf-threshold", "7000", "--sample-budget", "2",
             "--budget-period", "1", "--input-bytes", "512", "--ack-timeout",
             "3000", "--drain", "60", "--status", "2", "--json-summary", json,
-            NULL};
+            "--misbehave", misbehave, NULL};
         pid = rig_spawn(argv, log);
     }
     assert_true(pid > 0);
@@ -224,10 +223,37 @@ test_devsim_to_tmld_every_record_committed_once(void **state)
     sqlite3_finalize(st);
     sqlite3_close(db);
     assert_int_equal(n_rows_devices, N_DEV);
-    printf("FIGURES devsim->tmld: devices=%u tele rows=%llu samples=%llu "
-           "lost=0 duplicates=0 elapsed=%.1fs\n",
-           f->sum.n, (unsigned long long)total_rows,
-           (unsigned long long)total_samples, f->sum.elapsed_s);
+    {
+        uint64_t garbage = 0, replays = 0;
+        for (i = 0; i < f->sum.n; i++) {
+            garbage += f->sum.devs[i].garbage_sent;
+            replays += f->sum.devs[i].replays_sent;
+        }
+        printf("FIGURES devsim->tmld: devices=%u tele rows=%llu "
+               "samples=%llu lost=0 duplicates=0 garbage=%llu replays=%llu "
+               "elapsed=%.1fs\n",
+               f->sum.n, (unsigned long long)total_rows,
+               (unsigned long long)total_samples,
+               (unsigned long long)garbage, (unsigned long long)replays,
+               f->sum.elapsed_s);
+        if (strcmp(misbehave, "0") != 0)
+            assert_true(garbage + replays > 0);
+    }
+}
+
+static void
+test_devsim_to_tmld_every_record_committed_once(void **state)
+{
+    run_e2e(*state, "0");
+}
+
+/* Half the devices also publish garbage and byte-exact replays of their
+ * last summary: tmld drops the garbage, absorbs the replays, and still
+ * commits exactly what every device sent. */
+static void
+test_tmld_absorbs_garbage_and_replays(void **state)
+{
+    run_e2e(*state, "0.5");
 }
 
 int
@@ -237,6 +263,8 @@ main(void)
         cmocka_unit_test_setup_teardown(
             test_devsim_to_tmld_every_record_committed_once, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(test_tmld_absorbs_garbage_and_replays,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
