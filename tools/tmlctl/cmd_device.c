@@ -689,11 +689,14 @@ show_cmd(struct tmlctl *ctl, int argc, char **argv)
            tmlctl_jnum(d, "chunk_max", 0));
     printf("  last OTA   %s v%.0f (%s)\n", tmlctl_jstr(lo, "state", "-"),
            tmlctl_jnum(lo, "version", 0), tmlctl_jstr(lo, "reason", "-"));
-    printf("  records    tele %.0f (seq %.0f), samples %.0f (seq %.0f), "
-           "malformed %.0f\n",
-           tmlctl_jnum(d, "tele_records", 0), tmlctl_jnum(d, "tele_seq", 0),
-           tmlctl_jnum(d, "sample_records", 0),
-           tmlctl_jnum(d, "sample_seq", 0), tmlctl_jnum(d, "malformed", 0));
+    /* tele_records/sample_records are optional in the protocol's result. */
+    if (cJSON_GetObjectItemCaseSensitive(d, "tele_records") != NULL)
+        printf("  records    tele %.0f, samples %.0f\n",
+               tmlctl_jnum(d, "tele_records", 0),
+               tmlctl_jnum(d, "sample_records", 0));
+    printf("  committed  tele seq %.0f, sample seq %.0f; malformed %.0f\n",
+           tmlctl_jnum(d, "tele_seq", 0), tmlctl_jnum(d, "sample_seq", 0),
+           tmlctl_jnum(d, "malformed", 0));
     cJSON_Delete(r);
     return TMLCTL_EXIT_OK;
 }
