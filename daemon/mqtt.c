@@ -38,6 +38,7 @@ struct mqtt {
     uv_poll_t *poll; /* allocated: freed from its close callback */
     int poll_fd;
     int poll_events;
+    int dead_fd; /* a socket given up on, closed by the next reconnect */
     uv_timer_t misc;
     uv_timer_t retry;
     bool is_connected;  /* CONNACK received and subscribed */
@@ -85,6 +86,38 @@ handle_rc(struct mqtt *q, int rc, const char *what)
     }
 }
 
+/* Forces libmosquitto through its own error path: the socket is shut down,
+ * so the next read fails inside it, it closes the socket and calls
+ * on_disconnect. */
+static void
+kill_link(struct mqtt *q, const char *why)
+{
+    int fd = mosquitto_socket(q->m);
+    if (fd < 0)
+        return;
+    shutdown(fd, SHUT_RDWR);
+    int rc = mosquitto_loop_read(q->m, 1);
+    if (mosquitto_socket(q->m) >= 0) {
+        /* libmosquitto did not notice (e.g. a TLS connect still pending):
+         * stop watching the socket; the reconnect closes it. */
+        q->dead_fd = mosquitto_socket(q->m);
+        schedule_reconnect(q, why);
+        return;
+    }
+    handle_rc(q, rc == MOSQ_ERR_SUCCESS ? MOSQ_ERR_CONN_LOST : rc, why);
+}
+
+/* SO_ERROR of a socket whose non-blocking connect may have failed. */
+static int
+socket_error(int fd)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+        return errno;
+    return err;
+}
+
 static void
 on_poll(uv_poll_t *h, int status, int events)
 {
@@ -92,8 +125,24 @@ on_poll(uv_poll_t *h, int status, int events)
     if (h != q->poll)
         return;
     int rc = MOSQ_ERR_SUCCESS;
-    if (status < 0)
-        events = UV_READABLE | UV_WRITABLE; /* let libmosquitto see it */
+    if (status < 0) {
+        /* libuv stopped the handle (POLLERR: e.g. a refused connect). */
+        q->poll_events = 0;
+        kill_link(q, uv_strerror(status));
+        sync_poll(q);
+        return;
+    }
+    if (q->is_connecting && (events & (UV_WRITABLE | UV_DISCONNECT))) {
+        /* A refused connect: SO_ERROR, or only a hang-up once a write
+         * consumed the error. libmosquitto would retry its TLS handshake
+         * on the dead socket forever. */
+        int err = socket_error(mosquitto_socket(q->m));
+        if (err != 0 || (events & UV_DISCONNECT)) {
+            kill_link(q, err ? strerror(err) : "connection refused");
+            sync_poll(q);
+            return;
+        }
+    }
     if ((events & UV_READABLE) && !q->is_paused) {
         q->last_rx_ms = tmld_now_ms(q->d);
         rc = mosquitto_loop_read(q->m, 1);
@@ -112,9 +161,9 @@ static void
 sync_poll(struct mqtt *q)
 {
     int fd = mosquitto_socket(q->m);
-    if (fd != q->poll_fd)
+    if (fd != q->poll_fd || fd == q->dead_fd)
         drop_poll(q);
-    if (fd < 0 || q->is_stopped)
+    if (fd < 0 || q->is_stopped || fd == q->dead_fd)
         return;
     if (q->poll == NULL) {
         q->poll = malloc(sizeof(*q->poll));
@@ -138,7 +187,7 @@ sync_poll(struct mqtt *q)
     if (ev != q->poll_events) {
         q->poll_events = ev;
         if (ev)
-            uv_poll_start(q->poll, ev, on_poll);
+            uv_poll_start(q->poll, ev | (ev ? UV_DISCONNECT : 0), on_poll);
         else
             uv_poll_stop(q->poll);
     }
@@ -154,6 +203,7 @@ do_connect(struct mqtt *q)
     q->last_rx_ms = q->connect_started_ms;
     q->is_connecting = true;
     int rc;
+    q->dead_fd = -1;
     if (!q->has_params) {
         q->has_params = true;
         rc = mosquitto_connect_async(q->m, d->set.mqtt_host,
@@ -162,6 +212,8 @@ do_connect(struct mqtt *q)
     } else {
         rc = mosquitto_reconnect_async(q->m);
     }
+    log_debug("mqtt: connect attempt: %s, socket %d", mosquitto_strerror(rc),
+              mosquitto_socket(q->m));
     if (rc != MOSQ_ERR_SUCCESS) {
         q->is_connecting = false;
         char why[160];
@@ -222,20 +274,17 @@ misc_cb(uv_timer_t *t)
     uint64_t now = tmld_now_ms(d);
     if (q->is_connecting &&
         now - q->connect_started_ms > CONNECT_TIMEOUT_MS) {
-        shutdown(mosquitto_socket(q->m), SHUT_RDWR);
         log_warn("mqtt: no CONNACK within %d ms", CONNECT_TIMEOUT_MS);
+        kill_link(q, "connect timeout");
     } else if (q->is_connected && !q->is_paused &&
                now - q->last_rx_ms > d->set.mqtt_keepalive_ms * 3 / 2) {
-        /* Half-open link: shutting the socket down makes the next read fail
-         * inside libmosquitto, which then runs its normal disconnect path. */
+        /* Half-open link (libmosquitto alone would take up to 2x
+         * keepalive). */
         log_warn("mqtt: nothing received for %llu ms (keepalive %llu ms): "
                  "link is dead",
                  (unsigned long long)(now - q->last_rx_ms),
                  (unsigned long long)d->set.mqtt_keepalive_ms);
-        shutdown(mosquitto_socket(q->m), SHUT_RDWR);
-        int rc = mosquitto_loop_read(q->m, 1);
-        handle_rc(q, rc == MOSQ_ERR_SUCCESS ? MOSQ_ERR_CONN_LOST : rc,
-                  "keepalive");
+        kill_link(q, "keepalive");
     }
     if (mosquitto_socket(q->m) >= 0) {
         int rc = mosquitto_loop_misc(q->m);
@@ -390,6 +439,7 @@ mqtt_start(struct tmld *d)
         return -ENOMEM;
     q->d = d;
     q->poll_fd = -1;
+    q->dead_fd = -1;
     d->mqtt = q;
     mosquitto_lib_init();
     q->m = mosquitto_new(s->mqtt_client_id, false, q);

@@ -504,6 +504,29 @@ dev_on_message(struct mosquitto *m, void *obj,
     pthread_mutex_unlock(&v->mu);
 }
 
+/* The device's network thread: mosquitto_loop, and on any error (the
+ * broker went away, a TLS handshake cut short) a reconnect every 200 ms.
+ * libmosquitto's own loop_forever gives up on TLS errors, which a broker
+ * restart produces. */
+static void *
+dev_thread(void *arg)
+{
+    struct tdev *v = arg;
+    while (!v->stop) {
+        int rc = mosquitto_loop(v->m, 50, 1);
+        if (rc != MOSQ_ERR_SUCCESS && !v->stop) {
+            th_sleep_ms(200);
+            if (!v->stop)
+                mosquitto_reconnect(v->m);
+        }
+    }
+    if (v->stop == 1) {
+        mosquitto_disconnect(v->m);
+        mosquitto_loop(v->m, 50, 1);
+    }
+    return NULL;
+}
+
 int
 tdev_open(struct tdev *v, struct th *t, const char *id, bool with_will)
 {
@@ -538,10 +561,10 @@ tdev_open(struct tdev *v, struct th *t, const char *id, bool with_will)
     mosquitto_connect_callback_set(v->m, dev_on_connect);
     mosquitto_disconnect_callback_set(v->m, dev_on_disconnect);
     mosquitto_message_callback_set(v->m, dev_on_message);
-    mosquitto_reconnect_delay_set(v->m, 1, 2, false);
-    if (mosquitto_connect_async(v->m, "127.0.0.1", t->port, 5) != 0)
+    mosquitto_threaded_set(v->m, true);
+    if (mosquitto_connect(v->m, "127.0.0.1", t->port, 5) != 0)
         return -1;
-    if (mosquitto_loop_start(v->m) != 0)
+    if (pthread_create(&v->thread, NULL, dev_thread, v) != 0)
         return -1;
     for (int i = 0; i < 500; i++) {
         pthread_mutex_lock(&v->mu);
@@ -562,8 +585,8 @@ tdev_close(struct tdev *v)
 {
     if (v->m == NULL)
         return;
-    mosquitto_disconnect(v->m);
-    mosquitto_loop_stop(v->m, false);
+    v->stop = 1;
+    pthread_join(v->thread, NULL);
     mosquitto_destroy(v->m);
     v->m = NULL;
     pthread_mutex_destroy(&v->mu);
@@ -574,10 +597,11 @@ tdev_drop(struct tdev *v)
 {
     /* Stop the thread first, then close the socket under it: no DISCONNECT
      * packet, so the broker publishes the will. */
+    v->stop = 2;
     int fd = mosquitto_socket(v->m);
     if (fd >= 0)
         shutdown(fd, SHUT_RDWR);
-    mosquitto_loop_stop(v->m, true);
+    pthread_join(v->thread, NULL);
     mosquitto_destroy(v->m);
     v->m = NULL;
     pthread_mutex_destroy(&v->mu);

@@ -77,6 +77,8 @@ struct tdev {
     struct th *t;
     char id[65];
     struct mosquitto *m;
+    pthread_t thread;
+    volatile int stop; /* 1: disconnect cleanly, 2: drop */
     pthread_mutex_t mu;
     bool is_connected;
     uint32_t acked_tele;   /* highest cumulative ack seen */
