@@ -50,9 +50,9 @@ config_ok(const struct tmla_config *c, const struct tmla_port *p)
         (c->n_groups > 0 && c->groups == NULL) ||
         c->n_input_shape > TML_MAX_SHAPE || c->n_classes == 0 ||
         c->ota_chunk == 0 || c->ota_chunk > TML_CHUNK_MAX ||
-        c->ota_window == 0 || c->ota_window > 64 ||
-        c->summary_period_s == 0 || c->budget_period_s == 0 ||
-        c->conf_threshold_bp > 10000 || c->max_payload < 160)
+        c->ota_window == 0 || c->ota_window > 64 || c->summary_period_s == 0 ||
+        c->budget_period_s == 0 || c->conf_threshold_bp > 10000 ||
+        c->max_payload < 160)
         return false;
     id_len = strlen(c->device_id);
     if (!tml_device_id_valid(c->device_id, id_len) ||
@@ -64,12 +64,11 @@ config_ok(const struct tmla_config *c, const struct tmla_port *p)
     for (size_t i = 0; i < c->n_groups; i++)
         if (c->groups[i] == NULL || strlen(c->groups[i]) > TML_MAX_NAME)
             return false;
-    if (p->publish == NULL || p->flash_read == NULL ||
-        p->flash_write == NULL || p->flash_erase == NULL ||
-        p->state_read == NULL || p->state_write == NULL ||
-        p->sha256_init == NULL || p->sha256_update == NULL ||
-        p->sha256_final == NULL || p->es256_verify == NULL ||
-        p->random == NULL || p->activate == NULL)
+    if (p->publish == NULL || p->flash_read == NULL || p->flash_write == NULL ||
+        p->flash_erase == NULL || p->state_read == NULL ||
+        p->state_write == NULL || p->sha256_init == NULL ||
+        p->sha256_update == NULL || p->sha256_final == NULL ||
+        p->es256_verify == NULL || p->random == NULL || p->activate == NULL)
         return false;
     if (!pow2(p->erase_size) || TMLA_OTA_CHECKPOINT % p->erase_size != 0 ||
         !pow2(p->write_align) || p->write_align > TMLA_MAX_WRITE_ALIGN ||
@@ -336,8 +335,8 @@ tmla_topic(const struct tmla_agent *a, enum tml_dir dir, enum tml_kind kind,
 {
     size_t n;
 
-    return tml_topic_build(buf, cap, a->cfg.device_id,
-                           strlen(a->cfg.device_id), dir, kind, &n);
+    return tml_topic_build(buf, cap, a->cfg.device_id, strlen(a->cfg.device_id),
+                           dir, kind, &n);
 }
 
 enum tml_err

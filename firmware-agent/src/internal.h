@@ -34,8 +34,8 @@ uint32_t tmla__seq_take(struct tmla_agent *a, int stream, uint32_t n);
 /* agent.c */
 /* Publishes on tml/v1/<dev>/up/<kind> with QoS 1. Returns the port's code;
  * TMLA_PORT_AGAIN when not connected. */
-int tmla__publish(struct tmla_agent *a, enum tml_kind kind,
-                  const uint8_t *p, size_t len, bool retain);
+int tmla__publish(struct tmla_agent *a, enum tml_kind kind, const uint8_t *p,
+                  size_t len, bool retain);
 
 /* tele.c */
 void tmla__tele_start(struct tmla_agent *a, uint32_t now_ms);

@@ -89,7 +89,7 @@ commit_update(struct tmla_agent *a)
 static void
 fail(struct tmla_agent *a, uint8_t reason)
 {
-    a->ps.valid &= (uint8_t)~(1u << dl_slot(a));
+    a->ps.valid &= (uint8_t) ~(1u << dl_slot(a));
     a->ps.dl = 0;
     a->ps.last_state = TML_OTA_FAILED;
     a->ps.last_reason = reason;
@@ -103,7 +103,7 @@ revert(struct tmla_agent *a, uint8_t reason, uint32_t now_ms, bool booting)
 {
     uint8_t cur = a->ps.active, old = (uint8_t)(cur ^ 1u);
 
-    a->ps.valid &= (uint8_t)~(1u << cur);
+    a->ps.valid &= (uint8_t) ~(1u << cur);
     a->ps.active = (a->ps.valid & (1u << old)) ? old : TMLA__NO_SLOT;
     a->ps.trial = 0;
     a->ps.vectors_ok = 0;
@@ -216,8 +216,8 @@ static bool
 sig_hash(struct tmla_agent *a, const struct tml_cose_sign1 *c,
          uint8_t out[TML_SHA256_LEN])
 {
-    static const uint8_t head[] = {0x84, 0x6a, 'S', 'i', 'g', 'n', 'a',
-                                   't', 'u', 'r', 'e', '1'};
+    static const uint8_t head[] = {0x84, 0x6a, 'S', 'i', 'g', 'n',
+                                   'a',  't',  'u', 'r', 'e', '1'};
     static const uint8_t empty = 0x40;
     union {
         uint64_t align;
@@ -278,8 +278,7 @@ check_fit(const struct tmla_agent *a, const struct tml_manifest *m)
 
     if (m->hw.len != strlen(c->hw) || memcmp(m->hw.p, c->hw, m->hw.len) != 0)
         return TML_OTA_R_WRONG_HW;
-    if (m->size == 0 || m->name.len > TML_MAX_NAME ||
-        m->model_size > m->size)
+    if (m->size == 0 || m->name.len > TML_MAX_NAME || m->model_size > m->size)
         return TML_OTA_R_BAD_MANIFEST;
     if (m->size > a->port.slot_size)
         return TML_OTA_R_TOO_LARGE;
@@ -377,7 +376,8 @@ on_offer(struct tmla_agent *a, const struct tml_ota_down *o, uint32_t now_ms)
         !reset)
         r = TML_OTA_R_ALREADY_INSTALLED;
     else if (r == TML_OTA_R_NONE && !reset &&
-             (m.version < a->ps.floor || (act != NULL && m.version < act->version)))
+             (m.version < a->ps.floor ||
+              (act != NULL && m.version < act->version)))
         r = TML_OTA_R_ROLLBACK;
     if (r == TML_OTA_R_NONE && a->ota_state == TML_OTA_DOWNLOADING &&
         a->ps.slot[d].version == m.version &&
@@ -401,7 +401,7 @@ on_offer(struct tmla_agent *a, const struct tml_ota_down *o, uint32_t now_ms)
     /* Accept: one durable record that invalidates slot d before its first
      * erase, names the image, and raises the anti-rollback floor. */
     save = a->ps;
-    a->ps.valid &= (uint8_t)~(1u << d);
+    a->ps.valid &= (uint8_t) ~(1u << d);
     t = &a->ps.slot[d];
     memset(t, 0, sizeof *t);
     t->slot = d;
@@ -535,8 +535,8 @@ on_chunk(struct tmla_agent *a, const struct tml_ota_down *c, uint32_t now_ms)
         a->stats.chunks_rejected++;
         return;
     }
-    if (a->port.sha256_update(a->port.user, a->sha.b, c->data.p,
-                              c->data.len) != 0 ||
+    if (a->port.sha256_update(a->port.user, a->sha.b, c->data.p, c->data.len) !=
+            0 ||
         !stream_write(a, d, c->data.p, (uint32_t)c->data.len)) {
         fail(a, TML_OTA_R_FLASH);
         return;
@@ -548,8 +548,7 @@ on_chunk(struct tmla_agent *a, const struct tml_ota_down *c, uint32_t now_ms)
             uint32_t al = a->port.write_align;
 
             memset(a->carry + a->carry_len, 0xff, al - a->carry_len);
-            if (!flash_put(a, d, a->ota_offset - a->carry_len, a->carry,
-                           al)) {
+            if (!flash_put(a, d, a->ota_offset - a->carry_len, a->carry, al)) {
                 fail(a, TML_OTA_R_FLASH);
                 return;
             }
@@ -671,8 +670,8 @@ run_vectors(struct tmla_agent *a)
         uint32_t off = m->model_size + i * (m->vector_input_len + 4u);
         uint32_t cls = 0, score = 0, want_cls, want_score, diff;
 
-        if (a->port.flash_read(a->port.user, m->slot,
-                               off + m->vector_input_len, exp, 4) != 0 ||
+        if (a->port.flash_read(a->port.user, m->slot, off + m->vector_input_len,
+                               exp, 4) != 0 ||
             a->port.infer(a->port.user, m, off, m->vector_input_len, &cls,
                           &score) != 0)
             return false;

@@ -35,8 +35,8 @@ slot_cap(const struct tmla_agent *a)
 static uint32_t
 chunk_cap(const struct tmla_agent *a)
 {
-    uint32_t cap = a->cfg.max_payload < TMLA_TX_BUF ? a->cfg.max_payload
-                                                    : TMLA_TX_BUF;
+    uint32_t cap =
+        a->cfg.max_payload < TMLA_TX_BUF ? a->cfg.max_payload : TMLA_TX_BUF;
 
     cap -= SAMPLE_OVERHEAD;
     return cap > TML_CHUNK_MAX ? TML_CHUNK_MAX : cap;

@@ -88,8 +88,8 @@ tmla__state_save(struct tmla_agent *a)
         a->stats.state_writes++;
         if (a->port.state_write(a->port.user, a->ps_copy, &a->ps,
                                 sizeof a->ps) == 0 &&
-            a->port.state_read(a->port.user, a->ps_copy, &back,
-                               sizeof back) == 0 &&
+            a->port.state_read(a->port.user, a->ps_copy, &back, sizeof back) ==
+                0 &&
             memcmp(&back, &a->ps, sizeof back) == 0) {
             /* The other copy now holds the older record: overwrite it next
              * time, never the one just written. */

@@ -28,8 +28,7 @@ static uint8_t spool[1024];
 static struct tmla_agent agent;
 
 static int
-f_publish(void *u, const char *t, const uint8_t *p, size_t n, uint8_t q,
-          bool r)
+f_publish(void *u, const char *t, const uint8_t *p, size_t n, uint8_t q, bool r)
 {
     (void)u, (void)t, (void)p, (void)q, (void)r;
     if (n > TMLA_TX_BUF)
@@ -133,15 +132,21 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const struct tmla_trusted_key keys[2] = {
         {.kid = {'k', '1'}, .kid_len = 2}, {.kid = {'k', '2'}, .kid_len = 2}};
-    static const char *const kinds[3] = {"tml/v1/fz-1/down/ack",
-                                         "tml/v1/fz-1/down/ota",
-                                         "tml/v1/fz-1/down/cmd"};
-    struct tmla_port port = {
-        .publish = f_publish, .slot_size = SLOT, .erase_size = ERASE,
-        .write_align = ALIGN, .flash_read = f_read, .flash_write = f_write,
-        .flash_erase = f_erase, .state_read = f_sread,
-        .state_write = f_swrite, .es256_verify = f_verify,
-        .random = f_random, .activate = f_activate, .infer = f_infer};
+    static const char *const kinds[3] = {
+        "tml/v1/fz-1/down/ack", "tml/v1/fz-1/down/ota", "tml/v1/fz-1/down/cmd"};
+    struct tmla_port port = {.publish = f_publish,
+                             .slot_size = SLOT,
+                             .erase_size = ERASE,
+                             .write_align = ALIGN,
+                             .flash_read = f_read,
+                             .flash_write = f_write,
+                             .flash_erase = f_erase,
+                             .state_read = f_sread,
+                             .state_write = f_swrite,
+                             .es256_verify = f_verify,
+                             .random = f_random,
+                             .activate = f_activate,
+                             .infer = f_infer};
     struct tmla_config cfg;
     uint32_t now = 1000;
     size_t pos = 0;

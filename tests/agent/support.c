@@ -22,7 +22,9 @@
 int tml_heap_armed;
 uint8_t mp_spool[4096];
 
-#define PORT_ENTER int saved_heap_ = tml_heap_armed; tml_heap_armed = 0
+#define PORT_ENTER                                                             \
+    int saved_heap_ = tml_heap_armed;                                          \
+    tml_heap_armed = 0
 #define PORT_LEAVE tml_heap_armed = saved_heap_
 
 static uint32_t
@@ -361,9 +363,8 @@ tkey_make(struct tkey *k, unsigned n)
     size_t olen;
 
     mbedtls_ecdsa_init(&ec);
-    assert_int_equal(mbedtls_ecdsa_genkey(&ec, MBEDTLS_ECP_DP_SECP256R1,
-                                          det_rng, &seed),
-                     0);
+    assert_int_equal(
+        mbedtls_ecdsa_genkey(&ec, MBEDTLS_ECP_DP_SECP256R1, det_rng, &seed), 0);
     assert_int_equal(mbedtls_ecp_point_write_binary(
                          &ec.grp, &ec.Q, MBEDTLS_ECP_PF_UNCOMPRESSED, &olen,
                          k->pub, sizeof k->pub),
@@ -442,8 +443,8 @@ manifest_for(struct tml_manifest *m, uint32_t version, const uint8_t *image,
 }
 
 size_t
-manifest_sign(const struct tkey *k, const struct tml_manifest *m,
-              uint8_t *out, size_t cap)
+manifest_sign(const struct tkey *k, const struct tml_manifest *m, uint8_t *out,
+              size_t cap)
 {
     uint8_t payload[TML_MAX_MANIFEST], prot[64], sigs[TML_MAX_MANIFEST + 64];
     uint8_t hash[32], sig[64];
@@ -462,20 +463,17 @@ manifest_sign(const struct tkey *k, const struct tml_manifest *m,
     pb.len = plen;
     prb.p = prot;
     prb.len = prlen;
-    assert_int_equal(tml_cose_sig_structure(&prb, &pb, sigs, sizeof sigs,
-                                            &slen),
-                     TML_OK);
+    assert_int_equal(
+        tml_cose_sig_structure(&prb, &pb, sigs, sizeof sigs, &slen), TML_OK);
     sha256_of(sigs, slen, hash);
     mbedtls_ecp_group_init(&grp);
     mbedtls_mpi_init(&d);
     mbedtls_mpi_init(&r);
     mbedtls_mpi_init(&s);
-    assert_int_equal(mbedtls_ecp_group_load(&grp, MBEDTLS_ECP_DP_SECP256R1),
-                     0);
+    assert_int_equal(mbedtls_ecp_group_load(&grp, MBEDTLS_ECP_DP_SECP256R1), 0);
     assert_int_equal(mbedtls_mpi_read_binary(&d, k->d, 32), 0);
-    assert_int_equal(mbedtls_ecdsa_sign(&grp, &r, &s, &d, hash, 32, det_rng,
-                                        &seed),
-                     0);
+    assert_int_equal(
+        mbedtls_ecdsa_sign(&grp, &r, &s, &d, hash, 32, det_rng, &seed), 0);
     assert_int_equal(mbedtls_mpi_write_binary(&r, sig, 32), 0);
     assert_int_equal(mbedtls_mpi_write_binary(&s, sig + 32, 32), 0);
     mbedtls_mpi_free(&s);
@@ -491,8 +489,8 @@ manifest_sign(const struct tkey *k, const struct tml_manifest *m,
 /* ---- gateway ------------------------------------------------------------- */
 
 enum tml_err
-gw_send(struct tmla_agent *a, enum tml_kind kind, const uint8_t *p,
-        size_t len, uint32_t now_ms)
+gw_send(struct tmla_agent *a, enum tml_kind kind, const uint8_t *p, size_t len,
+        uint32_t now_ms)
 {
     char topic[TML_MAX_TOPIC + 1];
     size_t n;

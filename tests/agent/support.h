@@ -41,28 +41,28 @@ struct memport {
     uint8_t flash[2][MP_SLOT_SIZE];
     uint8_t state[2][1024];
     /* faults */
-    long ops;             /* erase + flash write + state write calls */
-    long stop_after;      /* tear operation number stop_after; < 0: never */
-    bool dead;            /* power is off: every write fails */
+    long ops;                /* erase + flash write + state write calls */
+    long stop_after;         /* tear operation number stop_after; < 0: never */
+    bool dead;               /* power is off: every write fails */
     unsigned state_fail_pct; /* S15: share of state writes that silently
                                 store garbage */
     uint32_t fault_rng;
-    uint32_t violations;  /* MCUboot rule violations */
+    uint32_t violations; /* MCUboot rule violations */
     uint32_t n_state_writes;
     /* environment */
     uint32_t rng;
-    uint32_t unix_now;    /* 0 = no clock */
-    bool offline;         /* publish answers AGAIN */
+    uint32_t unix_now; /* 0 = no clock */
+    bool offline;      /* publish answers AGAIN */
     /* published messages */
     struct mp_msg log[MP_LOG];
     size_t n_log;
-    size_t seen;          /* gateway cursor into log */
+    size_t seen; /* gateway cursor into log */
     /* the application */
     int activate_rc;
     unsigned n_activate;
     struct tmla_model loaded;
     bool has_loaded;
-    bool model_broken;    /* infer gives wrong answers */
+    bool model_broken; /* infer gives wrong answers */
     unsigned n_infer;
 };
 
@@ -96,8 +96,7 @@ void tkey_trusted(const struct tkey *k, struct tmla_trusted_key *out);
  * n_vectors golden vectors whose expected answers match mp_infer's fake
  * model. Returns the image length (<= cap). */
 size_t image_make(uint8_t *buf, size_t cap, uint32_t version,
-                  uint32_t model_size, uint32_t n_vectors,
-                  uint32_t vector_len);
+                  uint32_t model_size, uint32_t n_vectors, uint32_t vector_len);
 
 /* A manifest for the image with sane defaults (hw MP_HW, name "kws"). */
 void manifest_for(struct tml_manifest *m, uint32_t version,
@@ -111,13 +110,12 @@ size_t manifest_sign(const struct tkey *k, const struct tml_manifest *m,
 /* ---- gateway side ------------------------------------------------------ */
 
 /* Delivers a message of kind on tml/v1/MP_DEV/down/<kind>. */
-enum tml_err gw_send(struct tmla_agent *a, enum tml_kind kind,
-                     const uint8_t *p, size_t len, uint32_t now_ms);
+enum tml_err gw_send(struct tmla_agent *a, enum tml_kind kind, const uint8_t *p,
+                     size_t len, uint32_t now_ms);
 enum tml_err gw_offer(struct tmla_agent *a, uint32_t offer_id,
                       const uint8_t *cose, size_t len, uint32_t now_ms);
-enum tml_err gw_chunk(struct tmla_agent *a, uint32_t offer_id,
-                      uint32_t offset, const uint8_t *p, size_t len,
-                      uint32_t now_ms);
+enum tml_err gw_chunk(struct tmla_agent *a, uint32_t offer_id, uint32_t offset,
+                      const uint8_t *p, size_t len, uint32_t now_ms);
 enum tml_err gw_ack(struct tmla_agent *a, bool has_tele, uint32_t tele,
                     bool has_sample, uint32_t sample, uint32_t now_ms);
 

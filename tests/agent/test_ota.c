@@ -69,10 +69,10 @@ test_ota_happy_path_reports_every_transition(void **state)
 {
     struct rig *r = *state;
     const struct tmla_model *m;
-    static const uint8_t want[] = {
-        TML_OTA_OFFERED, TML_OTA_DOWNLOADING, TML_OTA_VERIFYING,
-        TML_OTA_READY,   TML_OTA_ACTIVATING,  TML_OTA_TRIAL,
-        TML_OTA_CONFIRMED};
+    static const uint8_t want[] = {TML_OTA_OFFERED,    TML_OTA_DOWNLOADING,
+                                   TML_OTA_VERIFYING,  TML_OTA_READY,
+                                   TML_OTA_ACTIVATING, TML_OTA_TRIAL,
+                                   TML_OTA_CONFIRMED};
     size_t k = 0;
 
     rig_model(r, 3, 40000, 3, &r->k1);
@@ -283,8 +283,8 @@ test_ota_s7_chunks_of_another_offer_ignored(void **state)
     r->offer_id--; /* serve the real offer */
     r->mp->seen = 0;
     tml_heap_armed = 1;
-    (void)gw_serve(r->mp, &r->a, r->offer_id + 1, r->image, r->len, 1024,
-                   NULL, &r->now, 10, 400);
+    (void)gw_serve(r->mp, &r->a, r->offer_id + 1, r->image, r->len, 1024, NULL,
+                   &r->now, 10, 400);
     tml_heap_armed = 0;
     rig_run(r, 3, 10);
     tmla_ota_status(&r->a, &st, NULL, NULL);
@@ -360,7 +360,7 @@ test_ota_s9_chunks_outside_the_image_dropped(void **state)
     tml_heap_armed = 1;
     assert_int_equal(gw_offer(&r->a, r->offer_id, r->cose, r->cose_len, r->now),
                      TML_OK);
-    (void)gw_chunk(&r->a, r->offer_id, 3000, junk, 16, r->now);  /* at end */
+    (void)gw_chunk(&r->a, r->offer_id, 3000, junk, 16, r->now); /* at end */
     (void)gw_chunk(&r->a, r->offer_id, 0xfffffff0u, junk, 64, r->now);
     (void)gw_chunk(&r->a, r->offer_id, 2048, junk, 1024, r->now); /* ahead */
     (void)gw_chunk(&r->a, r->offer_id, 0, r->image, 1024, r->now);
@@ -437,8 +437,8 @@ test_ota_s11_reboot_mid_download_resumes(void **state)
     rig_boot(r); /* reboot */
     tmla_ota_status(&r->a, &st, NULL, &off_after);
     assert_int_equal(st, TML_OTA_DOWNLOADING);
-    print_message("S11: resumed at %u of %u after a reboot at %u\n",
-                  off_after, (unsigned)r->len, off_before);
+    print_message("S11: resumed at %u of %u after a reboot at %u\n", off_after,
+                  (unsigned)r->len, off_before);
     assert_true(off_before - off_after <= TMLA_OTA_CHECKPOINT);
     assert_true(off_after > 0);
     r->mp->seen = 0;

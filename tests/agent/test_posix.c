@@ -25,8 +25,7 @@
 static struct tmla_port mem;
 
 static int
-w_publish(void *u, const char *t, const uint8_t *p, size_t n, uint8_t q,
-          bool r)
+w_publish(void *u, const char *t, const uint8_t *p, size_t n, uint8_t q, bool r)
 {
     (void)u;
     return mem.publish(mem.user, t, p, n, q, r);
@@ -102,9 +101,8 @@ use_posix(struct posix_rig *p)
     if (mem.publish == NULL) /* the memport's own, saved once */
         mem = p->r->mp->port;
     port = mem;
-    assert_int_equal(tmla_posix_open(&p->px, p->dir, MP_SLOT_SIZE, MP_ERASE,
-                                     MP_ALIGN),
-                     0);
+    assert_int_equal(
+        tmla_posix_open(&p->px, p->dir, MP_SLOT_SIZE, MP_ERASE, MP_ALIGN), 0);
     p->px.strict = true;
     p->px.no_sync = true;
     tmla_posix_fill_port(&p->px, &port);

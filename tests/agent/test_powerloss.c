@@ -224,8 +224,8 @@ test_powerloss_s15_half_the_state_writes_fail(void **state)
         {
             const struct tmla_model *m = tmla_active_model(&r->a);
 
-            if (m == NULL || !mp_slot_matches(r->mp, m->slot, m->size,
-                                              m->sha256))
+            if (m == NULL ||
+                !mp_slot_matches(r->mp, m->slot, m->size, m->sha256))
                 unverified++;
         }
     }
@@ -327,8 +327,8 @@ test_powerloss_seq_reservation_every_op(void **state)
             (max_s != 0 && min_s2 <= max_s) || max_t2 == 0 || max_s2 == 0) {
             print_message("seq: cut %ld: tele %u..%u then %u..%u, sample "
                           "%u..%u then %u..%u\n",
-                          i, min_t, max_t, min_t2, max_t2, min_s, max_s,
-                          min_s2, max_s2);
+                          i, min_t, max_t, min_t2, max_t2, min_s, max_s, min_s2,
+                          max_s2);
             reused++;
         }
     }

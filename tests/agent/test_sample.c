@@ -53,8 +53,10 @@ static enum tmla_capture_rc
 capture(struct rig *r, uint32_t conf, const void *in, size_t len,
         uint8_t reason)
 {
-    struct tmla_inference inf = {.predicted = 2, .confidence_bp = conf,
-                                 .dtype = TML_DTYPE_U8, .n_shape = 1};
+    struct tmla_inference inf = {.predicted = 2,
+                                 .confidence_bp = conf,
+                                 .dtype = TML_DTYPE_U8,
+                                 .n_shape = 1};
     enum tmla_capture_rc rc;
 
     inf.shape[0] = (uint32_t)len;

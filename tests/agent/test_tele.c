@@ -41,9 +41,9 @@ teles(const struct memport *mp, size_t from, struct tml_tele *out, size_t cap)
         if (mp->log[i].kind == TML_KIND_TELE) {
             bool dup = false;
 
-            assert_int_equal(tml_tele_decode(mp->log[i].payload,
-                                             mp->log[i].len, &out[n]),
-                             TML_OK);
+            assert_int_equal(
+                tml_tele_decode(mp->log[i].payload, mp->log[i].len, &out[n]),
+                TML_OK);
             for (size_t j = 0; j < n; j++)
                 dup |= out[j].seq == out[n].seq;
             n += !dup;
@@ -67,10 +67,10 @@ test_tele_summary_arithmetic(void **state)
     uint8_t in[4] = {1, 2, 3, 4};
 
     tml_heap_armed = 1;
-    tmla_record(&r->a, 0, 9500, 800);     /* lat bin 0, conf bin 9 */
-    tmla_record(&r->a, 1, 10000, 1000);   /* lat bin 1, conf bin 9 */
-    tmla_record(&r->a, 1, 4999, 3999);    /* lat bin 2, conf bin 4, low */
-    tmla_record(&r->a, 3, 0, 5000);       /* lat bin 3, conf bin 0, low */
+    tmla_record(&r->a, 0, 9500, 800);       /* lat bin 0, conf bin 9 */
+    tmla_record(&r->a, 1, 10000, 1000);     /* lat bin 1, conf bin 9 */
+    tmla_record(&r->a, 1, 4999, 3999);      /* lat bin 2, conf bin 4, low */
+    tmla_record(&r->a, 3, 0, 5000);         /* lat bin 3, conf bin 0, low */
     tmla_record(&r->a, 9, 20000, 10000000); /* class -> 3, conf clamped,
                                                lat last bin */
     tmla_record_error(&r->a);
@@ -342,9 +342,9 @@ test_tele_cmd_sets_period_and_threshold(void **state)
         if (r->mp->log[i].kind == TML_KIND_HELLO) {
             struct tml_hello h;
 
-            assert_int_equal(tml_hello_decode(r->mp->log[i].payload,
-                                              r->mp->log[i].len, &h),
-                             TML_OK);
+            assert_int_equal(
+                tml_hello_decode(r->mp->log[i].payload, r->mp->log[i].len, &h),
+                TML_OK);
             assert_true(h.has_nonce);
             assert_int_equal(h.nonce, 78);
             assert_true(r->mp->log[i].retain);
@@ -362,13 +362,12 @@ test_tele_foreign_and_bad_messages_rejected(void **state)
     uint8_t junk[] = {0xff, 0x00, 0x13};
 
     tml_heap_armed = 1;
-    assert_int_equal(tmla_on_message(&r->a, other, strlen(other), junk, 3,
-                                     r->now),
-                     TML_ERR_TOPIC);
+    assert_int_equal(
+        tmla_on_message(&r->a, other, strlen(other), junk, 3, r->now),
+        TML_ERR_TOPIC);
     assert_int_equal(tmla_on_message(&r->a, up, strlen(up), junk, 3, r->now),
                      TML_ERR_TOPIC);
-    assert_int_not_equal(gw_send(&r->a, TML_KIND_ACK, junk, 3, r->now),
-                         TML_OK);
+    assert_int_not_equal(gw_send(&r->a, TML_KIND_ACK, junk, 3, r->now), TML_OK);
     /* An ack beyond anything sent does not free unsent summaries. */
     r->mp->offline = true;
     tmla_on_disconnect(&r->a);

@@ -48,28 +48,28 @@ extern "C" {
 /* One trusted operator public key. The manifest's COSE kid selects it. */
 struct tmla_trusted_key {
     uint8_t kid[TML_MAX_KID];
-    uint8_t kid_len;      /* 1..TML_MAX_KID */
-    uint8_t pub[65];      /* uncompressed P-256 point 0x04 || X || Y */
+    uint8_t kid_len; /* 1..TML_MAX_KID */
+    uint8_t pub[65]; /* uncompressed P-256 point 0x04 || X || Y */
 };
 
 /* Filled with defaults by tmla_config_defaults(), then adjusted by the
  * firmware. Pointers are borrowed for the agent's whole life (use static or
  * const data). */
 struct tmla_config {
-    const char *device_id;  /* NUL-terminated certificate CN, required */
-    const char *hw;         /* NUL-terminated hardware target, required */
+    const char *device_id;     /* NUL-terminated certificate CN, required */
+    const char *hw;            /* NUL-terminated hardware target, required */
     const char *const *groups; /* firmware-declared groups (hello) */
-    size_t n_groups;        /* <= TML_MAX_GROUPS */
+    size_t n_groups;           /* <= TML_MAX_GROUPS */
 
     const struct tmla_trusted_key *keys; /* trusted operator keys */
-    size_t n_keys;          /* 1..TMLA_MAX_KEYS */
+    size_t n_keys;                       /* 1..TMLA_MAX_KEYS */
 
     /* What a model may need (a manifest asking more is refused). */
-    uint32_t arena_size;    /* tensor arena bytes available */
-    uint8_t input_dtype;    /* enum tml_dtype, 0 = do not check */
-    size_t n_input_shape;   /* 0 = do not check the shape */
+    uint32_t arena_size;  /* tensor arena bytes available */
+    uint8_t input_dtype;  /* enum tml_dtype, 0 = do not check */
+    size_t n_input_shape; /* 0 = do not check the shape */
     uint32_t input_shape[TML_MAX_SHAPE];
-    uint32_t max_labels;    /* 0 = do not check */
+    uint32_t max_labels; /* 0 = do not check */
 
     /* Sample spool: captured inputs are copied here. Split into
      * TMLA_SAMPLE_SLOTS equal parts; an input larger than one part is not
@@ -91,56 +91,56 @@ struct tmla_config {
                                    counted in the last class) */
 
     /* Transport and timers. */
-    uint32_t max_payload;       /* largest message the transport carries,
-                                   default TML_MAX_MESSAGE */
-    uint32_t ack_timeout_ms;    /* resend unacked records, default 30000 */
-    uint32_t ota_chunk;         /* requested chunk bytes, default 1024,
-                                   <= TML_CHUNK_MAX */
-    uint32_t ota_window;        /* chunks per request, default 4 */
+    uint32_t max_payload;            /* largest message the transport carries,
+                                        default TML_MAX_MESSAGE */
+    uint32_t ack_timeout_ms;         /* resend unacked records, default 30000 */
+    uint32_t ota_chunk;              /* requested chunk bytes, default 1024,
+                                        <= TML_CHUNK_MAX */
+    uint32_t ota_window;             /* chunks per request, default 4 */
     uint32_t ota_request_timeout_ms; /* re-request, default 10000 */
-    uint32_t ota_min_rate_bps;  /* slow retrieval (S10): a download must
-                                   average at least this rate after
-                                   ota_grace_ms, default 64 */
-    uint32_t ota_grace_ms;      /* default 60000 */
-    uint32_t confirm_timeout_ms; /* trial revert if not confirmed,
-                                    default 300000 */
-    uint8_t trial_max_boots;    /* reboots in trial before revert, default 2 */
-    bool auto_confirm;          /* confirm as soon as the golden vectors
-                                   pass (no application self-test) */
+    uint32_t ota_min_rate_bps;       /* slow retrieval (S10): a download must
+                                        average at least this rate after
+                                        ota_grace_ms, default 64 */
+    uint32_t ota_grace_ms;           /* default 60000 */
+    uint32_t confirm_timeout_ms;     /* trial revert if not confirmed,
+                                        default 300000 */
+    uint8_t trial_max_boots; /* reboots in trial before revert, default 2 */
+    bool auto_confirm;       /* confirm as soon as the golden vectors
+                                pass (no application self-test) */
 };
 
 /* ---- results ------------------------------------------------------------- */
 
 enum tmla_capture_rc {
-    TMLA_CAPTURE_KEPT = 0,       /* in the reservoir (may still be replaced) */
-    TMLA_CAPTURE_NOT_SELECTED,   /* reason 0 and neither low nor audited */
-    TMLA_CAPTURE_DROPPED,        /* budget exhausted or reservoir said no */
-    TMLA_CAPTURE_TOO_LARGE,      /* bigger than one spool part */
-    TMLA_CAPTURE_DISABLED,       /* no spool, or budget 0 */
-    TMLA_CAPTURE_INVALID         /* bad reason, dtype or shape */
+    TMLA_CAPTURE_KEPT = 0,     /* in the reservoir (may still be replaced) */
+    TMLA_CAPTURE_NOT_SELECTED, /* reason 0 and neither low nor audited */
+    TMLA_CAPTURE_DROPPED,      /* budget exhausted or reservoir said no */
+    TMLA_CAPTURE_TOO_LARGE,    /* bigger than one spool part */
+    TMLA_CAPTURE_DISABLED,     /* no spool, or budget 0 */
+    TMLA_CAPTURE_INVALID       /* bad reason, dtype or shape */
 };
 
 /* Counters for tests, the footprint report and a firmware's diagnostics. */
 struct tmla_stats {
-    uint32_t state_writes;       /* persisted-state writes since init */
-    uint32_t state_write_fails;  /* writes whose read-back failed */
-    uint32_t update_state_writes;/* state writes of the current/last update */
-    uint32_t flash_ops;          /* erase + write calls since init */
-    uint32_t publishes;          /* successful publish calls */
-    uint32_t publish_again;      /* publish said AGAIN or failed */
-    uint32_t tele_resent;        /* summaries published more than once */
-    uint32_t tele_folded;        /* ring folds since init */
-    uint32_t samples_sent;       /* sample chunks published */
-    uint32_t samples_dropped;    /* captures not kept */
-    uint32_t bad_messages;       /* down messages that did not decode */
-    uint32_t chunks_rejected;    /* wrong offer, outside window, oversize */
-    uint32_t ring_high_water;    /* most tele entries held at once */
+    uint32_t state_writes;        /* persisted-state writes since init */
+    uint32_t state_write_fails;   /* writes whose read-back failed */
+    uint32_t update_state_writes; /* state writes of the current/last update */
+    uint32_t flash_ops;           /* erase + write calls since init */
+    uint32_t publishes;           /* successful publish calls */
+    uint32_t publish_again;       /* publish said AGAIN or failed */
+    uint32_t tele_resent;         /* summaries published more than once */
+    uint32_t tele_folded;         /* ring folds since init */
+    uint32_t samples_sent;        /* sample chunks published */
+    uint32_t samples_dropped;     /* captures not kept */
+    uint32_t bad_messages;        /* down messages that did not decode */
+    uint32_t chunks_rejected;     /* wrong offer, outside window, oversize */
+    uint32_t ring_high_water;     /* most tele entries held at once */
 };
 
 /* ---- the context (allocated by the firmware; fields are private) -------- */
 
 struct tmla__sum {
-    uint32_t seq;              /* 0 = not yet assigned (never sent) */
+    uint32_t seq; /* 0 = not yet assigned (never sent) */
     uint32_t model_version;
     uint32_t start_ms, end_ms; /* period bounds (agent clock) */
     uint32_t n_inferences, n_low_conf, n_flagged, n_errors;
@@ -152,17 +152,17 @@ struct tmla__sum {
     uint32_t lat_hist[TMLA_LAT_BINS];
     struct tml_health health;
     bool has_health;
-    bool in_flight;            /* published, waiting for an ack */
+    bool in_flight; /* published, waiting for an ack */
     uint32_t sent_ms;
     uint8_t n_sends;
 };
 
 struct tmla__sample {
-    uint8_t state;             /* free, held (reservoir), pending (sent) */
+    uint8_t state; /* free, held (reservoir), pending (sent) */
     uint8_t reason, dtype, n_shape;
     bool has_expected;
     bool in_flight;
-    uint16_t next_chunk;       /* chunks published in the current round */
+    uint16_t next_chunk; /* chunks published in the current round */
     uint32_t id, first_seq, n_chunks, len;
     uint32_t predicted, confidence_bp, expected, rate_hz, model_version;
     uint32_t shape[TML_MAX_SHAPE];
@@ -174,19 +174,19 @@ struct tmla__pstate {
     uint32_t magic;
     uint32_t gen;
     uint32_t boot_count;
-    uint32_t seq_hi[2];        /* highest seq reserved: tele, sample */
-    uint32_t floor;            /* anti-rollback: lowest version accepted */
-    uint32_t time_floor;       /* newest "created" of a verified manifest */
-    uint32_t last_version;     /* of the last update */
+    uint32_t seq_hi[2];    /* highest seq reserved: tele, sample */
+    uint32_t floor;        /* anti-rollback: lowest version accepted */
+    uint32_t time_floor;   /* newest "created" of a verified manifest */
+    uint32_t last_version; /* of the last update */
     uint32_t dl_offer_id;
-    uint32_t dl_checkpoint;    /* bytes known to be in flash */
-    uint8_t active;            /* slot, 0xff = no model */
-    uint8_t valid;             /* bit s: slot s holds a verified image */
-    uint8_t trial;             /* 1: active model not yet confirmed */
+    uint32_t dl_checkpoint; /* bytes known to be in flash */
+    uint8_t active;         /* slot, 0xff = no model */
+    uint8_t valid;          /* bit s: slot s holds a verified image */
+    uint8_t trial;          /* 1: active model not yet confirmed */
     uint8_t trial_boots;
-    uint8_t vectors_ok;        /* trial: golden vectors passed */
-    uint8_t revoked;           /* bit k: config key k revoked */
-    uint8_t dl;                /* 1: download into slot !active (or 0) */
+    uint8_t vectors_ok; /* trial: golden vectors passed */
+    uint8_t revoked;    /* bit k: config key k revoked */
+    uint8_t dl;         /* 1: download into slot !active (or 0) */
     uint8_t last_state, last_reason;
     uint8_t pad[3];
     struct tmla_model slot[2];
@@ -197,9 +197,9 @@ struct tmla_agent {
     struct tmla_config cfg;
     struct tmla_port port;
     struct tmla__pstate ps;
-    uint8_t ps_copy;           /* copy to write next */
+    uint8_t ps_copy; /* copy to write next */
     bool connected;
-    bool started;              /* first poll seen */
+    bool started; /* first poll seen */
     bool hello_due, load_due, persist_due, has_nonce;
     uint32_t now_ms;
     uint32_t hello_nonce;
@@ -208,28 +208,28 @@ struct tmla_agent {
     struct tmla__sum cur;
     struct tmla__sum ring[TMLA_TELE_RING];
     uint8_t ring_head, ring_n;
-    uint32_t tele_next;        /* next tele seq to hand out */
+    uint32_t tele_next; /* next tele seq to hand out */
     uint32_t tele_acked;
 
     /* capture */
     struct tmla__sample samples[TMLA_SAMPLE_SLOTS];
     uint8_t reservoir[TMLA_SAMPLE_SLOTS]; /* reservoir index -> slot */
-    uint8_t res_n, res_k;      /* held, capacity this period */
-    uint32_t candidates;       /* this budget period */
+    uint8_t res_n, res_k;                 /* held, capacity this period */
+    uint32_t candidates;                  /* this budget period */
     uint32_t tokens;
     uint32_t budget_start_ms;
-    uint32_t sample_next;      /* next sample seq */
+    uint32_t sample_next; /* next sample seq */
     uint32_t sample_acked;
 
     /* OTA */
     uint8_t ota_state, ota_reason;
     uint32_t ota_offer_id, ota_version;
-    uint32_t ota_offset;       /* bytes received (flash + carry) */
-    uint32_t ota_req_end;      /* end of the outstanding request */
+    uint32_t ota_offset;  /* bytes received (flash + carry) */
+    uint32_t ota_req_end; /* end of the outstanding request */
     uint32_t ota_req_ms, ota_start_ms, ota_start_off, trial_ms;
     uint8_t ota_retries;
     uint8_t carry_len;
-    bool ota_hashing;          /* sha holds the stream hash */
+    bool ota_hashing; /* sha holds the stream hash */
     bool status_due;
     uint8_t carry[TMLA_MAX_WRITE_ALIGN];
     union {
@@ -299,15 +299,15 @@ void tmla_record_error(struct tmla_agent *a);
 
 /* The inference a captured input belongs to. */
 struct tmla_inference {
-    uint32_t predicted;       /* class index */
-    uint32_t confidence_bp;   /* 0..10000 */
-    bool has_expected;        /* the application knows the right class */
+    uint32_t predicted;     /* class index */
+    uint32_t confidence_bp; /* 0..10000 */
+    bool has_expected;      /* the application knows the right class */
     uint32_t expected;
-    uint8_t dtype;            /* enum tml_dtype of the input, 0 = U8 */
-    size_t n_shape;           /* <= TML_MAX_SHAPE, 0 = [len] (bytes);
-                                 every dimension >= 1 */
+    uint8_t dtype;  /* enum tml_dtype of the input, 0 = U8 */
+    size_t n_shape; /* <= TML_MAX_SHAPE, 0 = [len] (bytes);
+                       every dimension >= 1 */
     uint32_t shape[TML_MAX_SHAPE];
-    uint32_t rate_hz;         /* sampling rate of a time series, or 0 */
+    uint32_t rate_hz; /* sampling rate of a time series, or 0 */
 };
 
 /* Offers one input for capture. reason is an enum tml_sample_reason, or 0 to
@@ -319,8 +319,8 @@ struct tmla_inference {
  * the sample spool. Kept inputs are sent when the budget period ends. */
 enum tmla_capture_rc tmla_capture(struct tmla_agent *a,
                                   const struct tmla_inference *inf,
-                                  const void *input, size_t len,
-                                  uint8_t reason, uint32_t now_ms);
+                                  const void *input, size_t len, uint8_t reason,
+                                  uint32_t now_ms);
 
 /* The application's self-test of the model in trial passed: the agent makes
  * it permanent (persisted) and reports CONFIRMED. Returns TML_OK, or

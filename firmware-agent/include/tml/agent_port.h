@@ -39,16 +39,16 @@ enum tmla_port_rc {
 /* A model as the agent knows it: what sits in one slot. The application gets
  * this from tmla_active_model() and from the activate callback. */
 struct tmla_model {
-    uint8_t slot;                 /* 0 or 1 */
+    uint8_t slot; /* 0 or 1 */
     uint32_t version;
-    uint32_t size;                /* image bytes in the slot (model+vectors) */
-    uint32_t model_size;          /* model bytes at the start of the slot */
-    uint32_t arena_size;          /* tensor arena the model needs */
-    uint32_t n_vectors;           /* golden vectors after the model */
-    uint32_t vector_input_len;    /* input bytes of one vector */
+    uint32_t size;             /* image bytes in the slot (model+vectors) */
+    uint32_t model_size;       /* model bytes at the start of the slot */
+    uint32_t arena_size;       /* tensor arena the model needs */
+    uint32_t n_vectors;        /* golden vectors after the model */
+    uint32_t vector_input_len; /* input bytes of one vector */
     uint32_t score_tol_bp;
     uint8_t sha256[TML_SHA256_LEN]; /* of the whole image */
-    char name[TML_MAX_NAME + 1];  /* NUL-terminated */
+    char name[TML_MAX_NAME + 1];    /* NUL-terminated */
 };
 
 struct tmla_port {
@@ -77,8 +77,8 @@ struct tmla_port {
     uint32_t write_align; /* 1..TMLA_MAX_WRITE_ALIGN, a power of two */
     int (*flash_read)(void *user, uint8_t slot, uint32_t off, void *buf,
                       size_t len);
-    int (*flash_write)(void *user, uint8_t slot, uint32_t off,
-                       const void *buf, size_t len);
+    int (*flash_write)(void *user, uint8_t slot, uint32_t off, const void *buf,
+                       size_t len);
     int (*flash_erase)(void *user, uint8_t slot, uint32_t off, size_t len);
 
     /* ---- persisted state ---------------------------------------------------
@@ -91,10 +91,11 @@ struct tmla_port {
     int (*state_read)(void *user, uint8_t copy, void *buf, size_t len);
     int (*state_write)(void *user, uint8_t copy, const void *buf, size_t len);
 
-    /* ---- crypto --------------------------------------------------------------
-     * ctx points to TMLA_SHA256_CTX_SIZE bytes, 8-byte aligned, owned by the
-     * agent; the port keeps its hash state there (no allocation). Several
-     * contexts may be live at once. Negative on failure. */
+    /* ---- crypto
+     * -------------------------------------------------------------- ctx points
+     * to TMLA_SHA256_CTX_SIZE bytes, 8-byte aligned, owned by the agent; the
+     * port keeps its hash state there (no allocation). Several contexts may be
+     * live at once. Negative on failure. */
     int (*sha256_init)(void *user, void *ctx);
     int (*sha256_update)(void *user, void *ctx, const void *p, size_t len);
     int (*sha256_final)(void *user, void *ctx, uint8_t out[TML_SHA256_LEN]);
@@ -105,7 +106,8 @@ struct tmla_port {
                         const uint8_t hash[TML_SHA256_LEN],
                         const uint8_t sig[TML_ES256_SIG_LEN]);
 
-    /* ---- time, randomness, health ------------------------------------------ */
+    /* ---- time, randomness, health ------------------------------------------
+     */
 
     /* Optional. Wall clock in unix seconds, or 0 if the device has no trusted
      * time (then manifest expiry is checked only against the newest
@@ -117,7 +119,8 @@ struct tmla_port {
      * if it has none. */
     bool (*health)(void *user, struct tml_health *out);
 
-    /* ---- the application's model ------------------------------------------ */
+    /* ---- the application's model ------------------------------------------
+     */
 
     /* Asks the application to switch to model m (read it from slot m->slot).
      * Called to activate a verified download, and on a revert (then m is the

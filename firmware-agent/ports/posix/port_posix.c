@@ -15,8 +15,8 @@
 #define IO_BLOCK 4096
 
 static int
-path_of(const struct tmla_posix *p, const char *kind, unsigned idx,
-        char *buf, size_t cap)
+path_of(const struct tmla_posix *p, const char *kind, unsigned idx, char *buf,
+        size_t cap)
 {
     int n = snprintf(buf, cap, "%s/%s%u.bin", p->dir, kind, idx);
 
@@ -147,8 +147,8 @@ aligned(const struct tmla_posix *p, uint32_t off, size_t len, uint32_t unit)
 }
 
 int
-tmla_posix_flash_write(void *user, uint8_t slot, uint32_t off,
-                       const void *buf, size_t len)
+tmla_posix_flash_write(void *user, uint8_t slot, uint32_t off, const void *buf,
+                       size_t len)
 {
     struct tmla_posix *p = user;
     char path[300];

@@ -27,27 +27,26 @@ extern "C" {
 #endif
 
 struct tmla_posix {
-    char dir[240];          /* device directory, no trailing slash */
+    char dir[240]; /* device directory, no trailing slash */
     uint32_t slot_size;
     uint32_t erase_size;
     uint32_t write_align;
-    bool strict;            /* MCUboot rules: refuse writes to bytes that are
-                               not erased, and unaligned writes/erases */
-    int64_t write_budget;   /* bytes that may still be written; < 0 =
-                               unlimited (the default) */
-    bool dead;              /* the budget ran out: power is off */
-    bool no_sync;           /* skip fdatasync of state writes (many
-                               simulated devices on one disk) */
+    bool strict;          /* MCUboot rules: refuse writes to bytes that are
+                             not erased, and unaligned writes/erases */
+    int64_t write_budget; /* bytes that may still be written; < 0 =
+                             unlimited (the default) */
+    bool dead;            /* the budget ran out: power is off */
+    bool no_sync;         /* skip fdatasync of state writes (many
+                             simulated devices on one disk) */
     uint32_t n_flash_writes, n_erases, n_state_writes, n_violations;
-    void *app;              /* free for the application */
+    void *app; /* free for the application */
 };
 
 /* Prepares p for directory dir (created if missing, mode 0700) and creates
  * missing slot files filled with 0xff. slot_size must be a multiple of
  * erase_size. Returns 0, or -errno. */
-int tmla_posix_open(struct tmla_posix *p, const char *dir,
-                    uint32_t slot_size, uint32_t erase_size,
-                    uint32_t write_align);
+int tmla_posix_open(struct tmla_posix *p, const char *dir, uint32_t slot_size,
+                    uint32_t erase_size, uint32_t write_align);
 
 /* Sets port->user = p, the geometry, and the flash_* and state_* members. */
 void tmla_posix_fill_port(struct tmla_posix *p, struct tmla_port *port);
@@ -57,8 +56,7 @@ int tmla_posix_flash_read(void *user, uint8_t slot, uint32_t off, void *buf,
                           size_t len);
 int tmla_posix_flash_write(void *user, uint8_t slot, uint32_t off,
                            const void *buf, size_t len);
-int tmla_posix_flash_erase(void *user, uint8_t slot, uint32_t off,
-                           size_t len);
+int tmla_posix_flash_erase(void *user, uint8_t slot, uint32_t off, size_t len);
 int tmla_posix_state_read(void *user, uint8_t copy, void *buf, size_t len);
 int tmla_posix_state_write(void *user, uint8_t copy, const void *buf,
                            size_t len);
