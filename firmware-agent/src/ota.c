@@ -139,6 +139,20 @@ confirm(struct tmla_agent *a)
     set_state(a, TML_OTA_CONFIRMED, TML_OTA_R_NONE);
 }
 
+static bool hash_slot(struct tmla_agent *a, uint8_t d, uint32_t len, void *ctx);
+
+/* True if slot s still hashes to its recorded SHA-256. */
+static bool
+slot_intact(struct tmla_agent *a, uint8_t s)
+{
+    uint8_t digest[TML_SHA256_LEN];
+
+    return a->port.sha256_init(a->port.user, a->sha.b) == 0 &&
+           hash_slot(a, s, a->ps.slot[s].size, a->sha.b) &&
+           a->port.sha256_final(a->port.user, a->sha.b, digest) == 0 &&
+           memcmp(digest, a->ps.slot[s].sha256, TML_SHA256_LEN) == 0;
+}
+
 void
 tmla__ota_boot(struct tmla_agent *a, uint32_t now_ms)
 {
@@ -146,6 +160,27 @@ tmla__ota_boot(struct tmla_agent *a, uint32_t now_ms)
     uint8_t d = dl_slot(a);
 
     a->ota_state = TML_OTA_IDLE;
+    /* Check what the application is about to load: flash can rot, or a
+     * write can have failed silently. A model that no longer verifies is
+     * dropped and the other slot takes over if it is whole (S15). */
+    if (tmla_active_model(a) != NULL && !slot_intact(a, ps->active)) {
+        uint8_t bad = ps->active, other = (uint8_t)(bad ^ 1u);
+
+        ps->valid &= (uint8_t) ~(1u << bad);
+        ps->trial = 0;
+        ps->active = TMLA__NO_SLOT;
+        if ((ps->valid & (1u << other)) && slot_intact(a, other))
+            ps->active = other;
+        else
+            ps->valid = 0;
+        ps->last_state = TML_OTA_REVERTED;
+        ps->last_reason = TML_OTA_R_FLASH;
+        a->ota_state = TML_OTA_REVERTED;
+        a->ota_reason = TML_OTA_R_FLASH;
+        a->ota_version = ps->slot[bad].version;
+        a->status_due = true;
+        return;
+    }
     if (ps->trial && tmla_active_model(a) != NULL) {
         a->ota_version = ps->slot[ps->active].version;
         a->ota_state = TML_OTA_TRIAL;
@@ -161,8 +196,9 @@ tmla__ota_boot(struct tmla_agent *a, uint32_t now_ms)
         a->ota_version = ps->slot[d].version;
         a->ota_offset = ps->dl_checkpoint;
     } else if (ps->last_state == TML_OTA_READY && (ps->valid & (1u << d))) {
+        /* Verified before the reboot: hash it again before activating. */
         ps->trial = 0;
-        a->ota_state = TML_OTA_READY;
+        a->ota_state = TML_OTA_VERIFYING;
         a->ota_version = ps->slot[d].version;
     } else {
         ps->trial = 0;
@@ -626,10 +662,13 @@ verify_slot(struct tmla_agent *a)
         fail(a, TML_OTA_R_FLASH);
         return;
     }
-    a->ps.valid |= (uint8_t)(1u << d);
-    a->ps.dl = 0;
-    a->ps.last_state = TML_OTA_READY;
-    commit_update(a);
+    if (!(a->ps.valid & (1u << d)) || a->ps.dl ||
+        a->ps.last_state != TML_OTA_READY) {
+        a->ps.valid |= (uint8_t)(1u << d);
+        a->ps.dl = 0;
+        a->ps.last_state = TML_OTA_READY;
+        commit_update(a);
+    }
     set_state(a, TML_OTA_READY, TML_OTA_R_NONE);
 }
 

@@ -658,6 +658,33 @@ test_ota_busy_while_downloading(void **state)
     assert_true(tmla_in_trial(&r->a));
 }
 
+static void
+test_ota_boot_drops_a_corrupted_model(void **state)
+{
+    struct rig *r = *state;
+    const struct tmla_model *m;
+    uint8_t st, reason;
+
+    rig_install(r, 1, &r->k1);
+    rig_install(r, 2, &r->k1);
+    m = tmla_active_model(&r->a);
+    r->mp->flash[m->slot][100] ^= 0x04; /* bit rot in the running model */
+    rig_boot(r);
+    tmla_ota_status(&r->a, &st, &reason, NULL);
+    assert_int_equal(st, TML_OTA_REVERTED);
+    assert_int_equal(reason, TML_OTA_R_FLASH);
+    m = tmla_active_model(&r->a);
+    assert_non_null(m);
+    assert_int_equal(m->version, 1);
+    assert_true(mp_slot_matches(r->mp, m->slot, m->size, m->sha256));
+    /* Both rotten: no model rather than a broken one. */
+    r->mp->flash[m->slot][7] ^= 0x01;
+    rig_boot(r);
+    assert_null(tmla_active_model(&r->a));
+    /* And the device still takes a fresh install. */
+    rig_install(r, 3, &r->k1);
+}
+
 int
 main(void)
 {
@@ -685,6 +712,7 @@ main(void)
         T(test_ota_application_defers_activation),
         T(test_ota_reject_model_and_cancel),
         T(test_ota_busy_while_downloading),
+        T(test_ota_boot_drops_a_corrupted_model),
 #undef T
     };
 
