@@ -50,6 +50,10 @@ ldflags="-mcpu=cortex-m4 -mthumb -specs=nano.specs -specs=nosys.specs
 "$cc" $ldflags -Wl,-Map="$out/fw.map" "$out/main.o" $objs -o "$out/fw.elf"
 # shellcheck disable=SC2086
 "$cc" $ldflags "$out/baseline.o" -o "$out/baseline.elf"
+# The same firmware with link-time optimisation, for comparison.
+# shellcheck disable=SC2086
+"$cc" $cflags -flto -I"$root/proto/src" $ldflags "$here/main.c" \
+    "$root"/proto/src/*.c "$root"/firmware-agent/src/*.c -o "$out/fw_lto.elf"
 
 read_size() { # prints "text data bss"
     "$size" -A "$1" | awk '
@@ -62,6 +66,8 @@ set -- $(read_size "$out/fw.elf")
 fw_t=$1 fw_d=$2 fw_b=$3
 set -- $(read_size "$out/baseline.elf")
 bl_t=$1 bl_d=$2 bl_b=$3
+set -- $(read_size "$out/fw_lto.elf")
+lto_flash=$(( ($1 + $2) - (bl_t + bl_d) ))
 flash=$(( (fw_t + fw_d) - (bl_t + bl_d) ))
 ram=$(( (fw_d + fw_b) - (bl_d + bl_b) ))
 ctx=$("$nm" -S --size-sort "$out/fw.elf" | awk '$4 == "agent" {print $2}')
@@ -104,13 +110,14 @@ printf '%-40s %8d %8d\n' "RAM (.data+.bss incl. context)" "$ram" "$budget_ram"
 printf '%-40s %8d %8s\n' "  agent core objects (linked)" "$agent_flash" "-"
 printf '%-40s %8d %8s\n' "  proto objects (linked)" "$proto_flash" "-"
 printf '%-40s %8d %8s\n' "  of which struct tmla_agent" "$ctx" "-"
+printf '%-40s %8d %8d\n' "flash agent+proto with -flto" "$lto_flash" "$budget_flash"
 printf '%-40s %8d %8s\n' "objects before gc (.text+.data)" "$objsize" "-"
 printf '%-40s %8d %8s\n' "whole minimal firmware flash" "$((fw_t + fw_d))" "-"
 printf '%-40s %8d %8s\n' "baseline firmware flash (no agent)" "$((bl_t + bl_d))" "-"
 if [ "$flash" -gt "$budget_flash" ]; then
     echo "flash: agent+proto over the 10 KiB budget by $((flash - budget_flash)) bytes"
 fi
-echo "RESULT footprint flash=$flash ram=$ram ctx=$ctx agent_flash=$agent_flash proto_flash=$proto_flash budget_flash=$budget_flash budget_ram=$budget_ram"
+echo "RESULT footprint flash=$flash ram=$ram ctx=$ctx agent_flash=$agent_flash proto_flash=$proto_flash lto_flash=$lto_flash budget_flash=$budget_flash budget_ram=$budget_ram"
 if [ "$check" = "--check" ]; then
     if [ "$ram" -gt "$budget_ram" ] || [ "$agent_flash" -gt "$agent_guard" ] ||
        [ "$agent_flash" -eq 0 ]; then
