@@ -28,7 +28,7 @@
 
 #define POLL_MS 200u
 #define MISC_MS 1000u
-#define CONNECT_TIMEOUT_MS 15000u
+#define CONNECT_TIMEOUT_MS 10000u
 #define BACKOFF_MIN_MS 500u
 #define BACKOFF_MAX_MS 10000u
 #define BOOT_DELAY_MS 300u
@@ -443,6 +443,26 @@ reboot(struct dev *d)
     d->next_connect_ms = d->sim->now_ms + BOOT_DELAY_MS;
 }
 
+static void
+relink(struct dev *d)
+{
+    char err[256];
+    bool was_connected = d->link.is_connected;
+
+    d->relinks++;
+    net_link_destroy(&d->link);
+    d->is_link_up = false;
+    if (was_connected)
+        tmla_on_disconnect(&d->agent);
+    if (link_create(d, err, sizeof(err)) != 0) {
+        fprintf(stderr, "devsim: %s: cannot rebuild the link: %s\n", d->id,
+                err);
+        d->next_connect_ms = UINT64_MAX;
+        return;
+    }
+    d->next_connect_ms = d->sim->now_ms + d->backoff_ms;
+}
+
 /* ---- workload --------------------------------------------------------------- */
 
 static void
@@ -569,11 +589,14 @@ dev_tick(struct sim *s, struct dev *d)
                                     BACKOFF_MAX_MS);
         }
     }
-    if (d->link.is_connecting && now - d->connect_started_ms >
-                                     CONNECT_TIMEOUT_MS) {
-        net_link_cut(&d->link);
-        net_link_misc(&d->link);
-    }
+    /* A link stuck in its handshake, or one whose socket hung up without
+     * libmosquitto noticing, is thrown away and built again (the agent
+     * just sees a disconnect). */
+    if (d->is_link_up &&
+        (d->link.is_dead ||
+         (d->link.is_connecting &&
+          now - d->connect_started_ms > CONNECT_TIMEOUT_MS)))
+        relink(d);
     if (s->is_producing) {
         uint64_t period = o->rate_hz > 0 ? (uint64_t)(1000.0 / o->rate_hz) : 0;
         unsigned burst = 0;
@@ -685,7 +708,8 @@ dev_write_json(const struct dev *d, FILE *f)
             "\"vectors_failed\": %llu, \"agent_tele_resent\": %u, "
             "\"agent_tele_folded\": %u, \"agent_samples_dropped\": %u, "
             "\"agent_bad_messages\": %u, \"ring_high_water\": %u, "
-            "\"state_writes\": %u, \"seq_reused\": %llu}",
+            "\"state_writes\": %u, \"seq_reused\": %llu, \"relinks\": "
+            "%llu}",
             d->id, d->n_groups ? d->groups[0] : "", d->tele.n,
             d->tele.n_acked, (unsigned long long)d->tele.resent,
             (unsigned long long)d->folded, d->tele.max_sent, d->tele.ack,
@@ -708,5 +732,6 @@ dev_write_json(const struct dev *d, FILE *f)
             (unsigned long long)d->vectors_failed, st->tele_resent,
             st->tele_folded, st->samples_dropped, st->bad_messages,
             st->ring_high_water, st->state_writes,
-            (unsigned long long)(d->tele.reused + d->samples.reused));
+            (unsigned long long)(d->tele.reused + d->samples.reused),
+            (unsigned long long)d->relinks);
 }

@@ -66,7 +66,7 @@ struct dev {
     uint64_t folded;
     uint64_t publishes, publish_bytes, publish_again;
     uint64_t acks_in, ota_in, cmds_in, bad_in;
-    uint64_t connects, disconnects, flaps, reboots;
+    uint64_t connects, disconnects, flaps, reboots, relinks;
     uint64_t garbage_sent, replays_sent;
     uint64_t vectors_run, vectors_failed;
     uint32_t confirms, rejects;

@@ -49,7 +49,7 @@ sync_link(struct net_link *l)
         l->fd = -1;
         l->want_out = false;
     }
-    if (fd < 0)
+    if (fd < 0 || l->is_dead)
         return;
     want_out = mosquitto_want_write(l->mosq);
     memset(&ev, 0, sizeof(ev));
@@ -180,6 +180,7 @@ net_link_connect(struct net_link *l)
     int rc;
 
     drop_registration(l);
+    l->is_dead = false;
     l->is_connected = false;
     l->is_connecting = true;
     if (l->n_connects == 0 && mosquitto_socket(l->mosq) < 0)
@@ -285,6 +286,15 @@ net_run_once(struct net *n, int timeout_ms)
         if (l->fd >= 0 && (evs[i].events & EPOLLOUT))
             mosquitto_loop_write(l->mosq, 1);
         sync_link(l);
+        /* A hung-up socket that libmosquitto did not close (it can happen
+         * while a connect is pending) would report EPOLLHUP forever: take
+         * it out of the set and let the owner rebuild the link. */
+        if ((evs[i].events & (EPOLLERR | EPOLLHUP)) && l->fd >= 0 &&
+            !l->is_connected) {
+            drop_registration(l);
+            l->is_dead = true;
+            l->is_connecting = false;
+        }
     }
     return k;
 }

@@ -40,6 +40,8 @@ struct net_link {
     bool want_out;     /* EPOLLOUT registered */
     bool is_connected; /* CONNACK seen, not yet disconnected */
     bool is_connecting;
+    bool is_dead;      /* socket hung up but libmosquitto kept it: the
+                          owner must destroy and re-create the link */
     const char *host;
     int port;
     int keepalive_s;
