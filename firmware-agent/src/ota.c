@@ -400,13 +400,17 @@ on_offer(struct tmla_agent *a, const struct tml_ota_down *o, uint32_t now_ms)
         if (k >= 0 && k != signer)
             revoke |= (uint8_t)(1u << k);
     }
-    if (revoke & ~a->ps.revoked) {
+    revoke &= (uint8_t)~a->ps.revoked; /* only what is new */
+    /* A rotation manifest (newly revokes another key and sets
+     * resets_floor) may lower the floor: recovery from a fast-forward
+     * attack with the old key. Its revocation is stored with the accepted
+     * download, so a replay later (the key already revoked) resets
+     * nothing. A plain revocation is stored at once. */
+    reset = m.resets_floor && revoke != 0;
+    if (revoke != 0 && !reset) {
         a->ps.revoked |= revoke;
         tmla__state_commit(a);
     }
-    /* A rotation manifest (revokes another key, resets_floor) may lower the
-     * floor: recovery from a fast-forward attack with the old key. */
-    reset = m.resets_floor && revoke != 0;
     r = check_fit(a, &m);
     if (r == TML_OTA_R_NONE && act != NULL && m.version == act->version &&
         !reset)
@@ -453,9 +457,10 @@ on_offer(struct tmla_agent *a, const struct tml_ota_down *o, uint32_t now_ms)
     a->ps.dl = 1;
     a->ps.dl_offer_id = o->offer_id;
     a->ps.dl_checkpoint = 0;
-    if (reset)
+    if (reset) {
+        a->ps.revoked |= revoke;
         a->ps.floor = m.version;
-    else if (m.version > a->ps.floor)
+    } else if (m.version > a->ps.floor)
         a->ps.floor = m.version;
     if (m.created > a->ps.time_floor)
         a->ps.time_floor = m.created;

@@ -509,6 +509,26 @@ test_ota_s12_fast_forward_recovered_by_rotation(void **state)
     assert_int_equal(tmla_active_model(&r->a)->version, 2);
     rig_model(r, 1, 8000, 0, &r->k2);
     expect_refused(r, TML_OTA_R_ROLLBACK);
+    /* A replay of the recovery manifest after a later update resets
+     * nothing: k1 is already revoked, so it is a plain downgrade. */
+    {
+        uint8_t rec[TML_MAX_MANIFEST];
+        size_t rec_len;
+
+        rig_model(r, 2, 20000, 3, &r->k2);
+        r->man.resets_floor = true;
+        r->man.n_revoke = 1;
+        r->man.revoke_kids[0].p = r->k1.kid;
+        r->man.revoke_kids[0].len = r->k1.kid_len;
+        rig_sign(r, &r->k2);
+        memcpy(rec, r->cose, r->cose_len);
+        rec_len = r->cose_len;
+        rig_install(r, 3, &r->k2);
+        memcpy(r->cose, rec, rec_len);
+        r->cose_len = rec_len;
+        expect_refused(r, TML_OTA_R_ROLLBACK);
+        assert_int_equal(tmla_active_model(&r->a)->version, 3);
+    }
 }
 
 static void
