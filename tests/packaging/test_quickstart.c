@@ -170,14 +170,19 @@ static void check_run(struct fx *f, int rc, double secs)
         assert_non_null(strstr(f->out, "tmld_devices_online                  10\n"));
     }
     if (has_tmld && has_sim && tmlctl_has("deploy")) {
-        /* The rollout to the turbines completes. */
-        assert_non_null(strstr(f->out, "100%"));
+        /* The rollout to the turbines completes: every turbine confirmed. */
+        assert_non_null(strstr(f->out, "quickstart: rollout 1: demo v2 to turbines: done, "
+                                       "5/5 devices confirmed (100%)"));
         assert_null(strstr(f->out, "tmlctl deploy exited with status"));
     } else if (!tmlctl_has("deploy")) {
         assert_non_null(strstr(f->out, "tmlctl deploy: not built yet, skipping"));
     }
-    if (has_tmld && tmlctl_has("telemetry"))
+    if (has_tmld && tmlctl_has("telemetry")) {
         assert_null(strstr(f->out, "tmlctl telemetry exited with status"));
+        assert_non_null(strstr(f->out, "== telemetry by model version (turbines) =="));
+    }
+    if (has_tmld && tmlctl_has("devices"))
+        assert_null(strstr(f->out, "tmlctl devices exited with status"));
     if (has_tmld && tmlctl_has("status"))
         assert_null(strstr(f->out, "tmlctl status exited with status"));
     assert_int_equal(procs_using(f->state), 0);
