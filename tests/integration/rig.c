@@ -826,6 +826,8 @@ rig_summary_load(struct rig_summary *s, const char *path)
         d->flaps = jnum(it, "flaps");
         d->reboots = jnum(it, "reboots");
         d->seq_reused = jnum(it, "seq_reused");
+        d->relinks = jnum(it, "relinks");
+        d->publishes = jnum(it, "publishes");
         d->last_seq = jnum(it, "last_seq");
         d->ack_seq = jnum(it, "ack_seq");
         d->bad_in = jnum(it, "bad_in");

@@ -137,11 +137,20 @@ assert_nothing_lost(struct fx *f, const struct rig_summary *sum)
         uint32_t max_seq = 0;
         size_t seen = rig_gw_distinct(&f->gw, i, &max_seq);
 
-        if (d->acked != d->sent || seen != d->sent)
-            fprintf(stderr, "%s: sent %llu acked %llu seen %zu resent %llu\n",
+        if (d->sent == 0 || d->acked != d->sent || seen != d->sent)
+            fprintf(stderr,
+                    "%s: sent %llu acked %llu seen %zu resent %llu "
+                    "inferences %llu publishes %llu connects %llu "
+                    "disconnects %llu flaps %llu relinks %llu\n",
                     d->id, (unsigned long long)d->sent,
                     (unsigned long long)d->acked, seen,
-                    (unsigned long long)d->resent);
+                    (unsigned long long)d->resent,
+                    (unsigned long long)d->inferences,
+                    (unsigned long long)d->publishes,
+                    (unsigned long long)d->connects,
+                    (unsigned long long)d->disconnects,
+                    (unsigned long long)d->flaps,
+                    (unsigned long long)d->relinks);
         assert_true(d->sent > 0);
         assert_int_equal(d->acked, d->sent);
         assert_int_equal(seen, d->sent);

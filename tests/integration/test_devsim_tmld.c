@@ -216,6 +216,20 @@ run_e2e(struct fx *f, const char *misbehave)
         total_samples += samples;
     }
     sqlite3_finalize(st);
+    /* hello: firmware-declared groups and hardware reached the registry. */
+    assert_int_equal(sqlite3_prepare_v2(
+                         db,
+                         "SELECT (SELECT COUNT(*) FROM device_groups g JOIN "
+                         "devices d ON d.id = g.device_id WHERE g.grp = "
+                         "'turbines' AND d.name LIKE 'e2e-%'), (SELECT "
+                         "COUNT(*) FROM devices WHERE hw = 'devsim' AND "
+                         "name LIKE 'e2e-%')",
+                         -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int64(st, 0), N_DEV / 2);
+    assert_int_equal(sqlite3_column_int64(st, 1), N_DEV);
+    sqlite3_finalize(st);
     sqlite3_close(db);
     assert_int_equal(n_rows_devices, N_DEV);
     {
