@@ -7,7 +7,8 @@
  * below the active version, and that the update can still finish. The same
  * for a revert after failed golden vectors (S14), with 50 % of state writes
  * silently corrupted (S15), and for sequence-number reservations (a record
- * number is never used twice across reboots).
+ * number is never used twice across reboots: the gateway's idempotent
+ * insert by (device, stream, seq), R1/R2, relies on it).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,6 +21,16 @@
 #include <cmocka.h>
 
 #include "rig.h"
+
+/* The slow variant (agent_powerloss_long, label slow) sweeps a bigger image
+ * and runs more corrupted-state updates. */
+#ifdef SWEEP_LONG
+#define SWEEP_IMAGE 59000u
+#define S15_UPDATES 100u
+#else
+#define SWEEP_IMAGE 40000u
+#define S15_UPDATES 10u
+#endif
 
 struct snap {
     uint8_t flash[2][MP_SLOT_SIZE];
@@ -102,7 +113,7 @@ test_powerloss_s13_s16_install_every_op(void **state)
     /* The clean run: T operations from boot to confirmed v6. */
     snap_restore(base, r->mp);
     rig_boot(r);
-    rig_model(r, 6, 40000, 3, &r->k1);
+    rig_model(r, 6, SWEEP_IMAGE, 3, &r->k1);
     r->mp->ops = 0;
     assert_int_equal(rig_offer_and_serve(r, NULL), TML_OTA_TRIAL);
     assert_int_equal(tmla_confirm_model(&r->a), TML_OK);
@@ -144,7 +155,7 @@ test_powerloss_s13_s16_install_every_op(void **state)
             }
         }
         /* And the update still completes. */
-        rig_model(r, 6, 40000, 3, &r->k1);
+        rig_model(r, 6, SWEEP_IMAGE, 3, &r->k1);
         finish_update(r, offer, 6);
         if (tmla_active_model(&r->a)->version != 6 || !device_sane(r, 6, 6, 6))
             bad++;
@@ -214,7 +225,7 @@ test_powerloss_s15_half_the_state_writes_fail(void **state)
     rig_boot(r);
     rig_install(r, 1, &r->k1);
     r->mp->state_fail_pct = 50;
-    for (uint32_t v = 2; v < 12; v++) {
+    for (uint32_t v = 2; v < 2 + S15_UPDATES; v++) {
         rig_boot(r);
         rig_model(r, v, 20000, 3, &r->k1);
         (void)rig_offer_and_serve(r, NULL);
@@ -229,9 +240,9 @@ test_powerloss_s15_half_the_state_writes_fail(void **state)
                 unverified++;
         }
     }
-    print_message("S15: unverified activations = %ld (10 updates, %ld "
+    print_message("S15: unverified activations = %ld (%u updates, %ld "
                   "confirmed, 50%% of state writes corrupted)\n",
-                  unverified, confirmed);
+                  unverified, S15_UPDATES, confirmed);
     assert_int_equal(unverified, 0);
     assert_true(confirmed > 0);
     assert_int_equal(r->mp->violations, 0);
