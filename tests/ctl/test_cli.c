@@ -20,6 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <pwd.h>
+
 #include <cjson/cJSON.h>
 #include <cmocka.h>
 
@@ -302,6 +304,32 @@ test_provision_refuses_unsafe_ids(void **state)
     assert_int_equal(mode_of("d/ok-1.x_Y.key"), 0600);
     assert_int_equal(mode_of("d/ok-1.x_Y.h"), 0600);
     assert_int_equal(mode_of("d/ok-1.x_Y.bin"), 0600);
+    /* pki crl re-issues a CRL that OpenSSL verifies against the CA. */
+    assert_int_equal(t("pki crl --dir pki"), 0);
+    assert_int_equal(sh("cd %s && openssl crl -in pki/crl.pem -CAfile "
+                        "pki/ca.crt -noout 2>&1 | grep -q 'verify OK'",
+                        dir),
+                     0);
+    /* Service users own their keys (root only can hand them over). */
+    if (geteuid() == 0) {
+        assert_int_equal(t("pki init --dir pki2 --broker-user nobody "
+                           "--tmld-user daemon"),
+                         0);
+        /* getpwnam returns a static buffer: copy the uids. */
+        uid_t nobody_uid = getpwnam("nobody")->pw_uid;
+        uid_t daemon_uid = getpwnam("daemon")->pw_uid;
+        struct stat st;
+        char p[256];
+        snprintf(p, sizeof(p), "%s/pki2/server.key", dir);
+        assert_int_equal(stat(p, &st), 0);
+        assert_int_equal(st.st_uid, nobody_uid);
+        assert_int_equal(st.st_mode & 0777, 0600);
+        snprintf(p, sizeof(p), "%s/pki2/tmld.key", dir);
+        assert_int_equal(stat(p, &st), 0);
+        assert_int_equal(st.st_uid, daemon_uid);
+        assert_int_equal(t("pki init --dir pki3 --broker-user nosuchuser"),
+                         2);
+    }
     /* The re-provisioned device's old serial is in the CRL. */
     assert_int_equal(sh("cd %s && openssl crl -in pki/crl.pem -CAfile "
                         "pki/ca.crt -noout -text 2>&1 | grep -c 'Serial "
