@@ -808,6 +808,78 @@ test_every_byte_flip_gives_defined_result(void **state)
     }
 }
 
+/* F2 malformed-CBOR catalogue against one decoder (tele), each named input
+ * with the reason it must be rejected for; prints "F2: N/N rejected". */
+static void
+test_f2_catalogue_named_inputs_rejected_with_reason(void **state)
+{
+    static uint8_t deep[TML_MAX_MESSAGE]; /* as deep as a message can be */
+    static const uint8_t indef_map[] = {0xbf, 0x00, 0x01, 0x01, 0x01, 0xff};
+    static const uint8_t huge_str[] = {0xa1, 0x18, 0x63, 0x5b, 0xff, 0xff,
+                                       0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    static const uint8_t huge_map[] = {0xbb, 0xff, 0xff, 0xff, 0xff,
+                                       0xff, 0xff, 0xff, 0xff};
+    static const uint8_t dup[] = {0xa3, 0x00, 0x01, 0x01, 0x01, 0x01, 0x02};
+    static const uint8_t non_short[] = {0xa2, 0x00, 0x18, 0x01, 0x01, 0x01};
+    static const uint8_t tagged[] = {0xa2, 0x00, 0x01, 0x01, 0xc2, 0x41, 0x01};
+    static const uint8_t nan[] = {0xa2, 0x00, 0x01, 0x01, 0xf9, 0x7e, 0x00};
+    static const uint8_t flt[] = {0xa2, 0x00, 0x01, 0x01, 0xfa, 0x3f, 0x80,
+                                  0x00, 0x00};
+    static const uint8_t neg_key[] = {0xa1, 0x20, 0x00};
+    struct {
+        const char *name;
+        const uint8_t *p;
+        size_t len;
+        enum tml_err want;
+    } cases[] = {
+        {"indefinite map", indef_map, sizeof indef_map, TML_ERR_INDEFINITE},
+        {"nesting 5117 levels", deep, sizeof deep, TML_ERR_DEPTH},
+        {"string length 2^64-1", huge_str, sizeof huge_str,
+         TML_ERR_TRUNCATED},
+        {"map count 2^64-1", huge_map, sizeof huge_map, TML_ERR_TRUNCATED},
+        {"duplicate key", dup, sizeof dup, TML_ERR_DUPLICATE},
+        {"non-shortest int", non_short, sizeof non_short,
+         TML_ERR_NON_MINIMAL},
+        {"unknown tag", tagged, sizeof tagged, TML_ERR_UNSUPPORTED},
+        {"NaN where int expected", nan, sizeof nan, TML_ERR_UNSUPPORTED},
+        {"float where int expected", flt, sizeof flt, TML_ERR_UNSUPPORTED},
+        {"unknown critical key", neg_key, sizeof neg_key,
+         TML_ERR_UNKNOWN_CRITICAL},
+    };
+    size_t i, n = 0, ok = 0, len, cut;
+    int which;
+    struct tml_tele t;
+
+    (void)state;
+    deep[0] = 0xa1;
+    deep[1] = 0x18;
+    deep[2] = 0x63;
+    memset(deep + 3, 0x81, sizeof deep - 3);
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        enum tml_err err = tml_tele_decode(cases[i].p, cases[i].len, &t);
+
+        n++;
+        if (err == cases[i].want) {
+            ok++;
+        } else {
+            print_error("%s: got %s, want %s\n", cases[i].name,
+                        tml_strerror(err), tml_strerror(cases[i].want));
+        }
+    }
+    /* Truncation at every byte and one trailing byte, on tele-max. */
+    assert_non_null(sample_encode(4, &store, msg, sizeof msg, &len, &which));
+    for (cut = 0; cut < len; cut++) {
+        n++;
+        ok += tml_tele_decode(msg, cut, &t) == TML_ERR_TRUNCATED;
+    }
+    msg[len] = 0x00;
+    n++;
+    ok += tml_tele_decode(msg, len + 1, &t) == TML_ERR_TRAILING;
+    print_message("F2: %zu/%zu named malformed inputs rejected with the "
+                  "expected reason\n", ok, n);
+    assert_int_equal(ok, n);
+}
+
 int
 main(void)
 {
@@ -832,6 +904,8 @@ main(void)
         cmocka_unit_test(test_encoders_nospace_at_every_short_capacity),
         cmocka_unit_test(test_kind_dependent_fields_required),
         cmocka_unit_test(test_every_byte_flip_gives_defined_result),
+        cmocka_unit_test(
+            test_f2_catalogue_named_inputs_rejected_with_reason),
     };
 
     return cmocka_run_group_tests_name("proto_reject", tests, setup, NULL);
