@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# bench/ota.sh: time for N devices (TML_BENCH_OTA_DEVICES, default 1000) to
+# receive and confirm a 64 KiB model through tmld (one wave, no health gate,
+# all downloading at once), next to the time the raw broker needs to
+# deliver the same bytes to the same N TLS clients in QoS 1 messages of the
+# devices' chunk size (bench/ota/ota_rawpush), in the same run. Issue 5's target: <= 2x.
+#
+# Both sides use the same broker, certificates and machine; the OTA side is
+# device-pulled (each chunk is a request and an answer), signed, hashed on
+# the device, activated and confirmed, so the ratio is the whole cost of the
+# protocol over raw delivery.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${TML_BUILD_DIR:-$PWD/build-bench}
+n=${TML_BENCH_OTA_DEVICES:-1000}
+size=${TML_BENCH_OTA_BYTES:-65536}
+tmld=$build/daemon/tmld
+tmlctl=$build/tools/tmlctl/tmlctl
+devsim=$build/tools/devsim/tml-devsim
+raw=$build/bench/ota/ota_rawpush
+py=/usr/bin/python3
+for b in "$tmld" "$tmlctl" "$devsim" "$raw"; do
+    [ -x "$b" ] || { echo "bench/ota.sh: $b not built" >&2; exit 1; }
+done
+work=$(mktemp -d /tmp/tml-bench-ota-XXXXXX)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    sleep 0.3
+    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    tests/lib/testbroker stop "$work/broker" >/dev/null 2>&1 || true
+    [ -n "${TML_BENCH_KEEP:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+
+raw_ctl() {
+    local args=${2:-'{}'}
+    $py - "$work/tmld.sock" "$1" "$args" <<'PY'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+s.sendall((json.dumps({"id": 1, "cmd": sys.argv[2],
+                       "args": json.loads(sys.argv[3])}) + "\n").encode())
+buf = b""
+while not buf.endswith(b"\n"):
+    c = s.recv(1 << 20)
+    if not c:
+        break
+    buf += c
+r = json.loads(buf)
+if not r.get("ok"):
+    sys.exit(1)
+print(json.dumps(r.get("result", {})))
+PY
+}
+
+tests/lib/testbroker start "$work/broker" >/dev/null
+# shellcheck disable=SC1091
+. "$work/broker/env"
+pids+=("$TB_PID")
+"$tmlctl" keygen --out "$work/fleet" >/dev/null
+mkdir -p "$work/state"
+cat >"$work/tmld.conf" <<EOF
+[mqtt]
+host = 127.0.0.1
+port = $TB_PORT
+cafile = $TB_CA
+certfile = $TB_TMLD_CERT
+keyfile = $TB_TMLD_KEY
+client_id = tmld
+
+[db]
+path = $work/state/tmld.db
+
+[control]
+socket = $work/tmld.sock
+
+[log]
+level = warning
+
+[ota]
+trusted_keys = $work/fleet.pub
+device_timeout = 120s
+EOF
+"$tmld" --config "$work/tmld.conf" --foreground >"$work/tmld.log" 2>&1 &
+pids+=("$!")
+for _ in $(seq 1 100); do
+    raw_ctl status >/dev/null 2>&1 && break
+    sleep 0.1
+done
+
+"$devsim" --port "$TB_PORT" --cafile "$TB_CA" --ca-cert "$TB_CA" \
+    --ca-key "$TB_CA_KEY" --state-dir "$work/devs" --devices "$n" \
+    --groups "fleet:$n" --trust-key "$work/fleet.pub" --hw devsim \
+    --rate 1 --summary-period 30 --duration 900 --drain 1 --status 0 \
+    >"$work/devsim.log" 2>&1 &
+devsim_pid=$!
+pids+=("$devsim_pid")
+online=0
+for _ in $(seq 1 600); do
+    online=$(raw_ctl devices '{"group": "fleet", "limit": 10000}' 2>/dev/null |
+        $py -c "import json,sys; print(sum(1 for x in json.load(sys.stdin)['devices'] if x['online']))" \
+        2>/dev/null || echo 0)
+    [ "$online" = "$n" ] && break
+    sleep 0.5
+done
+[ "$online" = "$n" ] || { echo "bench/ota.sh: only $online of $n online" >&2; exit 1; }
+
+head -c "$size" /dev/urandom >"$work/model.bin"
+"$tmlctl" sign "$work/model.bin" --key "$work/fleet.key" --name bench \
+    --version 2 --hw devsim --input-shape 16 --classes 4 \
+    -o "$work/model.tmlb" >/dev/null
+"$tmlctl" --socket "$work/tmld.sock" -q --json deploy "$work/model.tmlb" \
+    --group fleet --waves 100 --no-gate --max-concurrent "$n" \
+    >"$work/deploy.json"
+t0=$(date +%s.%N)
+id=$($py -c "import json; print(json.load(open('$work/deploy.json'))['rollout']['id'])")
+state=running
+for _ in $(seq 1 6000); do
+    raw_ctl rollout.show "{\"id\": $id}" >"$work/show.json" 2>/dev/null || true
+    state=$($py -c "import json; print(json.load(open('$work/show.json'))['rollout']['state'])" 2>/dev/null || echo running)
+    [ "$state" != running ] && break
+    sleep 0.1
+done
+t1=$(date +%s.%N)
+read -r confirmed bytes chunks offers < <($py - "$work/show.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["rollout"]
+print(r["counts"].get("confirmed", 0), int(r["bytes_sent"]),
+      int(r["chunks_sent"]), int(r["offers_sent"]))
+PY
+)
+ota_s=$($py -c "print(f'{$t1 - $t0:.2f}')")
+kill "$devsim_pid" 2>/dev/null || true
+wait "$devsim_pid" 2>/dev/null || true
+
+# The baseline uses the devices' own chunk size (hello chunk_max), so both
+# sides move the same bytes in the same number of messages.
+chunk=$(raw_ctl device.show '{"id": "sim-0001"}' |
+    $py -c "import json,sys; print(json.load(sys.stdin)['device']['chunk_max'] or 4096)")
+rawline=$("$raw" "$TB_PORT" "$TB_CA" "$TB_TMLD_CERT" "$TB_TMLD_KEY" \
+    "$work/devs" sim- 1 "$n" "$size" "$chunk" "${TML_BENCH_OTA_RAW_TIMEOUT:-300}") || {
+    echo "bench/ota.sh: raw baseline failed: $rawline" >&2; exit 1; }
+raw_s=$(sed -n 's/.*deliver_s=\([0-9.]*\).*/\1/p' <<<"$rawline")
+ratio=$($py -c "print(f'{$ota_s / max($raw_s, 1e-3):.2f}')")
+per_dev=$((bytes / (confirmed > 0 ? confirmed : 1)))
+
+printf '%-34s %10s %10s %12s %12s\n' what devices seconds bytes/device ratio
+printf '%-34s %10d %10s %12d %12s\n' "raw broker push (baseline)" "$n" "$raw_s" "$size" 1.00
+printf '%-34s %10d %10s %12d %12s\n' "tmld OTA (request, verify, confirm)" "$confirmed" "$ota_s" "$per_dev" "$ratio"
+echo "state=$state offers=$offers chunks=$chunks chunk_bytes=$chunk"
+echo "RESULT ota devices=$n confirmed=$confirmed model_bytes=$size ota_s=$ota_s raw_s=$raw_s ratio=$ratio bytes_per_device=$per_dev chunks=$chunks chunk_bytes=$chunk offers=$offers state=$state"

@@ -1,0 +1,205 @@
+/*
+ * ota_rawpush.c: the baseline of bench/ota.sh: how long the broker alone
+ * needs to deliver BYTES to each of N TLS clients, in CHUNK-sized QoS 1
+ * messages on their own down/ota topics, from one publisher holding the
+ * tmld certificate. No protocol, no requests, no storage: the floor any
+ * OTA transfer through this broker sits on.
+ *
+ *   ota_rawpush PORT CA TMLD_CERT TMLD_KEY CERT_DIR PREFIX FIRST N BYTES
+ *               CHUNK TIMEOUT_S
+ *
+ * Device i is PREFIX + %04u (FIRST + i), its certificate and key are
+ * CERT_DIR/<id>/device.crt and device.key (as tml-devsim writes them).
+ * Every client runs non-threaded in one poll() loop. Prints
+ * "connect_s=... deliver_s=... bytes=... messages=..." and exits 0 when
+ * every client got every byte, 1 otherwise.
+ */
+#define _GNU_SOURCE
+#include <mosquitto.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct client {
+    struct mosquitto *m;
+    char id[64];
+    uint64_t got;
+    bool subscribed;
+};
+
+static struct client *clients;
+static unsigned n_clients, n_subscribed, n_done;
+static uint64_t want_bytes;
+
+static double
+now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void
+on_subscribe(struct mosquitto *m, void *obj, int mid, int n, const int *qos)
+{
+    struct client *c = obj;
+
+    (void)m;
+    (void)mid;
+    (void)n;
+    (void)qos;
+    if (!c->subscribed) {
+        c->subscribed = true;
+        n_subscribed++;
+    }
+}
+
+static void
+on_message(struct mosquitto *m, void *obj, const struct mosquitto_message *msg)
+{
+    struct client *c = obj;
+
+    (void)m;
+    c->got += (uint64_t)msg->payloadlen;
+    if (c->got == want_bytes)
+        n_done++;
+}
+
+static struct mosquitto *
+client_new(const char *id, const char *ca, const char *crt, const char *key,
+           int port, void *obj)
+{
+    struct mosquitto *m = mosquitto_new(id, true, obj);
+
+    if (m == NULL)
+        return NULL;
+    if (mosquitto_tls_set(m, ca, NULL, crt, key, NULL) != MOSQ_ERR_SUCCESS ||
+        mosquitto_max_inflight_messages_set(m, 0) != MOSQ_ERR_SUCCESS ||
+        mosquitto_connect(m, "127.0.0.1", port, 60) != MOSQ_ERR_SUCCESS) {
+        fprintf(stderr, "ota_rawpush: %s: connect failed\n", id);
+        mosquitto_destroy(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* One poll round over every client and the publisher. */
+static void
+pump(struct pollfd *fds, struct mosquitto *pub, int timeout_ms)
+{
+    unsigned n = n_clients + 1;
+
+    for (unsigned i = 0; i < n; i++) {
+        struct mosquitto *m = i < n_clients ? clients[i].m : pub;
+        fds[i].fd = mosquitto_socket(m);
+        fds[i].events = POLLIN | (mosquitto_want_write(m) ? POLLOUT : 0);
+        fds[i].revents = 0;
+    }
+    if (poll(fds, n, timeout_ms) < 0)
+        return;
+    for (unsigned i = 0; i < n; i++) {
+        struct mosquitto *m = i < n_clients ? clients[i].m : pub;
+        if (fds[i].revents & (POLLIN | POLLHUP | POLLERR))
+            mosquitto_loop_read(m, 1);
+        if (fds[i].revents & POLLOUT)
+            mosquitto_loop_write(m, 1);
+        mosquitto_loop_misc(m);
+    }
+}
+
+int
+main(int argc, char **argv)
+{
+    if (argc != 12) {
+        fprintf(stderr, "usage: ota_rawpush PORT CA TMLD_CERT TMLD_KEY "
+                        "CERT_DIR PREFIX FIRST N BYTES CHUNK TIMEOUT_S\n");
+        return 2;
+    }
+    int port = atoi(argv[1]);
+    const char *ca = argv[2], *dir = argv[5], *prefix = argv[6];
+    unsigned first = (unsigned)atoi(argv[7]);
+    n_clients = (unsigned)atoi(argv[8]);
+    want_bytes = strtoull(argv[9], NULL, 10);
+    unsigned chunk = (unsigned)atoi(argv[10]);
+    double timeout = atof(argv[11]);
+    struct pollfd *fds;
+    struct mosquitto *pub;
+    uint8_t *payload;
+    char crt[512], key[512], topic[128];
+    double t0, t_conn, t1;
+    uint64_t messages = 0;
+
+    if (n_clients == 0 || chunk == 0 || want_bytes == 0)
+        return 2;
+    mosquitto_lib_init();
+    clients = calloc(n_clients, sizeof(*clients));
+    fds = calloc(n_clients + 1, sizeof(*fds));
+    payload = calloc(1, chunk);
+    if (clients == NULL || fds == NULL || payload == NULL)
+        return 1;
+    t0 = now_s();
+    pub = client_new("tmld", ca, argv[3], argv[4], port, NULL);
+    if (pub == NULL)
+        return 1;
+    for (unsigned i = 0; i < n_clients; i++) {
+        struct client *c = &clients[i];
+        snprintf(c->id, sizeof(c->id), "%s%04u", prefix, first + i);
+        snprintf(crt, sizeof(crt), "%s/%s/device.crt", dir, c->id);
+        snprintf(key, sizeof(key), "%s/%s/device.key", dir, c->id);
+        c->m = client_new(c->id, ca, crt, key, port, c);
+        if (c->m == NULL)
+            return 1;
+        mosquitto_subscribe_callback_set(c->m, on_subscribe);
+        mosquitto_message_callback_set(c->m, on_message);
+        snprintf(topic, sizeof(topic), "tml/v1/%s/down/ota", c->id);
+        mosquitto_subscribe(c->m, NULL, topic, 1);
+    }
+    /* Bounded waits: everything below stops at the timeout. */
+    while (n_subscribed < n_clients && now_s() - t0 < timeout)
+        pump(fds, pub, 100);
+    t_conn = now_s();
+    if (n_subscribed < n_clients) {
+        fprintf(stderr, "ota_rawpush: %u of %u subscribed\n", n_subscribed,
+                n_clients);
+        return 1;
+    }
+    /* Deliver: chunk k to every client, then chunk k+1, the order a fleet
+     * downloading in parallel produces. The publisher's queue is drained
+     * between rounds so memory stays bounded. */
+    for (uint64_t off = 0; off < want_bytes && now_s() - t0 < timeout;
+         off += chunk) {
+        unsigned len = want_bytes - off < chunk ? (unsigned)(want_bytes - off)
+                                                : chunk;
+        for (unsigned i = 0; i < n_clients; i++) {
+            snprintf(topic, sizeof(topic), "tml/v1/%s/down/ota",
+                     clients[i].id);
+            memcpy(payload, &off, sizeof(off) < len ? sizeof(off) : len);
+            if (mosquitto_publish(pub, NULL, topic, (int)len, payload, 1,
+                                  false) == MOSQ_ERR_SUCCESS)
+                messages++;
+        }
+        for (int k = 0; k < 1000 && mosquitto_want_write(pub); k++)
+            pump(fds, pub, 10);
+    }
+    while (n_done < n_clients && now_s() - t0 < timeout)
+        pump(fds, pub, 50);
+    t1 = now_s();
+    printf("connect_s=%.2f deliver_s=%.3f bytes=%llu messages=%llu "
+           "clients_done=%u\n",
+           t_conn - t0, t1 - t_conn,
+           (unsigned long long)want_bytes * n_clients,
+           (unsigned long long)messages, n_done);
+    for (unsigned i = 0; i < n_clients; i++)
+        mosquitto_destroy(clients[i].m);
+    mosquitto_destroy(pub);
+    mosquitto_lib_cleanup();
+    free(clients);
+    free(fds);
+    free(payload);
+    return n_done == n_clients ? 0 : 1;
+}
