@@ -67,7 +67,7 @@ setup(void **state)
     /* I3: CNs a compromised or careless CA could issue: '+' and '#'. The
      * fleet CA key signs them directly (tmlctl refuses, tested below). */
     assert_int_equal(
-        sh("cd %s && for n in 1 2; do cn=$( [ $n = 1 ] && echo + || echo '#'); "
+        sh("cd %s && for n in 1 2; do cn=$( [ $n = 1 ] && echo '\\+' || echo '#'); "
            "openssl ecparam -name prime256v1 -genkey -noout -out odd$n.key && "
            "openssl req -new -key odd$n.key -subj \"/CN=$cn\" -out odd$n.csr "
            "&& printf 'extendedKeyUsage=clientAuth\\n' > odd.ext && "
@@ -340,6 +340,7 @@ test_i3_odd_ids_refused_and_powerless(void **state)
         for (int w = 0; c->connack < 0 && !c->dead && w < 3000; w += 20)
             pump(cs, 1, 20);
         if (c->connack != 0) { /* refused outright is fine too */
+            print_message("I3: odd CN #%d refused at connect\n", n);
             client_free(c);
             continue;
         }
