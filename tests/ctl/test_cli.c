@@ -199,6 +199,26 @@ test_sign_verify_roundtrip_and_rejections(void **state)
                      0);
 }
 
+/* S12: a rotation manifest names the key ids devices must drop. */
+static void
+test_sign_revoke_kids_for_rotation(void **state)
+{
+    (void)state;
+    assert_int_equal(t("--json keygen --out k2"), 0);
+    assert_int_equal(t("sign model.bin --key k2.key --name kws --version 9 "
+                       "--hw nrf52840 --classes 2 --input-shape 64 "
+                       "--revoke 0011223344556677 --resets-floor -o "
+                       "rot.tmlb"),
+                     0);
+    assert_int_equal(t("--json verify rot.tmlb --pub fleet.pub --pub k2.pub"),
+                     0);
+    assert_true(file_contains("out.txt", "\"0011223344556677\""));
+    assert_int_equal(t("sign model.bin --key k2.key --name kws --version 9 "
+                       "--hw nrf52840 --classes 2 --input-shape 64 "
+                       "--revoke 00112233 -o x.tmlb"),
+                     2);
+}
+
 /* S6: an expired manifest is refused at verify time (with its time). */
 static void
 test_verify_refuses_expired(void **state)
@@ -336,6 +356,32 @@ test_provision_refuses_unsafe_ids(void **state)
                         "Number' | grep -qx 1",
                         dir),
                      0);
+    /* The flashing blob: magic, items, trailing SHA-256, and the
+     * certificate inside is the issued one. */
+    assert_int_equal(
+        sh("cd %s && openssl x509 -in d/ok-1.x_Y.crt -outform der -out "
+           "crt.der && /usr/bin/python3 -c '\n"
+           "import hashlib,sys\n"
+           "b=open(\"d/ok-1.x_Y.bin\",\"rb\").read()\n"
+           "assert b[:4]==b\"TMLP\" and b[4]==1 and b[5]==4\n"
+           "assert hashlib.sha256(b[:-32]).digest()==b[-32:]\n"
+           "p=8; items={}\n"
+           "while p<len(b)-32:\n"
+           "  t=b[p]; n=b[p+2]|b[p+3]<<8; items[t]=b[p+4:p+4+n]; p+=4+n\n"
+           "assert p==len(b)-32\n"
+           "assert items[2]==open(\"crt.der\",\"rb\").read()\n"
+           "assert items[4]==b\"ok-1.x_Y\"\n'",
+           dir),
+        0);
+    /* Revoke without a broker: the CRL is updated, with a warning. */
+    assert_int_equal(t("device revoke ok-1.x_Y --pki pki"), 0);
+    assert_true(file_contains("err.txt", "reload the broker"));
+    assert_int_equal(sh("cd %s && openssl crl -in pki/crl.pem -CAfile "
+                        "pki/ca.crt -noout -text 2>&1 | grep -c 'Serial "
+                        "Number' | grep -qx 2",
+                        dir),
+                     0);
+    assert_int_equal(t("device revoke ok-1.x_Y --pki pki"), 3);
 }
 
 int
@@ -345,6 +391,7 @@ main(void)
         cmocka_unit_test(test_keygen_writes_0600_key_and_refuses_overwrite),
         cmocka_unit_test(test_sign_verify_roundtrip_and_rejections),
         cmocka_unit_test(test_verify_refuses_expired),
+        cmocka_unit_test(test_sign_revoke_kids_for_rotation),
         cmocka_unit_test(test_usage_and_file_errors),
         cmocka_unit_test(test_every_command_has_help),
         cmocka_unit_test(test_provision_refuses_unsafe_ids),
