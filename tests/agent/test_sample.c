@@ -244,7 +244,7 @@ test_sample_resent_until_acked(void **state)
 {
     struct rig *r = *state;
     struct tml_sample s[32];
-    uint8_t in[300];
+    uint8_t in[800]; /* more than two chunks */
     size_t n, n2, from;
 
     memset(in, 0x5a, sizeof in);

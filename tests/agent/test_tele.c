@@ -380,6 +380,41 @@ test_tele_foreign_and_bad_messages_rejected(void **state)
     assert_int_equal(tmla_stats(&r->a)->bad_messages, 1);
 }
 
+static void
+test_tele_largest_hello_fits(void **state)
+{
+    struct rig *r = *state;
+    static const char *const groups[TML_MAX_GROUPS] = {
+        "group-0-aaaaaaaaaaaaaaaaaaaaaaaa", "group-1-aaaaaaaaaaaaaaaaaaaaaaaa",
+        "group-2-aaaaaaaaaaaaaaaaaaaaaaaa", "group-3-aaaaaaaaaaaaaaaaaaaaaaaa",
+        "group-4-aaaaaaaaaaaaaaaaaaaaaaaa", "group-5-aaaaaaaaaaaaaaaaaaaaaaaa",
+        "group-6-aaaaaaaaaaaaaaaaaaaaaaaa", "group-7-aaaaaaaaaaaaaaaaaaaaaaaa"};
+    size_t from;
+    bool seen = false;
+
+    r->cfg.groups = groups;
+    r->cfg.n_groups = TML_MAX_GROUPS;
+    r->cfg.hw = "hw-0123456789abcdef0123456789abc"; /* 32 bytes */
+    rig_boot(r);
+    from = r->mp->n_log;
+    rig_run(r, 1, 10);
+    tmla_on_connect(&r->a, r->now);
+    rig_run(r, 1, 10);
+    for (size_t i = from; i < r->mp->n_log; i++)
+        if (r->mp->log[i].kind == TML_KIND_HELLO) {
+            struct tml_hello h;
+
+            assert_int_equal(
+                tml_hello_decode(r->mp->log[i].payload, r->mp->log[i].len, &h),
+                TML_OK);
+            assert_int_equal(h.n_groups, TML_MAX_GROUPS);
+            print_message("largest hello: %zu bytes (TMLA_TX_BUF %d)\n",
+                          r->mp->log[i].len, TMLA_TX_BUF);
+            seen = true;
+        }
+    assert_true(seen);
+}
+
 int
 main(void)
 {
@@ -393,6 +428,7 @@ main(void)
         T(test_tele_r5_acks_lost_ring_stays_bounded),
         T(test_tele_cmd_sets_period_and_threshold),
         T(test_tele_foreign_and_bad_messages_rejected),
+        T(test_tele_largest_hello_fits),
 #undef T
     };
 

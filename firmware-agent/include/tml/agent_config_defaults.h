@@ -39,10 +39,11 @@
 #define TMLA_SAMPLE_SLOTS 4
 #endif
 
-/* Largest encoded message the agent builds (its transmit scratch buffer).
+/* Largest encoded message the agent builds (its transmit scratch buffer):
+ * the largest hello (8 groups and names of 32 bytes) is about 400 bytes.
  * Sample chunks are sized so that a chunk message fits. */
 #ifndef TMLA_TX_BUF
-#define TMLA_TX_BUF 320
+#define TMLA_TX_BUF 448
 #endif
 
 /* Trusted operator keys (two slots: rotation and revocation, S12). */
