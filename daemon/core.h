@@ -245,6 +245,13 @@ void notify_init(struct tmld *d);
 void notify_send(const char *msg);
 void notify_fini(struct tmld *d);
 
+/* ---- retention (daemon/retention.c) --------------------------------------- */
+
+/* Runs retention now (or right after the running pass): the database is
+ * full. */
+void retention_kick(struct tmld *d);
+void retention_stats(uint64_t *rolled, uint64_t *evicted);
+
 /* ---- metrics (daemon/metrics.c) ------------------------------------------- */
 
 int metrics_start(struct tmld *d);

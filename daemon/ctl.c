@@ -309,6 +309,12 @@ conn_close(struct conn *c)
 }
 
 static void
+free_handle(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void
 on_connection(uv_stream_t *server, int status)
 {
     struct ctl *t = server->data;
@@ -321,11 +327,12 @@ on_connection(uv_stream_t *server, int status)
         free(c);
         free(buf);
         /* Accept and drop, or the listen queue stays readable forever. */
-        uv_pipe_t tmp;
-        uv_pipe_init(d->loop, &tmp, 0);
-        if (uv_accept(server, (uv_stream_t *)&tmp) == 0) {
-        }
-        uv_close((uv_handle_t *)&tmp, NULL);
+        uv_pipe_t *tmp = malloc(sizeof(*tmp));
+        if (tmp == NULL)
+            return;
+        uv_pipe_init(d->loop, tmp, 0);
+        (void)uv_accept(server, (uv_stream_t *)tmp);
+        uv_close((uv_handle_t *)tmp, free_handle);
         return;
     }
     c->buf = buf;

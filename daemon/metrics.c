@@ -66,6 +66,12 @@ write_metrics(struct tmld *d)
       s->commit_errors);
     G("tmld_db_queue_records", "Records waiting for a commit.",
       store_queued(d));
+    uint64_t rolled = 0, evicted = 0;
+    retention_stats(&rolled, &evicted);
+    C("tmld_retention_rolled_up_total",
+      "Telemetry summaries rolled up into hourly aggregates.", rolled);
+    C("tmld_retention_samples_evicted_total",
+      "Sample chunks evicted to keep the budget.", evicted);
     G("tmld_db_size_bytes", "Database file size.", size);
     G("tmld_db_wal_bytes", "WAL file size.", wal);
     static const char *le[] = {"1",   "2",   "5",    "10",   "20", "50",

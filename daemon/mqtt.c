@@ -39,6 +39,7 @@ struct mqtt {
     int poll_fd;
     int poll_events;
     int dead_fd; /* a socket given up on, closed by the next reconnect */
+    int n_closing;
     uv_timer_t misc;
     uv_timer_t retry;
     bool is_connected;  /* CONNACK received and subscribed */
@@ -501,8 +502,8 @@ static void
 mqtt_free_cb(uv_handle_t *h)
 {
     struct mqtt *q = h->data;
-    /* Two handles close; the second callback frees. */
-    if (h == (uv_handle_t *)&q->misc)
+    /* Two handles close (in no promised order); the last one frees. */
+    if (--q->n_closing > 0)
         return;
     mosquitto_destroy(q->m);
     mosquitto_lib_cleanup();
@@ -529,6 +530,7 @@ mqtt_stop(struct tmld *d)
         free(q);
         return;
     }
+    q->n_closing = 2;
     uv_close((uv_handle_t *)&q->misc, mqtt_free_cb);
     uv_close((uv_handle_t *)&q->retry, mqtt_free_cb);
 }

@@ -712,6 +712,9 @@ after_work_cb(uv_work_t *w, int status)
         }
     } else {
         s->stats.commit_errors++;
+        /* The cap (max_page_count) or a full disk: make room. */
+        if ((b->rc & 0xff) == SQLITE_FULL)
+            retention_kick(d);
         s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : BACKOFF_MIN_MS;
         if (s->backoff_ms > BACKOFF_MAX_MS)
             s->backoff_ms = BACKOFF_MAX_MS;

@@ -136,6 +136,11 @@ v_status(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
     cJSON_AddNumberToObject(in, "acks", (double)is->acks);
     cJSON_AddNumberToObject(in, "commit_errors", (double)ss->commit_errors);
     cJSON_AddNumberToObject(in, "last_commit_ms", (double)ss->last_commit_ms);
+    uint64_t rolled = 0, evicted = 0;
+    retention_stats(&rolled, &evicted);
+    cJSON *rt = cJSON_AddObjectToObject(r, "retention");
+    cJSON_AddNumberToObject(rt, "rolled_up", (double)rolled);
+    cJSON_AddNumberToObject(rt, "samples_evicted", (double)evicted);
     int64_t wal = 0, size = store_size_bytes(d, &wal);
     cJSON *db = cJSON_AddObjectToObject(r, "db");
     cJSON_AddStringToObject(db, "path", d->set.db_path);
