@@ -11,7 +11,8 @@
 # The issue's budget is flash <= 10 KiB and RAM <= 3 KiB for agent + proto;
 # the table says how far off each is. With --check (the agent_size_arm
 # test) it exits 1 when RAM is over budget or the agent core alone grows
-# past its guard (9 KiB of linked code), and 77 when the cross compiler is
+# past its guard (9 KiB of linked code), or agent/proto call anything
+# outside <string.h> (malloc, stdio...), and 77 when the cross compiler is
 # missing.
 set -eu
 out=${1:?usage: size.sh OUTDIR [--check]}
@@ -114,13 +115,29 @@ printf '%-40s %8d %8d\n' "flash agent+proto with -flto" "$lto_flash" "$budget_fl
 printf '%-40s %8d %8s\n' "objects before gc (.text+.data)" "$objsize" "-"
 printf '%-40s %8d %8s\n' "whole minimal firmware flash" "$((fw_t + fw_d))" "-"
 printf '%-40s %8d %8s\n' "baseline firmware flash (no agent)" "$((bl_t + bl_d))" "-"
+# Freestanding check: the core and the codec may call nothing but
+# <string.h> (no malloc, no stdio) and compiler helpers.
+# shellcheck disable=SC2086
+ext=$("$nm" -u $objs | awk 'NF == 2 {print $2}' | sort -u | tr '\n' ' ')
+# shellcheck disable=SC2086
+bad=$(for s in $ext; do
+    case "$s" in
+    tml_* | tmla_* | tml__* | tmla__* | __aeabi_*) ;;
+    memcpy | memmove | memset | memcmp | memchr | strlen) ;;
+    *) printf '%s ' "$s" ;;
+    esac
+done)
+echo "external symbols used: $(echo "$ext" | tr ' ' '\n' | grep -v '^tml' | tr '\n' ' ')"
+if [ -n "$bad" ]; then
+    echo "size.sh: agent/proto call outside <string.h>: $bad"
+fi
 if [ "$flash" -gt "$budget_flash" ]; then
     echo "flash: agent+proto over the 10 KiB budget by $((flash - budget_flash)) bytes"
 fi
 echo "RESULT footprint flash=$flash ram=$ram ctx=$ctx agent_flash=$agent_flash proto_flash=$proto_flash lto_flash=$lto_flash budget_flash=$budget_flash budget_ram=$budget_ram"
 if [ "$check" = "--check" ]; then
     if [ "$ram" -gt "$budget_ram" ] || [ "$agent_flash" -gt "$agent_guard" ] ||
-       [ "$agent_flash" -eq 0 ]; then
+       [ "$agent_flash" -eq 0 ] || [ -n "$bad" ]; then
         echo "size.sh: RAM $ram > $budget_ram or agent core $agent_flash > $agent_guard"
         exit 1
     fi

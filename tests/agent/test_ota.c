@@ -705,6 +705,32 @@ test_ota_boot_drops_a_corrupted_model(void **state)
     rig_install(r, 3, &r->k1);
 }
 
+static void
+test_ota_s9_offer_flood_costs_no_flash_writes(void **state)
+{
+    struct rig *r = *state;
+    uint32_t writes = r->mp->n_state_writes;
+    uint32_t ops = tmla_stats(&r->a)->flash_ops;
+
+    rig_install(r, 5, &r->k1);
+    writes = r->mp->n_state_writes;
+    ops = tmla_stats(&r->a)->flash_ops;
+    /* 120 refused offers (rollback, replay, unknown key) in a burst. */
+    for (unsigned i = 0; i < 120; i++) {
+        rig_model(r, 1 + i % 5, 8000, 0, i % 3 == 0 ? &r->k3 : &r->k1);
+        r->offer_id++;
+        tml_heap_armed = 1;
+        (void)gw_offer(&r->a, r->offer_id, r->cose, r->cose_len, r->now);
+        tml_heap_armed = 0;
+    }
+    print_message("S9: 120 refused offers: %u state writes, %u flash ops\n",
+                  r->mp->n_state_writes - writes,
+                  tmla_stats(&r->a)->flash_ops - ops);
+    assert_int_equal(r->mp->n_state_writes, writes);
+    assert_int_equal(tmla_stats(&r->a)->flash_ops, ops);
+    assert_int_equal(tmla_active_model(&r->a)->version, 5);
+}
+
 int
 main(void)
 {
@@ -733,6 +759,7 @@ main(void)
         T(test_ota_reject_model_and_cancel),
         T(test_ota_busy_while_downloading),
         T(test_ota_boot_drops_a_corrupted_model),
+        T(test_ota_s9_offer_flood_costs_no_flash_writes),
 #undef T
     };
 
