@@ -415,6 +415,50 @@ test_tele_largest_hello_fits(void **state)
     assert_true(seen);
 }
 
+static void
+test_agent_init_rejects_bad_config_and_port(void **state)
+{
+    struct rig *r = *state;
+    struct tmla_config c;
+    struct tmla_port p;
+    struct tml_state st;
+    char topic[TML_MAX_TOPIC + 1];
+    uint8_t will[16];
+    size_t n;
+
+#define EXPECT_INVAL(mutation)                                                 \
+    do {                                                                       \
+        c = r->cfg;                                                            \
+        p = r->mp->port;                                                       \
+        mutation;                                                              \
+        assert_int_equal(tmla_init(&r->a, &c, &p, r->now), TML_ERR_INVAL);     \
+    } while (0)
+    EXPECT_INVAL(c.device_id = NULL);
+    EXPECT_INVAL(c.device_id = "bad/id");
+    EXPECT_INVAL(c.hw = NULL);
+    EXPECT_INVAL(c.n_keys = 0);
+    EXPECT_INVAL(c.n_keys = TMLA_MAX_KEYS + 1);
+    EXPECT_INVAL(c.ota_chunk = TML_CHUNK_MAX + 1);
+    EXPECT_INVAL(c.summary_period_s = 0);
+    EXPECT_INVAL(c.conf_threshold_bp = 10001);
+    EXPECT_INVAL(c.n_groups = 1; c.groups = NULL);
+    EXPECT_INVAL(p.publish = NULL);
+    EXPECT_INVAL(p.es256_verify = NULL);
+    EXPECT_INVAL(p.activate = NULL);
+    EXPECT_INVAL(p.erase_size = 3000);
+    EXPECT_INVAL(p.write_align = 32);
+    EXPECT_INVAL(p.slot_size = MP_ERASE + 1);
+#undef EXPECT_INVAL
+    assert_int_equal(tmla_init(&r->a, &r->cfg, &r->mp->port, r->now), TML_OK);
+    assert_int_equal(
+        tmla_topic(&r->a, TML_DIR_DOWN, TML_KIND_OTA, topic, sizeof topic),
+        TML_OK);
+    assert_string_equal(topic, "tml/v1/" MP_DEV "/down/ota");
+    assert_int_equal(tmla_offline_payload(will, sizeof will, &n), TML_OK);
+    assert_int_equal(tml_state_decode(will, n, &st), TML_OK);
+    assert_false(st.online);
+}
+
 int
 main(void)
 {
@@ -429,6 +473,7 @@ main(void)
         T(test_tele_cmd_sets_period_and_threshold),
         T(test_tele_foreign_and_bad_messages_rejected),
         T(test_tele_largest_hello_fits),
+        T(test_agent_init_rejects_bad_config_and_port),
 #undef T
     };
 
