@@ -731,6 +731,31 @@ test_ota_s9_offer_flood_costs_no_flash_writes(void **state)
     assert_int_equal(tmla_active_model(&r->a)->version, 5);
 }
 
+static void
+test_ota_odd_chunk_sizes_keep_flash_rules(void **state)
+{
+    struct rig *r = *state;
+    uint8_t st;
+
+    /* 333-byte chunks: nothing aligned, pages crossed mid-chunk. */
+    rig_model(r, 2, 30001, 3, &r->k1);
+    r->offer_id++;
+    r->mp->seen = r->mp->n_log;
+    tml_heap_armed = 1;
+    (void)gw_offer(&r->a, r->offer_id, r->cose, r->cose_len, r->now);
+    (void)gw_serve(r->mp, &r->a, r->offer_id, r->image, r->len, 333, NULL,
+                   &r->now, 10, 600);
+    tml_heap_armed = 0;
+    rig_run(r, 3, 10);
+    tmla_ota_status(&r->a, &st, NULL, NULL);
+    assert_int_equal(st, TML_OTA_TRIAL);
+    assert_int_equal(r->mp->violations, 0);
+    assert_true(mp_slot_matches(r->mp, 0, (uint32_t)r->len, r->man.sha256));
+    for (uint32_t i = (uint32_t)r->len; i < MP_SLOT_SIZE; i++)
+        if (i < ((uint32_t)r->len + MP_ALIGN - 1) / MP_ALIGN * MP_ALIGN)
+            assert_int_equal(r->mp->flash[0][i], 0xff); /* padding */
+}
+
 int
 main(void)
 {
@@ -760,6 +785,7 @@ main(void)
         T(test_ota_busy_while_downloading),
         T(test_ota_boot_drops_a_corrupted_model),
         T(test_ota_s9_offer_flood_costs_no_flash_writes),
+        T(test_ota_odd_chunk_sizes_keep_flash_rules),
 #undef T
     };
 
