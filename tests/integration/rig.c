@@ -370,6 +370,33 @@ push(uint32_t **v, size_t *n, size_t *cap, uint32_t x)
     return 0;
 }
 
+/* Marks seq in a per-device byte map, advances the contiguous prefix and
+ * counts an arrival above a hole. */
+static void
+mark_seen(uint8_t **map, size_t *cap, uint32_t *contig, uint32_t *holes,
+          uint32_t seq)
+{
+    if (seq >= *cap) {
+        size_t c = *cap ? *cap : 256;
+        uint8_t *p;
+        while (c <= seq)
+            c *= 2;
+        p = realloc(*map, c);
+        if (p == NULL)
+            return;
+        memset(p + *cap, 0, c - *cap);
+        *map = p;
+        *cap = c;
+    }
+    if ((*map)[seq])
+        return;
+    (*map)[seq] = 1;
+    if (seq > *contig + 1)
+        (*holes)++;
+    while (*contig + 1 < *cap && (*map)[*contig + 1])
+        (*contig)++;
+}
+
 static long
 dev_index(const struct rig_gw *g, const char *id, size_t len)
 {
@@ -501,8 +528,9 @@ gw_on_message(struct mosquitto *m, void *user,
             d->tele_model_version = te.model_version;
         }
         push(&d->seq, &d->n, &d->cap, te.seq);
-        ack.has_tele = true;
-        ack.tele_seq = d->max_tele;
+        mark_seen(&d->seen, &d->seen_cap, &d->contig, &d->holes, te.seq);
+        ack.tele_seq = g->ack_highwater ? d->max_tele : d->contig;
+        ack.has_tele = ack.tele_seq > 0;
     } else if (t.kind == TML_KIND_SAMPLE) {
         struct tml_sample sa;
         struct rig_dev_log *d = &g->devs[i];
@@ -514,8 +542,9 @@ gw_on_message(struct mosquitto *m, void *user,
         if (sa.seq > d->max_sample)
             d->max_sample = sa.seq;
         push(&d->sseq, &d->sn, &d->scap, sa.seq);
-        ack.has_sample = true;
-        ack.sample_seq = d->max_sample;
+        mark_seen(&d->sseen, &d->sseen_cap, &d->scontig, &d->sholes, sa.seq);
+        ack.sample_seq = g->ack_highwater ? d->max_sample : d->scontig;
+        ack.has_sample = ack.sample_seq > 0;
     } else if (t.kind == TML_KIND_HELLO) {
         struct rig_dev_log *d = &g->devs[i];
         g->n_hello++;
@@ -653,7 +682,29 @@ rig_gw_snapshot(struct rig_gw *g, uint32_t i, struct rig_dev_log *out)
     pthread_mutex_lock(&g->mu);
     *out = g->devs[i];
     out->seq = out->sseq = NULL;
+    out->seen = out->sseen = NULL;
     pthread_mutex_unlock(&g->mu);
+}
+
+void
+rig_gw_set_highwater(struct rig_gw *g, bool on)
+{
+    pthread_mutex_lock(&g->mu);
+    g->ack_highwater = on;
+    pthread_mutex_unlock(&g->mu);
+}
+
+uint64_t
+rig_gw_holes(struct rig_gw *g)
+{
+    uint64_t n = 0;
+    uint32_t i;
+
+    pthread_mutex_lock(&g->mu);
+    for (i = 0; i < g->n_devs; i++)
+        n += g->devs[i].holes + g->devs[i].sholes;
+    pthread_mutex_unlock(&g->mu);
+    return n;
 }
 
 void
@@ -698,6 +749,8 @@ rig_gw_stop(struct rig_gw *g)
     for (i = 0; g->devs && i < g->n_devs; i++) {
         free(g->devs[i].seq);
         free(g->devs[i].sseq);
+        free(g->devs[i].seen);
+        free(g->devs[i].sseen);
     }
     free(g->devs);
     g->devs = NULL;

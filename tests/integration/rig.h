@@ -67,6 +67,14 @@ struct rig_dev_log {
     uint32_t *sseq;    /* sample seqs */
     size_t sn, scap;
     uint32_t max_tele, max_sample;
+    /* Contiguous acknowledgement: seen[s] marks tele seq s (s < seen_cap);
+     * contig is the highest seq with every seq 1..contig seen. */
+    uint8_t *seen, *sseen;
+    size_t seen_cap, sseen_cap;
+    uint32_t contig, scontig;
+    /* Arrivals with a hole below them: a high-water ack would cover a
+     * record the gateway never received at that moment. */
+    uint32_t holes, sholes;
     uint64_t inferences; /* sum of n_inferences over first arrivals */
     uint32_t tele_model_version; /* of the newest tele record */
     bool hello_seen;
@@ -88,6 +96,8 @@ struct rig_gw {
     uint64_t n_msgs, n_foreign, n_undecodable, n_hello, n_state;
     uint64_t n_acks_sent;
     bool do_ack;
+    bool ack_highwater; /* ack the highest seq seen (tmld's rule) instead
+                           of the highest contiguous one */
     bool connected;
     atomic_bool running;
     pthread_t thread;
@@ -105,6 +115,11 @@ void rig_gw_stop(struct rig_gw *g);
 void rig_gw_offer(struct rig_gw *g, uint32_t i, const struct rig_offer *o);
 /* Copies device i's log under the lock (seq arrays not copied). */
 void rig_gw_snapshot(struct rig_gw *g, uint32_t i, struct rig_dev_log *out);
+/* Acks the highest seq seen (tmld's go-back-N high-water) when on; the
+ * default is the highest seq below which nothing is missing. */
+void rig_gw_set_highwater(struct rig_gw *g, bool on);
+/* Sum of hole arrivals over all devices (see struct rig_dev_log). */
+uint64_t rig_gw_holes(struct rig_gw *g);
 /* Turns acknowledgements on or off (records are still stored). */
 void rig_gw_set_ack(struct rig_gw *g, bool on);
 /* Distinct tele seqs of device index i (sorts its log). */

@@ -153,7 +153,10 @@ test_minted_certificates_verify_and_are_cached(void **state)
     assert_int_equal(st1.st_mode & 0777, 0600);
     assert_int_equal(stat(crt, &st1), 0);
 
-    /* Second run: same files (not minted again), still delivers. */
+    /* Second run: same files (not minted again), still delivers. A new
+     * process is a reboot for every device: its seqs continue after the
+     * skipped rest of a reserved block, so ack the high-water mark. */
+    rig_gw_set_highwater(&f->gw, true);
     {
         const char *ident[] = {"--ca-cert", f->broker.ca, "--ca-key",
                                f->broker.ca_key, NULL};

@@ -652,6 +652,12 @@ dev_tick(struct sim *s, struct dev *d)
 /* ---- reporting -------------------------------------------------------------- */
 
 bool
+dev_is_done(const struct dev *d)
+{
+    return d->sim->o.count > 0 && d->n_inferences >= d->sim->o.count;
+}
+
+bool
 dev_is_drained(const struct dev *d)
 {
     const struct sim_opts *o = &d->sim->o;

@@ -124,6 +124,8 @@ void dev_teardown(struct dev *d);
 uint64_t dev_tick(struct sim *s, struct dev *d);
 void dev_add_totals(const struct dev *d, struct sim_totals *t);
 bool dev_is_drained(const struct dev *d);
+/* With --count: the device has made all its inferences. */
+bool dev_is_done(const struct dev *d);
 void dev_write_json(const struct dev *d, FILE *f);
 /* Stops producing and disconnects gracefully. */
 void dev_shutdown(struct dev *d);

@@ -715,7 +715,7 @@ main(int argc, char **argv)
             uint64_t t = dev_tick(s, dev_at(s, i));
             if (t < next)
                 next = t;
-            if (all_done && !dev_is_drained(dev_at(s, i)))
+            if (all_done && !dev_is_done(dev_at(s, i)))
                 all_done = false;
         }
         if (all_done)
