@@ -38,7 +38,7 @@ objs=""
 for src in "$root"/proto/src/*.c "$root"/firmware-agent/src/*.c; do
     o="$out/$(basename "$(dirname "$(dirname "$src")")")_$(basename "$src" .c).o"
     # shellcheck disable=SC2086
-    "$cc" $cflags -I"$(dirname "$src")" -c "$src" -o "$o"
+    "$cc" $cflags -fstack-usage -I"$(dirname "$src")" -c "$src" -o "$o"
     objs="$objs $o"
 done
 ldflags="-mcpu=cortex-m4 -mthumb -specs=nano.specs -specs=nosys.specs
@@ -127,6 +127,9 @@ bad=$(for s in $ext; do
     *) printf '%s ' "$s" ;;
     esac
 done)
+echo "largest stack frames (bytes, -fstack-usage):"
+cat "$out"/firmware-agent_*.su "$out"/proto_*.su 2>/dev/null | sort -t "$(printf '\t')" -k2 -n | tail -5 |
+    awk -F '\t' '{n = split($1, p, ":"); printf "  %-38s %8d\n", p[n], $2}'
 echo "external symbols used: $(echo "$ext" | tr ' ' '\n' | grep -v '^tml' | tr '\n' ' ')"
 if [ -n "$bad" ]; then
     echo "size.sh: agent/proto call outside <string.h>: $bad"
