@@ -756,6 +756,50 @@ test_ota_odd_chunk_sizes_keep_flash_rules(void **state)
             assert_int_equal(r->mp->flash[0][i], 0xff); /* padding */
 }
 
+static void
+test_ota_link_drop_mid_download_resumes_at_offset(void **state)
+{
+    struct rig *r = *state;
+    struct tml_ota_up u;
+    uint32_t off;
+    uint8_t st;
+    bool found = false;
+
+    rig_model(r, 2, 30000, 0, &r->k1);
+    r->offer_id++;
+    tml_heap_armed = 1;
+    (void)gw_offer(&r->a, r->offer_id, r->cose, r->cose_len, r->now);
+    for (uint32_t o = 0; o < 10240; o += 1024)
+        (void)gw_chunk(&r->a, r->offer_id, o, r->image + o, 1024, r->now);
+    tml_heap_armed = 0;
+    r->mp->offline = true;
+    tmla_on_disconnect(&r->a);
+    rig_run(r, 20, 5000); /* offline: no requests, no slow-abort */
+    tmla_ota_status(&r->a, &st, NULL, &off);
+    assert_int_equal(st, TML_OTA_DOWNLOADING);
+    assert_int_equal(off, 10240);
+    r->mp->offline = false;
+    r->mp->seen = r->mp->n_log;
+    tmla_on_connect(&r->a, r->now);
+    rig_run(r, 1, 10);
+    for (size_t i = r->mp->seen; i < r->mp->n_log; i++)
+        if (r->mp->log[i].kind == TML_KIND_OTA &&
+            tml_ota_up_decode(r->mp->log[i].payload, r->mp->log[i].len, &u) ==
+                TML_OK &&
+            u.kind == TML_OTA_UP_REQUEST) {
+            assert_int_equal(u.offset, 10240);
+            found = true;
+        }
+    assert_true(found);
+    tml_heap_armed = 1;
+    (void)gw_serve(r->mp, &r->a, r->offer_id, r->image, r->len, 1024, NULL,
+                   &r->now, 10, 400);
+    tml_heap_armed = 0;
+    rig_run(r, 3, 10);
+    tmla_ota_status(&r->a, &st, NULL, NULL);
+    assert_int_equal(st, TML_OTA_TRIAL);
+}
+
 int
 main(void)
 {
@@ -786,6 +830,7 @@ main(void)
         T(test_ota_boot_drops_a_corrupted_model),
         T(test_ota_s9_offer_flood_costs_no_flash_writes),
         T(test_ota_odd_chunk_sizes_keep_flash_rules),
+        T(test_ota_link_drop_mid_download_resumes_at_offset),
 #undef T
     };
 
