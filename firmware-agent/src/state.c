@@ -36,12 +36,30 @@ record_crc(const struct tmla__pstate *s)
     return crc32(s, offsetof(struct tmla__pstate, crc));
 }
 
+/* A record is used only if its CRC matches and every field the agent
+ * indexes or reads flash with is in range: the CRC catches torn writes, the
+ * range checks a record from a different flash geometry or a bug. */
 static bool
-record_valid(const struct tmla__pstate *s)
+record_valid(const struct tmla_agent *a, const struct tmla__pstate *s)
 {
-    return s->magic == STATE_MAGIC && s->crc == record_crc(s) &&
-           (s->active == TMLA__NO_SLOT || s->active < 2) &&
-           s->slot[0].slot == 0 && s->slot[1].slot == 1;
+    uint8_t d = s->active == TMLA__NO_SLOT ? 0 : (uint8_t)(s->active ^ 1u);
+
+    if (s->magic != STATE_MAGIC || s->crc != record_crc(s) ||
+        (s->active != TMLA__NO_SLOT && s->active > 1) || s->valid > 3 ||
+        s->dl > 1 || s->trial > 1 ||
+        (s->dl && s->dl_checkpoint > s->slot[d].size))
+        return false;
+    for (uint8_t i = 0; i < 2; i++) {
+        const struct tmla_model *m = &s->slot[i];
+        uint64_t need =
+            (uint64_t)m->model_size +
+            (uint64_t)m->n_vectors * ((uint64_t)m->vector_input_len + 4u);
+
+        if (m->slot != i || m->size > a->port.slot_size ||
+            m->model_size > m->size || need > m->size)
+            return false;
+    }
+    return true;
 }
 
 void
@@ -52,7 +70,7 @@ tmla__state_load(struct tmla_agent *a)
 
     for (uint8_t c = 0; c < 2; c++) {
         if (a->port.state_read(a->port.user, c, &tmp, sizeof tmp) != 0 ||
-            !record_valid(&tmp))
+            !record_valid(a, &tmp))
             continue;
         if (best < 0 || tmp.gen > a->ps.gen) {
             a->ps = tmp;

@@ -4,7 +4,11 @@
  * An input is a sequence of records [sel][len_hi][len_lo][len bytes]: sel%4
  * picks down/ack, down/ota, down/cmd of the device, or a raw topic (the
  * first payload byte is the topic length); sel/4 advances the clock before
- * a tmla_poll. Every input starts from a fresh agent and erased flash. The
+ * a tmla_poll. Every input starts from a fresh agent and erased flash,
+ * except that a first record with sel 0xff is a persisted state record
+ * (the harness fixes its magic and CRC) and the rest of that record's bytes
+ * fill slot 0: this fuzzes the boot path (F1 for the state parser; the
+ * seed boot_with_model is the state and slot after the install seed). The
  * fuzz port accepts every signature, so offers built by the fuzzer reach the
  * download, chunk, verify and activation code; SHA-256 is real (mbedTLS).
  * The port checks the MCUboot flash rules and aborts on a violation.
@@ -155,6 +159,32 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     port.es256_verify = f_verify;
     memset(flash, 0xff, sizeof flash);
     memset(state, 0, sizeof state);
+    if (size >= 3 && data[0] == 0xff) {
+        size_t len = (size_t)data[1] << 8 | data[2];
+        size_t ps = sizeof agent.ps;
+
+        if (len > size - 3)
+            len = size - 3;
+        /* A persisted record with a valid magic and CRC, then slot 0. */
+        memcpy(state[0], data + 3, len < ps ? len : ps);
+        state[0][0] = 0x41, state[0][1] = 0x4c, state[0][2] = 0x4d;
+        state[0][3] = 0x54;
+        {
+            uint32_t c = 0xffffffffu, crc;
+            size_t n = offsetof(struct tmla__pstate, crc);
+
+            for (size_t i = 0; i < n; i++) {
+                c ^= state[0][i];
+                for (int k = 0; k < 8; k++)
+                    c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
+            }
+            crc = ~c;
+            memcpy(state[0] + n, &crc, sizeof crc);
+        }
+        if (len > ps)
+            memcpy(flash[0], data + 3 + ps, len - ps < SLOT ? len - ps : SLOT);
+        pos = 3 + len;
+    }
     tmla_config_defaults(&cfg);
     cfg.device_id = "fz-1";
     cfg.hw = "test-hw";
