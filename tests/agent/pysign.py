@@ -5,17 +5,20 @@ Builds an image (model + 2 golden vectors for the test port's fake model),
 its manifest as a CBOR map (proto/include/tml/proto.h, struct tml_manifest
 keys), and a COSE_Sign1 (RFC 9052) with ES256 from python3-cryptography,
 with the Sig_structure written out by hand. Writes pub.bin (uncompressed
-P-256 point), kid.bin, image.bin and manifest.cose into OUTDIR.
+P-256 point), kid.bin, image.bin, manifest.cose and mutants.bin (F4:
+mutated manifests with this independent implementation's verdict) into
+OUTDIR.
 """
 import hashlib
 import os
+import random
 import sys
 
 import cbor2
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import \
-    decode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature, encode_dss_signature)
 
 
 def image():
@@ -71,6 +74,54 @@ def main():
                        ("image.bin", img), ("manifest.cose", cose)):
         with open(os.path.join(out, name), "wb") as f:
             f.write(data)
+    # F4: mutants of the manifest with this side's verdict, for the C test
+    # to compare with the agent's: every single-byte flip, then random
+    # multi-byte mutations. Record: u16 length (big-endian), bytes, verdict.
+    rnd = random.Random(20261127)
+    with open(os.path.join(out, "mutants.bin"), "wb") as f:
+        def emit(m):
+            f.write(len(m).to_bytes(2, "big") + m +
+                    bytes([1 if verify(m, key.public_key(), kid) else 0]))
+        emit(cose)
+        for i in range(len(cose)):
+            m = bytearray(cose)
+            m[i] ^= 1 << rnd.randrange(8)
+            emit(bytes(m))
+        for _ in range(200):
+            m = bytearray(cose)
+            for _ in range(rnd.randrange(1, 5)):
+                m[rnd.randrange(len(m))] = rnd.randrange(256)
+            emit(bytes(m))
+
+
+def verify(data, pub, kid):
+    """Independent COSE_Sign1 check: tag 18 or none, 4-array, protected
+    {1: -7, 4: kid}, empty unprotected map, 64-byte r||s over the
+    Sig_structure."""
+    try:
+        item = cbor2.loads(data)
+        if isinstance(item, cbor2.CBORTag):
+            if item.tag != 18:
+                return False
+            item = item.value
+        if not isinstance(item, list) or len(item) != 4:
+            return False
+        protected, unprotected, payload, sig = item
+        if not (isinstance(protected, bytes) and isinstance(payload, bytes)
+                and isinstance(sig, bytes) and unprotected == {}):
+            return False
+        hdr = cbor2.loads(protected)
+        if hdr != {1: -7, 4: kid} or len(sig) != 64:
+            return False
+        if cbor2.dumps(item) != (data[1:] if data[0] == 0xD2 else data):
+            return False  # not the shortest, definite encoding
+        tbs = cbor2.dumps(["Signature1", protected, b"", payload])
+        der = encode_dss_signature(int.from_bytes(sig[:32], "big"),
+                                   int.from_bytes(sig[32:], "big"))
+        pub.verify(der, tbs, ec.ECDSA(hashes.SHA256()))
+        return True
+    except Exception:  # any decode or signature failure is a rejection
+        return False
 
 
 if __name__ == "__main__":
