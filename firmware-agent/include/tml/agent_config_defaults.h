@@ -64,9 +64,10 @@
 #define TMLA_SEQ_BLOCK 64
 #endif
 
-/* The download offset is persisted every TMLA_OTA_CHECKPOINT bytes (flash
- * wear: <= 8 + size/16 KiB state writes per update). Must be a multiple of
- * the port's erase size. */
+/* Largest distance between persisted download offsets (a reboot fetches
+ * at most this much again). The agent spreads checkpoints more densely when
+ * the flash wear budget (<= 8 + size/16 KiB state writes per update)
+ * allows. Must be a multiple of the port's erase size. */
 #ifndef TMLA_OTA_CHECKPOINT
 #define TMLA_OTA_CHECKPOINT 16384u
 #endif
