@@ -250,7 +250,7 @@ subscribe(struct cl *c, const char *pattern)
     assert_int_equal(mosquitto_subscribe_v5(c->m, NULL, pattern, 1, 0, NULL),
                      MOSQ_ERR_SUCCESS);
     struct cl *cs[] = {c};
-    pump_until(cs, 1, &c->subscribed, before + 1, 3000);
+    pump_until(cs, 1, &c->subscribed, before + 1, 10000);
     assert_int_equal(c->subscribed, before + 1);
 }
 
@@ -398,7 +398,7 @@ rig_tmld_start(struct rig *r, const char *extra_ini)
     r->tmld = spawn(out, argv);
     /* Ready when `tmlctl status` reports the broker connected. */
     int rc = -1;
-    for (int i = 0; i < 100 && rc != 0; i++) {
+    for (int i = 0; i < 300 && rc != 0; i++) {
         usleep(50000);
         if (waitpid(r->tmld, NULL, WNOHANG) == r->tmld) {
             r->tmld = 0;

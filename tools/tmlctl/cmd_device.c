@@ -3,9 +3,11 @@
  * certificates from the fleet CA (pki.c), the register of what was issued,
  * and revocation that also disconnects the device (docs/pki.md):
  *
- *  1. the serial goes into the CRL (written atomically);
- *  2. the broker is told to reload (SIGHUP to its pid): new handshakes with
- *     the certificate now fail;
+ *  1. the serial goes into the CRL (written atomically), with a revoked
+ *     probe certificate;
+ *  2. the broker is told to reload (SIGHUP to its pid), and tmlctl waits
+ *     until the broker refuses the probe: new handshakes with the
+ *     certificate now fail;
  *  3. mosquitto does not re-check live connections on reload, so tmlctl
  *     takes the device's session over: it connects with a short-lived
  *     certificate for the same identity (client id = CN is pinned by the
@@ -26,6 +28,7 @@
 #include <mbedtls/x509_crt.h>
 
 #include "pki.h"
+#include "tml/proto.h"
 #include "tmlctl.h"
 
 const char *tmlctl_pki_default_dir(void);
@@ -190,9 +193,11 @@ provision_cmd(struct tmlctl *ctl, int argc, char **argv)
                            "device ids become MQTT topic levels "
                            "(tml/v1/<id>/...)",
                            "device id refused: %s", why);
-    if (group != NULL && (strlen(group) == 0 || strlen(group) > 32 ||
-                          strpbrk(group, "\t\n+#/") != NULL))
-        return tmlctl_fail(ctl, TMLCTL_EXIT_USAGE, NULL, "bad --group");
+    if (group != NULL && (strlen(group) > TML_MAX_NAME ||
+                          !tml_device_id_valid(group, strlen(group))))
+        return tmlctl_fail(ctl, TMLCTL_EXIT_USAGE,
+                           "groups are 1..32 of [A-Za-z0-9._-]",
+                           "bad --group '%s'", group);
     time_t now = time(NULL), nb = now - 3600,
            na = now + (time_t)DEFAULT_DEVICE_DAYS * 86400;
     if (expires != NULL && !parse_when(expires, now, &na))
@@ -322,7 +327,7 @@ out:
 
 /* ---- revoke --------------------------------------------------------------- */
 
-struct kick_state {
+struct conn_state {
     int connack; /* -1 waiting, else the CONNACK code */
 };
 
@@ -330,88 +335,103 @@ static void
 on_connect(struct mosquitto *m, void *obj, int rc)
 {
     (void)m;
-    ((struct kick_state *)obj)->connack = rc;
+    ((struct conn_state *)obj)->connack = rc;
 }
 
-/* Takes over the session of `id` on the broker, which closes the device's
- * connection. Returns 0 when the broker accepted our CONNECT. */
+/* A client certificate for cn valid PKI_KICK_VALIDITY_S, in a fresh 0700
+ * temp dir; recorded in db as revoked with group tag (the CRL that lists
+ * it is written by the caller when it is done with it). */
+struct temp_cert {
+    char dir[32], key[64], crt[64];
+};
+
 static int
-kick(struct pki *p, struct pki_db *db, const char *id, const char *host,
-     int port, char *err)
+temp_cert_issue(struct pki *p, struct pki_db *db, const char *cn,
+                const char *tag, struct temp_cert *tc, char *err)
 {
-    char tmpl[] = "/tmp/tmlctl-kick.XXXXXX";
-    if (mkdtemp(tmpl) == NULL) {
+    snprintf(tc->dir, sizeof(tc->dir), "/tmp/tmlctl-rev.XXXXXX");
+    if (mkdtemp(tc->dir) == NULL) {
         snprintf(err, 256, "mkdtemp: %s", strerror(errno));
         return -1;
     }
-    char key[128], crt[128], ca[4200];
-    snprintf(key, sizeof(key), "%s/k.key", tmpl);
-    snprintf(crt, sizeof(crt), "%s/k.crt", tmpl);
-    snprintf(ca, sizeof(ca), "%s/%s", pki_dir(p), PKI_CA_CRT);
+    snprintf(tc->key, sizeof(tc->key), "%s/k.key", tc->dir);
+    snprintf(tc->crt, sizeof(tc->crt), "%s/k.crt", tc->dir);
     time_t now = time(NULL);
-    struct pki_cert_req req = {.cn = id,
+    struct pki_cert_req req = {.cn = cn,
                                .usage = PKI_USE_CLIENT,
                                .not_before = now - 60,
                                .not_after = now + PKI_KICK_VALIDITY_S};
     struct pki_record rec;
     memset(&rec, 0, sizeof(rec));
-    int rc = pki_issue(p, &req, key, crt, NULL, NULL, NULL, NULL, rec.serial,
-                       err);
-    if (rc == 0) {
-        /* Record it revoked right away: it is only needed for the one
-         * connection below, which the broker accepts because it has not
-         * reloaded this CRL yet... except that it has: the CRL is written
-         * after the kick (see revoke()). */
-        snprintf(rec.id, sizeof(rec.id), "%s", id);
-        snprintf(rec.group, sizeof(rec.group), "(kick)");
-        rec.not_after = req.not_after;
-        rec.revoked = true;
-        rec.revoked_at = now;
-        rc = pki_db_add(db, &rec, err);
+    if (pki_issue(p, &req, tc->key, tc->crt, NULL, NULL, NULL, NULL,
+                  rec.serial, err) != 0)
+        return -1;
+    snprintf(rec.id, sizeof(rec.id), "%s", cn);
+    snprintf(rec.group, sizeof(rec.group), "%s", tag);
+    rec.not_after = req.not_after;
+    rec.revoked = true;
+    rec.revoked_at = now;
+    return pki_db_add(db, &rec, err);
+}
+
+static void
+temp_cert_remove(struct temp_cert *tc)
+{
+    if (tc->dir[0] == '\0')
+        return;
+    unlink(tc->key);
+    unlink(tc->crt);
+    rmdir(tc->dir);
+    tc->dir[0] = '\0';
+}
+
+/* One MQTT connect over TLS with the given certificate. Returns 1 when the
+ * broker accepted it (CONNACK 0), 0 when it refused it (TLS handshake or
+ * CONNACK), -1 when the broker could not be reached at all. */
+static int
+try_connect(const char *ca, const struct temp_cert *tc, const char *client_id,
+            const char *host, int port, char *err)
+{
+    struct conn_state st = {.connack = -1};
+    struct mosquitto *m = mosquitto_new(client_id, true, &st);
+    if (m == NULL) {
+        snprintf(err, 256, "mosquitto_new failed");
+        return -1;
     }
-    struct mosquitto *m = NULL;
-    struct kick_state st = {.connack = -1};
-    if (rc == 0) {
-        mosquitto_lib_init();
-        m = mosquitto_new(id, true, &st);
-        if (m == NULL) {
-            snprintf(err, 256, "mosquitto_new failed");
-            rc = -1;
-        }
-    }
-    if (rc == 0) {
-        mosquitto_connect_callback_set(m, on_connect);
-        int mr = mosquitto_tls_set(m, ca, NULL, crt, key, NULL);
-        if (mr == MOSQ_ERR_SUCCESS)
-            mr = mosquitto_connect(m, host, port, 10);
-        if (mr != MOSQ_ERR_SUCCESS) {
-            snprintf(err, 256, "connecting to the broker at %.64s:%d: %s", host,
-                     port, mosquitto_strerror(mr));
-            rc = -1;
-        }
-    }
-    for (int i = 0; rc == 0 && st.connack < 0 && i < KICK_TIMEOUT_MS / 50;
-         i++)
-        if (mosquitto_loop(m, 50, 1) != MOSQ_ERR_SUCCESS)
-            break;
-    if (rc == 0 && st.connack != 0) {
-        snprintf(err, 256, "the broker at %.64s:%d did not accept the takeover "
-                           "(%s)",
-                 host, port,
-                 st.connack < 0 ? "no CONNACK"
-                                : mosquitto_connack_string(st.connack));
+    mosquitto_connect_callback_set(m, on_connect);
+    int rc = 0;
+    int mr = mosquitto_tls_set(m, ca, NULL, tc->crt, tc->key, NULL);
+    if (mr == MOSQ_ERR_SUCCESS)
+        mr = mosquitto_connect(m, host, port, 10);
+    bool unreachable =
+        (mr == MOSQ_ERR_ERRNO &&
+         (errno == ECONNREFUSED || errno == ENETUNREACH ||
+          errno == EHOSTUNREACH || errno == ETIMEDOUT)) ||
+        mr == MOSQ_ERR_EAI || mr == MOSQ_ERR_INVAL || mr == MOSQ_ERR_NOMEM;
+    if (mr != MOSQ_ERR_SUCCESS && !unreachable) {
+        /* The broker hung up during the handshake (TLS alert, reset): our
+         * certificate was refused. */
+        rc = 0;
+    } else if (mr != MOSQ_ERR_SUCCESS) {
+        snprintf(err, 256, "connecting to the broker at %.64s:%d: %s", host,
+                 port,
+                 mr == MOSQ_ERR_ERRNO ? strerror(errno)
+                                      : mosquitto_strerror(mr));
         rc = -1;
+    } else {
+        /* TLS 1.3: the server's verdict on our certificate arrives after
+         * the client side of the handshake, as an alert or a CONNACK. */
+        for (int i = 0; st.connack < 0 && i < KICK_TIMEOUT_MS / 50; i++)
+            if (mosquitto_loop(m, 50, 1) != MOSQ_ERR_SUCCESS)
+                break;
+        rc = st.connack == 0 ? 1 : 0;
+        if (rc == 1) {
+            mosquitto_disconnect(m);
+            for (int i = 0; i < 4; i++)
+                mosquitto_loop(m, 20, 1);
+        }
     }
-    if (m != NULL) {
-        mosquitto_disconnect(m);
-        for (int i = 0; i < 4; i++)
-            mosquitto_loop(m, 20, 1);
-        mosquitto_destroy(m);
-        mosquitto_lib_cleanup();
-    }
-    unlink(key);
-    unlink(crt);
-    rmdir(tmpl);
+    mosquitto_destroy(m);
     return rc;
 }
 
@@ -495,6 +515,9 @@ revoke_cmd(struct tmlctl *ctl, int argc, char **argv)
         pki_close(p);
         return tmlctl_fail(ctl, TMLCTL_EXIT_IO, NULL, "%s", err);
     }
+    /* Everything released at out: is set up before the first goto. */
+    struct temp_cert probe = {0}, taker = {0};
+    mosquitto_lib_init();
     rc = TMLCTL_EXIT_OK;
     struct pki_record *r = pki_db_active(&db, id);
     if (r == NULL) {
@@ -507,13 +530,22 @@ revoke_cmd(struct tmlctl *ctl, int argc, char **argv)
     snprintf(serial, sizeof(serial), "%s", r->serial);
     r->revoked = true;
     r->revoked_at = time(NULL);
+    bool kick = !no_kick && pid != 0, reloaded = false, kicked = false;
+    char ca[4200];
+    snprintf(ca, sizeof(ca), "%s/%s", dir, PKI_CA_CRT);
+    /* A probe certificate revoked in the same CRL tells us when the broker
+     * has really applied it (mosquitto handles SIGHUP in its own time). */
+    if (kick && temp_cert_issue(p, &db, PKI_PROBE_CN, "(probe)", &probe,
+                                err) != 0) {
+        rc = tmlctl_fail(ctl, TMLCTL_EXIT_IO, NULL, "%s", err);
+        goto out;
+    }
     /* 1. CRL + register, 2. broker reload: from here on the device's
      * certificate fails every new handshake. */
     if (pki_db_save(dir, &db, err) != 0 || pki_write_crl(p, &db, err) != 0) {
         rc = tmlctl_fail(ctl, TMLCTL_EXIT_IO, NULL, "%s", err);
         goto out;
     }
-    bool reloaded = false, kicked = false;
     if (pid != 0) {
         if (kill((pid_t)pid, SIGHUP) != 0) {
             rc = tmlctl_fail(ctl, TMLCTL_EXIT_FAIL,
@@ -524,15 +556,41 @@ revoke_cmd(struct tmlctl *ctl, int argc, char **argv)
             goto out;
         }
         reloaded = true;
-        /* mosquitto handles the signal in its main loop; give it a moment
-         * so the takeover below already meets the new CRL state. */
-        struct timespec ts = {0, 300 * 1000000L};
-        nanosleep(&ts, NULL);
     }
-    /* 3. Disconnect the live session (only worth it once the broker refuses
-     * the reconnect, i.e. after the reload). */
-    if (!no_kick && reloaded) {
-        if (kick(p, &db, id, host, port, err) != 0) {
+    if (kick) {
+        /* Wait (bounded) until the probe is refused: the CRL is live. */
+        int applied = 0;
+        for (int i = 0; i < 50 && !applied; i++) {
+            int c = try_connect(ca, &probe, PKI_PROBE_CN, host, port, err);
+            if (c < 0) {
+                rc = tmlctl_fail(ctl, TMLCTL_EXIT_UNAVAILABLE,
+                                 "the CRL is written; --broker names the "
+                                 "TLS listener",
+                                 "%s", err);
+                goto out;
+            }
+            applied = c == 0;
+            if (!applied) {
+                struct timespec ts = {0, 100 * 1000000L};
+                nanosleep(&ts, NULL);
+            }
+        }
+        if (!applied) {
+            rc = tmlctl_fail(ctl, TMLCTL_EXIT_FAIL,
+                             "is crlfile in the broker's configuration "
+                             "(tmlctl broker-config)?",
+                             "the broker did not apply the new CRL within "
+                             "5 s");
+            goto out;
+        }
+        /* 3. Disconnect the live session by taking it over: mosquitto
+         * closes an existing connection of the same client id (= CN). */
+        int c = -1;
+        if (temp_cert_issue(p, &db, id, "(kick)", &taker, err) == 0)
+            c = try_connect(ca, &taker, id, host, port, err);
+        if (c != 1) {
+            if (c == 0)
+                snprintf(err, 256, "the broker refused the takeover");
             pki_db_save(dir, &db, err);
             pki_write_crl(p, &db, err);
             rc = tmlctl_fail(ctl, TMLCTL_EXIT_FAIL,
@@ -567,6 +625,9 @@ revoke_cmd(struct tmlctl *ctl, int argc, char **argv)
                              "a connected device stays connected until then");
     }
 out:
+    temp_cert_remove(&probe);
+    temp_cert_remove(&taker);
+    mosquitto_lib_cleanup();
     pki_db_free(&db);
     pki_close(p);
     return rc;
@@ -600,7 +661,8 @@ list_cmd(struct tmlctl *ctl, int argc, char **argv)
     time_t now = time(NULL);
     for (size_t i = 0; i < db.n; i++) {
         const struct pki_record *r = &db.v[i];
-        bool kick_rec = strcmp(r->group, "(kick)") == 0;
+        /* "(kick)" / "(probe)": certificates device revoke made. */
+        bool kick_rec = r->group[0] == '(';
         if (!all && (r->revoked || kick_rec))
             continue;
         const char *status = r->revoked           ? "revoked"

@@ -234,9 +234,10 @@ pki_device_id_ok(const char *id, char *why, size_t why_cap)
                  TML_MAX_DEVICE_ID);
         return false;
     }
-    if (strcmp(id, PKI_TMLD_CN) == 0) {
-        snprintf(why, why_cap, "'%s' is the gateway's own identity",
-                 PKI_TMLD_CN);
+    if (strcmp(id, PKI_TMLD_CN) == 0 || strcmp(id, PKI_PROBE_CN) == 0) {
+        snprintf(why, why_cap, "'%s' is reserved (%s)", id,
+                 strcmp(id, PKI_TMLD_CN) == 0 ? "the gateway's own identity"
+                                              : "used by device revoke");
         return false;
     }
     return true;
@@ -673,7 +674,7 @@ pki_db_active(struct pki_db *db, const char *id)
 {
     for (size_t i = db->n; i-- > 0;)
         if (!db->v[i].revoked && strcmp(db->v[i].id, id) == 0 &&
-            strcmp(db->v[i].group, "(kick)") != 0)
+            db->v[i].group[0] != '(')
             return &db->v[i];
     return NULL;
 }

@@ -20,6 +20,9 @@
 
 /* Identities with special rights on the broker: never a device id. */
 #define PKI_TMLD_CN "tmld"
+/* CN of the revoked certificate `device revoke` uses to see the broker
+ * apply a new CRL; reserved too. */
+#define PKI_PROBE_CN "tmlctl-crl-probe"
 
 struct pki; /* an opened PKI directory with its CA */
 
