@@ -105,8 +105,8 @@ publish_msg(struct cl *c, struct cl **others, size_t n_others,
     assert_int_equal(mosquitto_publish_v5(c->m, NULL, topic, (int)len, buf,
                                           1, retain, NULL),
                      MOSQ_ERR_SUCCESS);
-    struct cl *all[4] = {c};
-    for (size_t i = 0; i < n_others && i < 3; i++)
+    struct cl *all[4] = {c, NULL, NULL, NULL};
+    for (size_t i = 0; others != NULL && i < n_others && i < 3; i++)
         all[i + 1] = others[i];
     for (int w = 0; c->puback_ok + c->puback_denied < want && w < 5000;
          w += 10)
@@ -259,6 +259,67 @@ test_device_records_land_forgeries_do_not(void **state)
     client_free(b);
 }
 
+/* I3 at the gateway: a certificate with CN "a/b" (issued behind tmlctl's
+ * back, which refuses it) may publish under tml/v1/a/b/up/ as far as the
+ * broker's %u pattern goes; tmld's topic parser refuses every message:
+ * no device, no record. */
+static void
+test_slash_cn_records_refused_by_tmld(void **state)
+{
+    struct rig *r = *state;
+    assert_int_equal(
+        sh("cd %s && openssl ecparam -name prime256v1 -genkey -noout -out "
+           "slash.key && openssl req -new -key slash.key -subj '/CN=a\\/b' "
+           "-out slash.csr && printf 'extendedKeyUsage=clientAuth\\n' > "
+           "slash.ext && openssl x509 -req -in slash.csr -CA pki/ca.crt "
+           "-CAkey pki/ca.key -CAcreateserial -days 2 -sha256 -extfile "
+           "slash.ext -out slash.crt 2>/dev/null",
+           r->dir),
+        0);
+    assert_int_equal(sh("cd %s && openssl x509 -in slash.crt -noout -subject "
+                        "| grep -q 'CN = a/b'",
+                        r->dir),
+                     0);
+    cJSON *j = ctl_json("--json status%s", "");
+    double tele_before = jpath(j, "ingest", "tele");
+    double total_before = jpath(j, "devices", "total");
+    cJSON_Delete(j);
+    char ca[256], crt[256], key[256];
+    snprintf(ca, sizeof(ca), "%s/ca.crt", r->pki);
+    snprintf(crt, sizeof(crt), "%s/slash.crt", r->dir);
+    snprintf(key, sizeof(key), "%s/slash.key", r->dir);
+    struct cl *c = client("x", ca, crt, key);
+    struct cl *cs[] = {c};
+    for (int w = 0; c->connack < 0 && !c->dead && w < 5000; w += 20)
+        pump(cs, 1, 20);
+    assert_int_equal(c->connack, 0);
+    uint8_t buf[512];
+    int sent = 0;
+    for (uint32_t s = 1; s <= 10; s++) {
+        size_t len = tele(s, buf, sizeof(buf));
+        publish_msg(c, NULL, 0, "tml/v1/a/b/up/tele", buf, len, false);
+        sent++;
+    }
+    pump(cs, 1, 500);
+    j = ctl_json("--json status%s", "");
+    double tele_after = jpath(j, "ingest", "tele");
+    double total_after = jpath(j, "devices", "total");
+    cJSON_Delete(j);
+    /* (tmld subscribes tml/v1/+/up/#, which an extra level does not even
+     * match; its topic parser would refuse it as well.) */
+    struct tml_topic tp;
+    assert_int_not_equal(tml_topic_parse("tml/v1/a/b/up/tele", 18, &tp),
+                         TML_OK);
+    print_message("I3 at tmld: CN 'a/b' published %d records on "
+                  "tml/v1/a/b/up/tele (broker accepted %d); tmld stored "
+                  "%.0f, new devices %.0f\n",
+                  sent, c->puback_ok, tele_after - tele_before,
+                  total_after - total_before);
+    assert_int_equal(tele_after, tele_before);
+    assert_int_equal(total_after, total_before);
+    client_free(c);
+}
+
 static void
 test_exit_codes_follow_the_protocol(void **state)
 {
@@ -286,6 +347,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_status_shows_tls_broker_link),
         cmocka_unit_test(test_device_records_land_forgeries_do_not),
+        cmocka_unit_test(test_slash_cn_records_refused_by_tmld),
         cmocka_unit_test(test_exit_codes_follow_the_protocol),
     };
     return cmocka_run_group_tests_name("tmlctl_tmld_e2e", tests, setup,
