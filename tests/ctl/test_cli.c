@@ -199,6 +199,22 @@ test_sign_verify_roundtrip_and_rejections(void **state)
                      0);
 }
 
+/* Deterministic ECDSA + SOURCE_DATE_EPOCH: byte-identical bundles. */
+static void
+test_sign_is_reproducible(void **state)
+{
+    (void)state;
+    assert_int_equal(sh("cd %s && SOURCE_DATE_EPOCH=1700000000 %s sign "
+                        "model.bin --key fleet.key --name kws --version 7 "
+                        "--hw nrf52840 --classes 2 --input-shape 64 -o "
+                        "r0.tmlb -q && SOURCE_DATE_EPOCH=1700000000 %s sign "
+                        "model.bin --key fleet.key --name kws --version 7 "
+                        "--hw nrf52840 --classes 2 --input-shape 64 -o "
+                        "r1.tmlb -q && cmp -s r0.tmlb r1.tmlb",
+                        dir, bin, bin),
+                     0);
+}
+
 /* S12: a rotation manifest names the key ids devices must drop. */
 static void
 test_sign_revoke_kids_for_rotation(void **state)
@@ -392,6 +408,7 @@ main(void)
         cmocka_unit_test(test_sign_verify_roundtrip_and_rejections),
         cmocka_unit_test(test_verify_refuses_expired),
         cmocka_unit_test(test_sign_revoke_kids_for_rotation),
+        cmocka_unit_test(test_sign_is_reproducible),
         cmocka_unit_test(test_usage_and_file_errors),
         cmocka_unit_test(test_every_command_has_help),
         cmocka_unit_test(test_provision_refuses_unsafe_ids),
