@@ -221,12 +221,39 @@ tmla__tele_poll(struct tmla_agent *a, uint32_t now_ms)
     }
 }
 
+/* Gap repair (PROTOCOL.md 6: numbers increase by one; a gateway stores
+ * only seq == its high-water + 1). The RAM ring loses unacknowledged
+ * records at a reboot, a reboot skips the rest of a reserved block, and a
+ * fold of sent entries drops a number: the gateway then acks hw below our
+ * oldest record minus one, forever. Everything above hw was never stored
+ * by such a gateway, so the held records are renumbered from hw + 1.
+ * Only after the oldest record was resent at least once (a stale ack
+ * queued before the reconnect does not count) and when no earlier ack
+ * covered the gap. A gateway that stores gaps never acks below them. */
+static void
+repair_gap(struct tmla_agent *a, uint32_t hw)
+{
+    struct tmla__sum *low = &a->ring[0];
+    /* The highest number known stored: a stale, lower ack changes nothing. */
+    uint32_t next = (hw > a->tele_acked ? hw : a->tele_acked) + 1;
+
+    if (a->ring_n == 0 || low->seq == 0 || low->seq <= next || low->n_sends < 2)
+        return;
+    for (int i = 0; i < a->ring_n && a->ring[i].seq != 0; i++) {
+        a->ring[i].seq = next++;
+        a->ring[i].in_flight = false;
+    }
+    a->tele_next = next;
+    a->stats.renumbered++;
+}
+
 void
 tmla__tele_ack(struct tmla_agent *a, uint32_t seq)
 {
     /* An ack beyond what was handed out is bogus: ignore the excess. */
     if (seq >= a->tele_next)
         seq = a->tele_next - 1;
+    repair_gap(a, seq);
     if (seq > a->tele_acked)
         a->tele_acked = seq;
     while (a->ring_n > 0 && a->ring[0].seq != 0 && a->ring[0].seq <= seq)

@@ -135,6 +135,7 @@ struct tmla_stats {
     uint32_t bad_messages;        /* down messages that did not decode */
     uint32_t chunks_rejected;     /* wrong offer, outside window, oversize */
     uint32_t ring_high_water;     /* most tele entries held at once */
+    uint32_t renumbered;          /* gap repairs (see docs/agent.md) */
 };
 
 /* ---- the context (allocated by the firmware; fields are private) -------- */
@@ -162,6 +163,7 @@ struct tmla__sample {
     uint8_t reason, dtype, n_shape;
     bool has_expected;
     bool in_flight;
+    uint8_t n_rounds;    /* times all chunks were published */
     uint16_t next_chunk; /* chunks published in the current round */
     uint32_t id, first_seq, n_chunks, len;
     uint32_t predicted, confidence_bp, expected, rate_hz, model_version;
