@@ -53,16 +53,25 @@ tmlctl_connect(const struct tmlctl *ctl, struct tmlctl_conn **out)
                            "cannot connect to tmld at %s: %s", ctl->socket,
                            strerror(e));
     }
+    struct tmlctl_conn *c = tmlctl_conn_from_fd(ctl, fd);
+    if (c == NULL)
+        return tmlctl_fail(ctl, TMLCTL_EXIT_FAIL, NULL, "out of memory");
+    *out = c;
+    return TMLCTL_EXIT_OK;
+}
+
+struct tmlctl_conn *
+tmlctl_conn_from_fd(const struct tmlctl *ctl, int fd)
+{
     struct tmlctl_conn *c = calloc(1, sizeof(*c));
     if (c == NULL) {
         close(fd);
-        return tmlctl_fail(ctl, TMLCTL_EXIT_FAIL, NULL, "out of memory");
+        return NULL;
     }
     c->ctl = ctl;
     c->fd = fd;
     c->next_id = 1;
-    *out = c;
-    return TMLCTL_EXIT_OK;
+    return c;
 }
 
 void

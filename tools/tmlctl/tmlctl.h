@@ -223,6 +223,10 @@ int tmlctl_read_message(struct tmlctl_conn *c, int timeout_ms, cJSON **msg);
 
 void tmlctl_close(struct tmlctl_conn *c);
 
+/* Wraps an already connected stream socket (tests, fuzzing); takes fd.
+ * Returns NULL on ENOMEM (fd is then closed). */
+struct tmlctl_conn *tmlctl_conn_from_fd(const struct tmlctl *ctl, int fd);
+
 /* connect + request + close. */
 int tmlctl_call(const struct tmlctl *ctl, const char *cmd, cJSON *args,
                 cJSON **result);
