@@ -303,6 +303,10 @@ struct tmld {
  * A no-op otherwise. Safe from any thread. */
 void tmld_test_crash(const char *point);
 
+/* Test builds: installs the fault-injecting SQLite VFS when
+ * TMLD_TEST_IOERR_FILE or TMLD_TEST_IOERR_NTH is set (daemon/testvfs.c). */
+void testvfs_install(void);
+
 /* main.c runs this. */
 int tmld_main(int argc, char **argv);
 

@@ -115,6 +115,7 @@ struct store {
     uint64_t backoff_ms;
     uint64_t retry_at_ms;
     uint64_t errors_logged_ms;
+    bool need_checkpoint; /* the last batch failed: disk or cap full */
     struct store_stats stats;
 };
 
@@ -325,6 +326,7 @@ store_open(struct tmld *d)
     d->store = s;
     const char *path = d->set.db_path;
     char why[256] = "";
+    testvfs_install();
     int rc = open_checked(s, path, why, sizeof(why));
     if (rc == 1) {
         quarantine(path, why);
@@ -622,6 +624,14 @@ apply_rec(struct store *s, struct batch *b, struct rec *r)
 static int
 run_batch(struct store *s, struct batch *b)
 {
+    if (s->need_checkpoint) {
+        /* After "disk full" the WAL may be what fills the disk: it only
+         * shrinks after a checkpoint, and the automatic one waits for 1000
+         * pages. Copy it back and truncate it before trying again. */
+        sqlite3_wal_checkpoint_v2(s->wdb, NULL, SQLITE_CHECKPOINT_TRUNCATE,
+                                  NULL, NULL);
+        s->need_checkpoint = false;
+    }
     TRY(sqlite3_exec(s->wdb, "BEGIN IMMEDIATE", NULL, NULL, NULL));
     for (struct rec *r = b->head; r != NULL; r = r->next)
         TRY(apply_rec(s, b, r));
@@ -713,8 +723,11 @@ after_work_cb(uv_work_t *w, int status)
     } else {
         s->stats.commit_errors++;
         /* The cap (max_page_count) or a full disk: make room. */
-        if ((b->rc & 0xff) == SQLITE_FULL)
+        if ((b->rc & 0xff) == SQLITE_FULL ||
+            (b->rc & 0xff) == SQLITE_IOERR) {
+            s->need_checkpoint = true;
             retention_kick(d);
+        }
         s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : BACKOFF_MIN_MS;
         if (s->backoff_ms > BACKOFF_MAX_MS)
             s->backoff_ms = BACKOFF_MAX_MS;

@@ -4,6 +4,7 @@
 #include "harness.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -207,6 +208,13 @@ th_tmld_spawn(struct th *t, const char *const *env)
         }
         for (size_t i = 0; env && env[i]; i++)
             putenv((char *)(uintptr_t)env[i]);
+        if (t->wrap[0] != '\0') {
+            char cmd[2048];
+            snprintf(cmd, sizeof(cmd), "%s exec '%s' --config '%s' --foreground",
+                     t->wrap, bin, t->conf);
+            execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+            _exit(127);
+        }
         execl(bin, bin, "--config", t->conf, "--foreground", (char *)NULL);
         _exit(127);
     }
@@ -419,6 +427,8 @@ th_db(struct th *t)
 {
     sqlite3 *db = NULL;
     if (sqlite3_open_v2(t->db, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+        fprintf(stderr, "harness: open %s: %s\n", t->db,
+                db ? sqlite3_errmsg(db) : "?");
         sqlite3_close(db);
         return NULL;
     }
@@ -426,9 +436,46 @@ th_db(struct th *t)
     return db;
 }
 
+/* Runs the query in a child that joined ns_pid's mount namespace (a
+ * database on a private tmpfs; SQLite resolves /proc/PID/root symlinks, so
+ * that path cannot be used). */
+static int64_t
+db_int_in_ns(struct th *t, const char *sql)
+{
+    int pfd[2];
+    if (pipe(pfd) != 0)
+        return -1;
+    pid_t p = fork();
+    if (p == 0) {
+        char ns[64];
+        snprintf(ns, sizeof(ns), "/proc/%d/ns/mnt", (int)t->ns_pid);
+        int fd = open(ns, O_RDONLY);
+        int64_t v = -1;
+        if (fd >= 0 && setns(fd, CLONE_NEWNS) == 0) {
+            t->ns_pid = 0;
+            v = th_db_int(t, sql);
+        } else {
+            fprintf(stderr, "harness: setns: %s\n", strerror(errno));
+        }
+        if (write(pfd[1], &v, sizeof(v)) != sizeof(v))
+            _exit(1);
+        _exit(0);
+    }
+    close(pfd[1]);
+    int64_t v = -1;
+    if (p < 0 || read(pfd[0], &v, sizeof(v)) != sizeof(v))
+        v = -1;
+    close(pfd[0]);
+    if (p > 0)
+        waitpid(p, NULL, 0);
+    return v;
+}
+
 int64_t
 th_db_int(struct th *t, const char *sql)
 {
+    if (t->ns_pid > 0)
+        return db_int_in_ns(t, sql);
     sqlite3 *db = th_db(t);
     sqlite3_stmt *st = NULL;
     int64_t v = -1;

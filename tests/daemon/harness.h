@@ -20,10 +20,12 @@
 struct th {
     char dir[256];
     char conf[300];
-    char db[300];
+    char db[512];
     char sock[300];
     char log[300];
     char extra[2048]; /* appended to tmld.conf sections (raw INI) */
+    char wrap[512];   /* if set: tmld runs as sh -c "WRAP exec tmld ..." */
+    pid_t ns_pid;     /* if set: th_db_int queries in this PID's mount ns */
     int port;
     pid_t broker_pid;
     pid_t tmld_pid;
