@@ -84,7 +84,8 @@ trusted_keys = $work/fleet.pub
 device_timeout = 120s
 EOF
 "$tmld" --config "$work/tmld.conf" --foreground >"$work/tmld.log" 2>&1 &
-pids+=("$!")
+tmld_pid=$!
+pids+=("$tmld_pid")
 for _ in $(seq 1 100); do
     raw_ctl status >/dev/null 2>&1 && break
     sleep 0.1
@@ -134,11 +135,16 @@ PY
 ota_s=$($py -c "print(f'{$t1 - $t0:.2f}')")
 kill "$devsim_pid" 2>/dev/null || true
 wait "$devsim_pid" 2>/dev/null || true
+echo "tmld OTA: $confirmed of $n confirmed in $ota_s s ($state)"
 
 # The baseline uses the devices' own chunk size (hello chunk_max), so both
 # sides move the same bytes in the same number of messages.
 chunk=$(raw_ctl device.show '{"id": "sim-0001"}' |
     $py -c "import json,sys; print(json.load(sys.stdin)['device']['chunk_max'] or 4096)")
+# The publisher takes tmld's identity (the broker pins client id = CN):
+# tmld must be gone or the two would keep kicking each other off.
+kill "$tmld_pid" 2>/dev/null || true
+wait "$tmld_pid" 2>/dev/null || true
 rawline=$("$raw" "$TB_PORT" "$TB_CA" "$TB_TMLD_CERT" "$TB_TMLD_KEY" \
     "$work/devs" sim- 1 "$n" "$size" "$chunk" "${TML_BENCH_OTA_RAW_TIMEOUT:-300}") || {
     echo "bench/ota.sh: raw baseline failed: $rawline" >&2; exit 1; }

@@ -2,7 +2,7 @@
  * ota.c: tmld's OTA module (issue 5): rollouts of signed models in waves.
  *
  * Owns the artifact store (ota_store.c), the live rollouts (rollout.c state
- * machines wrapped in struct ota_rollout) and the 200 ms tick that drives
+ * machines wrapped in struct ota_rollout) and the 100 ms tick that drives
  * them. Device messages come in through up-hooks (up/ota: chunk requests and
  * status; up/hello: reboots, model version, late group members); offers,
  * chunks and cancels go out on down/ota. The health gate is a bounded query
@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define OTA_DEFAULT_TICK_MS 200
+#define OTA_DEFAULT_TICK_MS 100
 #define OTA_MAX_CHUNKS_PER_REQUEST 8
 
 /* The live module instance, so that a worker-thread completion that

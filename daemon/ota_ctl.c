@@ -820,6 +820,9 @@ h_deploy(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
     }
     free(t);
     orr->rollout_dirty = true;
+    /* First offers now rather than at the next tick. */
+    if (tmld_mqtt_is_connected(d))
+        rollout_tick(&orr->r, now);
     log_info("ota: rollout=%u %s v%u to %s%s: %zu devices, waves %s", orr->r.id,
              m.name, m.version, group ? "group " : "device list",
              group ? group : "", orr->r.n_devs,
