@@ -423,6 +423,104 @@ test_max_packet_size_fits_largest_legal_message(void **state)
     client_free(t);
 }
 
+/* The optional plain listener (broker-config --plain-port) is for tmld on
+ * loopback only: its password works, nothing else logs in. */
+static void
+test_plain_loopback_listener_only_for_tmld(void **state)
+{
+    struct rig *r = *state;
+    int tls_port = r->port;
+    char out[256];
+    snprintf(out, sizeof(out), "%s/mq2", r->dir);
+    /* Ports: let the kernel pick two free ones via the rig helper's idea:
+     * bind-and-release. */
+    int plain = 0, tls2 = 0;
+    for (int p = 20000 + (int)(getpid() % 20000), tries = 0;
+         tries < 200 && (plain == 0 || tls2 == 0); p++, tries++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET,
+                                .sin_port = htons((uint16_t)p),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 && p != tls_port) {
+            if (tls2 == 0)
+                tls2 = p;
+            else
+                plain = p;
+        }
+        close(fd);
+    }
+    assert_true(plain > 0 && tls2 > 0);
+    assert_int_equal(sh("%s broker-config --pki %s --out %s --port %d "
+                        "--address 127.0.0.1 --plain-port %d --log-file "
+                        "%s/log --run-as %s -q >/dev/null",
+                        r->tmlctl, r->pki, out, tls2, plain, out,
+                        geteuid() == 0 ? "root" : getenv("USER")),
+                     0);
+    assert_true(sh("grep -q '^listener %d 127.0.0.1$' %s/mosquitto.conf",
+                   plain, out) == 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char conf[300];
+        snprintf(conf, sizeof(conf), "%s/mosquitto.conf", out);
+        if (freopen("/dev/null", "w", stdout) == NULL ||
+            freopen("/dev/null", "w", stderr) == NULL)
+            _exit(126);
+        execlp("mosquitto", "mosquitto", "-c", conf, (char *)NULL);
+        _exit(127);
+    }
+    /* Wait (bounded) for the plain port. */
+    bool up = false;
+    for (int i = 0; i < 200 && !up; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET,
+                                .sin_port = htons((uint16_t)plain),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        up = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+        close(fd);
+        if (!up)
+            usleep(25000);
+    }
+    if (!up) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        fail_msg("the second broker did not start");
+    }
+    char pw[128] = "";
+    char pwfile[256];
+    snprintf(pwfile, sizeof(pwfile), "%s/tmld.mqtt-password", r->pki);
+    FILE *f = fopen(pwfile, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(pw, sizeof(pw), f));
+    fclose(f);
+    struct stat st;
+    assert_int_equal(stat(pwfile, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    struct {
+        const char *user, *pass;
+        int want;
+    } tries[] = {{"tmld", pw, 0},        {"tmld", "wrong", 5},
+                 {NULL, NULL, 5},        {"devA", NULL, 5},
+                 {"devA", pw, 5}};
+    int accepted = 0;
+    for (size_t i = 0; i < sizeof(tries) / sizeof(tries[0]); i++) {
+        int rc = sh("mosquitto_pub -h 127.0.0.1 -p %d %s%s%s %s%s%s -t "
+                    "tml/v1/devA/down/cmd -m x -q 1 >/dev/null 2>&1",
+                    plain, tries[i].user ? "-u '" : "",
+                    tries[i].user ? tries[i].user : "",
+                    tries[i].user ? "'" : "", tries[i].pass ? "-P '" : "",
+                    tries[i].pass ? tries[i].pass : "",
+                    tries[i].pass ? "'" : "");
+        accepted += rc == 0;
+        assert_int_equal(rc == 0, tries[i].want == 0);
+    }
+    print_message("plain loopback listener: logins accepted %d of 5 (only "
+                  "tmld with its password)\n",
+                  accepted);
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+}
+
 /* Secret files: every private key 0600 (PKI, devices, flashing files). */
 static void
 test_secret_files_are_0600(void **state)
@@ -466,6 +564,7 @@ main(void)
         cmocka_unit_test(test_revoke_disconnects_live_device),
         cmocka_unit_test(test_i3_odd_ids_refused_and_powerless),
         cmocka_unit_test(test_max_packet_size_fits_largest_legal_message),
+        cmocka_unit_test(test_plain_loopback_listener_only_for_tmld),
         cmocka_unit_test(test_secret_files_are_0600),
     };
     return cmocka_run_group_tests_name("tmlctl_broker_security", tests,
