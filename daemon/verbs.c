@@ -470,6 +470,272 @@ v_tele_summary(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
     tmld_ctl_reply_ok(req, r);
 }
 
+static const char *
+reason_name(int64_t r)
+{
+    switch (r) {
+    case TML_REASON_FLAGGED:
+        return "flagged";
+    case TML_REASON_LOW_CONF:
+        return "low_conf";
+    case TML_REASON_AUDIT:
+        return "audit";
+    default:
+        return "unknown";
+    }
+}
+
+static const char *
+dtype_name(int64_t t)
+{
+    static const char *names[] = {"?", "u8", "i8", "i16", "i32", "f32"};
+    return t >= 1 && t <= 5 ? names[t] : "unknown";
+}
+
+#define SAMPLE_COLS                                                            \
+    "d.name, s.sample_id, min(s.recv_at), s.model_version, s.reason, "         \
+    "s.predicted, s.confidence_bp, s.expected, s.dtype, s.shape, s.rate_hz, "  \
+    "s.total_len, sum(length(s.data))"
+
+static cJSON *
+sample_json(sqlite3_stmt *st)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "device",
+                            (const char *)sqlite3_column_text(st, 0));
+    cJSON_AddNumberToObject(o, "sample_id",
+                            (double)sqlite3_column_int64(st, 1));
+    cJSON_AddNumberToObject(o, "received_at",
+                            (double)sqlite3_column_int64(st, 2));
+    cJSON_AddNumberToObject(o, "model_version",
+                            (double)sqlite3_column_int64(st, 3));
+    cJSON_AddStringToObject(o, "reason",
+                            reason_name(sqlite3_column_int64(st, 4)));
+    cJSON_AddNumberToObject(o, "predicted",
+                            (double)sqlite3_column_int64(st, 5));
+    cJSON_AddNumberToObject(o, "confidence_bp",
+                            (double)sqlite3_column_int64(st, 6));
+    if (sqlite3_column_type(st, 7) == SQLITE_NULL)
+        cJSON_AddNullToObject(o, "expected");
+    else
+        cJSON_AddNumberToObject(o, "expected",
+                                (double)sqlite3_column_int64(st, 7));
+    cJSON_AddStringToObject(o, "dtype", dtype_name(sqlite3_column_int64(st, 8)));
+    cJSON *sh = cJSON_AddArrayToObject(o, "shape");
+    const char *shape = (const char *)sqlite3_column_text(st, 9);
+    for (const char *p = shape; p && *p;) {
+        char *end;
+        unsigned long v = strtoul(p, &end, 10);
+        if (end == p)
+            break;
+        cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)v));
+        p = *end == 'x' ? end + 1 : end;
+    }
+    cJSON_AddNumberToObject(o, "rate_hz", (double)sqlite3_column_int64(st, 10));
+    cJSON_AddNumberToObject(o, "total_len",
+                            (double)sqlite3_column_int64(st, 11));
+    cJSON_AddNumberToObject(o, "stored_len",
+                            (double)sqlite3_column_int64(st, 12));
+    return o;
+}
+
+static int
+reason_arg(const cJSON *args, int64_t *out)
+{
+    const char *r = NULL;
+    int rc = tmld_ctl_arg_str(args, "reason", 16, &r);
+    if (rc != 0)
+        return rc;
+    for (int64_t i = 1; i <= 3; i++)
+        if (strcmp(r, reason_name(i)) == 0) {
+            *out = i;
+            return 0;
+        }
+    return -EINVAL;
+}
+
+static void
+v_samples_list(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
+               void *arg)
+{
+    (void)arg;
+    const char *dev = NULL;
+    int64_t reason = 0, limit = 100, offset = 0;
+    int has_reason;
+    if (tmld_ctl_arg_str(args, "device", TML_MAX_DEVICE_ID, &dev) < 0 ||
+        (has_reason = reason_arg(args, &reason)) < 0 ||
+        tmld_ctl_arg_int(args, "limit", 0, LIST_MAX, &limit) < 0 ||
+        tmld_ctl_arg_int(args, "offset", 0, INT32_MAX, &offset) < 0) {
+        tmld_ctl_reply_err(req, "bad_args",
+                           "samples.list takes device (string), reason "
+                           "(flagged, low_conf, audit), limit, offset");
+        return;
+    }
+    static const char *from =
+        " FROM samples s JOIN devices d ON d.id = s.device_id WHERE (?1 IS "
+        "NULL OR d.name = ?1) AND (?2 IS NULL OR s.reason = ?2)";
+    char sql[1024], csql[512];
+    snprintf(sql, sizeof(sql),
+             "SELECT " SAMPLE_COLS "%s GROUP BY s.device_id, s.sample_id "
+             "ORDER BY min(s.id) DESC LIMIT ?3 OFFSET ?4",
+             from);
+    snprintf(csql, sizeof(csql),
+             "SELECT count(*) FROM (SELECT 1%s GROUP BY s.device_id, "
+             "s.sample_id)",
+             from);
+    sqlite3 *db = tmld_db_ro(d);
+    sqlite3_stmt *st = NULL, *cs = NULL;
+    struct qguard g;
+    guard_start(db, &g);
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db, csql, -1, &cs, NULL);
+    cJSON *r = NULL;
+    if (rc == SQLITE_OK) {
+        for (int i = 0; i < 2; i++) {
+            sqlite3_stmt *x = i ? cs : st;
+            if (dev)
+                sqlite3_bind_text(x, 1, dev, -1, SQLITE_STATIC);
+            if (has_reason == 0)
+                sqlite3_bind_int64(x, 2, reason);
+        }
+        sqlite3_bind_int64(st, 3, limit);
+        sqlite3_bind_int64(st, 4, offset);
+        r = cJSON_CreateObject();
+        rc = sqlite3_step(cs);
+        cJSON_AddNumberToObject(r, "total",
+                                rc == SQLITE_ROW
+                                    ? (double)sqlite3_column_int64(cs, 0)
+                                    : 0);
+        cJSON *a = cJSON_AddArrayToObject(r, "samples");
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+            cJSON_AddItemToArray(a, sample_json(st));
+    }
+    guard_end(db);
+    sqlite3_finalize(st);
+    sqlite3_finalize(cs);
+    if (rc != SQLITE_DONE) {
+        cJSON_Delete(r);
+        reply_db_error(req, db, rc);
+        return;
+    }
+    tmld_ctl_reply_ok(req, r);
+}
+
+#define SAMPLE_GET_MAX (4u * 1024 * 1024)
+
+static char *
+base64(const uint8_t *p, size_t n)
+{
+    static const char tbl[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char *out = malloc((n + 2) / 3 * 4 + 1);
+    if (out == NULL)
+        return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)p[i + 1] << 8;
+        if (i + 2 < n)
+            v |= p[i + 2];
+        out[o++] = tbl[(v >> 18) & 63];
+        out[o++] = tbl[(v >> 12) & 63];
+        out[o++] = i + 1 < n ? tbl[(v >> 6) & 63] : '=';
+        out[o++] = i + 2 < n ? tbl[v & 63] : '=';
+    }
+    out[o] = '\0';
+    return out;
+}
+
+static void
+v_samples_get(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
+              void *arg)
+{
+    (void)arg;
+    const char *dev = NULL;
+    int64_t sid = 0;
+    if (tmld_ctl_arg_str(args, "device", TML_MAX_DEVICE_ID, &dev) != 0 ||
+        tmld_ctl_arg_int(args, "sample_id", 0, UINT32_MAX, &sid) != 0) {
+        tmld_ctl_reply_err(req, "bad_args",
+                           "samples.get needs device (string) and sample_id "
+                           "(integer)");
+        return;
+    }
+    sqlite3 *db = tmld_db_ro(d);
+    sqlite3_stmt *st = NULL;
+    static const char *where = " FROM samples s JOIN devices d ON d.id = "
+                               "s.device_id WHERE d.name = ?1 AND "
+                               "s.sample_id = ?2";
+    char sql[768];
+    snprintf(sql, sizeof(sql), "SELECT " SAMPLE_COLS "%s GROUP BY s.device_id",
+             where);
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    cJSON *o = NULL;
+    int64_t total = 0, stored = 0;
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, dev, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, sid);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            o = sample_json(st);
+            total = sqlite3_column_int64(st, 11);
+            stored = sqlite3_column_int64(st, 12);
+        }
+    }
+    sqlite3_finalize(st);
+    if (o == NULL) {
+        if (rc == SQLITE_DONE)
+            tmld_ctl_reply_err(req, "not_found", "no sample %lld of '%s'",
+                               (long long)sid, dev);
+        else
+            reply_db_error(req, db, rc);
+        return;
+    }
+    if (total <= 0 || total > SAMPLE_GET_MAX || stored < total) {
+        cJSON_Delete(o);
+        tmld_ctl_reply_err(req, "conflict",
+                           "sample %lld of '%s': %lld of %lld bytes stored",
+                           (long long)sid, dev, (long long)stored,
+                           (long long)total);
+        return;
+    }
+    uint8_t *buf = calloc(1, (size_t)total);
+    snprintf(sql, sizeof(sql), "SELECT s.offset, s.data%s ORDER BY s.offset",
+             where);
+    rc = buf ? sqlite3_prepare_v2(db, sql, -1, &st, NULL) : SQLITE_NOMEM;
+    int64_t covered = 0;
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, dev, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, sid);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            int64_t off = sqlite3_column_int64(st, 0);
+            int n = sqlite3_column_bytes(st, 1);
+            const void *p = sqlite3_column_blob(st, 1);
+            /* Chunks are untrusted: each must lie inside the input. */
+            if (off < 0 || n < 0 || off + n > total || p == NULL)
+                continue;
+            memcpy(buf + off, p, (size_t)n);
+            if (off <= covered && off + n > covered)
+                covered = off + n;
+        }
+    }
+    sqlite3_finalize(st);
+    char *b64 = rc == SQLITE_DONE && covered == total ? base64(buf, (size_t)total)
+                                                      : NULL;
+    free(buf);
+    if (b64 == NULL) {
+        cJSON_Delete(o);
+        tmld_ctl_reply_err(req, "conflict",
+                           "sample %lld of '%s': chunks do not cover it",
+                           (long long)sid, dev);
+        return;
+    }
+    cJSON_AddStringToObject(o, "data_b64", b64);
+    free(b64);
+    tmld_ctl_reply_ok(req, o);
+}
+
 void
 ctl_register_core_verbs(struct tmld *d)
 {
@@ -484,6 +750,8 @@ ctl_register_core_verbs(struct tmld *d)
         {"device.show", v_device_show},
         {"groups", v_groups},
         {"tele.summary", v_tele_summary},
+        {"samples.list", v_samples_list},
+        {"samples.get", v_samples_get},
     };
     for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
         if (tmld_ctl_register(d, verbs[i].name, verbs[i].fn, NULL) != 0)

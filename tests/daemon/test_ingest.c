@@ -152,6 +152,30 @@ test_ingest_stores_samples(void **state)
                                   "length(data) = 64 AND reason = 1"),
                      4);
     assert_int_equal(th_db_int(t, "SELECT sample_hw FROM stream_hw"), 4);
+    char out[8192];
+    assert_int_equal(th_ctl(t,
+                            "{\"id\":1,\"cmd\":\"samples.list\",\"args\":"
+                            "{\"device\":\"sampler\",\"reason\":"
+                            "\"flagged\"}}",
+                            out, sizeof(out), 2000),
+                     0);
+    assert_non_null(strstr(out, "\"total\":4"));
+    assert_non_null(strstr(out, "\"sample_id\":104"));
+    assert_non_null(strstr(out, "\"dtype\":\"u8\",\"shape\":[64]"));
+    /* Chunk bytes are seq + i: sample 102 (seq 2) starts 02 03 04. */
+    assert_int_equal(th_ctl(t,
+                            "{\"id\":2,\"cmd\":\"samples.get\",\"args\":"
+                            "{\"device\":\"sampler\",\"sample_id\":102}}",
+                            out, sizeof(out), 2000),
+                     0);
+    assert_non_null(strstr(out, "\"stored_len\":64"));
+    assert_non_null(strstr(out, "\"data_b64\":\"AgME"));
+    assert_int_equal(th_ctl(t,
+                            "{\"id\":3,\"cmd\":\"samples.get\",\"args\":"
+                            "{\"device\":\"sampler\",\"sample_id\":7}}",
+                            out, sizeof(out), 2000),
+                     0);
+    assert_non_null(strstr(out, "\"code\":\"not_found\""));
     tdev_close(&v);
 }
 
