@@ -62,6 +62,7 @@ static void
 kill_all(void)
 {
     if (the_rig != NULL) {
+        stop_pid(&the_rig->extra);
         stop_pid(&the_rig->tmld);
         stop_pid(&the_rig->broker);
     }
@@ -416,6 +417,7 @@ rig_tmld_start(struct rig *r, const char *extra_ini)
 void
 rig_stop(struct rig *r)
 {
+    stop_pid(&r->extra);
     stop_pid(&r->tmld);
     stop_pid(&r->broker);
     mosquitto_lib_cleanup();

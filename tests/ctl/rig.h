@@ -20,6 +20,7 @@ struct rig {
     int port;
     pid_t broker;
     pid_t tmld;
+    pid_t extra; /* a test's own extra process, killed with the rest */
     char sock[160];
 };
 

@@ -469,6 +469,7 @@ test_plain_loopback_listener_only_for_tmld(void **state)
         execlp("mosquitto", "mosquitto", "-c", conf, (char *)NULL);
         _exit(127);
     }
+    r->extra = pid; /* killed by rig_stop / at exit if an assert fires */
     /* Wait (bounded) for the plain port. */
     bool up = false;
     for (int i = 0; i < 200 && !up; i++) {
@@ -481,11 +482,8 @@ test_plain_loopback_listener_only_for_tmld(void **state)
         if (!up)
             usleep(25000);
     }
-    if (!up) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
+    if (!up)
         fail_msg("the second broker did not start");
-    }
     char pw[128] = "";
     char pwfile[256];
     snprintf(pwfile, sizeof(pwfile), "%s/tmld.mqtt-password", r->pki);
@@ -519,6 +517,7 @@ test_plain_loopback_listener_only_for_tmld(void **state)
                   accepted);
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);
+    r->extra = 0;
 }
 
 /* Secret files: every private key 0600 (PKI, devices, flashing files). */
