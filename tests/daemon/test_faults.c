@@ -370,7 +370,7 @@ test_sigterm_drains_and_closes_the_database(void **state)
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
     /* A clean close checkpoints and removes the WAL. */
-    char wal[400];
+    char wal[600];
     snprintf(wal, sizeof(wal), "%s-wal", t->db);
     assert_int_not_equal(access(wal, F_OK), 0);
     assert_integrity(t);
@@ -396,7 +396,7 @@ test_r10_corrupt_database_is_quarantined(void **state)
     fwrite(junk, 1, sizeof(junk), f);
     fclose(f);
     assert_int_equal(th_tmld_start(t, NULL, 10000), 0);
-    char cmd[512];
+    char cmd[1024];
     snprintf(cmd, sizeof(cmd), "ls '%s'.corrupt-* >/dev/null 2>&1", t->db);
     assert_int_equal(system(cmd), 0);
     snprintf(cmd, sizeof(cmd), "grep -q 'DATABASE CORRUPT' '%s'", t->log);
