@@ -22,15 +22,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static struct tml_bundle b;
     struct tml_pubkey pub;
-    if (tml_pubkey_from_raw(seed_pub, sizeof(seed_pub), &pub) !=
-        TML_BUNDLE_OK)
+    if (tml_pubkey_from_raw(seed_pub, sizeof(seed_pub), &pub) != TML_BUNDLE_OK)
         abort();
     enum tml_bundle_err parsed = tml_bundle_parse(data, size, &b);
-    if (tml_bundle_verify(data, size, &pub, 1, 1, &b, NULL) ==
-        TML_BUNDLE_OK) {
+    if (tml_bundle_verify(data, size, &pub, 1, 1, &b, NULL) == TML_BUNDLE_OK) {
         /* Accepted: the views must lie inside the input. */
-        if (parsed != TML_BUNDLE_OK || b.image.len > size ||
-            b.cose.len > size)
+        if (parsed != TML_BUNDLE_OK || b.image.len > size || b.cose.len > size)
             abort();
     }
     struct tml_cose_sign1 s;

@@ -41,8 +41,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         off += (size_t)w;
     }
     shutdown(sv[1], SHUT_WR);
-    struct tmlctl ctl = {.socket = "fuzz", .timeout_ms = 1000,
-                         .prog = "tmlctl"};
+    struct tmlctl ctl = {
+        .socket = "fuzz", .timeout_ms = 1000, .prog = "tmlctl"};
     struct tmlctl_conn *c = tmlctl_conn_from_fd(&ctl, sv[0]);
     if (c == NULL)
         abort();

@@ -23,7 +23,6 @@
 
 #include "rig.h"
 
-
 struct rig *the_rig;
 
 /* ---- processes ----------------------------------------------------------- */
@@ -84,7 +83,6 @@ free_port(void)
 
 /* ---- MQTT clients (libmosquitto, driven by pump()) --------------------- */
 
-
 /* Protocol of the next client() (MQTT 5 unless a test needs 3.1.1). */
 int next_protocol = MQTT_PROTOCOL_V5;
 
@@ -102,8 +100,7 @@ on_connect(struct mosquitto *m, void *o, int rc, int flags,
 }
 
 static void
-on_disconnect(struct mosquitto *m, void *o, int rc,
-              const mosquitto_property *p)
+on_disconnect(struct mosquitto *m, void *o, int rc, const mosquitto_property *p)
 {
     (void)m;
     (void)rc;
@@ -171,8 +168,7 @@ pump(struct cl **cs, size_t n, int ms)
 
 /* Pumps until *flag >= want or timeout_ms. */
 void
-pump_until(struct cl **cs, size_t n, const int *flag, int want,
-           int timeout_ms)
+pump_until(struct cl **cs, size_t n, const int *flag, int want, int timeout_ms)
 {
     for (int waited = 0; *flag < want && waited < timeout_ms; waited += 20)
         pump(cs, n, 20);
@@ -181,8 +177,7 @@ pump_until(struct cl **cs, size_t n, const int *flag, int want,
 /* Creates a client with certificate files cert/key (NULL: none), MQTT 5,
  * and starts connecting. Returns it even if the connect fails early. */
 struct cl *
-client(const char *client_id, const char *ca, const char *cert,
-       const char *key)
+client(const char *client_id, const char *ca, const char *cert, const char *key)
 {
     struct cl *c = calloc(1, sizeof(*c));
     assert_non_null(c);
@@ -257,8 +252,8 @@ subscribe(struct cl *c, const char *pattern)
 
 /* Publishes n QoS 1 messages and pumps until every PUBACK came back. */
 void
-publish_n(struct cl *c, struct cl **others, size_t n_others,
-          const char *topic, int n, size_t len)
+publish_n(struct cl *c, struct cl **others, size_t n_others, const char *topic,
+          int n, size_t len)
 {
     char *payload = calloc(1, len ? len : 1);
     int want = c->puback_ok + c->puback_denied + n;
@@ -281,8 +276,8 @@ publish_n(struct cl *c, struct cl **others, size_t n_others,
     free(payload);
 }
 
-
-/* ---- rig lifecycle ---------------------------------------------------------- */
+/* ---- rig lifecycle ----------------------------------------------------------
+ */
 
 void
 rig_init(struct rig *r)
@@ -301,9 +296,9 @@ rig_init(struct rig *r)
              bin ? bin : ".");
     snprintf(r->pki, sizeof(r->pki), "%s/pki", r->dir);
     snprintf(r->dev, sizeof(r->dev), "%s/dev", r->dir);
-    assert_int_equal(sh("%s pki init --dir %s --no-color -q >/dev/null",
-                        r->tmlctl, r->pki),
-                     0);
+    assert_int_equal(
+        sh("%s pki init --dir %s --no-color -q >/dev/null", r->tmlctl, r->pki),
+        0);
     mosquitto_lib_init();
 }
 
@@ -406,8 +401,7 @@ rig_tmld_start(struct rig *r, const char *extra_ini)
             sh("cat %s >&2", out);
             fail_msg("tmld exited at start");
         }
-        rc = sh("%s --socket %s status >/dev/null 2>&1", r->tmlctl,
-                r->sock);
+        rc = sh("%s --socket %s status >/dev/null 2>&1", r->tmlctl, r->sock);
     }
     if (rc != 0)
         sh("cat %s >&2", out);

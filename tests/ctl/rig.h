@@ -29,11 +29,11 @@ extern struct rig *the_rig;
 
 struct cl {
     struct mosquitto *m;
-    int connack;        /* -1 none yet */
+    int connack; /* -1 none yet */
     int connects;
     int disconnects;
-    int msgs;           /* messages received */
-    int msgs_topic;     /* received on `watch` */
+    int msgs;       /* messages received */
+    int msgs_topic; /* received on `watch` */
     char watch[128];
     int puback_ok, puback_denied;
     int subscribed;

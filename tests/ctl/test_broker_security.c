@@ -67,7 +67,8 @@ setup(void **state)
     /* I3: CNs a compromised or careless CA could issue: '+' and '#'. The
      * fleet CA key signs them directly (tmlctl refuses, tested below). */
     assert_int_equal(
-        sh("cd %s && for n in 1 2; do cn=$( [ $n = 1 ] && echo '\\+' || echo '#'); "
+        sh("cd %s && for n in 1 2; do cn=$( [ $n = 1 ] && echo '\\+' || echo "
+           "'#'); "
            "openssl ecparam -name prime256v1 -genkey -noout -out odd$n.key && "
            "openssl req -new -key odd$n.key -subj \"/CN=$cn\" -out odd$n.csr "
            "&& printf 'extendedKeyUsage=clientAuth\\n' > odd.ext && "
@@ -88,7 +89,8 @@ teardown(void **state)
     return 0;
 }
 
-/* ---- tests ------------------------------------------------------------------- */
+/* ---- tests
+ * ------------------------------------------------------------------- */
 
 /* A provisioned device connects; what it publishes on its up/ reaches
  * tmld's identity. */
@@ -175,8 +177,7 @@ test_i5_wildcard_snooping_receives_nothing(void **state)
     print_message("I5: tmld sent %d to devA; devA received %d, devB "
                   "(wildcards) received %d of them (and its own control "
                   "message %d times, once per matching subscription)\n",
-                  N_ATTEMPTS, a->msgs, b->msgs_topic,
-                  b->msgs - b->msgs_topic);
+                  N_ATTEMPTS, a->msgs, b->msgs_topic, b->msgs - b->msgs_topic);
     assert_int_equal(t->puback_ok, N_ATTEMPTS + 1);
     assert_int_equal(a->msgs, N_ATTEMPTS);
     assert_int_equal(b->msgs_topic, 0);
@@ -326,8 +327,8 @@ static void
 test_i3_odd_ids_refused_and_powerless(void **state)
 {
     struct rig *r = *state;
-    const char *odd[] = {"a+b", "a#b", "a/b", "caf\xc3\xa9", "\xff", "",
-                         "tmld", ".."};
+    const char *odd[] = {"a+b",  "a#b", "a/b",  "caf\xc3\xa9",
+                         "\xff", "",    "tmld", ".."};
     for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++)
         assert_int_equal(sh("%s device provision '%s' --out %s/odd --pki %s "
                             ">/dev/null 2>&1",
@@ -370,8 +371,8 @@ test_i3_odd_ids_refused_and_powerless(void **state)
     /* tmld received none of the odd clients' publishes. */
     assert_int_equal(t->msgs, 0);
     struct tml_topic tp;
-    assert_int_not_equal(
-        tml_topic_parse("tml/v1/a/b/up/tele", 18, &tp), TML_OK);
+    assert_int_not_equal(tml_topic_parse("tml/v1/a/b/up/tele", 18, &tp),
+                         TML_OK);
     print_message("I3: 8 odd ids refused by tmlctl; %d odd-CN certs "
                   "connected and got 0 messages in or out; topics with "
                   "extra levels accepted = 0\n",
@@ -405,8 +406,8 @@ test_max_packet_size_fits_largest_legal_message(void **state)
     size_t big = TML_MAX_MESSAGE + 200;
     char *payload = calloc(1, big);
     assert_int_equal(mosquitto_publish(d3->m, NULL,
-                                       "tml/v1/" LONG_ID "/up/sample",
-                                       (int)big, payload, 1, false),
+                                       "tml/v1/" LONG_ID "/up/sample", (int)big,
+                                       payload, 1, false),
                      MOSQ_ERR_SUCCESS);
     free(payload);
     struct cl *both[] = {d3, t};
@@ -456,8 +457,8 @@ test_plain_loopback_listener_only_for_tmld(void **state)
                         r->tmlctl, r->pki, out, tls2, plain, out,
                         geteuid() == 0 ? "root" : getenv("USER")),
                      0);
-    assert_true(sh("grep -q '^listener %d 127.0.0.1$' %s/mosquitto.conf",
-                   plain, out) == 0);
+    assert_true(sh("grep -q '^listener %d 127.0.0.1$' %s/mosquitto.conf", plain,
+                   out) == 0);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -497,18 +498,20 @@ test_plain_loopback_listener_only_for_tmld(void **state)
     struct {
         const char *user, *pass;
         int want;
-    } tries[] = {{"tmld", pw, 0},        {"tmld", "wrong", 5},
-                 {NULL, NULL, 5},        {"devA", NULL, 5},
+    } tries[] = {{"tmld", pw, 0},
+                 {"tmld", "wrong", 5},
+                 {NULL, NULL, 5},
+                 {"devA", NULL, 5},
                  {"devA", pw, 5}};
     int accepted = 0;
     for (size_t i = 0; i < sizeof(tries) / sizeof(tries[0]); i++) {
-        int rc = sh("mosquitto_pub -h 127.0.0.1 -p %d %s%s%s %s%s%s -t "
-                    "tml/v1/devA/down/cmd -m x -q 1 >/dev/null 2>&1",
-                    plain, tries[i].user ? "-u '" : "",
-                    tries[i].user ? tries[i].user : "",
-                    tries[i].user ? "'" : "", tries[i].pass ? "-P '" : "",
-                    tries[i].pass ? tries[i].pass : "",
-                    tries[i].pass ? "'" : "");
+        int rc =
+            sh("mosquitto_pub -h 127.0.0.1 -p %d %s%s%s %s%s%s -t "
+               "tml/v1/devA/down/cmd -m x -q 1 >/dev/null 2>&1",
+               plain, tries[i].user ? "-u '" : "",
+               tries[i].user ? tries[i].user : "", tries[i].user ? "'" : "",
+               tries[i].pass ? "-P '" : "", tries[i].pass ? tries[i].pass : "",
+               tries[i].pass ? "'" : "");
         accepted += rc == 0;
         assert_int_equal(rc == 0, tries[i].want == 0);
     }
@@ -525,8 +528,8 @@ static void
 test_secret_files_are_0600(void **state)
 {
     struct rig *r = *state;
-    const char *secrets[] = {"pki/ca.key", "pki/server.key", "pki/tmld.key",
-                             "dev/devA.key", "dev/devA.h", "dev/devA.bin"};
+    const char *secrets[] = {"pki/ca.key",   "pki/server.key", "pki/tmld.key",
+                             "dev/devA.key", "dev/devA.h",     "dev/devA.bin"};
     const char *public_[] = {"pki/ca.crt", "pki/crl.pem", "dev/devA.crt"};
     for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++) {
         char p[256];
@@ -566,6 +569,6 @@ main(void)
         cmocka_unit_test(test_plain_loopback_listener_only_for_tmld),
         cmocka_unit_test(test_secret_files_are_0600),
     };
-    return cmocka_run_group_tests_name("tmlctl_broker_security", tests,
-                                       setup, teardown);
+    return cmocka_run_group_tests_name("tmlctl_broker_security", tests, setup,
+                                       teardown);
 }

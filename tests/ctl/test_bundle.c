@@ -93,9 +93,9 @@ test_bundle_roundtrip_verifies_and_exposes_manifest(void **state)
     struct fx *f = *state;
     struct tml_bundle *b = malloc(sizeof(*b));
     size_t which = 99;
-    assert_int_equal(tml_bundle_verify(f->bundle, f->len, &f->p1, 1,
-                                       1750000000, b, &which),
-                     TML_BUNDLE_OK);
+    assert_int_equal(
+        tml_bundle_verify(f->bundle, f->len, &f->p1, 1, 1750000000, b, &which),
+        TML_BUNDLE_OK);
     assert_int_equal(which, 0);
     assert_int_equal(b->manifest.version, 7);
     assert_int_equal(b->manifest.size, sizeof(f->image));
@@ -285,12 +285,12 @@ test_bundle_expiry(void **state)
 {
     struct fx *f = *state;
     struct tml_bundle *b = malloc(sizeof(*b));
-    assert_int_equal(tml_bundle_verify(f->bundle, f->len, &f->p1, 1,
-                                       1799999999, b, NULL),
-                     TML_BUNDLE_OK);
-    assert_int_equal(tml_bundle_verify(f->bundle, f->len, &f->p1, 1,
-                                       1800000000, b, NULL),
-                     TML_BUNDLE_E_EXPIRED);
+    assert_int_equal(
+        tml_bundle_verify(f->bundle, f->len, &f->p1, 1, 1799999999, b, NULL),
+        TML_BUNDLE_OK);
+    assert_int_equal(
+        tml_bundle_verify(f->bundle, f->len, &f->p1, 1, 1800000000, b, NULL),
+        TML_BUNDLE_E_EXPIRED);
     free(b);
 }
 
@@ -307,9 +307,9 @@ test_bundle_rejects_signed_manifest_for_other_image(void **state)
     memset(other, 0x5a, sizeof(other));
     uint8_t *b2 = NULL;
     size_t l2 = 0;
-    assert_int_equal(tml_bundle_build(f->k1, &m, other, sizeof(other), NULL,
-                                      0, &b2, &l2),
-                     TML_BUNDLE_OK);
+    assert_int_equal(
+        tml_bundle_build(f->k1, &m, other, sizeof(other), NULL, 0, &b2, &l2),
+        TML_BUNDLE_OK);
     /* Swap the image of bundle 2 for the original image (1 byte shorter):
      * size mismatch; same length other content: hash mismatch. */
     struct tml_bundle *b = malloc(sizeof(*b));
@@ -370,9 +370,8 @@ test_cose_sign_verify_manifest(void **state)
     /* Deterministic signatures: same key + manifest = same bytes. */
     uint8_t again[TML_MAX_MANIFEST];
     size_t len2 = 0;
-    assert_int_equal(
-        tml_manifest_sign(f->k2, &m, again, sizeof(again), &len2),
-        TML_BUNDLE_OK);
+    assert_int_equal(tml_manifest_sign(f->k2, &m, again, sizeof(again), &len2),
+                     TML_BUNDLE_OK);
     assert_int_equal(len, len2);
     assert_memory_equal(cose, again, len);
     /* Signature byte flipped. */

@@ -139,8 +139,7 @@ test_keygen_writes_0600_key_and_refuses_overwrite(void **state)
     cJSON *j = cJSON_Parse(out);
     free(out);
     assert_non_null(j);
-    assert_int_equal(strlen(cJSON_GetObjectItem(j, "key_id")->valuestring),
-                     16);
+    assert_int_equal(strlen(cJSON_GetObjectItem(j, "key_id")->valuestring), 16);
     cJSON_Delete(j);
 }
 
@@ -156,8 +155,7 @@ test_sign_verify_roundtrip_and_rejections(void **state)
     assert_true(file_contains("out.txt", "valid"));
     assert_true(file_contains("out.txt", "2 vectors"));
     /* Either of two trusted keys (rotation). */
-    assert_int_equal(t("verify kws-7.tmlb --pub other.pub --pub fleet.pub"),
-                     0);
+    assert_int_equal(t("verify kws-7.tmlb --pub other.pub --pub fleet.pub"), 0);
     /* S1: wrong key. */
     assert_int_equal(t("verify kws-7.tmlb --pub other.pub"), 6);
     assert_true(file_contains("err.txt", "untrusted key"));
@@ -169,8 +167,7 @@ test_sign_verify_roundtrip_and_rejections(void **state)
                      0);
     assert_int_equal(t("verify bad.tmlb --pub fleet.pub"), 6);
     /* Truncated. */
-    assert_int_equal(sh("cd %s && head -c 3000 kws-7.tmlb > cut.tmlb", dir),
-                     0);
+    assert_int_equal(sh("cd %s && head -c 3000 kws-7.tmlb > cut.tmlb", dir), 0);
     assert_int_equal(t("verify cut.tmlb --pub fleet.pub"), 6);
     assert_true(file_contains("err.txt", "truncated"));
     /* --json on success and on rejection. */
@@ -320,12 +317,17 @@ test_provision_refuses_unsafe_ids(void **state)
     (void)state;
     assert_int_equal(t("pki init --dir pki"), 0);
     assert_int_equal(mode_of("pki/ca.key"), 0600);
-    const char *bad[] = {"'a+b'", "'a#b'", "'a/b'", "$'\\xc3\\x28'",
-                         "$'caf\\xc3\\xa9'", "''", "tmld", "'..'",
+    const char *bad[] = {"'a+b'",
+                         "'a#b'",
+                         "'a/b'",
+                         "$'\\xc3\\x28'",
+                         "$'caf\\xc3\\xa9'",
+                         "''",
+                         "tmld",
+                         "'..'",
                          "$(printf 'x%.0s' $(seq 65))"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        assert_int_equal(t("device provision %s --out d --pki pki", bad[i]),
-                         2);
+        assert_int_equal(t("device provision %s --out d --pki pki", bad[i]), 2);
     assert_int_equal(t("device provision ok-1.x_Y --out d --pki pki"), 0);
     assert_int_equal(t("device provision ok-1.x_Y --out d --pki pki"), 4);
     assert_int_equal(t("device provision ok-1.x_Y --out d --pki pki --force"),
@@ -363,8 +365,7 @@ test_provision_refuses_unsafe_ids(void **state)
         snprintf(p, sizeof(p), "%s/pki2/tmld.key", dir);
         assert_int_equal(stat(p, &st), 0);
         assert_int_equal(st.st_uid, daemon_uid);
-        assert_int_equal(t("pki init --dir pki3 --broker-user nosuchuser"),
-                         2);
+        assert_int_equal(t("pki init --dir pki3 --broker-user nosuchuser"), 2);
     }
     /* The re-provisioned device's old serial is in the CRL. */
     assert_int_equal(sh("cd %s && openssl crl -in pki/crl.pem -CAfile "

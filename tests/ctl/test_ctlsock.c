@@ -150,8 +150,7 @@ test_request_line_and_json_passthrough(void **state)
     cJSON *req = cJSON_Parse(last_request);
     assert_non_null(req);
     assert_int_equal(cJSON_GetObjectItem(req, "v")->valueint, 1);
-    assert_string_equal(cJSON_GetObjectItem(req, "cmd")->valuestring,
-                        "groups");
+    assert_string_equal(cJSON_GetObjectItem(req, "cmd")->valuestring, "groups");
     assert_true(cJSON_IsNumber(cJSON_GetObjectItem(req, "id")));
     assert_non_null(strchr(last_request, '\n'));
     cJSON_Delete(req);
@@ -182,10 +181,10 @@ test_error_codes_map_to_exit_codes(void **state)
         const char *code;
         int exit_code;
     } map[] = {
-        {"bad_request", 2}, {"too_large", 2},   {"unsupported_version", 2},
-        {"unknown_cmd", 2}, {"bad_args", 2},    {"not_found", 3},
-        {"conflict", 4},    {"busy", 5},        {"unavailable", 5},
-        {"timeout", 5},     {"internal", 1},    {"something_new", 1},
+        {"bad_request", 2}, {"too_large", 2}, {"unsupported_version", 2},
+        {"unknown_cmd", 2}, {"bad_args", 2},  {"not_found", 3},
+        {"conflict", 4},    {"busy", 5},      {"unavailable", 5},
+        {"timeout", 5},     {"internal", 1},  {"something_new", 1},
     };
     for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
         snprintf(reply_fmt, sizeof(reply_fmt),
@@ -221,8 +220,8 @@ test_stale_lines_skipped_garbage_silence_and_hangup(void **state)
     assert_int_equal(run("groups"), 5);
     /* No socket at all: 5 with a hint. */
     char cmd[2048];
-    snprintf(cmd, sizeof(cmd), "%s --socket %s/none groups 2>%s/err", bin,
-             dir, dir);
+    snprintf(cmd, sizeof(cmd), "%s --socket %s/none groups 2>%s/err", bin, dir,
+             dir);
     int st = system(cmd);
     assert_int_equal(WEXITSTATUS(st), 5);
     assert_true(out_has("err", "hint:"));

@@ -64,13 +64,12 @@ setup(void **state)
     strcpy(f->dir, "/tmp/tmlctl_interop.XXXXXX");
     assert_non_null(mkdtemp(f->dir));
     const char *src = getenv("TML_SOURCE_DIR");
-    snprintf(f->script, sizeof(f->script), "/usr/bin/python3 %s/tests/ctl/cose_interop.py",
-             src ? src : ".");
+    snprintf(f->script, sizeof(f->script),
+             "/usr/bin/python3 %s/tests/ctl/cose_interop.py", src ? src : ".");
     assert_int_equal(tml_privkey_generate(&f->key), TML_BUNDLE_OK);
     tml_privkey_public(f->key, &f->pub);
     snprintf(f->pub_path, sizeof(f->pub_path), "%s/ours.pub", f->dir);
-    assert_int_equal(tml_pubkey_write_pem(&f->pub, f->pub_path),
-                     TML_BUNDLE_OK);
+    assert_int_equal(tml_pubkey_write_pem(&f->pub, f->pub_path), TML_BUNDLE_OK);
 
     static uint8_t image[4096 + 2 * 20];
     for (size_t i = 0; i < sizeof(image); i++)
@@ -90,8 +89,8 @@ setup(void **state)
     m.n_shape = 1;
     m.input_shape[0] = 16;
     const char *labels[] = {"yes", "no"};
-    assert_int_equal(tml_bundle_build(f->key, &m, image, sizeof(image),
-                                      labels, 2, &f->bundle, &f->len),
+    assert_int_equal(tml_bundle_build(f->key, &m, image, sizeof(image), labels,
+                                      2, &f->bundle, &f->len),
                      TML_BUNDLE_OK);
     snprintf(f->bundle_path, sizeof(f->bundle_path), "%s/ours.tmlb", f->dir);
     write_file(f->bundle_path, f->bundle, f->len);
@@ -114,9 +113,8 @@ static void
 test_python_verifies_our_bundle_and_rejects_tampering(void **state)
 {
     struct fx *f = *state;
-    assert_int_equal(run("%s verify %s %s", f->script, f->bundle_path,
-                         f->pub_path),
-                     0);
+    assert_int_equal(
+        run("%s verify %s %s", f->script, f->bundle_path, f->pub_path), 0);
     /* Wrong key: a fresh key of ours that did not sign it. */
     struct tml_privkey *k2;
     struct tml_pubkey p2;
@@ -126,8 +124,7 @@ test_python_verifies_our_bundle_and_rejects_tampering(void **state)
     tml_privkey_free(k2);
     snprintf(p2_path, sizeof(p2_path), "%s/other.pub", f->dir);
     assert_int_equal(tml_pubkey_write_pem(&p2, p2_path), TML_BUNDLE_OK);
-    assert_int_equal(run("%s verify %s %s", f->script, f->bundle_path,
-                         p2_path),
+    assert_int_equal(run("%s verify %s %s", f->script, f->bundle_path, p2_path),
                      1);
     /* Tampered image byte (the image is followed by the labels: flip a
      * byte well inside it). */
@@ -136,8 +133,7 @@ test_python_verifies_our_bundle_and_rejects_tampering(void **state)
     copy[f->len - 100] ^= 0x20;
     snprintf(bad_path, sizeof(bad_path), "%s/bad.tmlb", f->dir);
     write_file(bad_path, copy, f->len);
-    assert_int_equal(run("%s verify %s %s", f->script, bad_path,
-                         f->pub_path),
+    assert_int_equal(run("%s verify %s %s", f->script, bad_path, f->pub_path),
                      1);
     free(copy);
 }
@@ -149,9 +145,8 @@ test_we_verify_python_signed_bundle_and_manifest(void **state)
     char out[160], pub[160], cose[160], cpub[160];
     snprintf(out, sizeof(out), "%s/py.tmlb", f->dir);
     snprintf(pub, sizeof(pub), "%s/py.pub", f->dir);
-    assert_int_equal(run("%s resign %s %s %s", f->script, f->bundle_path, out,
-                         pub),
-                     0);
+    assert_int_equal(
+        run("%s resign %s %s %s", f->script, f->bundle_path, out, pub), 0);
     struct tml_pubkey py;
     assert_int_equal(tml_pubkey_load(pub, &py), TML_BUNDLE_OK);
     uint8_t *buf;
@@ -174,9 +169,9 @@ test_we_verify_python_signed_bundle_and_manifest(void **state)
     /* A bare manifest (tag 18 COSE_Sign1) as an OTA offer carries it. */
     snprintf(cose, sizeof(cose), "%s/py.cose", f->dir);
     snprintf(cpub, sizeof(cpub), "%s/py2.pub", f->dir);
-    assert_int_equal(run("%s sign-manifest %s %s %s", f->script,
-                         f->bundle_path, cose, cpub),
-                     0);
+    assert_int_equal(
+        run("%s sign-manifest %s %s %s", f->script, f->bundle_path, cose, cpub),
+        0);
     assert_int_equal(tml_pubkey_load(cpub, &py), TML_BUNDLE_OK);
     assert_int_equal(tml_bundle_read_file(cose, &buf, &len), TML_BUNDLE_OK);
     struct tml_cose_sign1 s;
@@ -216,8 +211,8 @@ test_differential_mutants_agree(void **state)
          * both: a useful control). */
         size_t pos = i % 3 != 2 ? cose_off + (size_t)rand() % b->cose.len
                                 : img_off + (size_t)rand() % b->image.len;
-        copy[pos] = i % 10 == 0 ? copy[pos] : (uint8_t)(copy[pos] ^
-                                                        (1u << (rand() % 8)));
+        copy[pos] = i % 10 == 0 ? copy[pos]
+                                : (uint8_t)(copy[pos] ^ (1u << (rand() % 8)));
         char p[192];
         snprintf(p, sizeof(p), "%s/m%04d", mdir, i);
         write_file(p, copy, f->len);

@@ -102,14 +102,13 @@ publish_msg(struct cl *c, struct cl **others, size_t n_others,
             const char *topic, const uint8_t *buf, size_t len, bool retain)
 {
     int want = c->puback_ok + c->puback_denied + 1;
-    assert_int_equal(mosquitto_publish_v5(c->m, NULL, topic, (int)len, buf,
-                                          1, retain, NULL),
-                     MOSQ_ERR_SUCCESS);
+    assert_int_equal(
+        mosquitto_publish_v5(c->m, NULL, topic, (int)len, buf, 1, retain, NULL),
+        MOSQ_ERR_SUCCESS);
     struct cl *all[4] = {c, NULL, NULL, NULL};
     for (size_t i = 0; others != NULL && i < n_others && i < 3; i++)
         all[i + 1] = others[i];
-    for (int w = 0; c->puback_ok + c->puback_denied < want && w < 5000;
-         w += 10)
+    for (int w = 0; c->puback_ok + c->puback_denied < want && w < 5000; w += 10)
         pump(all, n_others + 1, 10);
 }
 
@@ -182,8 +181,7 @@ test_device_records_land_forgeries_do_not(void **state)
     /* The forgeries: valid records, higher sequence numbers, devA's topic. */
     for (uint32_t i = 0; i < N_FORGED; i++) {
         len = tele(1000 + i, buf, sizeof(buf));
-        assert_int_equal(mosquitto_publish_v5(b->m, NULL,
-                                              "tml/v1/devA/up/tele",
+        assert_int_equal(mosquitto_publish_v5(b->m, NULL, "tml/v1/devA/up/tele",
                                               (int)len, buf, 1, false, NULL),
                          MOSQ_ERR_SUCCESS);
         if (i % 50 == 49)
@@ -250,8 +248,8 @@ test_device_records_land_forgeries_do_not(void **state)
     assert_int_equal(jpath(j, "devices", "total"), 1);
     cJSON_Delete(j);
     j = ctl_json("--json groups%s", "");
-    const cJSON *g = cJSON_GetArrayItem(
-        cJSON_GetObjectItemCaseSensitive(j, "groups"), 0);
+    const cJSON *g =
+        cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "groups"), 0);
     assert_non_null(g);
     assert_int_equal(jpath(g, "devices", NULL), 1);
     cJSON_Delete(j);

@@ -15,7 +15,7 @@ static void
 vmsg(const struct tmlctl *ctl, const char *tag, enum tmlctl_color c,
      const char *fmt, va_list ap)
 {
-    static const char *const esc[] = {"", "\033[31m", "\033[32m",
+    static const char *const esc[] = {"",         "\033[31m", "\033[32m",
                                       "\033[33m", "\033[34m", "\033[1m",
                                       "\033[2m"};
     bool col = ctl != NULL && ctl->color_err;
@@ -108,12 +108,28 @@ tmlctl_parse_duration(const char *s, uint64_t *out_s)
         return false;
     memcpy(num, s, n + 1);
     switch (num[n - 1]) {
-    case 's': mult = 1; num[n - 1] = '\0'; break;
-    case 'm': mult = 60; num[n - 1] = '\0'; break;
-    case 'h': mult = 3600; num[n - 1] = '\0'; break;
-    case 'd': mult = 86400; num[n - 1] = '\0'; break;
-    case 'y': mult = 365u * 86400u; num[n - 1] = '\0'; break;
-    default: break;
+    case 's':
+        mult = 1;
+        num[n - 1] = '\0';
+        break;
+    case 'm':
+        mult = 60;
+        num[n - 1] = '\0';
+        break;
+    case 'h':
+        mult = 3600;
+        num[n - 1] = '\0';
+        break;
+    case 'd':
+        mult = 86400;
+        num[n - 1] = '\0';
+        break;
+    case 'y':
+        mult = 365u * 86400u;
+        num[n - 1] = '\0';
+        break;
+    default:
+        break;
     }
     uint64_t v;
     if (!parse_u64(num, &v) || v > UINT64_MAX / mult)
@@ -146,8 +162,7 @@ print_help(const char *usage, const struct tmlctl_opt *opts)
     printf("usage: tmlctl %s\n", usage);
     if (opts != NULL && opts[0].name != NULL)
         printf("\noptions:\n");
-    for (const struct tmlctl_opt *o = opts; o != NULL && o->name != NULL;
-         o++) {
+    for (const struct tmlctl_opt *o = opts; o != NULL && o->name != NULL; o++) {
         char left[64];
         if (o->short_name != 0)
             snprintf(left, sizeof(left), "-%c, --%s%s%s", o->short_name,
@@ -209,8 +224,7 @@ store(struct tmlctl *ctl, const char *usage, const struct tmlctl_opt *o,
         return 0;
     case TMLCTL_OPT_PERCENT:
         if (!parse_percent(val, (double *)o->dest))
-            return usage_error(ctl, usage, "--%s: expected 0..100%%",
-                               o->name);
+            return usage_error(ctl, usage, "--%s: expected 0..100%%", o->name);
         return 0;
     case TMLCTL_OPT_LIST:
         if (!list_add((struct tmlctl_list *)o->dest, val))
@@ -239,8 +253,8 @@ global_opt(struct tmlctl *ctl, int argc, char **argv, int *i)
         ctl->socket = argv[++*i];
     } else if (strcmp(a, "--timeout") == 0) {
         uint32_t ms;
-        if (*i + 1 >= argc || !tmlctl_parse_u32(argv[*i + 1], &ms) ||
-            ms == 0 || ms > 86400000)
+        if (*i + 1 >= argc || !tmlctl_parse_u32(argv[*i + 1], &ms) || ms == 0 ||
+            ms > 86400000)
             return -1;
         ++*i;
         ctl->timeout_ms = (int)ms;
@@ -266,8 +280,8 @@ tmlctl_parse(struct tmlctl *ctl, const char *usage,
         }
         if (only_pos || a[0] != '-' || a[1] == '\0') {
             if (out->n_pos >= TMLCTL_MAX_POSITIONAL) {
-                *exit_code = usage_error(ctl, usage, "too many arguments%s",
-                                         "");
+                *exit_code =
+                    usage_error(ctl, usage, "too many arguments%s", "");
                 return false;
             }
             out->pos[out->n_pos++] = a;
@@ -300,8 +314,8 @@ tmlctl_parse(struct tmlctl *ctl, const char *usage,
                 }
             if (o != NULL && eq != NULL) {
                 if (o->type == TMLCTL_OPT_FLAG) {
-                    *exit_code = usage_error(ctl, usage,
-                                             "%s takes no value", a);
+                    *exit_code =
+                        usage_error(ctl, usage, "%s takes no value", a);
                     return false;
                 }
                 val = eq + 1;
@@ -343,12 +357,13 @@ tmlctl_parse(struct tmlctl *ctl, const char *usage,
     return true;
 }
 
-/* ---- colour ----------------------------------------------------------------- */
+/* ---- colour -----------------------------------------------------------------
+ */
 
 const char *
 tmlctl_color(const struct tmlctl *ctl, enum tmlctl_color c)
 {
-    static const char *const esc[] = {"", "\033[31m", "\033[32m",
+    static const char *const esc[] = {"",         "\033[31m", "\033[32m",
                                       "\033[33m", "\033[34m", "\033[1m",
                                       "\033[2m"};
     if (!ctl->color || (size_t)c >= sizeof(esc) / sizeof(esc[0]))
@@ -362,15 +377,16 @@ tmlctl_reset(const struct tmlctl *ctl)
     return ctl->color ? "\033[0m" : "";
 }
 
-/* ---- tables ------------------------------------------------------------------ */
+/* ---- tables
+ * ------------------------------------------------------------------ */
 
 #define TABLE_MAX_ROWS 1000000u
 
 struct tmlctl_table {
     size_t n_cols;
     size_t n_rows, cap_rows;
-    char **cells;                /* (n_rows + 1) * n_cols, row 0 = header */
-    enum tmlctl_color *colors;   /* same layout */
+    char **cells;              /* (n_rows + 1) * n_cols, row 0 = header */
+    enum tmlctl_color *colors; /* same layout */
 };
 
 /* Display width of a UTF-8 string: code points, not bytes (good enough for
@@ -498,7 +514,8 @@ tmlctl_table_free(struct tmlctl_table *t)
     free(t);
 }
 
-/* ---- JSON ----------------------------------------------------------------- */
+/* ---- JSON -----------------------------------------------------------------
+ */
 
 int
 tmlctl_json_emit(cJSON *obj)
@@ -514,7 +531,8 @@ tmlctl_json_emit(cJSON *obj)
     return fflush(stdout) == 0 ? TMLCTL_EXIT_OK : TMLCTL_EXIT_IO;
 }
 
-/* ---- formatting ------------------------------------------------------------ */
+/* ---- formatting ------------------------------------------------------------
+ */
 
 void
 tmlctl_fmt_duration(int64_t s, char *buf, size_t cap)
@@ -580,8 +598,7 @@ const char *
 tmlctl_jstr(const cJSON *o, const char *key, const char *dflt)
 {
     const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsString(x) && x->valuestring != NULL ? x->valuestring
-                                                       : dflt;
+    return cJSON_IsString(x) && x->valuestring != NULL ? x->valuestring : dflt;
 }
 
 bool

@@ -1,9 +1,9 @@
 /*
  * cmd_broker_config.c: `tmlctl broker-config --pki DIR --out DIR`: renders
  * the gateway's mosquitto configuration and ACL (templates in
- * tools/tmlctl/mosquitto/, compiled in by embed.cmake) with this gateway's paths.
- * Optionally adds a plain listener on loopback for tmld only, protected by
- * a password file (tmld's password is written next to its key, 0600).
+ * tools/tmlctl/mosquitto/, compiled in by embed.cmake) with this gateway's
+ * paths. Optionally adds a plain listener on loopback for tmld only, protected
+ * by a password file (tmld's password is written next to its key, 0600).
  */
 #include <errno.h>
 #include <limits.h>
@@ -128,8 +128,7 @@ cmd_broker_config(struct tmlctl *ctl, int argc, char **argv)
          "write DIR/mosquitto.conf and DIR/acl", false},
         {"print", 0, TMLCTL_OPT_FLAG, &print, NULL,
          "print the configuration instead", false},
-        {"port", 'p', TMLCTL_OPT_U32, &port, "PORT", "TLS port (8883)",
-         false},
+        {"port", 'p', TMLCTL_OPT_U32, &port, "PORT", "TLS port (8883)", false},
         {"address", 0, TMLCTL_OPT_STR, &address, "ADDR",
          "listen address (0.0.0.0)", false},
         {"plain-port", 0, TMLCTL_OPT_U32, &plain_port, "PORT",
@@ -150,14 +149,13 @@ cmd_broker_config(struct tmlctl *ctl, int argc, char **argv)
     if ((out == NULL) == !print)
         return tmlctl_fail(ctl, TMLCTL_EXIT_USAGE, NULL,
                            "give --out DIR or --print");
-    if (port == 0 || port > 65535 || plain_port > 65535 ||
-        plain_port == port)
+    if (port == 0 || port > 65535 || plain_port > 65535 || plain_port == port)
         return tmlctl_fail(ctl, TMLCTL_EXIT_USAGE, NULL, "bad port");
     char pki_abs[PATH_MAX], out_abs[PATH_MAX];
     if (realpath(pki, pki_abs) == NULL)
         return tmlctl_fail(ctl, TMLCTL_EXIT_IO,
-                           "run tmlctl pki init --dir DIR first", "%s: %s",
-                           pki, strerror(errno));
+                           "run tmlctl pki init --dir DIR first", "%s: %s", pki,
+                           strerror(errno));
     static const char *const need[] = {PKI_CA_CRT, PKI_SERVER_CRT,
                                        PKI_SERVER_KEY, PKI_CRL, PKI_TMLD_CRT};
     for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++) {
@@ -165,8 +163,8 @@ cmd_broker_config(struct tmlctl *ctl, int argc, char **argv)
         snprintf(f, sizeof(f), "%s/%s", pki_abs, need[i]);
         if (access(f, F_OK) != 0)
             return tmlctl_fail(ctl, TMLCTL_EXIT_IO,
-                               "run tmlctl pki init --dir DIR first",
-                               "%s: %s", f, strerror(errno));
+                               "run tmlctl pki init --dir DIR first", "%s: %s",
+                               f, strerror(errno));
     }
     if (out != NULL) {
         if (mkdir(out, 0755) != 0 && errno != EEXIST)
@@ -181,8 +179,8 @@ cmd_broker_config(struct tmlctl *ctl, int argc, char **argv)
 
     char port_s[16], maxp[16], cafile[PATH_MAX + 32], certfile[PATH_MAX + 32],
         keyfile[PATH_MAX + 32], crlfile[PATH_MAX + 32], aclfile[PATH_MAX + 32],
-        passwd[PATH_MAX + 64], persistence[PATH_MAX + 64],
-        log[PATH_MAX + 64], plain[256];
+        passwd[PATH_MAX + 64], persistence[PATH_MAX + 64], log[PATH_MAX + 64],
+        plain[256];
     snprintf(port_s, sizeof(port_s), "%u", port);
     snprintf(maxp, sizeof(maxp), "%u", (unsigned)MAX_PACKET);
     snprintf(cafile, sizeof(cafile), "%s/%s", pki_abs, PKI_CA_CRT);
@@ -204,8 +202,9 @@ cmd_broker_config(struct tmlctl *ctl, int argc, char **argv)
                  "log_type notice",
                  log_file);
     else
-        snprintf(log, sizeof(log), "log_dest syslog\nlog_type error\n"
-                                   "log_type warning\nlog_type notice");
+        snprintf(log, sizeof(log),
+                 "log_dest syslog\nlog_type error\n"
+                 "log_type warning\nlog_type notice");
     char password_line[PATH_MAX + 256] = "";
     if (plain_port != 0) {
         snprintf(passwd, sizeof(passwd), "%s/passwd", out_abs);
@@ -221,20 +220,26 @@ cmd_broker_config(struct tmlctl *ctl, int argc, char **argv)
         plain[0] = '\0';
     }
     const struct var vars[] = {
-        {"PORT", port_s},          {"ADDRESS", address},
-        {"CAFILE", cafile},        {"CERTFILE", certfile},
-        {"KEYFILE", keyfile},      {"CRLFILE", crlfile},
-        {"ACLFILE", aclfile},      {"MAX_PACKET", maxp},
+        {"PORT", port_s},
+        {"ADDRESS", address},
+        {"CAFILE", cafile},
+        {"CERTFILE", certfile},
+        {"KEYFILE", keyfile},
+        {"CRLFILE", crlfile},
+        {"ACLFILE", aclfile},
+        {"MAX_PACKET", maxp},
         {"PERSISTENCE", persistence},
         {"PASSWORD_FILE", password_line},
-        {"LOG", log},              {"PLAIN_LISTENER", plain},
-        {"TMLD_USER", PKI_TMLD_CN}, {"RUN_AS", run_as},
+        {"LOG", log},
+        {"PLAIN_LISTENER", plain},
+        {"TMLD_USER", PKI_TMLD_CN},
+        {"RUN_AS", run_as},
     };
     size_t n_vars = sizeof(vars) / sizeof(vars[0]);
     char bad[64];
     char *conf = render(tmlctl_mosquitto_conf_in, vars, n_vars, bad);
-    char *acl = conf ? render(tmlctl_mosquitto_acl_in, vars, n_vars, bad)
-                     : NULL;
+    char *acl =
+        conf ? render(tmlctl_mosquitto_acl_in, vars, n_vars, bad) : NULL;
     if (conf == NULL || acl == NULL) {
         free(conf);
         return tmlctl_fail(ctl, TMLCTL_EXIT_FAIL, NULL,

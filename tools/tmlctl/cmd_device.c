@@ -53,8 +53,8 @@ write_header(const char *path, const char *id, const uint8_t *key,
 {
     char tmp[4300];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
-                  0600);
+    int fd =
+        open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
         return -1;
     fchmod(fd, 0600); /* holds the private key */
@@ -100,9 +100,9 @@ put_item(uint8_t *buf, size_t *len, uint8_t type, const uint8_t *p, size_t n)
  * u16 LE, bytes): 1 key DER, 2 certificate DER, 3 CA DER, 4 device id;
  * then SHA-256 over everything before it. */
 static int
-write_blob(const char *path, const char *id, const uint8_t *key,
-           size_t key_len, const uint8_t *crt, size_t crt_len,
-           const uint8_t *ca, size_t ca_len, char *err)
+write_blob(const char *path, const char *id, const uint8_t *key, size_t key_len,
+           const uint8_t *crt, size_t crt_len, const uint8_t *ca, size_t ca_len,
+           char *err)
 {
     size_t cap = 8 + 16 + key_len + crt_len + ca_len + strlen(id) + 32;
     uint8_t *buf = malloc(cap);
@@ -325,7 +325,8 @@ out:
     return rc;
 }
 
-/* ---- revoke --------------------------------------------------------------- */
+/* ---- revoke ---------------------------------------------------------------
+ */
 
 struct conn_state {
     int connack; /* -1 waiting, else the CONNACK code */
@@ -363,8 +364,8 @@ temp_cert_issue(struct pki *p, struct pki_db *db, const char *cn,
                                .not_after = now + PKI_KICK_VALIDITY_S};
     struct pki_record rec;
     memset(&rec, 0, sizeof(rec));
-    if (pki_issue(p, &req, tc->key, tc->crt, NULL, NULL, NULL, NULL,
-                  rec.serial, err) != 0)
+    if (pki_issue(p, &req, tc->key, tc->crt, NULL, NULL, NULL, NULL, rec.serial,
+                  err) != 0)
         return -1;
     snprintf(rec.id, sizeof(rec.id), "%s", cn);
     snprintf(rec.group, sizeof(rec.group), "%s", tag);
@@ -403,20 +404,19 @@ try_connect(const char *ca, const struct temp_cert *tc, const char *client_id,
     int mr = mosquitto_tls_set(m, ca, NULL, tc->crt, tc->key, NULL);
     if (mr == MOSQ_ERR_SUCCESS)
         mr = mosquitto_connect(m, host, port, 10);
-    bool unreachable =
-        (mr == MOSQ_ERR_ERRNO &&
-         (errno == ECONNREFUSED || errno == ENETUNREACH ||
-          errno == EHOSTUNREACH || errno == ETIMEDOUT)) ||
-        mr == MOSQ_ERR_EAI || mr == MOSQ_ERR_INVAL || mr == MOSQ_ERR_NOMEM;
+    bool unreachable = (mr == MOSQ_ERR_ERRNO &&
+                        (errno == ECONNREFUSED || errno == ENETUNREACH ||
+                         errno == EHOSTUNREACH || errno == ETIMEDOUT)) ||
+                       mr == MOSQ_ERR_EAI || mr == MOSQ_ERR_INVAL ||
+                       mr == MOSQ_ERR_NOMEM;
     if (mr != MOSQ_ERR_SUCCESS && !unreachable) {
         /* The broker hung up during the handshake (TLS alert, reset): our
          * certificate was refused. */
         rc = 0;
     } else if (mr != MOSQ_ERR_SUCCESS) {
-        snprintf(err, 256, "connecting to the broker at %.64s:%d: %s", host,
-                 port,
-                 mr == MOSQ_ERR_ERRNO ? strerror(errno)
-                                      : mosquitto_strerror(mr));
+        snprintf(
+            err, 256, "connecting to the broker at %.64s:%d: %s", host, port,
+            mr == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(mr));
         rc = -1;
     } else {
         /* TLS 1.3: the server's verdict on our certificate arrives after
@@ -535,8 +535,8 @@ revoke_cmd(struct tmlctl *ctl, int argc, char **argv)
     snprintf(ca, sizeof(ca), "%s/%s", dir, PKI_CA_CRT);
     /* A probe certificate revoked in the same CRL tells us when the broker
      * has really applied it (mosquitto handles SIGHUP in its own time). */
-    if (kick && temp_cert_issue(p, &db, PKI_PROBE_CN, "(probe)", &probe,
-                                err) != 0) {
+    if (kick &&
+        temp_cert_issue(p, &db, PKI_PROBE_CN, "(probe)", &probe, err) != 0) {
         rc = tmlctl_fail(ctl, TMLCTL_EXIT_IO, NULL, "%s", err);
         goto out;
     }
@@ -602,8 +602,7 @@ revoke_cmd(struct tmlctl *ctl, int argc, char **argv)
         kicked = true;
         /* The takeover certificate is revoked too. */
         if (pki_db_save(dir, &db, err) != 0 ||
-            pki_write_crl(p, &db, err) != 0 ||
-            kill((pid_t)pid, SIGHUP) != 0) {
+            pki_write_crl(p, &db, err) != 0 || kill((pid_t)pid, SIGHUP) != 0) {
             rc = tmlctl_fail(ctl, TMLCTL_EXIT_IO, NULL, "%s", err);
             goto out;
         }
@@ -647,8 +646,8 @@ list_cmd(struct tmlctl *ctl, int argc, char **argv)
     };
     struct tmlctl_args a;
     int rc;
-    if (!tmlctl_parse(ctl, "device list [--pki DIR] [--all]", opts, argc,
-                      argv, &a, &rc))
+    if (!tmlctl_parse(ctl, "device list [--pki DIR] [--all]", opts, argc, argv,
+                      &a, &rc))
         return rc;
     char err[256];
     struct pki_db db;
@@ -665,7 +664,7 @@ list_cmd(struct tmlctl *ctl, int argc, char **argv)
         bool kick_rec = r->group[0] == '(';
         if (!all && (r->revoked || kick_rec))
             continue;
-        const char *status = r->revoked           ? "revoked"
+        const char *status = r->revoked            ? "revoked"
                              : r->not_after <= now ? "expired"
                                                    : "active";
         if (arr != NULL) {
@@ -676,8 +675,7 @@ list_cmd(struct tmlctl *ctl, int argc, char **argv)
             cJSON_AddNumberToObject(o, "not_after", (double)r->not_after);
             cJSON_AddStringToObject(o, "status", status);
             if (r->revoked)
-                cJSON_AddNumberToObject(o, "revoked_at",
-                                        (double)r->revoked_at);
+                cJSON_AddNumberToObject(o, "revoked_at", (double)r->revoked_at);
             cJSON_AddItemToArray(arr, o);
         } else if (t != NULL) {
             char exp[32];
@@ -687,7 +685,7 @@ list_cmd(struct tmlctl *ctl, int argc, char **argv)
             const char *cells[] = {r->id, r->group, r->serial, exp, status};
             tmlctl_table_add(t, cells);
             tmlctl_table_color(t, 4,
-                               r->revoked ? TMLCTL_C_RED
+                               r->revoked            ? TMLCTL_C_RED
                                : r->not_after <= now ? TMLCTL_C_YELLOW
                                                      : TMLCTL_C_GREEN);
         }
@@ -740,13 +738,12 @@ show_cmd(struct tmlctl *ctl, int argc, char **argv)
            tmlctl_reset(ctl),
            tmlctl_color(ctl, on ? TMLCTL_C_GREEN : TMLCTL_C_DIM),
            on ? "online" : "offline", tmlctl_reset(ctl), seen, first);
-    printf("  hardware   %s, agent %s, boots %.0f\n",
-           tmlctl_jstr(d, "hw", "-"), tmlctl_jstr(d, "agent_version", "-"),
+    printf("  hardware   %s, agent %s, boots %.0f\n", tmlctl_jstr(d, "hw", "-"),
+           tmlctl_jstr(d, "agent_version", "-"),
            tmlctl_jnum(d, "boot_count", 0));
     printf("  model      %s v%.0f (slot %.0f), version floor %.0f\n",
            tmlctl_jstr(d, "model", "-"), tmlctl_jnum(d, "model_version", 0),
-           tmlctl_jnum(d, "model_slot", 0),
-           tmlctl_jnum(d, "version_floor", 0));
+           tmlctl_jnum(d, "model_slot", 0), tmlctl_jnum(d, "version_floor", 0));
     printf("  capacity   slot %s, arena %s, chunk %.0f B\n", slot, arena,
            tmlctl_jnum(d, "chunk_max", 0));
     printf("  last OTA   %s v%.0f (%s)\n", tmlctl_jstr(lo, "state", "-"),
@@ -774,8 +771,8 @@ cmd_device(struct tmlctl *ctl, int argc, char **argv)
         return list_cmd(ctl, argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "show") == 0)
         return show_cmd(ctl, argc - 1, argv + 1);
-    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 ||
-                      strcmp(argv[1], "-h") == 0)) {
+    if (argc >= 2 &&
+        (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         printf("usage: tmlctl device provision ID --out DIR [--group G]\n"
                "       tmlctl device revoke ID [--broker-pid PID] "
                "[--broker HOST:PORT]\n"

@@ -19,8 +19,8 @@ cmd_devices(struct tmlctl *ctl, int argc, char **argv)
          false},
         {"online", 0, TMLCTL_OPT_FLAG, &online, NULL, "only online devices",
          false},
-        {"offline", 0, TMLCTL_OPT_FLAG, &offline, NULL,
-         "only offline devices", false},
+        {"offline", 0, TMLCTL_OPT_FLAG, &offline, NULL, "only offline devices",
+         false},
         {"limit", 'n', TMLCTL_OPT_U32, &limit, "N", "at most N rows (1000)",
          false},
         {"offset", 0, TMLCTL_OPT_U32, &offset, "N", "skip N rows", false},
@@ -48,9 +48,9 @@ cmd_devices(struct tmlctl *ctl, int argc, char **argv)
         return rc;
     if (ctl->json)
         return tmlctl_json_emit(r ? r : cJSON_CreateObject());
-    static const char *const hdr[] = {"ID",    "STATE", "HW",     "MODEL",
-                                      "AGENT", "BOOTS", "LAST OTA", "SEEN",
-                                      "GROUPS"};
+    static const char *const hdr[] = {"ID",       "STATE", "HW",
+                                      "MODEL",    "AGENT", "BOOTS",
+                                      "LAST OTA", "SEEN",  "GROUPS"};
     struct tmlctl_table *t = tmlctl_table_new(9, hdr);
     if (t == NULL) {
         cJSON_Delete(r);

@@ -45,8 +45,8 @@ cmd_keygen(struct tmlctl *ctl, int argc, char **argv)
     };
     struct tmlctl_args a;
     int rc;
-    if (!tmlctl_parse(ctl, "keygen --out PREFIX [--ident NAME] [--force]",
-                      opts, argc, argv, &a, &rc))
+    if (!tmlctl_parse(ctl, "keygen --out PREFIX [--ident NAME] [--force]", opts,
+                      argc, argv, &a, &rc))
         return rc;
     if (a.n_pos != 0)
         return tmlctl_fail(ctl, TMLCTL_EXIT_USAGE, "use --out PREFIX",
@@ -86,15 +86,12 @@ cmd_keygen(struct tmlctl *ctl, int argc, char **argv)
     if (err == TML_BUNDLE_OK)
         err = tml_pubkey_write_header(&pub, h_path, ident);
     if (err != TML_BUNDLE_OK)
-        return tmlctl_fail(ctl,
-                           err == TML_BUNDLE_E_INVAL ? TMLCTL_EXIT_USAGE
-                                                     : TMLCTL_EXIT_IO,
-                           err == TML_BUNDLE_E_INVAL
-                               ? "--ident must be a C identifier"
-                               : NULL,
-                           "writing %s / %s: %s", pub_path, h_path,
-                           err == TML_BUNDLE_E_IO ? strerror(errno)
-                                                  : tml_bundle_strerror(err));
+        return tmlctl_fail(
+            ctl, err == TML_BUNDLE_E_INVAL ? TMLCTL_EXIT_USAGE : TMLCTL_EXIT_IO,
+            err == TML_BUNDLE_E_INVAL ? "--ident must be a C identifier" : NULL,
+            "writing %s / %s: %s", pub_path, h_path,
+            err == TML_BUNDLE_E_IO ? strerror(errno)
+                                   : tml_bundle_strerror(err));
 
     char hex[17];
     tml_key_id_hex(pub.kid, hex);

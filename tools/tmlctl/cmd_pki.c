@@ -55,8 +55,8 @@ pki_init_cmd(struct tmlctl *ctl, int argc, char **argv)
     for (size_t i = 0; i < hosts.n; i++)
         if (hosts.v[i][0] == '\0' || strlen(hosts.v[i]) > 253 ||
             strpbrk(hosts.v[i], " ,=+\\\"/") != NULL)
-            return tmlctl_fail(ctl, TMLCTL_EXIT_USAGE, NULL,
-                               "bad --host '%s'", hosts.v[i]);
+            return tmlctl_fail(ctl, TMLCTL_EXIT_USAGE, NULL, "bad --host '%s'",
+                               hosts.v[i]);
     char err[256];
     if (pki_init(dir, hosts.v, hosts.n, ca_name, force, err) != 0)
         return tmlctl_fail(ctl, TMLCTL_EXIT_IO, NULL, "pki init: %s", err);
@@ -72,8 +72,8 @@ pki_init_cmd(struct tmlctl *ctl, int argc, char **argv)
         cJSON_AddStringToObject(o, "dir", dir);
         cJSON *files = cJSON_AddObjectToObject(o, "files");
         static const char *const names[] = {
-            PKI_CA_KEY,     PKI_CA_CRT,   PKI_SERVER_KEY, PKI_SERVER_CRT,
-            PKI_TMLD_KEY,   PKI_TMLD_CRT, PKI_CRL,        PKI_DB};
+            PKI_CA_KEY,   PKI_CA_CRT,   PKI_SERVER_KEY, PKI_SERVER_CRT,
+            PKI_TMLD_KEY, PKI_TMLD_CRT, PKI_CRL,        PKI_DB};
         for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
             struct stat st;
             snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
@@ -123,8 +123,9 @@ pki_crl_cmd(struct tmlctl *ctl, int argc, char **argv)
     if (pki_db_load(dir, &db, err) != 0 || pki_write_crl(p, &db, err) != 0)
         rc = tmlctl_fail(ctl, TMLCTL_EXIT_IO, NULL, "%s", err);
     else
-        tmlctl_info(ctl, "%s/%s re-issued (valid %d days); reload the "
-                         "broker (SIGHUP) to load it",
+        tmlctl_info(ctl,
+                    "%s/%s re-issued (valid %d days); reload the "
+                    "broker (SIGHUP) to load it",
                     dir, PKI_CRL, PKI_CRL_VALIDITY_S / 86400);
     pki_db_free(&db);
     pki_close(p);
@@ -138,8 +139,8 @@ cmd_pki(struct tmlctl *ctl, int argc, char **argv)
         return pki_init_cmd(ctl, argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "crl") == 0)
         return pki_crl_cmd(ctl, argc - 1, argv + 1);
-    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 ||
-                      strcmp(argv[1], "-h") == 0)) {
+    if (argc >= 2 &&
+        (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         printf("usage: tmlctl pki init --dir DIR [--host H ...] "
                "[--broker-user U] [--tmld-user U] [--force]\n"
                "       tmlctl pki crl [--dir DIR]   re-issue the CRL (it is "

@@ -47,8 +47,7 @@ safe_name(const char *s)
         return false;
     for (; *s != '\0'; s++)
         if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-              (*s >= '0' && *s <= '9') || *s == '.' || *s == '_' ||
-              *s == '-'))
+              (*s >= '0' && *s <= '9') || *s == '.' || *s == '_' || *s == '-'))
             return false;
     return true;
 }
@@ -125,8 +124,7 @@ samples_cmd(struct tmlctl *ctl, int argc, char **argv, bool export)
          false},
         {"reason", 'r', TMLCTL_OPT_STR, &reason, "R",
          "flagged, low_conf or audit", false},
-        {"limit", 'n', TMLCTL_OPT_U32, &limit, "N", "at most N samples",
-         false},
+        {"limit", 'n', TMLCTL_OPT_U32, &limit, "N", "at most N samples", false},
         {"offset", 0, TMLCTL_OPT_U32, &offset, "N", "skip N", false},
         {"out", 'o', TMLCTL_OPT_STR, &out, "DIR",
          "export: directory to write to", export},
@@ -177,8 +175,8 @@ samples_cmd(struct tmlctl *ctl, int argc, char **argv, bool export)
         rc = tmlctl_json_emit(r);
         r = NULL;
     } else {
-        static const char *const hdr[] = {"DEVICE", "ID",   "REASON",
-                                          "MODEL V", "PRED", "CONF",
+        static const char *const hdr[] = {"DEVICE",   "ID",    "REASON",
+                                          "MODEL V",  "PRED",  "CONF",
                                           "EXPECTED", "BYTES", "RECEIVED"};
         struct tmlctl_table *t = tmlctl_table_new(9, hdr);
         const cJSON *s;
@@ -200,9 +198,15 @@ samples_cmd(struct tmlctl *ctl, int argc, char **argv, bool export)
             tmlctl_fmt_bytes(tmlctl_jnum(s, "total_len", 0), c7, sizeof(c7));
             tmlctl_fmt_ago((int64_t)tmlctl_jnum(s, "received_at", 0), now, c8,
                            sizeof(c8));
-            const char *cells[] = {tmlctl_jstr(s, "device", "?"), c1,
-                                   tmlctl_jstr(s, "reason", "?"), c3, c4, c5,
-                                   c6, c7, c8};
+            const char *cells[] = {tmlctl_jstr(s, "device", "?"),
+                                   c1,
+                                   tmlctl_jstr(s, "reason", "?"),
+                                   c3,
+                                   c4,
+                                   c5,
+                                   c6,
+                                   c7,
+                                   c8};
             if (t != NULL)
                 tmlctl_table_add(t, cells);
         }
@@ -222,8 +226,8 @@ cmd_samples(struct tmlctl *ctl, int argc, char **argv)
         return samples_cmd(ctl, argc - 1, argv + 1, false);
     if (argc >= 2 && strcmp(argv[1], "export") == 0)
         return samples_cmd(ctl, argc - 1, argv + 1, true);
-    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 ||
-                      strcmp(argv[1], "-h") == 0)) {
+    if (argc >= 2 &&
+        (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         printf("usage: tmlctl samples list [--device ID] [--reason R] "
                "[--limit N]\n       tmlctl samples export --out DIR "
                "[--device ID] [--reason R] [--limit N]\n");

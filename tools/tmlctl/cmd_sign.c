@@ -111,8 +111,7 @@ load_vectors(const struct tmlctl *ctl, const char *dir, struct vectors *v)
     }
     fclose(f);
     if (rc == TMLCTL_EXIT_OK && v->n == 0)
-        rc = tmlctl_fail(ctl, TMLCTL_EXIT_USAGE, NULL, "%s: no vectors",
-                         path);
+        rc = tmlctl_fail(ctl, TMLCTL_EXIT_USAGE, NULL, "%s: no vectors", path);
     return rc;
 }
 
@@ -129,8 +128,7 @@ parse_shape(const char *s, struct tml_manifest *m)
     for (char *tok = strtok_r(buf, "x,", &save); tok != NULL;
          tok = strtok_r(NULL, "x,", &save)) {
         uint32_t d;
-        if (m->n_shape >= TML_MAX_SHAPE || !tmlctl_parse_u32(tok, &d) ||
-            d == 0)
+        if (m->n_shape >= TML_MAX_SHAPE || !tmlctl_parse_u32(tok, &d) || d == 0)
             return false;
         m->input_shape[m->n_shape++] = d;
     }
@@ -140,8 +138,7 @@ parse_shape(const char *s, struct tml_manifest *m)
 static bool
 parse_dtype(const char *s, uint8_t *out)
 {
-    static const char *const names[] = {NULL, "u8", "i8", "i16", "i32",
-                                        "f32"};
+    static const char *const names[] = {NULL, "u8", "i8", "i16", "i32", "f32"};
     for (uint8_t i = 1; i < sizeof(names) / sizeof(names[0]); i++)
         if (strcmp(s, names[i]) == 0) {
             *out = i;
@@ -193,12 +190,11 @@ load_labels(const struct tmlctl *ctl, const char *arg, char **storage,
     char *save = NULL;
     for (char *tok = strtok_r(s, sep, &save); tok != NULL;
          tok = strtok_r(NULL, sep, &save)) {
-        if (*n >= TML_BUNDLE_MAX_LABELS || strlen(tok) >
-                                               TML_BUNDLE_MAX_LABEL_LEN)
+        if (*n >= TML_BUNDLE_MAX_LABELS ||
+            strlen(tok) > TML_BUNDLE_MAX_LABEL_LEN)
             return tmlctl_fail(ctl, TMLCTL_EXIT_USAGE, NULL,
                                "--labels: at most %u labels of %u bytes",
-                               TML_BUNDLE_MAX_LABELS,
-                               TML_BUNDLE_MAX_LABEL_LEN);
+                               TML_BUNDLE_MAX_LABELS, TML_BUNDLE_MAX_LABEL_LEN);
         labels[(*n)++] = tok;
     }
     if (*n == 0)
@@ -301,8 +297,8 @@ cmd_sign(struct tmlctl *ctl, int argc, char **argv)
         return tmlctl_fail(ctl, TMLCTL_EXIT_USAGE,
                            "e.g. --input-shape 1x49x40 (at most 4 dims)",
                            "bad --input-shape '%s'", shape);
-    if (min_agent != NULL && !parse_agent_version(min_agent,
-                                                  &m.min_agent_version))
+    if (min_agent != NULL &&
+        !parse_agent_version(min_agent, &m.min_agent_version))
         return tmlctl_fail(ctl, TMLCTL_EXIT_USAGE, "e.g. --min-agent 0.1.0",
                            "bad --min-agent '%s'", min_agent);
     if (score_tol > 10000)
@@ -318,8 +314,7 @@ cmd_sign(struct tmlctl *ctl, int argc, char **argv)
             exp = 0;
         else if (expires[0] == '@' && tmlctl_parse_u32(expires + 1, &abs_t))
             exp = abs_t;
-        else if (tmlctl_parse_duration(expires, &d) && d > 0 &&
-                 d <= UINT32_MAX)
+        else if (tmlctl_parse_duration(expires, &d) && d > 0 && d <= UINT32_MAX)
             exp = created + d;
         else
             return tmlctl_fail(ctl, TMLCTL_EXIT_USAGE,
@@ -358,13 +353,11 @@ cmd_sign(struct tmlctl *ctl, int argc, char **argv)
     struct tml_privkey *key = NULL;
     enum tml_bundle_err err = tml_privkey_load(key_path, &key);
     if (err != TML_BUNDLE_OK)
-        return tmlctl_fail(ctl,
-                           err == TML_BUNDLE_E_IO ? TMLCTL_EXIT_IO
-                                                  : TMLCTL_EXIT_USAGE,
-                           "make one with: tmlctl keygen --out NAME",
-                           "%s: %s", key_path,
-                           err == TML_BUNDLE_E_IO ? strerror(errno)
-                                                  : tml_bundle_strerror(err));
+        return tmlctl_fail(
+            ctl, err == TML_BUNDLE_E_IO ? TMLCTL_EXIT_IO : TMLCTL_EXIT_USAGE,
+            "make one with: tmlctl keygen --out NAME", "%s: %s", key_path,
+            err == TML_BUNDLE_E_IO ? strerror(errno)
+                                   : tml_bundle_strerror(err));
 
     uint8_t *model = NULL, *image = NULL, *bundle = NULL;
     size_t model_len = 0, bundle_len = 0;
@@ -379,8 +372,7 @@ cmd_sign(struct tmlctl *ctl, int argc, char **argv)
         goto out;
     }
     if (model_len == 0) {
-        rc = tmlctl_fail(ctl, TMLCTL_EXIT_USAGE, NULL, "%s is empty",
-                         a.pos[0]);
+        rc = tmlctl_fail(ctl, TMLCTL_EXIT_USAGE, NULL, "%s is empty", a.pos[0]);
         goto out;
     }
     if (vectors_dir != NULL &&
@@ -392,8 +384,7 @@ cmd_sign(struct tmlctl *ctl, int argc, char **argv)
         goto out;
     if (model_len + vec.len > TML_BUNDLE_MAX_IMAGE) {
         rc = tmlctl_fail(ctl, TMLCTL_EXIT_USAGE, NULL,
-                         "model + vectors over %u bytes",
-                         TML_BUNDLE_MAX_IMAGE);
+                         "model + vectors over %u bytes", TML_BUNDLE_MAX_IMAGE);
         goto out;
     }
     image = malloc(model_len + vec.len);

@@ -28,8 +28,7 @@ cmd_status(struct tmlctl *ctl, int argc, char **argv)
     const cJSON *in = cJSON_GetObjectItemCaseSensitive(r, "ingest");
     const cJSON *db = cJSON_GetObjectItemCaseSensitive(r, "db");
     char up[32], size[32], wal[32], cap[32];
-    tmlctl_fmt_duration((int64_t)tmlctl_jnum(r, "uptime_s", 0), up,
-                        sizeof(up));
+    tmlctl_fmt_duration((int64_t)tmlctl_jnum(r, "uptime_s", 0), up, sizeof(up));
     bool conn = tmlctl_jbool(m, "connected");
     printf("tmld %s (pid %.0f), up %s\n", tmlctl_jstr(r, "version", "?"),
            tmlctl_jnum(r, "pid", 0), up);

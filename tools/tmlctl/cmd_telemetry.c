@@ -46,9 +46,9 @@ cmd_telemetry(struct tmlctl *ctl, int argc, char **argv)
         return rc;
     if (ctl->json)
         return tmlctl_json_emit(r ? r : cJSON_CreateObject());
-    static const char *const hdr[] = {"MODEL V", "DEVICES", "SUMMARIES",
+    static const char *const hdr[] = {"MODEL V",    "DEVICES",  "SUMMARIES",
                                       "INFERENCES", "LOW-CONF", "FLAGGED",
-                                      "ERRORS", "LAT MEAN"};
+                                      "ERRORS",     "LAT MEAN"};
     struct tmlctl_table *t = tmlctl_table_new(8, hdr);
     const cJSON *row;
     cJSON_ArrayForEach(row, cJSON_GetObjectItemCaseSensitive(r, "rows"))

@@ -66,12 +66,11 @@ cmd_verify(struct tmlctl *ctl, int argc, char **argv)
     for (size_t i = 0; i < pubs.n; i++) {
         enum tml_bundle_err e = tml_pubkey_load(pubs.v[i], &trusted[i]);
         if (e != TML_BUNDLE_OK)
-            return tmlctl_fail(ctl,
-                               e == TML_BUNDLE_E_IO ? TMLCTL_EXIT_IO
-                                                    : TMLCTL_EXIT_USAGE,
-                               NULL, "%s: %s", pubs.v[i],
-                               e == TML_BUNDLE_E_IO ? strerror(errno)
-                                                    : tml_bundle_strerror(e));
+            return tmlctl_fail(
+                ctl, e == TML_BUNDLE_E_IO ? TMLCTL_EXIT_IO : TMLCTL_EXIT_USAGE,
+                NULL, "%s: %s", pubs.v[i],
+                e == TML_BUNDLE_E_IO ? strerror(errno)
+                                     : tml_bundle_strerror(e));
     }
     uint8_t *buf = NULL;
     size_t len = 0;
@@ -128,8 +127,8 @@ cmd_verify(struct tmlctl *ctl, int argc, char **argv)
     snprintf(hw, sizeof(hw), "%.*s", (int)m->hw.len, m->hw.p);
     char shape[64] = "";
     for (size_t i = 0; i < m->n_shape; i++)
-        snprintf(shape + strlen(shape), sizeof(shape) - strlen(shape),
-                 "%s%u", i ? "x" : "", m->input_shape[i]);
+        snprintf(shape + strlen(shape), sizeof(shape) - strlen(shape), "%s%u",
+                 i ? "x" : "", m->input_shape[i]);
     if (ctl->json) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "bundle", a.pos[0]);
@@ -165,8 +164,8 @@ cmd_verify(struct tmlctl *ctl, int argc, char **argv)
         rc = tmlctl_json_emit(o);
     } else {
         printf("%s%s: valid%s, signed by key %s\n",
-               tmlctl_color(ctl, TMLCTL_C_GREEN), a.pos[0],
-               tmlctl_reset(ctl), kid);
+               tmlctl_color(ctl, TMLCTL_C_GREEN), a.pos[0], tmlctl_reset(ctl),
+               kid);
         printf("  model    %s v%u for %s\n", name, m->version, hw);
         printf("  image    %u bytes (model %u, %u vectors), sha256 %s\n",
                m->size, m->model_size, m->n_vectors, sha);
@@ -185,5 +184,4 @@ cmd_verify(struct tmlctl *ctl, int argc, char **argv)
     return rc;
 }
 
-TMLCTL_COMMAND("verify", "check a bundle's signature and contents",
-               cmd_verify)
+TMLCTL_COMMAND("verify", "check a bundle's signature and contents", cmd_verify)

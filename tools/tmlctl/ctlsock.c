@@ -43,12 +43,12 @@ tmlctl_connect(const struct tmlctl *ctl, struct tmlctl_conn **out)
     if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
         int e = errno;
         close(fd);
-        const char *hint =
-            e == EACCES ? "add yourself to the tmld group, or use sudo"
-            : e == ENOENT || e == ECONNREFUSED
-                ? "is tmld running? (systemctl status tmld); "
-                  "--socket or TMLD_SOCKET pick another socket"
-                : NULL;
+        const char *hint = e == EACCES
+                               ? "add yourself to the tmld group, or use sudo"
+                           : e == ENOENT || e == ECONNREFUSED
+                               ? "is tmld running? (systemctl status tmld); "
+                                 "--socket or TMLD_SOCKET pick another socket"
+                               : NULL;
         return tmlctl_fail(ctl, TMLCTL_EXIT_UNAVAILABLE, hint,
                            "cannot connect to tmld at %s: %s", ctl->socket,
                            strerror(e));
@@ -212,8 +212,8 @@ error_response(struct tmlctl_conn *c, const cJSON *resp)
     if (code != NULL && strcmp(code, "unknown_cmd") == 0 && hint == NULL)
         hint = "tmld may be older than tmlctl, or the module is disabled";
     return tmlctl_fail(c->ctl, rc, hint, "tmld: %s%s%s%s",
-                       message ? message : "request failed",
-                       code ? " (" : "", code ? code : "", code ? ")" : "");
+                       message ? message : "request failed", code ? " (" : "",
+                       code ? code : "", code ? ")" : "");
 }
 
 int
@@ -253,8 +253,8 @@ tmlctl_request(struct tmlctl_conn *c, const char *cmd, cJSON *args,
             return tmlctl_fail(c->ctl, TMLCTL_EXIT_UNAVAILABLE,
                                "tmld may be overloaded; "
                                "--timeout MS waits longer",
-                               "no answer from tmld to '%s' within %d ms",
-                               cmd, c->ctl->timeout_ms);
+                               "no answer from tmld to '%s' within %d ms", cmd,
+                               c->ctl->timeout_ms);
         if (rc != TMLCTL_EXIT_OK)
             return rc;
         const cJSON *rid = cJSON_GetObjectItemCaseSensitive(resp, "id");

@@ -39,10 +39,9 @@ tmlctl_find(const char *name)
 static void
 usage(FILE *out)
 {
-    fprintf(out,
-            "usage: tmlctl [--json] [--socket PATH] [--timeout MS] "
-            "[--no-color] [-q] COMMAND [ARGS]\n"
-            "       tmlctl COMMAND --help\n\ncommands:\n");
+    fprintf(out, "usage: tmlctl [--json] [--socket PATH] [--timeout MS] "
+                 "[--no-color] [-q] COMMAND [ARGS]\n"
+                 "       tmlctl COMMAND --help\n\ncommands:\n");
     size_t w = 4;
     for (const struct tmlctl_cmd *c = registry; c != NULL; c = c->next)
         if (strlen(c->name) > w)

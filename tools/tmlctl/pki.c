@@ -63,7 +63,8 @@ pki_dir(const struct pki *p)
     return p->dir;
 }
 
-/* ---- files ------------------------------------------------------------------ */
+/* ---- files ------------------------------------------------------------------
+ */
 
 int
 pki_write_file(const char *path, const void *buf, size_t len, int mode,
@@ -133,7 +134,8 @@ join(char *out, size_t cap, const char *dir, const char *name)
     snprintf(out, cap, "%s/%s", dir, name);
 }
 
-/* ---- random, keys ------------------------------------------------------------ */
+/* ---- random, keys
+ * ------------------------------------------------------------ */
 
 static int
 rng_init(mbedtls_entropy_context *ent, mbedtls_ctr_drbg_context *drbg)
@@ -142,8 +144,7 @@ rng_init(mbedtls_entropy_context *ent, mbedtls_ctr_drbg_context *drbg)
     mbedtls_entropy_init(ent);
     mbedtls_ctr_drbg_init(drbg);
     return mbedtls_ctr_drbg_seed(drbg, mbedtls_entropy_func, ent,
-                                 (const unsigned char *)pers,
-                                 sizeof(pers) - 1);
+                                 (const unsigned char *)pers, sizeof(pers) - 1);
 }
 
 static void
@@ -157,8 +158,7 @@ static int
 gen_key(mbedtls_pk_context *pk, mbedtls_ctr_drbg_context *drbg)
 {
     mbedtls_pk_init(pk);
-    if (mbedtls_pk_setup(pk, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY)) !=
-        0)
+    if (mbedtls_pk_setup(pk, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY)) != 0)
         return -1;
     return mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP256R1, mbedtls_pk_ec(*pk),
                                mbedtls_ctr_drbg_random, drbg);
@@ -175,7 +175,8 @@ write_key_pem(mbedtls_pk_context *pk, const char *path, char *err)
     return rc;
 }
 
-/* ---- names, times, serials ------------------------------------------------ */
+/* ---- names, times, serials ------------------------------------------------
+ */
 
 static void
 fmt_x509_time(time_t t, char out[16])
@@ -243,7 +244,8 @@ pki_device_id_ok(const char *id, char *why, size_t why_cap)
     return true;
 }
 
-/* ---- extensions mbedTLS 2.28 cannot write ---------------------------------- */
+/* ---- extensions mbedTLS 2.28 cannot write ----------------------------------
+ */
 
 /* subjectAltName = SEQUENCE OF GeneralName: dNSName [2] IA5String,
  * iPAddress [7] OCTET STRING (RFC 5280 4.2.1.6). */
@@ -287,8 +289,8 @@ set_sans(mbedtls_x509write_cert *crt, const char *const *sans, size_t n)
     if ((r = mbedtls_asn1_write_len(&p, buf, len)) < 0)
         return r;
     len += (size_t)r;
-    if ((r = mbedtls_asn1_write_tag(&p, buf, MBEDTLS_ASN1_CONSTRUCTED |
-                                                 MBEDTLS_ASN1_SEQUENCE)) < 0)
+    if ((r = mbedtls_asn1_write_tag(
+             &p, buf, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE)) < 0)
         return r;
     len += (size_t)r;
     return mbedtls_x509write_crt_set_extension(
@@ -304,7 +306,8 @@ set_eku(mbedtls_x509write_cert *crt, bool server)
     unsigned char *p = buf + sizeof(buf);
     size_t len = 0;
     int r;
-    const char *oid = server ? MBEDTLS_OID_SERVER_AUTH : MBEDTLS_OID_CLIENT_AUTH;
+    const char *oid =
+        server ? MBEDTLS_OID_SERVER_AUTH : MBEDTLS_OID_CLIENT_AUTH;
     size_t oid_len = server ? MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH)
                             : MBEDTLS_OID_SIZE(MBEDTLS_OID_CLIENT_AUTH);
     if ((r = mbedtls_asn1_write_oid(&p, buf, oid, oid_len)) < 0)
@@ -313,8 +316,8 @@ set_eku(mbedtls_x509write_cert *crt, bool server)
     if ((r = mbedtls_asn1_write_len(&p, buf, len)) < 0)
         return r;
     len += (size_t)r;
-    if ((r = mbedtls_asn1_write_tag(&p, buf, MBEDTLS_ASN1_CONSTRUCTED |
-                                                 MBEDTLS_ASN1_SEQUENCE)) < 0)
+    if ((r = mbedtls_asn1_write_tag(
+             &p, buf, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE)) < 0)
         return r;
     len += (size_t)r;
     return mbedtls_x509write_crt_set_extension(
@@ -322,7 +325,8 @@ set_eku(mbedtls_x509write_cert *crt, bool server)
         MBEDTLS_OID_SIZE(MBEDTLS_OID_EXTENDED_KEY_USAGE), 0, p, len);
 }
 
-/* ---- certificates --------------------------------------------------------------- */
+/* ---- certificates
+ * --------------------------------------------------------------- */
 
 /* Issues a certificate for subject_key; issuer = (issuer_key, issuer_name).
  * Writes DER to the end of der[DER_CAP]; returns its length or -1. */
@@ -389,11 +393,11 @@ make_cert(const struct pki_cert_req *req, mbedtls_pk_context *subject_key,
         if (req->n_sans > 0 && set_sans(&crt, req->sans, req->n_sans) != 0)
             goto ext_fail;
     }
-    ret = mbedtls_x509write_crt_der(&crt, der, DER_CAP,
-                                    mbedtls_ctr_drbg_random, drbg);
+    ret = mbedtls_x509write_crt_der(&crt, der, DER_CAP, mbedtls_ctr_drbg_random,
+                                    drbg);
     if (ret <= 0) {
-        fail(err, "signing the certificate for '%s' failed (-0x%04x)",
-             req->cn, (unsigned)-ret);
+        fail(err, "signing the certificate for '%s' failed (-0x%04x)", req->cn,
+             (unsigned)-ret);
         ret = -1;
     }
     goto out;
@@ -483,7 +487,8 @@ pki_issue(struct pki *p, const struct pki_cert_req *req, const char *key_path,
                       serial_hex, err);
 }
 
-/* ---- CRL (RFC 5280 section 5), written by hand ------------------------------- */
+/* ---- CRL (RFC 5280 section 5), written by hand
+ * ------------------------------- */
 
 /* UTCTime through 2049, GeneralizedTime after (RFC 5280 5.1.2.4). */
 static int
@@ -498,9 +503,8 @@ write_time(unsigned char **p, unsigned char *start, time_t t)
                                                 s, strlen(s));
     }
     strftime(s, sizeof(s), "%Y%m%d%H%M%SZ", &tm);
-    return mbedtls_asn1_write_tagged_string(p, start,
-                                            MBEDTLS_ASN1_GENERALIZED_TIME, s,
-                                            strlen(s));
+    return mbedtls_asn1_write_tagged_string(
+        p, start, MBEDTLS_ASN1_GENERALIZED_TIME, s, strlen(s));
 }
 
 #define CHK(expr)                                                              \
@@ -519,8 +523,8 @@ write_sig_alg(unsigned char **p, unsigned char *start)
     CHK(mbedtls_asn1_write_oid(p, start, MBEDTLS_OID_ECDSA_SHA256,
                                MBEDTLS_OID_SIZE(MBEDTLS_OID_ECDSA_SHA256)));
     CHK(mbedtls_asn1_write_len(p, start, len));
-    CHK(mbedtls_asn1_write_tag(p, start, MBEDTLS_ASN1_CONSTRUCTED |
-                                             MBEDTLS_ASN1_SEQUENCE));
+    CHK(mbedtls_asn1_write_tag(
+        p, start, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE));
     return (int)len;
 asn1_fail:
     return -1;
@@ -563,12 +567,12 @@ pki_write_crl(struct pki *p, const struct pki_db *db, char *err)
                                    MBEDTLS_OID_SIZE(MBEDTLS_OID_CRL_NUMBER)));
         ext_len = len - l0;
         CHK(mbedtls_asn1_write_len(&q, tbs_buf, ext_len));
-        CHK(mbedtls_asn1_write_tag(&q, tbs_buf, MBEDTLS_ASN1_CONSTRUCTED |
-                                                    MBEDTLS_ASN1_SEQUENCE));
+        CHK(mbedtls_asn1_write_tag(
+            &q, tbs_buf, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE));
         ext_len = len - l0;
         CHK(mbedtls_asn1_write_len(&q, tbs_buf, ext_len));
-        CHK(mbedtls_asn1_write_tag(&q, tbs_buf, MBEDTLS_ASN1_CONSTRUCTED |
-                                                    MBEDTLS_ASN1_SEQUENCE));
+        CHK(mbedtls_asn1_write_tag(
+            &q, tbs_buf, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE));
         ext_len = len - l0;
         CHK(mbedtls_asn1_write_len(&q, tbs_buf, ext_len));
         CHK(mbedtls_asn1_write_tag(&q, tbs_buf,
@@ -593,23 +597,22 @@ pki_write_crl(struct pki *p, const struct pki_db *db, char *err)
             CHK(mbedtls_mpi_read_binary(&serial, sb, sn));
             CHK(mbedtls_asn1_write_mpi(&q, tbs_buf, &serial));
             CHK(mbedtls_asn1_write_len(&q, tbs_buf, len - e0));
-            CHK(mbedtls_asn1_write_tag(&q, tbs_buf,
-                                       MBEDTLS_ASN1_CONSTRUCTED |
-                                           MBEDTLS_ASN1_SEQUENCE));
+            CHK(mbedtls_asn1_write_tag(
+                &q, tbs_buf, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE));
         }
         CHK(mbedtls_asn1_write_len(&q, tbs_buf, len - l0));
-        CHK(mbedtls_asn1_write_tag(&q, tbs_buf, MBEDTLS_ASN1_CONSTRUCTED |
-                                                    MBEDTLS_ASN1_SEQUENCE));
+        CHK(mbedtls_asn1_write_tag(
+            &q, tbs_buf, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE));
     }
     CHK(write_time(&q, tbs_buf, now + PKI_CRL_VALIDITY_S)); /* nextUpdate */
-    CHK(write_time(&q, tbs_buf, now - 60));                  /* thisUpdate */
+    CHK(write_time(&q, tbs_buf, now - 60));                 /* thisUpdate */
     CHK(mbedtls_asn1_write_raw_buffer(&q, tbs_buf, p->ca_crt.subject_raw.p,
                                       p->ca_crt.subject_raw.len));
     CHK(write_sig_alg(&q, tbs_buf));
     CHK(mbedtls_asn1_write_int(&q, tbs_buf, 1)); /* v2 */
     CHK(mbedtls_asn1_write_len(&q, tbs_buf, len));
-    CHK(mbedtls_asn1_write_tag(&q, tbs_buf, MBEDTLS_ASN1_CONSTRUCTED |
-                                                MBEDTLS_ASN1_SEQUENCE));
+    CHK(mbedtls_asn1_write_tag(
+        &q, tbs_buf, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE));
     size_t tbs_len = len;
 
     uint8_t hash[32];
@@ -627,8 +630,8 @@ pki_write_crl(struct pki *p, const struct pki_db *db, char *err)
     CHK(write_sig_alg(&o, out_buf));
     CHK(mbedtls_asn1_write_raw_buffer(&o, out_buf, q, tbs_len));
     CHK(mbedtls_asn1_write_len(&o, out_buf, len));
-    CHK(mbedtls_asn1_write_tag(&o, out_buf, MBEDTLS_ASN1_CONSTRUCTED |
-                                                MBEDTLS_ASN1_SEQUENCE));
+    CHK(mbedtls_asn1_write_tag(
+        &o, out_buf, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE));
     size_t olen = 0;
     if (mbedtls_pem_write_buffer("-----BEGIN X509 CRL-----\n",
                                  "-----END X509 CRL-----\n", o, len, pem,
@@ -650,7 +653,8 @@ out:
     return rc;
 }
 
-/* ---- register ------------------------------------------------------------------ */
+/* ---- register
+ * ------------------------------------------------------------------ */
 
 int
 pki_db_add(struct pki_db *db, const struct pki_record *r, char *err)
@@ -736,11 +740,10 @@ pki_db_save(const char *dir, const struct pki_db *db, char *err)
         buf, cap, "# id\tserial\tgroup\tnot_after\trevoked\trevoked_at\n");
     for (size_t i = 0; i < db->n; i++) {
         const struct pki_record *r = &db->v[i];
-        len += (size_t)snprintf(buf + len, cap - len,
-                                "%s\t%s\t%s\t%lld\t%d\t%lld\n", r->id,
-                                r->serial, r->group[0] ? r->group : "-",
-                                (long long)r->not_after, r->revoked ? 1 : 0,
-                                (long long)r->revoked_at);
+        len += (size_t)snprintf(
+            buf + len, cap - len, "%s\t%s\t%s\t%lld\t%d\t%lld\n", r->id,
+            r->serial, r->group[0] ? r->group : "-", (long long)r->not_after,
+            r->revoked ? 1 : 0, (long long)r->revoked_at);
     }
     char path[4200];
     join(path, sizeof(path), dir, PKI_DB);
@@ -749,7 +752,8 @@ pki_db_save(const char *dir, const struct pki_db *db, char *err)
     return rc;
 }
 
-/* ---- init / open --------------------------------------------------------------- */
+/* ---- init / open
+ * --------------------------------------------------------------- */
 
 static int
 load_ca(struct pki *p, char *err)
@@ -757,8 +761,8 @@ load_ca(struct pki *p, char *err)
     char path[4200];
     join(path, sizeof(path), p->dir, PKI_CA_KEY);
     if (access(path, R_OK) != 0)
-        return fail(err, "%s: %s (run 'tmlctl pki init --dir %s' first)",
-                    path, strerror(errno), p->dir);
+        return fail(err, "%s: %s (run 'tmlctl pki init --dir %s' first)", path,
+                    strerror(errno), p->dir);
     if (mbedtls_pk_parse_keyfile(&p->ca_key, path, NULL) != 0)
         return fail(err, "%s: not a private key", path);
     join(path, sizeof(path), p->dir, PKI_CA_CRT);

@@ -7,8 +7,8 @@
  *     TMLCTL_COMMAND("keygen", "make an operator signing key pair",
  *                    cmd_keygen)
  *
- * CMake globs every .c file in tools/tmlctl, so adding a file adds the command; nobody
- * edits main.c. argv[0] is the command name; argv[1..] are its arguments
+ * CMake globs every .c file in tools/tmlctl, so adding a file adds the command;
+ * nobody edits main.c. argv[0] is the command name; argv[1..] are its arguments
  * (global options before the command have been consumed by main.c).
  *
  * A handler returns one of the TMLCTL_EXIT_* codes. It reports errors with
@@ -28,7 +28,7 @@
 
 #define TMLCTL_DEFAULT_SOCKET "/run/tmld/tmld.sock"
 #define TMLCTL_MAX_POSITIONAL 16
-#define TMLCTL_MAX_LIST 16 /* values of one repeatable option */
+#define TMLCTL_MAX_LIST 16      /* values of one repeatable option */
 #define TMLCTL_TIMEOUT_MS 10000 /* default wait for one tmld response */
 
 /* Exit codes. They are part of the interface (scripts test them), listed in
@@ -50,13 +50,13 @@ enum tmlctl_exit {
 
 /* Global state shared by all commands. */
 struct tmlctl {
-    bool json;           /* --json: machine-readable output on stdout */
-    bool color;          /* colour allowed on stdout (TTY, no NO_COLOR) */
-    bool color_err;      /* colour allowed on stderr */
-    bool quiet;          /* -q: no progress chatter */
-    const char *socket;  /* --socket, else $TMLD_SOCKET, else default */
-    int timeout_ms;      /* --timeout for tmld requests */
-    const char *prog;    /* "tmlctl" */
+    bool json;          /* --json: machine-readable output on stdout */
+    bool color;         /* colour allowed on stdout (TTY, no NO_COLOR) */
+    bool color_err;     /* colour allowed on stderr */
+    bool quiet;         /* -q: no progress chatter */
+    const char *socket; /* --socket, else $TMLD_SOCKET, else default */
+    int timeout_ms;     /* --timeout for tmld requests */
+    const char *prog;   /* "tmlctl" */
 };
 
 typedef int (*tmlctl_fn)(struct tmlctl *ctl, int argc, char **argv);
@@ -100,11 +100,11 @@ struct tmlctl_list {
 };
 
 struct tmlctl_opt {
-    const char *name;  /* long name without "--" */
-    char short_name;   /* 0 if none */
+    const char *name; /* long name without "--" */
+    char short_name;  /* 0 if none */
     enum tmlctl_opt_type type;
     void *dest;
-    const char *arg;   /* argument name in help ("FILE"); NULL for flags */
+    const char *arg; /* argument name in help ("FILE"); NULL for flags */
     const char *help;
     bool required;
 };
@@ -141,7 +141,8 @@ void tmlctl_warn(const struct tmlctl *ctl, const char *fmt, ...)
 void tmlctl_info(const struct tmlctl *ctl, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-/* ---- colour and tables ------------------------------------------------------ */
+/* ---- colour and tables ------------------------------------------------------
+ */
 
 enum tmlctl_color {
     TMLCTL_C_NONE = 0,
@@ -162,7 +163,8 @@ const char *tmlctl_reset(const struct tmlctl *ctl);
  * bold on a TTY, colour per cell. Cells are copied. */
 struct tmlctl_table;
 
-struct tmlctl_table *tmlctl_table_new(size_t n_cols, const char *const *headers);
+struct tmlctl_table *tmlctl_table_new(size_t n_cols,
+                                      const char *const *headers);
 /* Adds a row of n_cols cells (NULL prints "-"). Returns false on ENOMEM. */
 bool tmlctl_table_add(struct tmlctl_table *t, const char *const *cells);
 /* Colours cell col of the last row added. */
@@ -172,7 +174,8 @@ void tmlctl_table_print(const struct tmlctl *ctl, const struct tmlctl_table *t,
                         FILE *out);
 void tmlctl_table_free(struct tmlctl_table *t);
 
-/* ---- formatting helpers ------------------------------------------------------ */
+/* ---- formatting helpers
+ * ------------------------------------------------------ */
 
 /* "3s ago", "5m ago", "2h ago", "4d ago", "never" (t == 0), relative to
  * now_s; for a table cell. */
@@ -187,16 +190,17 @@ double tmlctl_jnum(const cJSON *o, const char *key, double dflt);
 const char *tmlctl_jstr(const cJSON *o, const char *key, const char *dflt);
 bool tmlctl_jbool(const cJSON *o, const char *key);
 
-/* ---- JSON output -------------------------------------------------------------- */
+/* ---- JSON output
+ * -------------------------------------------------------------- */
 
 /* Prints obj as one pretty JSON document + newline on stdout (takes
  * ownership and frees it). Returns OK or FAIL (ENOMEM). */
 int tmlctl_json_emit(cJSON *obj);
 
-/* ---- control socket client ---------------------------------------------------
- * JSON lines over the Unix socket of tmld (docs/ctl-protocol.md): one
- * request object per line, one response object per line (events may follow
- * for watch-style requests). */
+/* ---- control socket client
+ * --------------------------------------------------- JSON lines over the Unix
+ * socket of tmld (docs/ctl-protocol.md): one request object per line, one
+ * response object per line (events may follow for watch-style requests). */
 
 struct tmlctl_conn;
 

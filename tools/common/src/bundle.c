@@ -57,7 +57,8 @@ tml_bundle_strerror(enum tml_bundle_err err)
     return names[err];
 }
 
-/* ---- building -------------------------------------------------------------- */
+/* ---- building --------------------------------------------------------------
+ */
 
 enum tml_bundle_err
 tml_manifest_sign(const struct tml_privkey *key, const struct tml_manifest *m,
@@ -91,8 +92,8 @@ tml_bundle_build(const struct tml_privkey *key, struct tml_manifest *m,
         labels_bytes += l + 9;
     }
     m->size = (uint32_t)image_len;
-    if (mbedtls_sha256_ret(image_len ? image : (const uint8_t *)"",
-                           image_len, m->sha256, 0) != 0)
+    if (mbedtls_sha256_ret(image_len ? image : (const uint8_t *)"", image_len,
+                           m->sha256, 0) != 0)
         return TML_BUNDLE_E_CRYPTO;
     if (n_labels > 0)
         m->n_labels = (uint32_t)n_labels;
@@ -133,17 +134,23 @@ tml_bundle_build(const struct tml_privkey *key, struct tml_manifest *m,
     return TML_BUNDLE_OK;
 }
 
-/* ---- parsing --------------------------------------------------------------- */
+/* ---- parsing ---------------------------------------------------------------
+ */
 
 static enum tml_bundle_err
 from_cbor(enum tml_err e)
 {
     switch (e) {
-    case TML_OK: return TML_BUNDLE_OK;
-    case TML_ERR_TRUNCATED: return TML_BUNDLE_E_TRUNCATED;
-    case TML_ERR_OVERSIZE: return TML_BUNDLE_E_OVERSIZE;
-    case TML_ERR_UNKNOWN_CRITICAL: return TML_BUNDLE_E_CRITICAL;
-    default: return TML_BUNDLE_E_FORMAT;
+    case TML_OK:
+        return TML_BUNDLE_OK;
+    case TML_ERR_TRUNCATED:
+        return TML_BUNDLE_E_TRUNCATED;
+    case TML_ERR_OVERSIZE:
+        return TML_BUNDLE_E_OVERSIZE;
+    case TML_ERR_UNKNOWN_CRITICAL:
+        return TML_BUNDLE_E_CRITICAL;
+    default:
+        return TML_BUNDLE_E_FORMAT;
     }
 }
 
@@ -267,8 +274,7 @@ check_contents(struct tml_bundle *out)
     if (out->manifest.size != out->image.len)
         return TML_BUNDLE_E_SIZE;
     uint8_t h[32];
-    if (mbedtls_sha256_ret(out->image.len ? out->image.p
-                                          : (const uint8_t *)"",
+    if (mbedtls_sha256_ret(out->image.len ? out->image.p : (const uint8_t *)"",
                            out->image.len, h, 0) != 0)
         return TML_BUNDLE_E_CRYPTO;
     if (memcmp(h, out->manifest.sha256, sizeof(h)) != 0)
@@ -367,7 +373,8 @@ tml_bundle_verify(const uint8_t *buf, size_t len,
     return TML_BUNDLE_OK;
 }
 
-/* ---- files ------------------------------------------------------------------ */
+/* ---- files ------------------------------------------------------------------
+ */
 
 enum tml_bundle_err
 tml_bundle_read_file(const char *path, uint8_t **buf, size_t *len)

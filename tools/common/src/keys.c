@@ -125,8 +125,7 @@ drbg_seed(mbedtls_entropy_context *ent, mbedtls_ctr_drbg_context *drbg)
     mbedtls_entropy_init(ent);
     mbedtls_ctr_drbg_init(drbg);
     return mbedtls_ctr_drbg_seed(drbg, mbedtls_entropy_func, ent,
-                                 (const unsigned char *)pers,
-                                 sizeof(pers) - 1);
+                                 (const unsigned char *)pers, sizeof(pers) - 1);
 }
 
 static void
@@ -149,8 +148,8 @@ tml_privkey_generate(struct tml_privkey **out)
     mbedtls_ctr_drbg_context drbg;
     enum tml_bundle_err err = TML_BUNDLE_E_CRYPTO;
     if (drbg_seed(&ent, &drbg) == 0 &&
-        mbedtls_pk_setup(&k->pk,
-                         mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY)) == 0 &&
+        mbedtls_pk_setup(&k->pk, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY)) ==
+            0 &&
         mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP256R1, mbedtls_pk_ec(k->pk),
                             mbedtls_ctr_drbg_random, &drbg) == 0)
         err = TML_BUNDLE_OK;
@@ -203,11 +202,11 @@ tml_privkey_free(struct tml_privkey *key)
 }
 
 enum tml_bundle_err
-tml__write_file_mode(const char *path, const void *buf, size_t len,
-                     mode_t mode, bool excl)
+tml__write_file_mode(const char *path, const void *buf, size_t len, mode_t mode,
+                     bool excl)
 {
-    int flags = O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW |
-                (excl ? O_EXCL : O_TRUNC);
+    int flags =
+        O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (excl ? O_EXCL : O_TRUNC);
     int fd = open(path, flags, mode);
     if (fd < 0)
         return TML_BUNDLE_E_IO;
@@ -250,8 +249,7 @@ tml_privkey_write(const struct tml_privkey *key, const char *path,
     if (mbedtls_pk_write_key_pem(&pk, pem, sizeof(pem)) != 0)
         return TML_BUNDLE_E_CRYPTO;
     enum tml_bundle_err err =
-        tml__write_file_mode(path, pem, strlen((char *)pem), 0600,
-                             !overwrite);
+        tml__write_file_mode(path, pem, strlen((char *)pem), 0600, !overwrite);
     mbedtls_platform_zeroize(pem, sizeof(pem));
     return err;
 }
@@ -273,8 +271,7 @@ tml_pubkey_write_pem(const struct tml_pubkey *pub, const char *path)
                                       &mbedtls_pk_ec(pk)->Q, pub->raw,
                                       TML_PUBKEY_RAW_LEN) == 0 &&
         mbedtls_pk_write_pubkey_pem(&pk, pem, sizeof(pem)) == 0)
-        err = tml__write_file_mode(path, pem, strlen((char *)pem), 0644,
-                                   false);
+        err = tml__write_file_mode(path, pem, strlen((char *)pem), 0644, false);
     mbedtls_pk_free(&pk);
     return err;
 }
@@ -282,8 +279,8 @@ tml_pubkey_write_pem(const struct tml_pubkey *pub, const char *path)
 static bool
 is_c_ident(const char *s)
 {
-    if (s == NULL || !((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') ||
-                       *s == '_'))
+    if (s == NULL ||
+        !((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || *s == '_'))
         return false;
     for (size_t n = 0; *s != '\0'; s++, n++) {
         if (n >= 64)
@@ -381,8 +378,8 @@ tml_cose_sign(const struct tml_privkey *key, const uint8_t *payload,
         mbedtls_ecp_group_init(&grp);
         if (seeded != 0 || mbedtls_sha256_ret(ss, ss_len, hash, 0) != 0 ||
             mbedtls_ecp_group_copy(&grp, &ec->grp) != 0 ||
-            mbedtls_ecdsa_sign_det_ext(&grp, &r, &s, &ec->d, hash,
-                                       sizeof(hash), MBEDTLS_MD_SHA256,
+            mbedtls_ecdsa_sign_det_ext(&grp, &r, &s, &ec->d, hash, sizeof(hash),
+                                       MBEDTLS_MD_SHA256,
                                        mbedtls_ctr_drbg_random, &drbg) != 0 ||
             mbedtls_mpi_write_binary(&r, sig, 32) != 0 ||
             mbedtls_mpi_write_binary(&s, sig + 32, 32) != 0)
@@ -413,8 +410,8 @@ tml__ecdsa_verify(const struct tml_pubkey *pub, const uint8_t hash[32],
     mbedtls_mpi_init(&s);
     enum tml_bundle_err err = TML_BUNDLE_E_SIGNATURE;
     if (mbedtls_ecp_group_load(&grp, MBEDTLS_ECP_DP_SECP256R1) == 0 &&
-        mbedtls_ecp_point_read_binary(&grp, &q, pub->raw,
-                                      TML_PUBKEY_RAW_LEN) == 0 &&
+        mbedtls_ecp_point_read_binary(&grp, &q, pub->raw, TML_PUBKEY_RAW_LEN) ==
+            0 &&
         mbedtls_mpi_read_binary(&r, sig, 32) == 0 &&
         mbedtls_mpi_read_binary(&s, sig + 32, 32) == 0 &&
         mbedtls_ecdsa_verify(&grp, hash, 32, &q, &r, &s) == 0)

@@ -37,17 +37,17 @@ extern "C" {
 #endif
 
 #define TML_BUNDLE_FORMAT 1u
-#define TML_KEY_ID_LEN 8u          /* bytes of a key id */
-#define TML_PUBKEY_RAW_LEN 65u     /* 0x04 || X || Y */
+#define TML_KEY_ID_LEN 8u                          /* bytes of a key id */
+#define TML_PUBKEY_RAW_LEN 65u                     /* 0x04 || X || Y */
 #define TML_BUNDLE_MAX_IMAGE (16u * 1024u * 1024u) /* image bytes */
 #define TML_BUNDLE_MAX_FILE (TML_BUNDLE_MAX_IMAGE + 64u * 1024u)
 #define TML_BUNDLE_MAX_LABELS 256u /* labels kept by the parser */
 #define TML_BUNDLE_MAX_LABEL_LEN 64u
-#define TML_BUNDLE_MAX_TRUSTED 8u  /* keys one verify call may be given */
+#define TML_BUNDLE_MAX_TRUSTED 8u /* keys one verify call may be given */
 
 enum tml_bundle_err {
     TML_BUNDLE_OK = 0,
-    TML_BUNDLE_E_IO,          /* reading or writing a file failed (errno) */
+    TML_BUNDLE_E_IO, /* reading or writing a file failed (errno) */
     TML_BUNDLE_E_NOMEM,
     TML_BUNDLE_E_INVAL,       /* bad argument from the caller */
     TML_BUNDLE_E_KEY,         /* key file unreadable, not EC P-256 */
@@ -85,8 +85,7 @@ void tml_key_id(const uint8_t raw[TML_PUBKEY_RAW_LEN],
 
 /* Fills *out from a raw point; checks that it is a valid P-256 point.
  * Returns OK or E_KEY. */
-TML_WUR enum tml_bundle_err tml_pubkey_from_raw(const uint8_t *raw,
-                                                size_t len,
+TML_WUR enum tml_bundle_err tml_pubkey_from_raw(const uint8_t *raw, size_t len,
                                                 struct tml_pubkey *out);
 
 /* Loads a public key from a PEM or DER file (SubjectPublicKeyInfo, as
@@ -117,8 +116,7 @@ void tml_privkey_public(const struct tml_privkey *key, struct tml_pubkey *out);
  * with O_EXCL unless overwrite is true; it is never world-readable, not even
  * briefly). Returns OK, E_IO (errno set; EEXIST if it exists), E_CRYPTO. */
 TML_WUR enum tml_bundle_err tml_privkey_write(const struct tml_privkey *key,
-                                              const char *path,
-                                              bool overwrite);
+                                              const char *path, bool overwrite);
 
 /* Writes a public key PEM (SubjectPublicKeyInfo), mode 0644. */
 TML_WUR enum tml_bundle_err tml_pubkey_write_pem(const struct tml_pubkey *pub,
@@ -128,9 +126,9 @@ TML_WUR enum tml_bundle_err tml_pubkey_write_pem(const struct tml_pubkey *pub,
  *   static const uint8_t <ident>_pubkey[65] = {...};
  *   static const uint8_t <ident>_kid[8] = {...};
  * ident must be a C identifier. Mode 0644. */
-TML_WUR enum tml_bundle_err tml_pubkey_write_header(const struct tml_pubkey *pub,
-                                                    const char *path,
-                                                    const char *ident);
+TML_WUR enum tml_bundle_err
+tml_pubkey_write_header(const struct tml_pubkey *pub, const char *path,
+                        const char *ident);
 
 /* Frees key (NULL is allowed); wipes the secret first. */
 void tml_privkey_free(struct tml_privkey *key);
@@ -160,13 +158,11 @@ TML_WUR enum tml_bundle_err tml_manifest_sign(const struct tml_privkey *key,
  * is set to n_labels. On OK *out is a malloc'ed buffer the caller frees with
  * free(). Returns OK, E_INVAL, E_OVERSIZE, E_NOMEM, E_MANIFEST (m does not
  * encode), E_CRYPTO. */
-TML_WUR enum tml_bundle_err tml_bundle_build(const struct tml_privkey *key,
-                                             struct tml_manifest *m,
-                                             const uint8_t *image,
-                                             size_t image_len,
-                                             const char *const *labels,
-                                             size_t n_labels, uint8_t **out,
-                                             size_t *out_len);
+TML_WUR enum tml_bundle_err
+tml_bundle_build(const struct tml_privkey *key, struct tml_manifest *m,
+                 const uint8_t *image, size_t image_len,
+                 const char *const *labels, size_t n_labels, uint8_t **out,
+                 size_t *out_len);
 
 /* ---- parsing and verification ------------------------------------------ */
 
@@ -218,9 +214,8 @@ TML_WUR enum tml_bundle_err tml_bundle_read_file(const char *path,
 
 /* Writes len bytes to path atomically (temp file, fsync, rename), mode
  * 0644. Returns OK or E_IO. */
-TML_WUR enum tml_bundle_err tml_bundle_write_file(const char *path,
-                                                  const uint8_t *buf,
-                                                  size_t len);
+TML_WUR enum tml_bundle_err
+tml_bundle_write_file(const char *path, const uint8_t *buf, size_t len);
 
 #ifdef __cplusplus
 }
