@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -18,7 +19,12 @@ static int
 setup(void **state)
 {
     struct th *t = calloc(1, sizeof(*t));
-    if (t == NULL || th_setup(t, "[ingest]\noffline_after = 2s\n") != 0 ||
+    char extra[256];
+    snprintf(extra, sizeof(extra),
+             "[ingest]\noffline_after = 2s\n[metrics]\ntextfile = "
+             "/tmp/tmld-metrics-%d.prom\ninterval = 1s\n",
+             (int)getpid());
+    if (t == NULL || th_setup(t, extra) != 0 ||
         th_tmld_start(t, NULL, 10000) != 0) {
         if (t)
             th_teardown(t);
@@ -263,6 +269,37 @@ test_ingest_marks_devices_offline(void **state)
     tdev_close(&b);
 }
 
+/* Prometheus textfile: written atomically, names carry units. */
+static void
+test_ingest_writes_metrics_textfile(void **state)
+{
+    struct th *t = *state;
+    struct tdev v;
+    assert_int_equal(tdev_open(&v, t, "metered", false), 0);
+    for (uint32_t s = 1; s <= 5; s++)
+        assert_int_equal(tdev_tele(&v, s), 0);
+    assert_int_equal(tdev_wait_tele_ack(&v, 5, 5000), 0);
+    char path[64], buf[16384];
+    snprintf(path, sizeof(path), "/tmp/tmld-metrics-%d.prom", (int)getpid());
+    bool ok = false;
+    for (int i = 0; i < 40 && !ok; i++) {
+        th_sleep_ms(100);
+        FILE *f = fopen(path, "r");
+        if (f == NULL)
+            continue;
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        ok = strstr(buf, "\ntmld_ingest_tele_records_total 5\n") != NULL;
+    }
+    assert_true(ok);
+    assert_non_null(strstr(buf, "# TYPE tmld_db_commit_duration_ms histogram"));
+    assert_non_null(strstr(buf, "tmld_devices_online 1\n"));
+    assert_non_null(strstr(buf, "tmld_db_size_bytes "));
+    unlink(path);
+    tdev_close(&v);
+}
+
 int
 main(void)
 {
@@ -276,6 +313,8 @@ main(void)
         cmocka_unit_test_setup_teardown(
             test_ingest_counts_malformed_and_keeps_going, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ingest_marks_devices_offline,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ingest_writes_metrics_textfile,
                                         setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
