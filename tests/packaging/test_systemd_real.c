@@ -196,9 +196,11 @@ static void test_systemd_real_unit_under_systemd(void **state)
     expect("storm_state", "failed");
     expect("storm_restarts", "10");
 
-    print_message("systemd: start %s ms; watchdog restart %s ms (WatchdogSec=2s, "
-                  "RestartSec=500ms); crash loop stopped after %s restarts\n",
-                  val("start_ms"), val("watchdog_restart_ms"), val("storm_restarts"));
+    /* val() returns one static buffer: one call per statement. */
+    print_message("systemd: start returned after %s ms (READY=1)\n", val("start_ms"));
+    print_message("systemd: watchdog restart %s ms after SIGSTOP (WatchdogSec=2s, "
+                  "RestartSec=500ms)\n", val("watchdog_restart_ms"));
+    print_message("systemd: crash loop stopped after %s restarts\n", val("storm_restarts"));
     if (!getenv("TML_KEEP_TMP"))
         pt_rmtree(dir);
     free(dir);
