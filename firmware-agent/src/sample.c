@@ -281,43 +281,15 @@ tmla__sample_poll(struct tmla_agent *a, uint32_t now_ms)
     }
 }
 
-/* Gap repair, as for summaries (tele.c): when the gateway's high-water hw
- * stays below the oldest held chunk minus one after a resend, renumber the
- * held samples from hw + 1 in their order (sample_id follows). */
+/* Gap repair, as for summaries (tele.c): held samples give up their
+ * numbers (and sample_id) and are numbered again when resent. */
 static void
-repair_gap(struct tmla_agent *a, uint32_t hw)
+renumber_from(struct tmla_agent *a, uint32_t next)
 {
-    struct tmla__sample *low = NULL;
-    uint32_t next = (hw > a->sample_acked ? hw : a->sample_acked) + 1;
-    uint32_t done = 0;
-
     for (int i = 0; i < TMLA_SAMPLE_SLOTS; i++) {
-        struct tmla__sample *s = &a->samples[i];
-
-        if (s->state == SLOT_PENDING && s->first_seq != 0 &&
-            (low == NULL || s->first_seq < low->first_seq))
-            low = s;
-    }
-    if (low == NULL || low->first_seq <= next || low->n_rounds < 2)
-        return;
-    for (int k = 0; k < TMLA_SAMPLE_SLOTS; k++) {
-        int pick = -1;
-
-        for (int i = 0; i < TMLA_SAMPLE_SLOTS; i++) {
-            struct tmla__sample *s = &a->samples[i];
-
-            if (s->state == SLOT_PENDING && s->first_seq != 0 &&
-                !(done & (1u << i)) &&
-                (pick < 0 || s->first_seq < a->samples[pick].first_seq))
-                pick = i;
-        }
-        if (pick < 0)
-            break;
-        done |= 1u << pick;
-        a->samples[pick].first_seq = next;
-        a->samples[pick].in_flight = false;
-        a->samples[pick].next_chunk = 0;
-        next += a->samples[pick].n_chunks;
+        a->samples[i].first_seq = 0;
+        a->samples[i].in_flight = false;
+        a->samples[i].next_chunk = 0;
     }
     a->sample_next = next;
     a->stats.renumbered++;
@@ -326,11 +298,30 @@ repair_gap(struct tmla_agent *a, uint32_t hw)
 void
 tmla__sample_ack(struct tmla_agent *a, uint32_t seq)
 {
-    if (seq >= a->sample_next)
-        seq = a->sample_next - 1;
-    repair_gap(a, seq);
-    if (seq > a->sample_acked)
-        a->sample_acked = seq;
+    const struct tmla__sample *low = NULL;
+    uint32_t hw;
+
+    if (seq >= a->sample_next) {
+        if (seq < 0x80000000u) {
+            renumber_from(a, seq + 1);
+            a->sample_acked = seq;
+        }
+        return;
+    }
+    hw = seq > a->sample_acked ? seq : a->sample_acked;
+    for (int i = 0; i < TMLA_SAMPLE_SLOTS; i++) {
+        const struct tmla__sample *s = &a->samples[i];
+
+        if (s->state == SLOT_PENDING && s->first_seq != 0 &&
+            (low == NULL || s->first_seq < low->first_seq))
+            low = s;
+    }
+    if (low != NULL && low->first_seq > hw + 1 && low->n_rounds >= 2) {
+        renumber_from(a, hw + 1);
+        a->sample_acked = hw;
+        return;
+    }
+    a->sample_acked = hw;
     for (int i = 0; i < TMLA_SAMPLE_SLOTS; i++) {
         struct tmla__sample *s = &a->samples[i];
 

@@ -221,26 +221,25 @@ tmla__tele_poll(struct tmla_agent *a, uint32_t now_ms)
     }
 }
 
-/* Gap repair (PROTOCOL.md 6: numbers increase by one; a gateway stores
- * only seq == its high-water + 1). The RAM ring loses unacknowledged
+/* Gap repair (PROTOCOL.md 6: numbers increase by one; a gateway like tmld
+ * stores only seq == its high-water + 1). The RAM ring loses unacknowledged
  * records at a reboot, a reboot skips the rest of a reserved block, and a
  * fold of sent entries drops a number: the gateway then acks hw below our
- * oldest record minus one, forever. Everything above hw was never stored
- * by such a gateway, so the held records are renumbered from hw + 1.
- * Only after the oldest record was resent at least once (a stale ack
- * queued before the reconnect does not count) and when no earlier ack
- * covered the gap. A gateway that stores gaps never acks below them. */
+ * oldest record minus one, forever. Nothing above hw was stored by such a
+ * gateway, so the held records give up their numbers and are numbered
+ * again from hw + 1 when resent. Only after the oldest record was resent at
+ * least once (a stale ack queued before a reconnect does not count), and
+ * never below the highest ack seen. A gateway that stores gaps never acks
+ * below them.
+ * The other way round, an ack at or above every number handed out means
+ * the gateway holds numbers from an earlier life of this device id (state
+ * lost, device replaced): it would drop our records as duplicates, so
+ * numbering continues above its ack. */
 static void
-repair_gap(struct tmla_agent *a, uint32_t hw)
+renumber_from(struct tmla_agent *a, uint32_t next)
 {
-    struct tmla__sum *low = &a->ring[0];
-    /* The highest number known stored: a stale, lower ack changes nothing. */
-    uint32_t next = (hw > a->tele_acked ? hw : a->tele_acked) + 1;
-
-    if (a->ring_n == 0 || low->seq == 0 || low->seq <= next || low->n_sends < 2)
-        return;
-    for (int i = 0; i < a->ring_n && a->ring[i].seq != 0; i++) {
-        a->ring[i].seq = next++;
+    for (int i = 0; i < a->ring_n; i++) {
+        a->ring[i].seq = 0;
         a->ring[i].in_flight = false;
     }
     a->tele_next = next;
@@ -250,12 +249,20 @@ repair_gap(struct tmla_agent *a, uint32_t hw)
 void
 tmla__tele_ack(struct tmla_agent *a, uint32_t seq)
 {
-    /* An ack beyond what was handed out is bogus: ignore the excess. */
-    if (seq >= a->tele_next)
-        seq = a->tele_next - 1;
-    repair_gap(a, seq);
-    if (seq > a->tele_acked)
-        a->tele_acked = seq;
+    const struct tmla__sum *low = &a->ring[0];
+    uint32_t hw;
+
+    if (seq >= a->tele_next) {
+        if (seq < 0x80000000u) {
+            renumber_from(a, seq + 1);
+            a->tele_acked = seq;
+        }
+        return; /* none of our records is covered by it */
+    }
+    hw = seq > a->tele_acked ? seq : a->tele_acked;
+    if (a->ring_n > 0 && low->seq > hw + 1 && low->n_sends >= 2)
+        renumber_from(a, hw + 1);
+    a->tele_acked = hw;
     while (a->ring_n > 0 && a->ring[0].seq != 0 && a->ring[0].seq <= seq)
         ring_remove(a, 0);
 }

@@ -582,6 +582,41 @@ test_tele_gapless_gateway_after_records_lost_in_ram(void **state)
     assert_true(g.hw_tele > hw_before);
 }
 
+static void
+test_tele_device_with_lost_state_continues_above_gateway(void **state)
+{
+    struct rig *r = *state;
+    struct strict_gw g = {0};
+    uint32_t recorded = 0, hw_before;
+
+    for (int p = 0; p < 4; p++) {
+        tml_heap_armed = 1;
+        tmla_record(&r->a, 0, 9000, 1000);
+        tml_heap_armed = 0;
+        recorded++;
+        period(r);
+        strict_pump(r, &g, true, 1);
+    }
+    /* Both state copies lost (or the device replaced under the same id):
+     * it starts again at seq 1, which the gateway has long stored. */
+    memset(r->mp->state, 0, sizeof r->mp->state);
+    rig_boot(r);
+    hw_before = g.hw_tele;
+    for (int p = 0; p < 3; p++) {
+        tml_heap_armed = 1;
+        tmla_record(&r->a, 0, 9000, 1000);
+        tml_heap_armed = 0;
+        recorded++;
+        period(r);
+        strict_pump(r, &g, true, 1);
+    }
+    strict_pump(r, &g, true, 4);
+    print_message("state lost: gateway hw %u -> %u, %u duplicates dropped\n",
+                  hw_before, g.hw_tele, g.dups);
+    assert_true(g.hw_tele > hw_before);
+    assert_int_equal(g.inferences, recorded); /* nothing lost as a "dup" */
+}
+
 int
 main(void)
 {
@@ -599,6 +634,7 @@ main(void)
         T(test_agent_init_rejects_bad_config_and_port),
         T(test_tele_gapless_gateway_keeps_receiving_after_reboots),
         T(test_tele_gapless_gateway_after_records_lost_in_ram),
+        T(test_tele_device_with_lost_state_continues_above_gateway),
 #undef T
     };
 
