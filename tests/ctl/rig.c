@@ -57,6 +57,8 @@ stop_pid(pid_t *pid)
     *pid = 0;
 }
 
+/* At exit (also after a failed group setup, when no teardown runs): kill
+ * what is still running and remove the directory. */
 static void
 kill_all(void)
 {
@@ -64,6 +66,10 @@ kill_all(void)
         stop_pid(&the_rig->extra);
         stop_pid(&the_rig->tmld);
         stop_pid(&the_rig->broker);
+        if (the_rig->dir[0] != '\0' && getenv("TML_KEEP") == NULL) {
+            sh("rm -rf '%s'", the_rig->dir);
+            the_rig->dir[0] = '\0';
+        }
     }
 }
 
@@ -415,8 +421,10 @@ rig_stop(struct rig *r)
     stop_pid(&r->tmld);
     stop_pid(&r->broker);
     mosquitto_lib_cleanup();
-    if (getenv("TML_KEEP") == NULL)
+    if (getenv("TML_KEEP") == NULL) {
         sh("rm -rf '%s'", r->dir);
-    else
+        r->dir[0] = '\0';
+    } else {
         fprintf(stderr, "kept %s\n", r->dir);
+    }
 }
