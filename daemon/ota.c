@@ -472,6 +472,11 @@ tick_cb(struct tmld *td, void *arg)
         }
         if (tmld_mqtt_is_connected(td))
             rollout_tick(r, now);
+        /* The byte counter survives a restart to within one tick. */
+        if (orr->bytes_sent != orr->bytes_flushed) {
+            orr->bytes_flushed = orr->bytes_sent;
+            orr->rollout_dirty = true;
+        }
         if ((r->state == ROLLOUT_DONE || r->state == ROLLOUT_ABORTED) &&
             !orr->is_finished_logged) {
             uint32_t c[RDEV__COUNT];

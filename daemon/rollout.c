@@ -326,6 +326,8 @@ rollout_restore_device(struct rollout *r, const char *id, uint8_t wave,
     return 0;
 }
 
+static bool is_transfer(uint8_t s);
+
 void
 rollout_restore(struct rollout *r, uint8_t state, const char *reason,
                 unsigned cur_wave, const uint8_t *wave_states,
@@ -351,8 +353,14 @@ rollout_restore(struct rollout *r, uint8_t state, const char *reason,
         if (d->state != RDEV_EXCLUDED && d->wave < r->pol.n_waves)
             r->waves[d->wave].n_devices++;
         /* Deadlines restart: the devices were not at fault for our
-         * restart. Offers in flight are re-sent when the device is next
-         * seen online (rollout_on_presence). */
+         * restart. A transfer in flight becomes pending again (same offer
+         * id, offset kept): it is offered again as soon as the device is
+         * seen online, and the agent resumes from its stored offset; a
+         * device that never comes back does not hold its wave up. A
+         * device still requesting chunks simply carries on
+         * (rollout_on_request accepts a pending device). */
+        if (is_transfer(d->state))
+            d->state = RDEV_PENDING;
         d->deadline_ms = 0;
         d->online = false;
     }

@@ -790,11 +790,15 @@ test_rollout_restore_continues(void **state)
         waves[w] = a.waves[w].state;
     rollout_restore(&b, a.state, a.reason, a.cur_wave, waves, 10000);
     assert_int_equal(b.waves[1].n_devices, 20);
-    /* Devices come back online: in-flight ones get their offer again. */
+    /* In-flight transfers became pending; devices come back online and
+     * get their (same) offer again on the next tick. */
+    assert_int_equal(rollout_find(&b, "dev-0")->state == RDEV_OFFERED, 0);
     for (size_t i = 0; i < b.n_devs; i++)
         assert_int_equal(rollout_on_presence(&b, b.devs[i].id, true, 0,
                                              10001),
                          0);
+    assert_int_equal(fb.n_offers, 0);
+    rollout_tick(&b, 10001);
     assert_int_equal(fb.n_offers, 20);
     assert_int_equal(rollout_find(&b, "dev-0")->offer_id,
                      rollout_find(&a, "dev-0")->offer_id);
