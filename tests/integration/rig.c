@@ -880,6 +880,7 @@ rig_summary_load(struct rig_summary *s, const char *path)
         d->reboots = jnum(it, "reboots");
         d->seq_reused = jnum(it, "seq_reused");
         d->relinks = jnum(it, "relinks");
+        d->last_pub_seq = jnum(it, "last_pub_seq");
         d->publishes = jnum(it, "publishes");
         d->last_seq = jnum(it, "last_seq");
         d->ack_seq = jnum(it, "ack_seq");

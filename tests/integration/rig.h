@@ -137,7 +137,7 @@ struct rig_devsum {
     char id[72];
     uint64_t sent, acked, resent, folded, samples_sent, samples_acked;
     uint64_t inferences, connects, disconnects, flaps, reboots, seq_reused;
-    uint64_t relinks, publishes;
+    uint64_t relinks, publishes, last_pub_seq;
     uint64_t last_seq, ack_seq, bad_in, garbage_sent, replays_sent;
     uint64_t model_version;
     char ota_state[24], model[40];

@@ -102,7 +102,8 @@ dump(const char *path)
 }
 
 static void
-run_e2e(struct fx *f, const char *misbehave)
+run_e2e(struct fx *f, const char *misbehave, bool kill_broker,
+        const char *reboot_mean)
 {
     char bin[600], tbin[600], sdir[300], json[300], log[300], port[16];
     char n_arg[16], count_arg[16], dbdir[300];
@@ -113,6 +114,7 @@ run_e2e(struct fx *f, const char *misbehave)
     FILE *fc;
     pid_t pid;
     int rc;
+    bool timed = kill_broker || strcmp(reboot_mean, "0") != 0;
 
     assert_int_equal(rig_broker_start(&f->broker, f->dir), 0);
     snprintf(dbdir, sizeof(dbdir), "%s/tmld", f->dir);
@@ -150,14 +152,21 @@ run_e2e(struct fx *f, const char *misbehave)
             port, "--cafile", f->broker.ca, "--ca-cert", f->broker.ca,
             "--ca-key", f->broker.ca_key, "--state-dir", sdir, "--devices",
             n_arg, "--prefix", "e2e-", "--groups", "turbines:25,pumps:25",
-            "--rate", "4", "--count", count_arg, "--summary-period", "1",
+            "--rate", "4", timed ? "--duration" : "--count",
+            timed ? "7" : count_arg, "--summary-period", "1",
             "--conf-threshold", "7000", "--sample-budget", "2",
             "--budget-period", "1", "--input-bytes", "512", "--ack-timeout",
             "3000", "--drain", "60", "--status", "2", "--json-summary", json,
-            "--misbehave", misbehave, NULL};
+            "--misbehave", misbehave, "--reboot-mean", reboot_mean, NULL};
         pid = rig_spawn(argv, log);
     }
     assert_true(pid > 0);
+    if (kill_broker) {
+        sleep_ms(3000);
+        rig_broker_kill9(&f->broker);
+        sleep_ms(1500);
+        assert_int_equal(rig_broker_restart(&f->broker), 0);
+    }
     rc = rig_wait(pid, 120000);
     if (rc != 0) {
         dump(log);
@@ -195,23 +204,44 @@ run_e2e(struct fx *f, const char *misbehave)
             samples = sqlite3_column_int64(st, 5);
             n_rows_devices++;
         }
-        if (rows != (int64_t)d->sent || inf != COUNT ||
-            d->acked != d->sent || samples != (int64_t)d->samples_sent)
+        if ((!timed && rows != (int64_t)d->sent) || distinct != rows ||
+            max_seq != (int64_t)d->ack_seq ||
+            d->last_pub_seq > d->ack_seq ||
+            (d->reboots == 0 && inf != (int64_t)d->inferences) ||
+            (!timed && samples != (int64_t)d->samples_sent))
             fprintf(stderr,
                     "%s: rows %lld (distinct %lld, max seq %lld) sent %llu "
-                    "acked %llu inferences %lld samples %lld/%llu\n",
+                    "acked %llu ack_seq %llu last_pub %llu last_seq %llu "
+                    "reboots %llu inferences %lld/%llu samples %lld/%llu\n",
                     d->id, (long long)rows, (long long)distinct,
                     (long long)max_seq, (unsigned long long)d->sent,
-                    (unsigned long long)d->acked, (long long)inf,
-                    (long long)samples,
+                    (unsigned long long)d->acked,
+                    (unsigned long long)d->ack_seq,
+                    (unsigned long long)d->last_pub_seq,
+                    (unsigned long long)d->last_seq,
+                    (unsigned long long)d->reboots, (long long)inf,
+                    (unsigned long long)d->inferences, (long long)samples,
                     (unsigned long long)d->samples_sent);
-        assert_true(d->sent > 0);
-        assert_int_equal(rows, (int64_t)d->sent);
+        assert_true(rows > 0);
+        /* No seq twice, and the device was told exactly what is stored. */
         assert_int_equal(distinct, rows);
-        assert_int_equal(max_seq, (int64_t)d->last_seq);
-        assert_int_equal(inf, COUNT);
-        assert_int_equal(d->acked, d->sent);
-        assert_int_equal(samples, (int64_t)d->samples_sent);
+        assert_int_equal(max_seq, (int64_t)d->ack_seq);
+        /* Nothing the device holds is unacknowledged at the end. */
+        assert_true(d->last_pub_seq <= d->ack_seq);
+        /* Every inference made on the device is in the database, once;
+         * a reboot loses what was still in RAM (open period, unacked
+         * ring), never more. */
+        if (d->reboots == 0)
+            assert_int_equal(inf, (int64_t)d->inferences);
+        else
+            assert_true(inf <= (int64_t)d->inferences);
+        if (!timed) {
+            /* No gaps, no renumbering: the device's own log agrees. */
+            assert_int_equal(inf, COUNT);
+            assert_int_equal(rows, (int64_t)d->sent);
+            assert_int_equal(d->acked, d->sent);
+            assert_int_equal(samples, (int64_t)d->samples_sent);
+        }
         total_rows += rows;
         total_samples += samples;
     }
@@ -250,10 +280,11 @@ run_e2e(struct fx *f, const char *misbehave)
     }
 }
 
+#ifndef DEVSIM_TMLD_GAPS
 static void
 test_devsim_to_tmld_every_record_committed_once(void **state)
 {
-    run_e2e(*state, "0");
+    run_e2e(*state, "0", false, "0");
 }
 
 /* Half the devices also publish garbage and byte-exact replays of their
@@ -262,18 +293,51 @@ test_devsim_to_tmld_every_record_committed_once(void **state)
 static void
 test_tmld_absorbs_garbage_and_replays(void **state)
 {
-    run_e2e(*state, "0.5");
+    run_e2e(*state, "0.5", false, "0");
 }
 
+#else
+/* R4 with the real gateway: the broker is killed (-9) mid-stream and
+ * restarted; tmld and the devices reconnect; the database still holds
+ * exactly what every device sent, and every inference. */
+static void
+test_tmld_broker_kill9_loses_nothing(void **state)
+{
+    run_e2e(*state, "0", true, "0");
+}
+
+/* Devices reboot (their seqs continue after the skipped rest of a reserved
+ * block); tmld must keep committing what they send after the reboot. */
+static void
+test_tmld_commits_after_device_reboots(void **state)
+{
+    run_e2e(*state, "0", false, "4");
+}
+#endif
+
+/* Built twice: agent_devsim_tmld (the default suite) and, with
+ * DEVSIM_TMLD_GAPS, agent_devsim_tmld_gaps: the scenarios that leave a
+ * sequence gap (a record lost with the broker and then folded away on the
+ * device, or the seqs a reboot skips). tmld's go-back-N ingest waits for
+ * the missing seq forever and the device is never acknowledged again; that
+ * target is only registered with -DTML_DEVSIM_KNOWN_BUGS=ON until the agent
+ * and tmld agree on gaps (see the issue note). */
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+#ifndef DEVSIM_TMLD_GAPS
         cmocka_unit_test_setup_teardown(
             test_devsim_to_tmld_every_record_committed_once, setup,
             teardown),
         cmocka_unit_test_setup_teardown(test_tmld_absorbs_garbage_and_replays,
                                         setup, teardown),
+#else
+        cmocka_unit_test_setup_teardown(test_tmld_commits_after_device_reboots,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tmld_broker_kill9_loses_nothing,
+                                        setup, teardown),
+#endif
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -90,6 +90,7 @@ sync_model(struct dev *d)
 static bool
 seqlog_sent(struct seqlog *l, uint32_t seq)
 {
+    l->last_pub = seq;
     if (l->has_rebooted && seq <= l->reboot_floor) {
         l->reused++;
         return true;
@@ -715,7 +716,8 @@ dev_write_json(const struct dev *d, FILE *f)
             "\"agent_tele_folded\": %u, \"agent_samples_dropped\": %u, "
             "\"agent_bad_messages\": %u, \"ring_high_water\": %u, "
             "\"state_writes\": %u, \"seq_reused\": %llu, \"relinks\": "
-            "%llu}",
+            "%llu, \"last_pub_seq\": %u, \"samples_ack_seq\": %u, "
+            "\"samples_last_pub_seq\": %u}",
             d->id, d->n_groups ? d->groups[0] : "", d->tele.n,
             d->tele.n_acked, (unsigned long long)d->tele.resent,
             (unsigned long long)d->folded, d->tele.max_sent, d->tele.ack,
@@ -739,5 +741,6 @@ dev_write_json(const struct dev *d, FILE *f)
             st->tele_folded, st->samples_dropped, st->bad_messages,
             st->ring_high_water, st->state_writes,
             (unsigned long long)(d->tele.reused + d->samples.reused),
-            (unsigned long long)d->relinks);
+            (unsigned long long)d->relinks, d->tele.last_pub, d->samples.ack,
+            d->samples.last_pub);
 }

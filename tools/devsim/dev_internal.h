@@ -16,6 +16,7 @@ struct seqlog {
     size_t n, cap;
     size_t n_acked;   /* prefix of seq[] covered by cumulative acks */
     uint32_t max_sent;
+    uint32_t last_pub; /* seq of the most recent publish */
     uint32_t ack;     /* highest cumulative ack seen */
     uint64_t resent;
     /* After a reboot the RAM ring is gone, so a seq at or below the highest
