@@ -19,10 +19,12 @@
  * tmla_offline_payload(). The agent publishes on tml/v1/<dev>/up/<kind>.
  *
  * Delivery: every tele and sample record has a per-stream sequence number
- * that never repeats, even across reboots (numbers are reserved in blocks of
- * TMLA_SEQ_BLOCK in the persisted state). Records stay in RAM until the
- * gateway's cumulative down/ack covers them and are resent after a reconnect
- * or after ack_timeout_ms. See docs/agent.md.
+ * that is never handed out twice, even across reboots (numbers are reserved
+ * in blocks of TMLA_SEQ_BLOCK in the persisted state); the only exception
+ * is the gap repair for gateways that store only contiguous numbers, which
+ * renumbers records that gateway provably never stored. Records stay in
+ * RAM until the gateway's cumulative down/ack covers them and are resent
+ * after a reconnect or after ack_timeout_ms. See docs/agent.md.
  */
 #ifndef TML_AGENT_H
 #define TML_AGENT_H
