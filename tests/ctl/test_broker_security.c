@@ -40,6 +40,7 @@ static int
 setup(void **state)
 {
     static struct rig r;
+    *state = &r; /* first: teardown runs even if setup fails */
     rig_init(&r);
     const char *ids[] = {"devA", "devB", "devR", "devK", LONG_ID, "plus"};
     for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)
