@@ -667,6 +667,11 @@ dev_is_drained(const struct dev *d)
         return false;
     if (d->tele.n_acked < d->tele.n || d->samples.n_acked < d->samples.n)
         return false;
+    /* An update in progress (downloading, verifying, in trial) finishes
+     * before the run ends, so a test sees its terminal state. */
+    if (d->ota_state != TML_OTA_IDLE && d->ota_state != TML_OTA_CONFIRMED &&
+        d->ota_state != TML_OTA_FAILED && d->ota_state != TML_OTA_REVERTED)
+        return false;
     /* The summary holding the last inference has been sent. */
     return d->n_inferences == 0 || d->last_tele_new_ms > d->last_infer_ms;
 }
