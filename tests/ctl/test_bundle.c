@@ -69,6 +69,8 @@ static int
 teardown(void **state)
 {
     struct fx *f = *state;
+    if (f == NULL)
+        return 0;
     tml_privkey_free(f->k1);
     tml_privkey_free(f->k2);
     free(f->bundle);

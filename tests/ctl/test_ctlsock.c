@@ -33,6 +33,7 @@ static pthread_t server;
 static char reply_fmt[4096];
 static char last_request[4096];
 static volatile bool stop_server;
+static bool server_started;
 
 static void *
 serve(void *arg)
@@ -123,6 +124,7 @@ setup(void **state)
     struct timeval tv = {0, 200000};
     setsockopt(listen_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     assert_int_equal(pthread_create(&server, NULL, serve, NULL), 0);
+    server_started = true;
     return 0;
 }
 
@@ -131,8 +133,10 @@ teardown(void **state)
 {
     (void)state;
     stop_server = true;
-    pthread_join(server, NULL);
-    close(listen_fd);
+    if (server_started)
+        pthread_join(server, NULL);
+    if (listen_fd >= 0)
+        close(listen_fd);
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     return system(cmd) == 0 ? 0 : -1;

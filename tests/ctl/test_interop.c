@@ -102,6 +102,8 @@ static int
 teardown(void **state)
 {
     struct fx *f = *state;
+    if (f == NULL) /* setup failed before it was set */
+        return 0;
     run("rm -rf '%s'", f->dir);
     tml_privkey_free(f->key);
     free(f->bundle);
