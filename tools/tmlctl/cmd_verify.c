@@ -76,7 +76,12 @@ cmd_verify(struct tmlctl *ctl, int argc, char **argv)
     size_t len = 0;
     enum tml_bundle_err err = tml_bundle_read_file(a.pos[0], &buf, &len);
     if (err != TML_BUNDLE_OK)
-        return tmlctl_fail(ctl, TMLCTL_EXIT_IO, NULL, "%s: %s", a.pos[0],
+        /* Too big to be a bundle is a verdict on the file, not an I/O
+         * problem. */
+        return tmlctl_fail(ctl,
+                           err == TML_BUNDLE_E_OVERSIZE ? TMLCTL_EXIT_INVALID
+                                                        : TMLCTL_EXIT_IO,
+                           NULL, "%s: %s", a.pos[0],
                            err == TML_BUNDLE_E_IO ? strerror(errno)
                                                   : tml_bundle_strerror(err));
     uint64_t now = no_expiry ? 0 : now_arg ? now_arg : (uint64_t)time(NULL);
