@@ -65,9 +65,9 @@ if(TML_DOCS)
   install(FILES ${TML_DOCS}
           DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/doc/tmlfleet COMPONENT gateway)
 endif()
-file(GLOB TML_EXAMPLES ${PROJECT_SOURCE_DIR}/config/*)
-if(TML_EXAMPLES)
-  install(FILES ${TML_EXAMPLES}
+# config/ as a tree (files and subfolders such as config/mosquitto/).
+if(EXISTS ${PROJECT_SOURCE_DIR}/config)
+  install(DIRECTORY ${PROJECT_SOURCE_DIR}/config/
           DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/doc/tmlfleet/examples
           COMPONENT gateway)
 endif()

@@ -190,7 +190,14 @@ static void test_package_contents(void **state)
 #ifdef TML_HAVE_DEVSIM
     assert_listed(f, "/usr/bin/tml-devsim");
 #endif
+#ifdef TML_HAVE_TMLCTL_MAN
+    assert_listed(f, "/usr/share/man/man1/tmlctl.1");
+#endif
+#ifdef TML_HAVE_TMLCTL_COMPLETION
+    assert_listed(f, "/usr/share/bash-completion/completions/tmlctl");
+#endif
 #ifdef TML_HAVE_CONF_EXAMPLE
+    assert_listed(f, "/usr/share/doc/tmlfleet/examples/tmld.conf.example");
     assert_listed(f, "/etc/tmld/tmld.conf");
     /* The config is not world-readable even before postinst runs. */
     assert_non_null(strstr(f->out, "-rw-r----- root/root"));
