@@ -24,6 +24,15 @@ enum { SLOT_FREE = 0, SLOT_HELD, SLOT_PENDING };
  * integers of up to 5 bytes, a 4-dimension shape, headers. */
 #define SAMPLE_OVERHEAD 112u
 
+/* One captured input lost to the budget, the spool or the encoder: counted
+ * in the current summary and in the stats. */
+static void
+count_drop(struct tmla_agent *a)
+{
+    a->cur.n_samples_dropped++;
+    a->stats.samples_dropped++;
+}
+
 static size_t
 slot_cap(const struct tmla_agent *a)
 {
@@ -97,10 +106,10 @@ tmla_capture(struct tmla_agent *a, const struct tmla_inference *inf,
             return TMLA_CAPTURE_INVALID;
     if (cap == 0 || a->cfg.sample_budget == 0)
         return TMLA_CAPTURE_DISABLED;
-    a->cur.n_samples_dropped++; /* undone below if kept */
-    a->stats.samples_dropped++;
-    if (len == 0 || len > cap)
+    if (len == 0 || len > cap) {
+        count_drop(a);
         return TMLA_CAPTURE_TOO_LARGE;
+    }
 
     /* The reservoir's size is fixed by the period's first candidate (not at
      * the period start: acks may have freed slots since). Algorithm R: the
@@ -116,20 +125,18 @@ tmla_capture(struct tmla_agent *a, const struct tmla_inference *inf,
         for (j = 0; j < TMLA_SAMPLE_SLOTS; j++)
             if (a->samples[j].state == SLOT_FREE)
                 break;
-        if (j == TMLA_SAMPLE_SLOTS)
-            return TMLA_CAPTURE_DROPPED; /* cannot happen: k <= free */
+        if (j == TMLA_SAMPLE_SLOTS) {
+            count_drop(a); /* cannot happen: k <= free slots */
+            return TMLA_CAPTURE_DROPPED;
+        }
         a->reservoir[a->res_n++] = (uint8_t)j;
     } else {
         j = a->port.random(a->port.user) % i;
+        count_drop(a); /* this input, or the one it replaces */
         if (j >= a->res_k)
             return TMLA_CAPTURE_DROPPED;
         j = a->reservoir[j];
-        /* The replaced input is the one dropped now: the count stays. */
-        a->cur.n_samples_dropped++;
-        a->stats.samples_dropped++;
     }
-    a->cur.n_samples_dropped--;
-    a->stats.samples_dropped--;
     s = &a->samples[j];
     memset(s, 0, sizeof *s);
     s->state = SLOT_HELD;
@@ -267,8 +274,7 @@ tmla__sample_poll(struct tmla_agent *a, uint32_t now_ms)
                 return;
             if (rc != TMLA_PORT_OK) {
                 s->state = SLOT_FREE;
-                a->cur.n_samples_dropped++;
-                a->stats.samples_dropped++;
+                count_drop(a);
                 break;
             }
         }
