@@ -463,6 +463,7 @@ test_agent_init_rejects_bad_config_and_port(void **state)
  * stream's high-water + 1 (go-back-N), and every batch is acked with the
  * high-water. */
 struct strict_gw {
+    bool ack_zero; /* also ack a high-water of 0 (nothing stored yet) */
     size_t cursor;
     uint32_t hw_tele, hw_sample;
     uint32_t inferences, gaps, dups;
@@ -509,8 +510,8 @@ strict_pump(struct rig *r, struct strict_gw *g, bool up, unsigned rounds)
         }
         if (any) {
             tml_heap_armed = 1;
-            (void)gw_ack(&r->a, g->hw_tele > 0, g->hw_tele, g->hw_sample > 0,
-                         g->hw_sample, r->now);
+            (void)gw_ack(&r->a, g->ack_zero || g->hw_tele > 0, g->hw_tele,
+                         g->ack_zero || g->hw_sample > 0, g->hw_sample, r->now);
             tml_heap_armed = 0;
         }
         rig_run(r, 1, r->cfg.ack_timeout_ms);
@@ -617,6 +618,24 @@ test_tele_device_with_lost_state_continues_above_gateway(void **state)
     assert_int_equal(g.inferences, recorded); /* nothing lost as a "dup" */
 }
 
+static void
+test_tele_fresh_gateway_acking_zero_gets_renumbered_records(void **state)
+{
+    struct rig *r = *state;
+    struct strict_gw g = {.ack_zero = true};
+
+    /* A device that has booted before starts above 1 (reserved block);
+     * a new gateway (or a new site) has stored nothing and acks 0. */
+    period(r); /* seq 1 reserves a block, sent to another gateway */
+    rig_boot(r);
+    g.cursor = r->mp->n_log;
+    assert_true(r->a.tele_next > 2);
+    period(r);
+    strict_pump(r, &g, true, 6);
+    assert_true(g.hw_tele >= 1);
+    assert_true(tmla_stats(&r->a)->renumbered >= 1);
+}
+
 int
 main(void)
 {
@@ -635,6 +654,7 @@ main(void)
         T(test_tele_gapless_gateway_keeps_receiving_after_reboots),
         T(test_tele_gapless_gateway_after_records_lost_in_ram),
         T(test_tele_device_with_lost_state_continues_above_gateway),
+        T(test_tele_fresh_gateway_acking_zero_gets_renumbered_records),
 #undef T
     };
 
