@@ -181,6 +181,11 @@ static void check_run(struct fx *f, int rc, double secs)
         assert_null(strstr(f->out, "tmlctl telemetry exited with status"));
         assert_non_null(strstr(f->out, "== telemetry by model version (turbines) =="));
     }
+    if (has_tmld && has_sim && tmlctl_has("samples")) {
+        /* A few captured inputs exported as files (.bin + .json each). */
+        assert_non_null(strstr(f->out, "quickstart: exported "));
+        assert_null(strstr(f->out, "quickstart: exported 0 files"));
+    }
     if (has_tmld && tmlctl_has("devices"))
         assert_null(strstr(f->out, "tmlctl devices exited with status"));
     if (has_tmld && tmlctl_has("status"))
