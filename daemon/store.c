@@ -350,6 +350,12 @@ store_open(struct tmld *d)
         return -EIO;
     if (store_migrate(s->wdb, path) != 0)
         return -EIO;
+    /* Online flags from the previous run are stale; the retained up/state
+     * messages (online, or the offline last will) set them again as soon as
+     * the subscription is made. */
+    if (exec_sql(s->wdb, "UPDATE devices SET online = 0 WHERE online != 0",
+                 "reset online flags") != SQLITE_OK)
+        return -EIO;
     for (int i = 0; i < ST__COUNT; i++) {
         rc = sqlite3_prepare_v3(s->wdb, stmt_sql[i], -1,
                                 SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL);

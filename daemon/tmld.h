@@ -147,10 +147,10 @@ bool tmld_is_stopping(struct tmld *d);
 
 /* A convenience timer: cb(arg) after timeout_ms, then every repeat_ms (0 =
  * once). The core owns the handle; tmld_timer_stop() stops and frees it (safe
- * from inside cb). A one-shot timer is freed after its callback returns
- * unless it was restarted; do not use its pointer after that. Returns NULL
- * on allocation failure or while stopping. All module timers still running
- * at shutdown are stopped by the core after the module's fini. */
+ * from inside cb). A one-shot timer is freed right after its callback
+ * returns: do not use its pointer after that. Returns NULL on allocation
+ * failure or while stopping. Timers still running at shutdown are stopped by
+ * the core after the modules' fini. */
 struct tmld_timer;
 typedef void (*tmld_timer_cb)(struct tmld *d, void *arg);
 struct tmld_timer *tmld_timer_start(struct tmld *d, uint64_t timeout_ms,
