@@ -77,6 +77,7 @@ class State:
         self.bad = []           # protocol problems seen (strings)
         self.stream_rows = {}
         self.request_times = {}  # key -> list of monotonic times
+        self.retry_after = {}    # key -> [(answer time, seconds)]
         self.http2 = 0
 
     def dump(self):
@@ -85,10 +86,22 @@ class State:
             per_dev[dev] = {"count": sum(seqs.values()),
                             "distinct": len(seqs),
                             "min": min(seqs), "max": max(seqs)}
-        gaps = {}
+        # Retry-After: how long after an answer carrying it did the same
+        # key come again (the gateway must wait at least that long).
+        ra_ok = ra_early = 0
+        ra_min_wait = None
         for k, times in self.request_times.items():
-            if len(times) > 1:
-                gaps[k] = [round(b - a, 3) for a, b in zip(times, times[1:])]
+            for ans_t, ra in self.retry_after.get(k, []):
+                later = [t for t in times if t > ans_t]
+                if not later:
+                    continue
+                wait = later[0] - ans_t
+                ra_min_wait = wait if ra_min_wait is None else min(
+                    ra_min_wait, wait)
+                if wait >= ra * 0.95:
+                    ra_ok += 1
+                else:
+                    ra_early += 1
         out = {
             "requests": self.requests,
             "accepted_batches": sum(1 for k in self.keys.values()
@@ -105,7 +118,8 @@ class State:
                          "accepted": v["accepted"],
                          "status": v["status"]}
                      for k, v in list(self.keys.items())[:2000]},
-            "retry_gaps_s": gaps,
+            "retry_after": {"honoured": ra_ok, "early": ra_early,
+                            "min_wait_s": ra_min_wait or 0},
         }
         tmp = os.path.join(self.args.dir, "stats.json.tmp")
         with open(tmp, "w") as f:
@@ -166,6 +180,7 @@ class Handler(BaseHTTPRequestHandler):
             st.request_times.setdefault(key, []).append(time.monotonic())
             r = st.rng.random()
             r2 = st.rng.random()
+            st.dump()
         if a.delay > 0:
             time.sleep(a.delay)
         if r < a.close_rate and r2 < 0.5:
@@ -193,6 +208,9 @@ class Handler(BaseHTTPRequestHandler):
             with st.lock:
                 st.injected["fail"] += 1
                 ent["status"] = code
+                if extra:
+                    st.retry_after.setdefault(key, []).append(
+                        (time.monotonic(), int(extra[0][1])))
                 st.dump()
             self.answer(code, b'{"error":"injected"}', extra)
             return
