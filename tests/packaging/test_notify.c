@@ -373,6 +373,62 @@ static void test_systemd_foreground_without_notify_socket(void **state)
     assert_int_equal(WEXITSTATUS(st), 0);
 }
 
+/* docs/operations.md's metrics table must not promise a metric tmld does not
+ * write; metrics missing from the table are listed (a reminder, not a
+ * failure, so adding a metric never breaks the build). */
+static void check_documented_metrics(const char *prom)
+{
+    static char doc[64 * 1024];
+    char path[600];
+    const char *p;
+    int n_doc = 0;
+
+    snprintf(path, sizeof path, "%s/docs/operations.md", pt_env("TML_SOURCE_DIR", "."));
+    if (pt_read_file(path, doc, sizeof doc) <= 0) {
+        print_message("no %s: metric names not checked\n", path);
+        return;
+    }
+    /* Table rows: "| `tmld_x` |" or "| `tmld_a`, `tmld_b` | ...". */
+    for (p = doc; (p = strstr(p, "\n| `tmld_")) != NULL; p++) {
+        const char *q = p + 3;
+        const char *eol = strchr(q, '\n');
+        const char *cell_end = strchr(q, '|');
+        while (q && cell_end && q < cell_end && (!eol || q < eol)) {
+            char name[128], want[140];
+            size_t l = 0;
+            if (*q != '`') {
+                q++;
+                continue;
+            }
+            q++;
+            while (q[l] && q[l] != '`' && l + 1 < sizeof name) {
+                name[l] = q[l];
+                l++;
+            }
+            name[l] = '\0';
+            q += l + 1;
+            /* A sample line of that name (histograms: its _count). */
+            snprintf(want, sizeof want, "\n# TYPE %s ", name);
+            if (!strstr(prom, want)) {
+                print_message("documented but not written by tmld: %s\n", name);
+                fail();
+            }
+            n_doc++;
+        }
+    }
+    print_message("metrics documented in docs/operations.md: %d, all written\n", n_doc);
+    assert_true(n_doc > 0);
+    /* The other direction, as information. */
+    for (p = prom; (p = strstr(p, "# TYPE ")) != NULL; p++) {
+        char name[128], want[140];
+        if (sscanf(p, "# TYPE %127s", name) != 1)
+            continue;
+        snprintf(want, sizeof want, "`%s`", name);
+        if (!strstr(doc, want))
+            print_message("note: metric %s is not in docs/operations.md\n", name);
+    }
+}
+
 /* node_exporter's textfile collector reads the file at any moment: it must
  * always be complete. Sample it often while tmld rewrites it each second. */
 static void test_systemd_metrics_textfile_atomic(void **state)
@@ -428,6 +484,7 @@ static void test_systemd_metrics_textfile_atomic(void **state)
         print_message("metrics textfile: %d samples\n", samples);
         assert_true(samples > 0);
     }
+    check_documented_metrics(buf);
 }
 
 int main(void)
