@@ -372,7 +372,7 @@ push(uint32_t **v, size_t *n, size_t *cap, uint32_t x)
 
 /* Marks seq in a per-device byte map, advances the contiguous prefix and
  * counts an arrival above a hole. */
-static void
+static bool
 mark_seen(uint8_t **map, size_t *cap, uint32_t *contig, uint32_t *holes,
           uint32_t seq)
 {
@@ -383,18 +383,19 @@ mark_seen(uint8_t **map, size_t *cap, uint32_t *contig, uint32_t *holes,
             c *= 2;
         p = realloc(*map, c);
         if (p == NULL)
-            return;
+            return false;
         memset(p + *cap, 0, c - *cap);
         *map = p;
         *cap = c;
     }
     if ((*map)[seq])
-        return;
+        return false;
     (*map)[seq] = 1;
     if (seq > *contig + 1)
         (*holes)++;
     while (*contig + 1 < *cap && (*map)[*contig + 1])
         (*contig)++;
+    return true;
 }
 
 static long
@@ -522,13 +523,14 @@ gw_on_message(struct mosquitto *m, void *user,
             g->n_undecodable++;
             goto out;
         }
-        if (te.seq > d->max_tele) {
+        /* Each seq counts once, on its first arrival, whatever the order. */
+        if (mark_seen(&d->seen, &d->seen_cap, &d->contig, &d->holes, te.seq))
             d->inferences += te.n_inferences;
+        if (te.seq > d->max_tele) {
             d->max_tele = te.seq;
             d->tele_model_version = te.model_version;
         }
         push(&d->seq, &d->n, &d->cap, te.seq);
-        mark_seen(&d->seen, &d->seen_cap, &d->contig, &d->holes, te.seq);
         ack.tele_seq = g->ack_highwater ? d->max_tele : d->contig;
         ack.has_tele = ack.tele_seq > 0;
     } else if (t.kind == TML_KIND_SAMPLE) {
@@ -542,7 +544,8 @@ gw_on_message(struct mosquitto *m, void *user,
         if (sa.seq > d->max_sample)
             d->max_sample = sa.seq;
         push(&d->sseq, &d->sn, &d->scap, sa.seq);
-        mark_seen(&d->sseen, &d->sseen_cap, &d->scontig, &d->sholes, sa.seq);
+        (void)mark_seen(&d->sseen, &d->sseen_cap, &d->scontig, &d->sholes,
+                        sa.seq);
         ack.sample_seq = g->ack_highwater ? d->max_sample : d->scontig;
         ack.has_sample = ack.sample_seq > 0;
     } else if (t.kind == TML_KIND_HELLO) {
