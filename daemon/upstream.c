@@ -78,6 +78,19 @@ struct ustate {
     char last_error[256];
 };
 
+/* Last state seen per device, so that a retained up/state replayed on
+ * every (re)subscription or an OTA result the device repeats is one event,
+ * not one per replay. Open addressing, bounded; when full, events are
+ * recorded without this filter (duplicates, never losses). */
+#define SEEN_CAP 16384
+
+struct seen {
+    char dev[TML_MAX_DEVICE_ID + 1];
+    int8_t online;      /* -1 unknown, 0, 1 */
+    uint32_t ota_offer; /* last OTA result recorded */
+    uint8_t ota_state;
+};
+
 struct upstream {
     struct tmld *d;
     bool is_enabled;
@@ -93,6 +106,8 @@ struct upstream {
     uint64_t backoff_min_ms, backoff_max_ms, retry_after_max_ms, poll_ms;
     uint64_t low_speed_ms;
     uint64_t events, events_dropped;
+    struct seen *seen; /* SEEN_CAP entries, calloc'd on first use */
+    size_t n_seen;
 };
 
 static void kick(struct ustate *st);
@@ -111,6 +126,7 @@ maybe_free(struct upstream *u)
         ubuf_free(&st->body);
         free(st->pending_job);
     }
+    free(u->seen);
     free(u->url);
     free(u->ca_file);
     free(u->token_file);
@@ -586,6 +602,35 @@ add_event(struct upstream *u, const char *dev, int kind, int64_t offer_id,
     u->events++;
 }
 
+/* The device's entry (created), or NULL when the table is full. */
+static struct seen *
+seen_get(struct upstream *u, const char *dev)
+{
+    uint32_t h = 2166136261u;
+
+    if (u->seen == NULL) {
+        u->seen = calloc(SEEN_CAP, sizeof(*u->seen));
+        if (u->seen == NULL)
+            return NULL;
+    }
+    for (const char *p = dev; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    for (size_t i = 0; i < SEEN_CAP; i++) {
+        struct seen *e = &u->seen[(h + i) % SEEN_CAP];
+        if (e->dev[0] == '\0') {
+            if (u->n_seen >= SEEN_CAP * 3 / 4)
+                return NULL;
+            snprintf(e->dev, sizeof(e->dev), "%s", dev);
+            e->online = -1;
+            u->n_seen++;
+            return e;
+        }
+        if (strcmp(e->dev, dev) == 0)
+            return e;
+    }
+    return NULL;
+}
+
 static void
 on_state(struct tmld *d, const char *dev, enum tml_kind kind,
          const uint8_t *payload, size_t len, void *arg)
@@ -596,6 +641,12 @@ on_state(struct tmld *d, const char *dev, enum tml_kind kind,
     (void)kind;
     if (tml_state_decode(payload, len, &s) != TML_OK)
         return; /* the core counts it */
+    struct seen *e = seen_get(arg, dev);
+    if (e != NULL) {
+        if (e->online == (int8_t)s.online)
+            return;
+        e->online = (int8_t)s.online;
+    }
     add_event(arg, dev, s.online ? UEV_ONLINE : UEV_OFFLINE, 0, 0, 0, 0);
 }
 
@@ -612,9 +663,17 @@ on_ota(struct tmld *d, const char *dev, enum tml_kind kind,
         m.kind != TML_OTA_UP_STATUS)
         return;
     if (m.state == TML_OTA_CONFIRMED || m.state == TML_OTA_FAILED ||
-        m.state == TML_OTA_REVERTED)
+        m.state == TML_OTA_REVERTED) {
+        struct seen *e = seen_get(arg, dev);
+        if (e != NULL) {
+            if (e->ota_offer == m.offer_id && e->ota_state == m.state)
+                return;
+            e->ota_offer = m.offer_id;
+            e->ota_state = m.state;
+        }
         add_event(arg, dev, UEV_OTA, m.offer_id, m.version, m.state,
                   m.reason);
+    }
 }
 
 /* ---- control verbs ------------------------------------------------------------------- */

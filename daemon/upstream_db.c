@@ -151,6 +151,18 @@ plan(sqlite3 *db, struct ujob *j, int64_t *cursor, int64_t cursor_at,
              t);
     if ((rc = q_int(db, sql, NULL, 0, &max_id)) != SQLITE_OK)
         return rc;
+    if (max_id >= *cursor && *cursor > 0 && cursor_at > 0) {
+        /* The row at the cursor received after the last delivered one
+         * means its id was reused (tail emptied, then refilled past the
+         * cursor before we looked). */
+        int64_t at = 0;
+        snprintf(sql, sizeof(sql),
+                 "SELECT coalesce(max(recv_at), 0) FROM %s WHERE id = ?1", t);
+        if ((rc = q_int(db, sql, NULL, *cursor, &at)) != SQLITE_OK)
+            return rc;
+        if (at > cursor_at)
+            max_id = -1; /* handled as below */
+    }
     if (max_id < *cursor) {
         /* The tail was deleted and ids restart below the cursor. Rows
          * received before the last delivered one are old; the rest are

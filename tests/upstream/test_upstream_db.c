@@ -243,6 +243,28 @@ test_upstream_db_restarted_ids_get_a_new_epoch(void **state)
     assert_int_equal(n.next.last_id, 3);
 }
 
+static void
+test_upstream_db_reused_ids_past_the_cursor_get_a_new_epoch(void **state)
+{
+    struct fx *f = *state;
+    add_tele(f->db, 1, 1, 10, 100);
+    struct ujob j = job(US_TELE, 100);
+    run_job(f->db, &j);
+    struct ujob k = job(US_TELE, 100);
+    k.has_finish = true;
+    k.fin = j.next;
+    run_job(f->db, &k);
+    assert_int_equal(k.cursor, 10);
+    /* Emptied and refilled beyond the cursor before upstream looked. */
+    sqlite3_exec(f->db, "DELETE FROM tele", NULL, NULL, NULL);
+    add_tele(f->db, 2, 1, 15, 200);
+    struct ujob n = job(US_TELE, 100);
+    run_job(f->db, &n);
+    assert_int_equal(n.epoch, 1);
+    assert_int_equal(n.next.first_id, 1);
+    assert_int_equal(n.next.last_id, 15);
+}
+
 static int
 gunzip(const struct ubuf *in, char *out, size_t cap, size_t *len)
 {
@@ -378,6 +400,9 @@ main(void)
             teardown),
         cmocka_unit_test_setup_teardown(
             test_upstream_db_restarted_ids_get_a_new_epoch, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_upstream_db_reused_ids_past_the_cursor_get_a_new_epoch,
+            setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_upstream_body_is_gzip_ndjson_of_the_rows, setup, teardown),
         cmocka_unit_test_setup_teardown(
