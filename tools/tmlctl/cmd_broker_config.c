@@ -1,7 +1,7 @@
 /*
  * cmd_broker_config.c: `tmlctl broker-config --pki DIR --out DIR`: renders
  * the gateway's mosquitto configuration and ACL (templates in
- * tools/tmlctl/mosquitto/, compiled in by embed.cmake) with this gateway's
+ * config/mosquitto/, compiled in by embed.cmake) with this gateway's
  * paths. Optionally adds a plain listener on loopback for tmld only, protected
  * by a password file (tmld's password is written next to its key, 0600).
  */
