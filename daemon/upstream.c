@@ -849,20 +849,23 @@ read_config(struct tmld *d, struct upstream *u, bool report)
                           600000, &u->connect_timeout_ms) != 0;
     bad += tmld_config_ms(d, "upstream", "low_speed_time", 60000, 0, 3600000,
                           &u->low_speed_ms) != 0;
-    bad += tmld_config_ms(d, "upstream", "backoff_min", 1000, 10, 3600000,
-                          &u->backoff_min_ms) != 0;
-    bad += tmld_config_ms(d, "upstream", "backoff_max", 300000, 10,
-                          86400000, &u->backoff_max_ms) != 0;
+    {
+        int bmin = tmld_config_ms(d, "upstream", "backoff_min", 1000, 10,
+                                  3600000, &u->backoff_min_ms) != 0;
+        int bmax = tmld_config_ms(d, "upstream", "backoff_max", 300000, 10,
+                                  86400000, &u->backoff_max_ms) != 0;
+        bad += bmin + bmax;
+        if (bmin + bmax == 0 && u->backoff_max_ms < u->backoff_min_ms) {
+            if (report)
+                tmld_config_error(d, "upstream", "backoff_max",
+                                  "must not be below backoff_min");
+            bad++;
+        }
+    }
     bad += tmld_config_ms(d, "upstream", "retry_after_max", 3600000, 0,
                           86400000, &u->retry_after_max_ms) != 0;
     bad += tmld_config_ms(d, "upstream", "poll", 1000, 10, 3600000,
                           &u->poll_ms) != 0;
-    if (bad == 0 && u->backoff_max_ms < u->backoff_min_ms) {
-        if (report)
-            tmld_config_error(d, "upstream", "backoff_max",
-                              "must not be below backoff_min");
-        bad++;
-    }
     return bad;
 }
 

@@ -644,6 +644,84 @@ test_upstream_sigterm_with_post_in_flight(void **state)
     free(r);
 }
 
+/* The bearer token comes from token_file: a wrong one gets 401s (retried,
+ * not poisoned), and a corrected file is read again after the 401. */
+static void
+test_upstream_bearer_token_from_file(void **state)
+{
+    struct rig *r = calloc(1, sizeof(*r));
+    char path[512], extra[600];
+    FILE *f;
+    (void)state;
+    assert_non_null(r);
+    /* The file must exist before tmld checks its config. */
+    snprintf(path, sizeof(path), "/tmp/upstream-token.%d", (int)getpid());
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("stale-token\n", f);
+    fclose(f);
+    snprintf(extra, sizeof(extra), "token_file = %s", path);
+    assert_int_equal(rig_setup(r, extra), 0);
+    r->n_devs = 1;
+    r->minutes = 5;
+    assert_int_equal(cloud_start(r, "--token s3cret"), 0);
+    assert_int_equal(th_tmld_start(&r->t, NULL, 10000), 0);
+    assert_int_equal(produce(r, "tok", 30000), 0);
+    uint64_t end = th_now_ms() + 10000;
+    while (th_now_ms() < end &&
+           ustatus_num(r, "streams.tele.last_status") != 401)
+        th_sleep_ms(50);
+    assert_true(ustatus_num(r, "streams.tele.last_status") == 401);
+    assert_true(ustatus_num(r, "streams.tele.poisoned") == 0);
+    assert_true(ustatus_num(r, "streams.tele.delivered") == 0);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("s3cret\n", f);
+    fclose(f);
+    assert_int_equal(wait_delivered(r, r->minutes, 20000), 0);
+    cJSON *s = cloud_stats(r);
+    printf("bearer token: %g requests refused with 401 before the file "
+           "was fixed\n",
+           jnum(s, "injected.auth"));
+    assert_true(jnum(s, "injected.auth") >= 1);
+    cJSON_Delete(s);
+    check_cloud(r, "bearer token");
+    unlink(path);
+    rig_teardown(r);
+    free(r);
+}
+
+/* tmld --check-config names the [upstream] problems: plain http, a CA file
+ * that does not exist, a bad gateway id, backoff_max below backoff_min. */
+static void
+test_upstream_config_errors_are_named(void **state)
+{
+    struct th t;
+    char cmd[1400], out[4096];
+    (void)state;
+    assert_int_equal(th_setup(&t, "[upstream]\nurl = http://127.0.0.1:1/\n"
+                                  "ca_file = /nonexistent/ca.pem\n"
+                                  "gateway_id = a/b\nbackoff_min = 10s\n"
+                                  "backoff_max = 1s\n"),
+                     0);
+    snprintf(cmd, sizeof(cmd), "'%s/daemon/tmld' --check-config --config '%s' "
+             "2>&1; echo \"exit=$?\"",
+             getenv("TML_BINARY_DIR") ? getenv("TML_BINARY_DIR") : ".",
+             t.conf);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = '\0';
+    pclose(p);
+    printf("%s", out);
+    assert_non_null(strstr(out, "[upstream] url"));
+    assert_non_null(strstr(out, "[upstream] ca_file"));
+    assert_non_null(strstr(out, "[upstream] gateway_id"));
+    assert_non_null(strstr(out, "[upstream] backoff_max"));
+    assert_non_null(strstr(out, "exit=2"));
+    th_teardown(&t);
+}
+
 int
 main(void)
 {
@@ -655,6 +733,8 @@ main(void)
         cmocka_unit_test(test_upstream_4xx_poisons_batch_and_moves_on),
         cmocka_unit_test(test_upstream_wrong_cert_never_accepted),
         cmocka_unit_test(test_upstream_sigterm_with_post_in_flight),
+        cmocka_unit_test(test_upstream_bearer_token_from_file),
+        cmocka_unit_test(test_upstream_config_errors_are_named),
     };
     atexit(cloud_kill);
     signal(SIGPIPE, SIG_IGN);
