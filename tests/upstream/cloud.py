@@ -192,6 +192,24 @@ class Handler(BaseHTTPRequestHandler):
             self.drop()
             return
         body = self.rfile.read(n)
+        if a.trickle:
+            # A stalled cloud: headers, then one byte every 3 s (nothing is
+            # stored). The gateway's low-speed limit must give up on it.
+            with st.lock:
+                st.injected["trickle"] = st.injected.get("trickle", 0) + 1
+                st.dump()
+            self.send_response(200)
+            self.send_header("Content-Length", "64")
+            self.end_headers()
+            try:
+                for _ in range(64):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(3)
+            except OSError:
+                pass
+            self.close_connection = True
+            return
         if a.token and self.headers.get("Authorization") != \
                 "Bearer " + a.token:
             with st.lock:
@@ -295,6 +313,7 @@ def main():
     p.add_argument("--poison-device", default="")
     p.add_argument("--token", default="")
     p.add_argument("--wrong-cert", action="store_true")
+    p.add_argument("--trickle", action="store_true")
     p.add_argument("--verbose", action="store_true")
     a = p.parse_args()
     gen_certs(a.dir)

@@ -644,6 +644,51 @@ test_upstream_sigterm_with_post_in_flight(void **state)
     free(r);
 }
 
+/* R12: a cloud that answers one byte every 3 s is given up on by the low
+ * speed limit (retried, nothing counted as delivered), the control socket
+ * answers meanwhile, and a healthy cloud then gets everything. */
+static void
+test_upstream_trickling_cloud_is_abandoned(void **state)
+{
+    struct rig *r = calloc(1, sizeof(*r));
+    (void)state;
+    assert_non_null(r);
+    assert_int_equal(rig_setup(r, "low_speed_time = 2s"), 0);
+    r->n_devs = 1;
+    r->minutes = 5;
+    assert_int_equal(cloud_start(r, "--trickle"), 0);
+    assert_int_equal(th_tmld_start(&r->t, NULL, 10000), 0);
+    assert_int_equal(produce(r, "slowcloud", 30000), 0);
+    uint64_t end = th_now_ms() + 15000, worst = 0;
+    while (th_now_ms() < end &&
+           ustatus_num(r, "streams.tele.retries") < 1) {
+        uint64_t t0 = th_now_ms();
+        double c = 0;
+        assert_int_equal(th_status_num(&r->t, "ingest.tele", &c), 0);
+        if (th_now_ms() - t0 > worst)
+            worst = th_now_ms() - t0;
+        th_sleep_ms(100);
+    }
+    cJSON *st = ustatus(r);
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(st, "streams"), "tele"),
+        "last_error");
+    printf("trickling cloud: retries %g, last error \"%s\", slowest status "
+           "answer meanwhile %llu ms\n",
+           jnum(st, "streams.tele.retries"),
+           cJSON_IsString(e) ? e->valuestring : "?",
+           (unsigned long long)worst);
+    assert_true(jnum(st, "streams.tele.retries") >= 1);
+    assert_true(jnum(st, "streams.tele.delivered") == 0);
+    cJSON_Delete(st);
+    assert_int_equal(cloud_start(r, ""), 0);
+    assert_int_equal(wait_delivered(r, r->minutes, 20000), 0);
+    check_cloud(r, "after trickling cloud");
+    rig_teardown(r);
+    free(r);
+}
+
 /* The bearer token comes from token_file: a wrong one gets 401s (retried,
  * not poisoned), and a corrected file is read again after the 401. */
 static void
@@ -734,6 +779,7 @@ main(void)
         cmocka_unit_test(test_upstream_wrong_cert_never_accepted),
         cmocka_unit_test(test_upstream_sigterm_with_post_in_flight),
         cmocka_unit_test(test_upstream_bearer_token_from_file),
+        cmocka_unit_test(test_upstream_trickling_cloud_is_abandoned),
         cmocka_unit_test(test_upstream_config_errors_are_named),
     };
     atexit(cloud_kill);
