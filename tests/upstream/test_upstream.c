@@ -183,6 +183,17 @@ ustatus_num(struct rig *r, const char *path)
     return v;
 }
 
+/* "batch_rows = N": def, or $UPSTREAM_BATCH_ROWS (the slow variants use
+ * bigger batches so that hours of data fit their time budget). */
+static const char *
+batch_rows_ini(int def)
+{
+    static char ini[64];
+    snprintf(ini, sizeof(ini), "batch_rows = %d",
+             env_int("UPSTREAM_BATCH_ROWS", def));
+    return ini;
+}
+
 /* Writes the config: [upstream] pointing at the cloud, plus extra. */
 static int
 rig_setup(struct rig *r, const char *extra)
@@ -441,13 +452,14 @@ test_upstream_flaky_cloud_same_result(void **state)
 {
     struct rig *r = calloc(1, sizeof(*r));
     (void)state;
-    assert_int_equal(rig_setup(r, "batch_rows = 10"), 0);
+    assert_int_equal(rig_setup(r, batch_rows_ini(10)), 0);
     assert_int_equal(cloud_start(r, "--fail-rate 0.3 --close-rate 0.1 "
                                     "--seed 7"),
                      0);
     assert_int_equal(th_tmld_start(&r->t, NULL, 10000), 0);
     assert_int_equal(produce(r, "flaky", 60000), 0);
-    if (wait_delivered(r, (double)r->n_devs * r->minutes, 120000) != 0)
+    if (wait_delivered(r, (double)r->n_devs * r->minutes,
+                       120000 + r->n_devs * (int)r->minutes * 40) != 0)
         th_dump_log(&r->t);
     check_cloud(r, "flaky cloud");
     cJSON *s = cloud_stats(r);
@@ -477,7 +489,7 @@ test_upstream_kill9_during_upload(void **state)
     struct rig *r = calloc(1, sizeof(*r));
     int cycles = env_int("UPSTREAM_KILL_CYCLES", 5);
     (void)state;
-    assert_int_equal(rig_setup(r, "batch_rows = 5"), 0);
+    assert_int_equal(rig_setup(r, batch_rows_ini(5)), 0);
     /* A slow-ish cloud so that kills land during POSTs. */
     assert_int_equal(cloud_start(r, "--delay 0.05 --close-rate 0.05"), 0);
     assert_int_equal(th_tmld_start(&r->t, NULL, 10000), 0);
@@ -494,7 +506,8 @@ test_upstream_kill9_during_upload(void **state)
         assert_int_equal(th_tmld_start(&r->t, NULL, 10000), 0);
     }
     uint64_t t0 = th_now_ms();
-    if (wait_delivered(r, (double)r->n_devs * r->minutes, 120000) != 0)
+    if (wait_delivered(r, (double)r->n_devs * r->minutes,
+                       120000 + r->n_devs * (int)r->minutes * 40) != 0)
         th_dump_log(&r->t);
     printf("kill -9 during upload: %d kills; backlog drained %.1f s after "
            "the last restart\n",
