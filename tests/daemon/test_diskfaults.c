@@ -167,7 +167,7 @@ static void
 test_r7_transient_io_error_sweep(void **state)
 {
     struct th *t = *state;
-    int k = env_int("TMLD_R7_POINTS", 12);
+    int k = env_int("TMLD_R7_POINTS", 6);
     /* Migrate once without faults so that n counts ingest writes. */
     assert_int_equal(th_tmld_start(t, NULL, 10000), 0);
     th_tmld_stop(t, SIGTERM, 5000);

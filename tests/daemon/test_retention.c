@@ -145,8 +145,8 @@ test_retention_database_never_exceeds_max_size(void **state)
     struct th *t = *state;
     struct tdev v;
     assert_int_equal(tdev_open(&v, t, "flooder", false), 0);
-    /* About 3 MB of telemetry through a 1 MiB database. */
-    uint32_t total = 40000, next = 1;
+    /* About 2.5 MB of telemetry through a 1 MiB database. */
+    uint32_t total = 30000, next = 1;
     uint64_t last_check = 0;
     int64_t max_pages = 0;
     uint64_t end = th_now_ms() + 90000;
