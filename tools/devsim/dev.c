@@ -665,7 +665,10 @@ dev_is_drained(const struct dev *d)
 
     if (o->count > 0 && d->n_inferences < o->count)
         return false;
-    if (d->tele.n_acked < d->tele.n || d->samples.n_acked < d->samples.n)
+    /* Acked by seq, not by the first-use log: after a go-back-N rewind the
+     * agent renumbers records, and only "the newest seq it published is
+     * covered by an ack" says nothing is pending. */
+    if (d->tele.last_pub > d->tele.ack || d->samples.last_pub > d->samples.ack)
         return false;
     /* An update in progress (downloading, verifying, in trial) finishes
      * before the run ends, so a test sees its terminal state. */
