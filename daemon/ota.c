@@ -427,6 +427,18 @@ on_hello(struct tmld *td, const char *dev, enum tml_kind kind,
         if (d == NULL)
             continue;
         orr->chunk_max[dev_index(&orr->r, d)] = h.chunk_max;
+        /* The hello carries the result of the device's last update: a
+         * final status lost with a broker restart is recovered here. */
+        if (h.last_ota_version == orr->r.version &&
+            (h.last_ota_state == TML_OTA_CONFIRMED ||
+             h.last_ota_state == TML_OTA_REVERTED ||
+             (h.last_ota_state == TML_OTA_FAILED &&
+              h.last_ota_reason != TML_OTA_R_NONE)) &&
+            d->state != RDEV_CONFIRMED && d->state != RDEV_REVERTED &&
+            d->state != RDEV_ROLLBACK && d->state != RDEV_ROLLED_BACK)
+            (void)rollout_on_status(&orr->r, dev, d->offer_id,
+                                    h.last_ota_state, h.last_ota_reason,
+                                    orr->model.size, now);
         /* A hello is a (re)boot or reconnect: whatever was in flight is
          * offered again so the agent resumes from its stored offset. */
         (void)rollout_on_presence(&orr->r, dev, false, 0, now);
