@@ -262,6 +262,19 @@ set -e
 grep -q "untrusted key" "$DIR/rogue.out" || fail "no reason for the rogue bundle: $(cat "$DIR/rogue.out")"
 echo "E2E s1_untrusted_refused=1 exit=$rc"
 
+# ---- S8 + dry run: a model needing more arena than the devices have --------
+ctl sign "$DIR/kws7.bin" --key "$DIR/fleet.key" --name kws --version 6 \
+    --hw devsim --input-shape 16 --classes 4 --arena 1048576 \
+    -o "$DIR/big.tmlb" >/dev/null
+ctl deploy "$DIR/big.tmlb" --group turbines --dry-run >"$DIR/dry.out" 2>&1 ||
+    fail "dry run failed: $(cat "$DIR/dry.out")"
+excl=$(grep -c "excluded .*arena too small" "$DIR/dry.out" || true)
+[ "$excl" = "$N" ] || fail "dry run excluded $excl of $N: $(cat "$DIR/dry.out")"
+grep -q "Dry run: nothing was changed" "$DIR/dry.out" || fail "no dry-run notice"
+n_roll=$(raw rollout.list | jq_py "len(d['rollouts'])")
+[ "$n_roll" = 0 ] || fail "a dry run created a rollout"
+echo "E2E s8_dry_run_excluded=$excl rollouts_created=$n_roll"
+
 # ---- 1. good model through all waves ------------------------------------------
 t0=$(date +%s.%N)
 set +e
