@@ -3,7 +3,7 @@
 # (tests/lib/testbroker), a real tmld and tml-devsim devices running the
 # real libtmlagent (issue 5 "must show", reduced for the default suite).
 #
-#   e2e.sh DIR N_DEVICES [basic|faults]
+#   e2e.sh DIR N_DEVICES [basic|faults|threefold]
 #
 # basic (default):
 # 1. good:  model kws v7 (64 KiB) to group turbines in waves 10,50,100:
@@ -23,6 +23,9 @@
 #           the rollout completes, every device confirms, and the bytes
 #           sent beyond one copy per device are counted (issue 5 faults,
 #           R4-style broker restart, S11 resume).
+#
+# threefold (slow): a model with about 3x the low-confidence rate is
+#           stopped by the health gate with the default margins.
 #
 # Prints "E2E key=value" lines (wall time, bytes per device, waves) and
 # exits non-zero on the first failed check. Every process it starts is
@@ -124,14 +127,24 @@ EOF
 
 # The bad model: confidence far lower, so the low-confidence rate (under
 # the agent's 5000 bp threshold) jumps from about 1 % to well over 3x.
+BAD_CONF=5200
+BAD_SPREAD=2500
+if [ "$MODE" = threefold ]; then
+    # About 3x the baseline's low-confidence rate: devsim draws confidence
+    # from a triangle of half-width `spread`, so ((5000 - (6200 - 1600)) /
+    # 1600)^2 / 2 = 3 % of the correct predictions fall under 5000 bp, on
+    # top of the misclassified ones (the baseline's ~1.2 %).
+    BAD_CONF=6200
+    BAD_SPREAD=1600
+fi
 cat >"$DIR/behaviour.ini" <<EOF
 [default]
 confidence = 8500
 spread = 1500
 misclass = 2%
 [kws@8]
-confidence = 5200
-spread = 2500
+confidence = $BAD_CONF
+spread = $BAD_SPREAD
 misclass = 2%
 EOF
 
@@ -141,6 +154,8 @@ start_tmld() {
     PIDS+=("$TMLD_PID")
 }
 DEVSIM_EXTRA=""
+RATE=25
+[ "$MODE" = threefold ] && RATE=50
 [ "$MODE" = faults ] && DEVSIM_EXTRA="--reboot-mean 40"
 start_tmld
 for _ in $(seq 1 100); do
@@ -152,7 +167,7 @@ raw status >/dev/null 2>&1 || fail "tmld did not start"
 "$DEVSIM" --port "$TB_PORT" --cafile "$TB_CA" --ca-cert "$TB_CA" \
     --ca-key "$TB_CA_KEY" --state-dir "$DIR/devs" --devices "$N" \
     --groups "turbines:$N" --trust-key "$DIR/fleet.pub" --hw devsim \
-    --behaviour "$DIR/behaviour.ini" --rate 25 --summary-period 1 \
+    --behaviour "$DIR/behaviour.ini" --rate "$RATE" --summary-period 1 \
     --duration 170 --drain 1 --status 0 $DEVSIM_EXTRA >"$DIR/devsim.log" 2>&1 &
 PIDS+=("$!")
 
@@ -195,6 +210,26 @@ stop_tmld() {
 rollout_field() { # ID PYEXPR
     raw rollout.show "{\"id\": $1}" | jq_py "$2"
 }
+
+if [ "$MODE" = threefold ]; then
+    # Issue 5: a model that raises the low-confidence rate by about 3x is
+    # paused by the health gate (default margins) at the canary wave.
+    set +e
+    ctl deploy "$DIR/kws8.bin" --key "$DIR/fleet.key" --name kws --version 8 \
+        --hw devsim --input-shape 16 --classes 4 --group turbines \
+        --waves 10,100 --min-devices 2 --min-inferences 3000 \
+        --gate-max-wait 150 --watch >"$DIR/three.out" 2>&1
+    rc=$?
+    set -e
+    ctl rollout status 1 >"$DIR/three.txt"
+    [ $rc -eq 4 ] || fail "3x rollout: watch exit $rc: $(cat "$DIR/three.txt")"
+    grep -q "failed its health gate: low-confidence" "$DIR/three.txt" ||
+        fail "3x rollout not stopped by the low-confidence check: $(cat "$DIR/three.txt")"
+    echo "E2E threefold_reason=\"$(grep -o 'low-confidence rate [^;]*' "$DIR/three.txt" | head -1)\""
+    stop_tmld
+    echo "E2E OK"
+    exit 0
+fi
 
 if [ "$MODE" = faults ]; then
     t0=$(date +%s.%N)
