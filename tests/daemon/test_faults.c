@@ -349,11 +349,13 @@ test_r13_half_open_broker_link_is_detected(void **state)
     uint64_t detect = th_now_ms() - t0;
     kill(t->broker_pid, SIGCONT);
     assert_true(c == 0);
-    assert_true(detect <= 8500);
+    /* 7.5 s + the 0.5 s check tick; 1 s more for a loaded machine (still
+     * under the 10 s that libmosquitto's own check can take). */
+    assert_true(detect <= 9000);
     /* It reconnects by itself once the broker answers again. */
     assert_int_equal(th_wait_status(t, "mqtt.connects", 2, 15000), 0);
     printf("# R13 link-cut (broker SIGSTOP): detected after %llu ms "
-           "(keepalive 5000 ms, bound 7500 ms + 1 s tick); reconnected\n",
+           "(keepalive 5000 ms: 1.5 x keepalive + 0.5 s tick); reconnected\n",
            (unsigned long long)detect);
 }
 
