@@ -14,6 +14,8 @@
 #           wave, the rollout pauses with the reason, the canaries get the
 #           rollback offer (v7's image re-signed as v9 by tmlctl) and the
 #           devices of later waves are never offered v8.
+# 2b. kws v10, which the application rejects in its trial: the canaries
+#           revert, the failure threshold pauses the rollout at wave 1.
 # 3. S1:    a bundle signed by another key is refused by tmld.
 #
 # faults: one rollout (gate off, few devices downloading at once so that
@@ -146,6 +148,8 @@ misclass = 2%
 confidence = $BAD_CONF
 spread = $BAD_SPREAD
 misclass = 2%
+[kws@10]
+confirm = reject
 EOF
 
 start_tmld() {
@@ -373,6 +377,30 @@ ratio=$(grep -o 'low-confidence rate [^;]*' "$DIR/bad.txt" | head -1)
 echo "E2E bad_wall_s=$wall stopped_at_wave=1 canaries=$canary rolled_back=$rb later_waves_touched=$later"
 echo "E2E bad_reason=\"$ratio\""
 ctl rollout abort 2 >/dev/null
+
+# ---- 3. the application rejects the new model on the canaries ---------------
+# Every canary reverts (failure threshold 10 %): the rollout pauses at wave 1
+# with the reason, nobody else is offered v10, the old model stays active.
+head -c 65536 /dev/urandom >"$DIR/kws10.bin"
+set +e
+ctl deploy "$DIR/kws10.bin" --key "$DIR/fleet.key" --name kws --version 10 \
+    --hw devsim --input-shape 16 --classes 4 --group turbines \
+    --waves 10,100 --min-devices 2 --min-inferences 150 \
+    --watch >"$DIR/reject.out" 2>&1
+rc=$?
+set -e
+ctl rollout status 3 >"$DIR/reject.txt"
+[ $rc -eq 4 ] || fail "rejected model: watch exit $rc: $(cat "$DIR/reject.txt")"
+# It pauses at the first revert (1 of 2 is past 10 %); the transfer in
+# flight still finishes.
+grep -q -E "wave 1: [12] of 2 devices failed .*self-test failed" "$DIR/reject.txt" ||
+    fail "no threshold reason: $(cat "$DIR/reject.txt")"
+ctl --json rollout status 3 --devices >"$DIR/reject.json"
+reverted=$(jq_py "sum(1 for x in d['rollout']['device_states'] if x['state']=='reverted')" <"$DIR/reject.json")
+later=$(jq_py "sum(1 for x in d['rollout']['device_states'] if x['wave']>1 and x['state']!='pending')" <"$DIR/reject.json")
+[ "$reverted" -ge 1 ] && [ "$later" = 0 ] || fail "reverted $reverted, later waves touched $later"
+echo "E2E reject_paused_at_wave=1 reverted=$reverted later_waves_touched=$later reason=\"$(grep -o 'wave 1: [^,]*' "$DIR/reject.txt" | head -1)\""
+ctl rollout abort 3 >/dev/null
 
 # tmld stops cleanly (under ASan/UBSan: without a report) with rollouts in
 # memory and artifacts cached.
