@@ -409,14 +409,14 @@ on_hello(struct tmld *td, const char *dev, enum tml_kind kind,
         struct rollout_dev *d = rollout_find(&orr->r, dev);
         if (d == NULL && orr->group[0] != '\0' &&
             hello_in_group(&h, orr->group) &&
-            orr->r.state != ROLLOUT_ABORTED &&
-            orr->r.state != ROLLOUT_DONE) {
+            orr->r.state != ROLLOUT_ABORTED) {
             /* A device that joins the group later gets the group's
              * current model. */
             uint8_t why = ota_capacity_check(&orr->model, hw, h.slot_size,
                                              h.arena_size, h.agent_version,
                                              h.version_floor);
             if (rollout_add_device(&orr->r, dev, true, why) == 0) {
+                orr->is_finished_logged = false;
                 d = rollout_find(&orr->r, dev);
                 orr->chunk_max[dev_index(&orr->r, d)] = h.chunk_max;
                 log_info("ota: dev=%s joined rollout=%u%s%s", dev,

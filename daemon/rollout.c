@@ -251,6 +251,13 @@ rollout_add_device(struct rollout *r, const char *id, bool online,
         d->wave = (uint8_t)r->cur_wave;
         if (d->state != RDEV_EXCLUDED)
             r->waves[r->cur_wave].n_devices++;
+        /* A device that joins after the last wave finished still gets the
+         * model: the last wave reopens and closes again once it is done. */
+        if (r->state == ROLLOUT_DONE && d->state != RDEV_EXCLUDED) {
+            r->state = ROLLOUT_RUNNING;
+            r->waves[r->cur_wave].state = WAVE_ACTIVE;
+            changed(r, NULL);
+        }
         changed(r, d);
     }
     return 0;

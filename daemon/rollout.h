@@ -185,7 +185,7 @@ void rollout_free(struct rollout *r);
 /* Adds a target. excluded_reason != 0 makes it RDEV_EXCLUDED with that
  * reason. Before rollout_start the wave comes from the hash rank; after,
  * the device joins the current wave (a device that joins the group later
- * gets the group's current model). Returns 0, -EEXIST, -ENOSPC, -EINVAL. */
+ * gets the group's current model; a DONE rollout reopens its last wave). Returns 0, -EEXIST, -ENOSPC, -EINVAL. */
 int rollout_add_device(struct rollout *r, const char *id, bool online,
                        uint8_t excluded_reason)
     __attribute__((warn_unused_result));

@@ -816,6 +816,40 @@ test_rollout_restore_continues(void **state)
 }
 
 static void
+test_rollout_device_joining_after_done_gets_the_model(void **state)
+{
+    struct rollout_policy p;
+    struct rollout r;
+    struct fake f;
+    struct rollout_dev *d;
+
+    (void)state;
+    small_policy(&p);
+    p.n_waves = 1;
+    p.wave_pct[0] = 100;
+    make(&r, &f, &p, 3);
+    rollout_tick(&r, 0);
+    answer_wave(&r, -1, TML_OTA_CONFIRMED, 0, 1);
+    rollout_tick(&r, 2);
+    assert_int_equal(r.state, ROLLOUT_DONE);
+    assert_int_equal(rollout_add_device(&r, "late-9", true, 0), 0);
+    assert_int_equal(r.state, ROLLOUT_RUNNING);
+    rollout_tick(&r, 3);
+    d = rollout_find(&r, "late-9");
+    assert_int_equal(d->state, RDEV_OFFERED);
+    assert_int_equal(f.n_offers, 4);
+    answer_wave(&r, -1, TML_OTA_CONFIRMED, 0, 4);
+    rollout_tick(&r, 5);
+    assert_int_equal(r.state, ROLLOUT_DONE);
+    /* An excluded late-comer does not reopen anything. */
+    assert_int_equal(rollout_add_device(&r, "tiny-1", true,
+                                        ROLLOUT_R_INCOMPATIBLE),
+                     0);
+    assert_int_equal(r.state, ROLLOUT_DONE);
+    rollout_free(&r);
+}
+
+static void
 test_rollout_trial_timeout_fails_device(void **state)
 {
     struct rollout_policy p;
@@ -863,6 +897,8 @@ main(void)
         cmocka_unit_test(test_rollout_late_joiner_and_already_installed),
         cmocka_unit_test(test_rollout_restore_continues),
         cmocka_unit_test(test_rollout_trial_timeout_fails_device),
+        cmocka_unit_test(
+            test_rollout_device_joining_after_done_gets_the_model),
     };
     return cmocka_run_group_tests_name("ota_rollout", tests, NULL, NULL);
 }
