@@ -99,7 +99,7 @@ static int setup(void **state)
     snprintf(f->state, sizeof f->state, "%s/qs", f->dir);
     snprintf(f->cmd, sizeof f->cmd,
              "exec '%s/scripts/quickstart' --no-deps --no-build --build-dir '%s' "
-             "--state-dir '%s' --devices 10 --duration 40",
+             "--state-dir '%s' --devices 10 --duration 3",
              src, bin, f->state);
     *state = f;
     return 0;
@@ -156,12 +156,14 @@ static void check_run(struct fx *f, int rc, double secs)
     assert_non_null(strstr(f->out, f->state));
     assert_non_null(strstr(f->out, "quickstart: done in "));
     assert_non_null(strstr(f->out, "quickstart: stopping the fleet"));
-    if (has_tmld)
+    if (has_tmld) {
         assert_non_null(strstr(f->out, "quickstart: tmld ready"));
+        assert_null(strstr(f->out, "tmld exited unexpectedly"));
+    }
     else
         assert_non_null(strstr(f->out, "tmld: not built yet, skipping"));
     if (has_sim)
-        assert_non_null(strstr(f->out, "tml-devsim: 5 turbines + 5 pumps"));
+        assert_non_null(strstr(f->out, "tml-devsim: 5 turbines + 5 pumps (PID "));
     else
         assert_non_null(strstr(f->out, "tml-devsim: not built yet, skipping"));
     if (has_tmld && has_sim) {
