@@ -524,8 +524,16 @@ gw_on_message(struct mosquitto *m, void *user,
             goto out;
         }
         /* Each seq counts once, on its first arrival, whatever the order. */
-        if (mark_seen(&d->seen, &d->seen_cap, &d->contig, &d->holes, te.seq))
+        if (mark_seen(&d->seen, &d->seen_cap, &d->contig, &d->holes,
+                      te.seq)) {
             d->inferences += te.n_inferences;
+            if (d->offer != NULL && d->offer_version != 0 &&
+                te.model_version == d->offer_version) {
+                d->offer_inferences += te.n_inferences;
+                d->offer_low_conf += te.n_low_conf;
+                d->offer_flagged += te.n_flagged;
+            }
+        }
         if (te.seq > d->max_tele) {
             d->max_tele = te.seq;
             d->tele_model_version = te.model_version;
@@ -676,6 +684,7 @@ rig_gw_offer(struct rig_gw *g, uint32_t i, const struct rig_offer *o)
     pthread_mutex_lock(&g->mu);
     g->devs[i].offer = o;
     g->devs[i].offered = false;
+    g->devs[i].offer_version = o ? o->version : 0;
     pthread_mutex_unlock(&g->mu);
 }
 

@@ -59,6 +59,7 @@ struct rig_offer {
     const uint8_t *image;
     size_t image_len;
     uint32_t offer_id;
+    uint32_t version; /* the manifest's model version */
 };
 
 struct rig_dev_log {
@@ -77,9 +78,13 @@ struct rig_dev_log {
     uint32_t holes, sholes;
     uint64_t inferences; /* sum of n_inferences over first arrivals */
     uint32_t tele_model_version; /* of the newest tele record */
+    /* Summaries that ran on the offered model's version (first arrivals):
+     * what a health gate compares between versions. */
+    uint64_t offer_inferences, offer_low_conf, offer_flagged;
     bool hello_seen;
     /* OTA */
     const struct rig_offer *offer;
+    uint32_t offer_version;
     bool offered;
     uint32_t n_requests, n_chunks, n_status;
     uint32_t states_seen; /* bit per enum tml_ota_state reported */

@@ -30,7 +30,7 @@
 
 #include "rig.h"
 
-#define N_DEV 3
+#define N_DEV 4
 #define MODEL_BYTES 12000u
 #define VEC_IN 64u
 #define N_VEC 3u
@@ -121,6 +121,7 @@ make_bundle(struct fx *f, size_t i, const struct tml_privkey *key,
     f->offers[i].image = f->parsed[i].image.p;
     f->offers[i].image_len = f->parsed[i].image.len;
     f->offers[i].offer_id = 100 + (uint32_t)i;
+    f->offers[i].version = version;
 }
 
 static void
@@ -131,7 +132,7 @@ test_ota_good_model_confirmed_bad_reverted_untrusted_refused(void **state)
     struct tml_pubkey pub;
     char pub_path[300], behave[300], sdir[300], json[300], log[300];
     char port[16], bin[600];
-    struct rig_dev_log d0, d1, d2;
+    struct rig_dev_log d0, d1, d2, d3;
     FILE *fb;
     pid_t pid;
     int rc;
@@ -144,6 +145,7 @@ test_ota_good_model_confirmed_bad_reverted_untrusted_refused(void **state)
     make_bundle(f, 0, key, 2);
     make_bundle(f, 1, key, 3);
     make_bundle(f, 2, rogue, 4);
+    make_bundle(f, 3, key, 5);
     tml_privkey_free(key);
     tml_privkey_free(rogue);
 
@@ -151,7 +153,11 @@ test_ota_good_model_confirmed_bad_reverted_untrusted_refused(void **state)
     fb = fopen(behave, "w");
     assert_non_null(fb);
     fputs("[kws@2]\nconfidence = 9200\nselftest = pass\n"
-          "[kws@3]\nconfidence = 5000\nmisclass = 30%\nselftest = fail\n",
+          "[kws@3]\nconfidence = 5000\nmisclass = 30%\nselftest = fail\n"
+          "; a bad build whose golden vectors still pass: only its\n"
+          "; telemetry gives it away (what a rollout health gate sees)\n"
+          "[kws@5]\nconfidence = 5200\nspread = 1500\n"
+          "wrong_confidence = 3500\nmisclass = 30%\nflag_share = 1\n",
           fb);
     fclose(fb);
 
@@ -163,6 +169,7 @@ test_ota_good_model_confirmed_bad_reverted_untrusted_refused(void **state)
     rig_gw_offer(&f->gw, 0, &f->offers[0]);
     rig_gw_offer(&f->gw, 1, &f->offers[1]);
     rig_gw_offer(&f->gw, 2, &f->offers[2]);
+    rig_gw_offer(&f->gw, 3, &f->offers[3]);
 
     snprintf(sdir, sizeof(sdir), "%s/state", f->dir);
     snprintf(json, sizeof(json), "%s/summary.json", f->dir);
@@ -173,7 +180,7 @@ test_ota_good_model_confirmed_bad_reverted_untrusted_refused(void **state)
             rig_bin("tools/devsim/tml-devsim", bin, sizeof(bin)), "--port",
             port, "--cafile", f->broker.ca, "--ca-cert", f->broker.ca,
             "--ca-key", f->broker.ca_key, "--state-dir", sdir, "--devices",
-            "3", "--prefix", "ota-", "--trust-key", pub_path, "--behaviour",
+            "4", "--prefix", "ota-", "--trust-key", pub_path, "--behaviour",
             behave, "--rate", "5", "--duration", "6", "--summary-period",
             "1", "--drain", "20", "--status", "1", "--json-summary", json,
             NULL};
@@ -192,6 +199,7 @@ test_ota_good_model_confirmed_bad_reverted_untrusted_refused(void **state)
     rig_gw_snapshot(&f->gw, 0, &d0);
     rig_gw_snapshot(&f->gw, 1, &d1);
     rig_gw_snapshot(&f->gw, 2, &d2);
+    rig_gw_snapshot(&f->gw, 3, &d3);
     printf("ota-0001: model %s@%llu state %s; gateway saw state %u reason "
            "%u, %u requests, %u chunks, tele on v%u\n",
            f->sum.devs[0].model, (unsigned long long)f->sum.devs[0].model_version,
@@ -228,6 +236,24 @@ test_ota_good_model_confirmed_bad_reverted_untrusted_refused(void **state)
     assert_int_equal(d2.last_state, TML_OTA_FAILED);
     assert_int_equal(d2.last_reason, TML_OTA_R_UNKNOWN_KEY);
     assert_int_equal(d2.n_requests, 0);
+
+    /* A bad build that passes its golden vectors is confirmed, and its
+     * telemetry is visibly worse than the good version's: the share of
+     * low-confidence and flagged inferences on v5 vs v2. */
+    printf("FIGURES per-version telemetry: v2 low-conf %llu/%llu flagged "
+           "%llu; v5 low-conf %llu/%llu flagged %llu\n",
+           (unsigned long long)d0.offer_low_conf,
+           (unsigned long long)d0.offer_inferences,
+           (unsigned long long)d0.offer_flagged,
+           (unsigned long long)d3.offer_low_conf,
+           (unsigned long long)d3.offer_inferences,
+           (unsigned long long)d3.offer_flagged);
+    assert_int_equal(f->sum.devs[3].model_version, 5);
+    assert_string_equal(f->sum.devs[3].ota_state, "confirmed");
+    assert_true(d0.offer_inferences >= 5 && d3.offer_inferences >= 5);
+    assert_true(d0.offer_low_conf * 10 <= d0.offer_inferences);
+    assert_true(d3.offer_low_conf * 10 >= d3.offer_inferences * 3);
+    assert_true(d3.offer_flagged * 10 >= d3.offer_inferences);
     rig_summary_free(&f->sum);
 }
 
