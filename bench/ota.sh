@@ -33,6 +33,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
+cpu_s() { # PID: user+system CPU seconds so far
+    awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' \
+        "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
 raw_ctl() {
     local args=${2:-'{}'}
     $py - "$work/tmld.sock" "$1" "$args" <<'PY'
@@ -116,6 +121,7 @@ head -c "$size" /dev/urandom >"$work/model.bin"
     --group fleet --waves 100 --no-gate --max-concurrent "$n" \
     >"$work/deploy.json"
 t0=$(date +%s.%N)
+c_tmld0=$(cpu_s "$tmld_pid"); c_broker0=$(cpu_s "$TB_PID"); c_dev0=$(cpu_s "$devsim_pid")
 id=$($py -c "import json; print(json.load(open('$work/deploy.json'))['rollout']['id'])")
 state=running
 for _ in $(seq 1 6000); do
@@ -125,6 +131,9 @@ for _ in $(seq 1 6000); do
     sleep 0.1
 done
 t1=$(date +%s.%N)
+c_tmld=$($py -c "print(f'{$(cpu_s "$tmld_pid") - $c_tmld0:.2f}')")
+c_broker=$($py -c "print(f'{$(cpu_s "$TB_PID") - $c_broker0:.2f}')")
+c_dev=$($py -c "print(f'{$(cpu_s "$devsim_pid") - $c_dev0:.2f}')")
 read -r confirmed bytes chunks offers < <($py - "$work/show.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))["rollout"]
@@ -156,4 +165,5 @@ printf '%-34s %10s %10s %12s %12s\n' what devices seconds bytes/device ratio
 printf '%-34s %10d %10s %12d %12s\n' "raw broker push (baseline)" "$n" "$raw_s" "$size" 1.00
 printf '%-34s %10d %10s %12d %12s\n' "tmld OTA (request, verify, confirm)" "$confirmed" "$ota_s" "$per_dev" "$ratio"
 echo "state=$state offers=$offers chunks=$chunks chunk_bytes=$chunk"
-echo "RESULT ota devices=$n confirmed=$confirmed model_bytes=$size ota_s=$ota_s raw_s=$raw_s ratio=$ratio bytes_per_device=$per_dev chunks=$chunks chunk_bytes=$chunk offers=$offers state=$state"
+echo "CPU during the OTA phase: tmld ${c_tmld}s, broker ${c_broker}s, tml-devsim ${c_dev}s (2 cores shared)"
+echo "RESULT ota devices=$n confirmed=$confirmed model_bytes=$size ota_s=$ota_s raw_s=$raw_s ratio=$ratio bytes_per_device=$per_dev chunks=$chunks chunk_bytes=$chunk offers=$offers state=$state tmld_cpu_s=$c_tmld broker_cpu_s=$c_broker devsim_cpu_s=$c_dev"
