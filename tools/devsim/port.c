@@ -7,8 +7,10 @@
  *    thousands of descriptors). Erase writes 0xff; reads past the end of a
  *    file return 0xff, as erased flash does.
  *  - persisted state: <dir>/state0.bin and state1.bin, one per copy.
- *  - crypto: mbedTLS 2.28 SHA-256 (its context lives in the agent's opaque
- *    buffer) and ECDSA P-256 verification.
+ *  - crypto: the agent's mbedTLS port (firmware-agent/ports/mbedtls), the
+ *    same SHA-256 and ES256 code a firmware links. Flash and state are
+ *    devsim's own rather than the POSIX port's: files are opened per
+ *    operation so thousands of devices do not hold thousands of fds.
  *  - the synthetic model: activate() switches the behaviour rule to
  *    name@version (and sometimes says "not now", like an application in the
  *    middle of a measurement); infer() runs a golden vector: a model whose
@@ -27,13 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <mbedtls/bignum.h>
-#include <mbedtls/ecdsa.h>
-#include <mbedtls/ecp.h>
-#include <mbedtls/sha256.h>
-
-_Static_assert(sizeof(mbedtls_sha256_context) <= TMLA_SHA256_CTX_SIZE,
-               "TMLA_SHA256_CTX_SIZE too small for mbedtls_sha256_context");
+#include <tml/agent_port_mbedtls.h>
 
 int dev_publish(void *user, const char *topic, const uint8_t *payload,
                 size_t len, uint8_t qos, bool retain);
@@ -173,67 +169,6 @@ p_state_write(void *user, uint8_t copy, const void *buf, size_t len)
     return file_write(user, "state", copy, 0, buf, len, true);
 }
 
-static int
-p_sha256_init(void *user, void *ctx)
-{
-    (void)user;
-    mbedtls_sha256_init(ctx);
-    return mbedtls_sha256_starts_ret(ctx, 0) == 0 ? TMLA_PORT_OK
-                                                  : TMLA_PORT_FAIL;
-}
-
-static int
-p_sha256_update(void *user, void *ctx, const void *p, size_t len)
-{
-    (void)user;
-    return mbedtls_sha256_update_ret(ctx, p, len) == 0 ? TMLA_PORT_OK
-                                                       : TMLA_PORT_FAIL;
-}
-
-static int
-p_sha256_final(void *user, void *ctx, uint8_t out[TML_SHA256_LEN])
-{
-    int rc;
-
-    (void)user;
-    rc = mbedtls_sha256_finish_ret(ctx, out);
-    mbedtls_sha256_free(ctx);
-    return rc == 0 ? TMLA_PORT_OK : TMLA_PORT_FAIL;
-}
-
-static int
-p_es256_verify(void *user, const uint8_t pub[65],
-               const uint8_t hash[TML_SHA256_LEN],
-               const uint8_t sig[TML_ES256_SIG_LEN])
-{
-    mbedtls_ecp_group grp;
-    mbedtls_ecp_point q;
-    mbedtls_mpi r, s;
-    int rc;
-
-    (void)user;
-    mbedtls_ecp_group_init(&grp);
-    mbedtls_ecp_point_init(&q);
-    mbedtls_mpi_init(&r);
-    mbedtls_mpi_init(&s);
-    rc = mbedtls_ecp_group_load(&grp, MBEDTLS_ECP_DP_SECP256R1);
-    if (rc == 0)
-        rc = mbedtls_ecp_point_read_binary(&grp, &q, pub, 65);
-    if (rc == 0)
-        rc = mbedtls_ecp_check_pubkey(&grp, &q);
-    if (rc == 0)
-        rc = mbedtls_mpi_read_binary(&r, sig, 32);
-    if (rc == 0)
-        rc = mbedtls_mpi_read_binary(&s, sig + 32, 32);
-    if (rc == 0)
-        rc = mbedtls_ecdsa_verify(&grp, hash, TML_SHA256_LEN, &q, &r, &s);
-    mbedtls_mpi_free(&s);
-    mbedtls_mpi_free(&r);
-    mbedtls_ecp_point_free(&q);
-    mbedtls_ecp_group_free(&grp);
-    return rc == 0 ? TMLA_PORT_OK : TMLA_PORT_FAIL;
-}
-
 static uint32_t
 p_unix_time(void *user)
 {
@@ -338,10 +273,7 @@ port_fill(struct dev *d)
     p->flash_erase = p_flash_erase;
     p->state_read = p_state_read;
     p->state_write = p_state_write;
-    p->sha256_init = p_sha256_init;
-    p->sha256_update = p_sha256_update;
-    p->sha256_final = p_sha256_final;
-    p->es256_verify = p_es256_verify;
+    tmla_mbedtls_fill_port(p); /* the agent's own mbedTLS crypto port */
     p->unix_time = p_unix_time;
     p->random = p_random;
     p->health = p_health;
