@@ -225,11 +225,36 @@ rig_setup(struct rig *r, const char *extra)
     return th_write_conf(&r->t);
 }
 
+/* tmld's peak RSS in KiB (VmHWM), or -1. */
+static long
+tmld_peak_rss_kib(struct rig *r)
+{
+    char path[64], line[256];
+    long v = -1;
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)r->t.tmld_pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmHWM: %ld", &v) == 1)
+            break;
+    fclose(f);
+    return v;
+}
+
+/* Stops tmld with SIGTERM and requires a clean exit (every handle closed;
+ * under ASan also no leak and no error), whatever upstream was doing. */
 static void
 rig_teardown(struct rig *r)
 {
     for (int i = 0; i < r->n_open; i++)
         tdev_close(&r->devs[i]);
+    if (r->t.tmld_pid > 0) {
+        int st = th_tmld_stop(&r->t, SIGTERM, 15000);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+            th_dump_log(&r->t);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
     cloud_kill();
     th_teardown(&r->t);
 }
@@ -412,6 +437,7 @@ test_upstream_offline_hour_delivered_after_cloud_returns(void **state)
     printf("backlog drained %.1f s after the cloud came up\n",
            (double)(th_now_ms() - t0) / 1000);
     check_cloud(r, "offline hour");
+    printf("tmld peak RSS %ld KiB\n", tmld_peak_rss_kib(r));
     /* The other streams: one sample chunk per device, online events. */
     uint64_t end = th_now_ms() + 20000;
     cJSON *s = NULL;
@@ -462,6 +488,7 @@ test_upstream_flaky_cloud_same_result(void **state)
                        120000 + r->n_devs * (int)r->minutes * 40) != 0)
         th_dump_log(&r->t);
     check_cloud(r, "flaky cloud");
+    printf("tmld peak RSS %ld KiB\n", tmld_peak_rss_kib(r));
     cJSON *s = cloud_stats(r);
     /* The faults really happened. */
     assert_true(jnum(s, "injected.fail") > 0);
@@ -780,6 +807,30 @@ test_upstream_config_errors_are_named(void **state)
     th_teardown(&t);
 }
 
+/* Without [upstream] url the module is off: the verb says so, no request
+ * is made, no event row is written. */
+static void
+test_upstream_off_without_url(void **state)
+{
+    struct rig *r = calloc(1, sizeof(*r));
+    char out[1024];
+    (void)state;
+    assert_non_null(r);
+    assert_int_equal(th_setup(&r->t, NULL), 0);
+    r->n_devs = 1;
+    r->minutes = 5;
+    assert_int_equal(th_tmld_start(&r->t, NULL, 10000), 0);
+    assert_int_equal(produce(r, "off", 30000), 0);
+    assert_int_equal(th_ctl(&r->t, "{\"id\":1,\"cmd\":\"upstream.status\"}",
+                            out, sizeof(out), 3000),
+                     0);
+    assert_non_null(strstr(out, "\"enabled\":false"));
+    assert_int_equal(th_db_int(&r->t, "SELECT count(*) FROM upstream_events"),
+                     0);
+    rig_teardown(r);
+    free(r);
+}
+
 int
 main(void)
 {
@@ -794,6 +845,7 @@ main(void)
         cmocka_unit_test(test_upstream_bearer_token_from_file),
         cmocka_unit_test(test_upstream_trickling_cloud_is_abandoned),
         cmocka_unit_test(test_upstream_config_errors_are_named),
+        cmocka_unit_test(test_upstream_off_without_url),
     };
     atexit(cloud_kill);
     signal(SIGPIPE, SIG_IGN);
