@@ -618,7 +618,10 @@ test_upstream_wrong_cert_never_accepted(void **state)
     assert_int_equal(cloud_start(r, "--wrong-cert"), 0);
     assert_int_equal(th_tmld_start(&r->t, NULL, 10000), 0);
     assert_int_equal(produce(r, "cert", 30000), 0);
-    th_sleep_ms(1500);
+    uint64_t end = th_now_ms() + 10000;
+    while (th_now_ms() < end &&
+           ustatus_num(r, "streams.tele.retries") < 2)
+        th_sleep_ms(50);
     cJSON *st = ustatus(r);
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(
         cJSON_GetObjectItemCaseSensitive(
