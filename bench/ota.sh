@@ -60,7 +60,9 @@ print(json.dumps(r.get("result", {})))
 PY
 }
 
-tests/lib/testbroker start "$work/broker" >/dev/null
+# TML_BENCH_OTA_BROKER_CONF: extra mosquitto settings (e.g. a file with
+# "set_tcp_nodelay true") to compare broker tunings in the same way.
+tests/lib/testbroker start "$work/broker" ${TML_BENCH_OTA_BROKER_CONF:-} >/dev/null
 # shellcheck disable=SC1091
 . "$work/broker/env"
 pids+=("$TB_PID")
