@@ -108,6 +108,7 @@ struct upstream {
     uint64_t events, events_dropped;
     struct seen *seen; /* SEEN_CAP entries, calloc'd on first use */
     size_t n_seen;
+    struct tmld_timer *presence; /* registry presence sweep */
 };
 
 static void kick(struct ustate *st);
@@ -676,6 +677,28 @@ on_ota(struct tmld *d, const char *dev, enum tml_kind kind,
     }
 }
 
+/* Presence the registry decided without a state message (a device fell
+ * silent for [ingest] offline_after, or came back with records only): one
+ * event per change, like the up/state ones. */
+static void
+presence_sweep(struct tmld *d, void *arg)
+{
+    struct upstream *u = arg;
+
+    if (u->seen == NULL || u->is_stopping)
+        return;
+    for (size_t i = 0; i < SEEN_CAP; i++) {
+        struct seen *e = &u->seen[i];
+        if (e->dev[0] == '\0' || e->online < 0)
+            continue;
+        bool on = tmld_device_is_online(d, e->dev);
+        if (on != (e->online == 1)) {
+            e->online = on ? 1 : 0;
+            add_event(u, e->dev, on ? UEV_ONLINE : UEV_OFFLINE, 0, 0, 0, 0);
+        }
+    }
+}
+
 /* ---- control verbs ------------------------------------------------------------------- */
 
 static void
@@ -970,6 +993,7 @@ up_init(struct tmld *d, void **state)
         goto fail;
     for (int i = 0; i < US__COUNT; i++)
         arm(&u->st[i], 0);
+    u->presence = tmld_timer_start(d, 5000, 5000, presence_sweep, u);
     log_info("upstream: forwarding to %s as gateway %s (batches of %llu "
              "rows / %llu bytes)%s",
              u->url, u->gateway, (unsigned long long)u->batch_rows,
@@ -998,6 +1022,9 @@ up_fini(struct tmld *d, void *state)
     if (u == NULL)
         return;
     u->is_stopping = true;
+    if (u->presence != NULL)
+        tmld_timer_stop(u->presence);
+    u->presence = NULL;
     for (int i = 0; i < US__COUNT; i++) {
         struct ustate *st = &u->st[i];
         if (st->timer != NULL)

@@ -79,6 +79,7 @@ class State:
         self.request_times = {}  # key -> list of monotonic times
         self.retry_after = {}    # key -> [(answer time, seconds)]
         self.http2 = 0
+        self.events = []         # [device, event, state] in arrival order
 
     def dump(self):
         per_dev = {}
@@ -118,6 +119,7 @@ class State:
                          "accepted": v["accepted"],
                          "status": v["status"]}
                      for k, v in list(self.keys.items())[:2000]},
+            "events": self.events[:1000],
             "retry_after": {"honoured": ra_ok, "early": ra_early,
                             "min_wait_s": ra_min_wait or 0},
         }
@@ -284,6 +286,9 @@ class Handler(BaseHTTPRequestHandler):
                         st.overlap += 1
                     st.rows[rk] = key
                     st.stream_rows[stream] = st.stream_rows.get(stream, 0) + 1
+                    if stream == "events":
+                        st.events.append([x.get("device"), x.get("event"),
+                                          x.get("state", "")])
                     if stream == "tele":
                         seqs = st.tele.setdefault(x["device"], {})
                         seqs[x["seq"]] = seqs.get(x["seq"], 0) + 1

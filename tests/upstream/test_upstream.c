@@ -810,6 +810,60 @@ test_upstream_config_errors_are_named(void **state)
     th_teardown(&t);
 }
 
+/* Device events: the up/state online, an offline decided by the registry
+ * after silence (no message: the presence sweep), online again when records
+ * resume, and the broker's last will; one event per change even though
+ * tmld sees the retained state again. */
+static void
+test_upstream_device_events_follow_presence(void **state)
+{
+    struct rig *r = calloc(1, sizeof(*r));
+    (void)state;
+    assert_non_null(r);
+    assert_int_equal(rig_setup(r, NULL), 0);
+    /* The registry's silence bound, appended as its own section. */
+    size_t n = strlen(r->t.extra);
+    snprintf(r->t.extra + n, sizeof(r->t.extra) - n,
+             "[ingest]\noffline_after = 2s\n");
+    assert_int_equal(th_write_conf(&r->t), 0);
+    r->n_devs = 1;
+    r->minutes = 3;
+    assert_int_equal(cloud_start(r, ""), 0);
+    assert_int_equal(th_tmld_start(&r->t, NULL, 10000), 0);
+    assert_int_equal(produce(r, "ev", 30000), 0);
+    /* Silent: offline after 2 s, seen by the sweep within 5 s more. */
+    th_sleep_ms(8000);
+    /* Records again: online. */
+    assert_int_equal(tele_at(&r->devs[0], 4, 4), 0);
+    assert_int_equal(tdev_wait_tele_ack(&r->devs[0], 4, 10000), 0);
+    th_sleep_ms(6000);
+    /* Dropped link: the broker publishes the offline will. */
+    tdev_drop(&r->devs[0]);
+    r->n_open = 0;
+    uint64_t end = th_now_ms() + 15000;
+    cJSON *s = NULL;
+    while (th_now_ms() < end) {
+        cJSON_Delete(s);
+        s = cloud_stats(r);
+        if (jnum(s, "rows.events") >= 4)
+            break;
+        th_sleep_ms(100);
+    }
+    char seq[256] = "";
+    const cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(s, "events"))
+    {
+        size_t k = strlen(seq);
+        snprintf(seq + k, sizeof(seq) - k, "%s%s", k ? "," : "",
+                 cJSON_GetArrayItem(e, 1)->valuestring);
+    }
+    printf("events for ev-00: %s\n", seq);
+    assert_string_equal(seq, "online,offline,online,offline");
+    cJSON_Delete(s);
+    rig_teardown(r);
+    free(r);
+}
+
 /* Without [upstream] url the module is off: the verb says so, no request
  * is made, no event row is written. */
 static void
@@ -849,6 +903,7 @@ main(void)
         cmocka_unit_test(test_upstream_trickling_cloud_is_abandoned),
         cmocka_unit_test(test_upstream_config_errors_are_named),
         cmocka_unit_test(test_upstream_off_without_url),
+        cmocka_unit_test(test_upstream_device_events_follow_presence),
     };
     atexit(cloud_kill);
     signal(SIGPIPE, SIG_IGN);
