@@ -357,3 +357,57 @@ ota_store_chunk(const struct ota_artifact *a, uint32_t offset,
     *data = a->image + offset;
     return n;
 }
+
+/* ---- base64 (RFC 4648, with padding) ---------------------------------------- */
+
+static int
+b64_val(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+long
+ota_b64_decode(const char *s, uint8_t *out, size_t cap)
+{
+    size_t n = strlen(s), o = 0;
+
+    if (n % 4 != 0)
+        return -1;
+    for (size_t i = 0; i < n; i += 4) {
+        int v[4];
+        size_t pad = 0;
+        for (int k = 0; k < 4; k++) {
+            if (s[i + k] == '=' && i + 4 == n && k >= 2) {
+                v[k] = 0;
+                pad++;
+            } else {
+                v[k] = b64_val(s[i + k]);
+                if (v[k] < 0 || pad > 0)
+                    return -1;
+            }
+        }
+        uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 |
+                     (uint32_t)v[2] << 6 | (uint32_t)v[3];
+        /* Canonical only: the bits a padded group drops must be zero. */
+        if ((pad == 2 && (w & 0xffffu) != 0) || (pad == 1 && (w & 0xffu) != 0))
+            return -1;
+        if (o + 3 - pad > cap)
+            return -1;
+        out[o++] = (uint8_t)(w >> 16);
+        if (pad < 2)
+            out[o++] = (uint8_t)(w >> 8);
+        if (pad < 1)
+            out[o++] = (uint8_t)w;
+    }
+    return (long)o;
+}

@@ -117,6 +117,12 @@ size_t ota_store_chunk(const struct ota_artifact *a, uint32_t offset,
 /* Lowercase hex of n bytes into out (2n + 1 bytes). */
 void ota_hex(const uint8_t *p, size_t n, char *out);
 
+/* Decodes NUL-terminated base64 (RFC 4648 alphabet, padded, no line
+ * breaks) into out (cap bytes). Returns the bytes written, or -1 for
+ * anything else (bad character, length, padding, or more than cap). The
+ * control verb artifact.upload parses its data with it. */
+long ota_b64_decode(const char *s, uint8_t *out, size_t cap);
+
 /* True if s is exactly 64 lowercase hex characters. */
 bool ota_is_hash_hex(const char *s);
 
