@@ -60,6 +60,15 @@ print(json.dumps(r.get("result", {})))
 PY
 }
 
+# TML_BENCH_OTA_NODELAY=1: TCP_NODELAY everywhere (broker setting plus an
+# LD_PRELOAD shim for tmld, tml-devsim and the raw pusher), to measure what
+# Nagle + delayed ACKs cost.
+preload=""
+if [ -n "${TML_BENCH_OTA_NODELAY:-}" ]; then
+    echo "set_tcp_nodelay true" >"$work/nodelay.conf"
+    TML_BENCH_OTA_BROKER_CONF=$work/nodelay.conf
+    preload=$build/bench/ota/libota_nodelay.so
+fi
 # TML_BENCH_OTA_BROKER_CONF: extra mosquitto settings (e.g. a file with
 # "set_tcp_nodelay true") to compare broker tunings in the same way.
 tests/lib/testbroker start "$work/broker" ${TML_BENCH_OTA_BROKER_CONF:-} >/dev/null
@@ -90,7 +99,7 @@ level = warning
 trusted_keys = $work/fleet.pub
 device_timeout = 120s
 EOF
-"$tmld" --config "$work/tmld.conf" --foreground >"$work/tmld.log" 2>&1 &
+LD_PRELOAD=$preload "$tmld" --config "$work/tmld.conf" --foreground >"$work/tmld.log" 2>&1 &
 tmld_pid=$!
 pids+=("$tmld_pid")
 for _ in $(seq 1 100); do
@@ -98,7 +107,7 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 
-"$devsim" --port "$TB_PORT" --cafile "$TB_CA" --ca-cert "$TB_CA" \
+LD_PRELOAD=$preload "$devsim" --port "$TB_PORT" --cafile "$TB_CA" --ca-cert "$TB_CA" \
     --ca-key "$TB_CA_KEY" --state-dir "$work/devs" --devices "$n" \
     --groups "fleet:$n" --trust-key "$work/fleet.pub" --hw devsim \
     --rate 1 --summary-period 30 --duration 900 --drain 1 --status 0 \
@@ -156,7 +165,7 @@ chunk=$(raw_ctl device.show '{"id": "sim-0001"}' |
 # tmld must be gone or the two would keep kicking each other off.
 kill "$tmld_pid" 2>/dev/null || true
 wait "$tmld_pid" 2>/dev/null || true
-rawline=$("$raw" "$TB_PORT" "$TB_CA" "$TB_TMLD_CERT" "$TB_TMLD_KEY" \
+rawline=$(LD_PRELOAD=$preload "$raw" "$TB_PORT" "$TB_CA" "$TB_TMLD_CERT" "$TB_TMLD_KEY" \
     "$work/devs" sim- 1 "$n" "$size" "$chunk" "${TML_BENCH_OTA_RAW_TIMEOUT:-300}") || {
     echo "bench/ota.sh: raw baseline failed: $rawline" >&2; exit 1; }
 raw_s=$(sed -n 's/.*deliver_s=\([0-9.]*\).*/\1/p' <<<"$rawline")
@@ -168,4 +177,4 @@ printf '%-34s %10d %10s %12d %12s\n' "raw broker push (baseline)" "$n" "$raw_s" 
 printf '%-34s %10d %10s %12d %12s\n' "tmld OTA (request, verify, confirm)" "$confirmed" "$ota_s" "$per_dev" "$ratio"
 echo "state=$state offers=$offers chunks=$chunks chunk_bytes=$chunk"
 echo "CPU during the OTA phase: tmld ${c_tmld}s, broker ${c_broker}s, tml-devsim ${c_dev}s (2 cores shared)"
-echo "RESULT ota devices=$n confirmed=$confirmed model_bytes=$size ota_s=$ota_s raw_s=$raw_s ratio=$ratio bytes_per_device=$per_dev chunks=$chunks chunk_bytes=$chunk offers=$offers state=$state tmld_cpu_s=$c_tmld broker_cpu_s=$c_broker devsim_cpu_s=$c_dev"
+echo "RESULT ota devices=$n confirmed=$confirmed model_bytes=$size ota_s=$ota_s raw_s=$raw_s ratio=$ratio bytes_per_device=$per_dev chunks=$chunks chunk_bytes=$chunk offers=$offers state=$state nodelay=${TML_BENCH_OTA_NODELAY:-0} tmld_cpu_s=$c_tmld broker_cpu_s=$c_broker devsim_cpu_s=$c_dev"
