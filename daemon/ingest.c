@@ -51,10 +51,18 @@ tmld_count_malformed(struct tmld *d, const char *dev, enum tml_kind kind,
         g->stats.oversize++;
     else
         g->stats.malformed++;
-    struct device *v = d->reg ? registry_get(d, dev, false) : NULL;
+    /* Created if new, so that even a device whose every message is
+     * rejected is rate-limited and shows up in device.show. */
+    struct device *v = d->reg ? registry_get(d, dev, true) : NULL;
     uint64_t now = tmld_now_ms(d);
     if (v == NULL) {
-        log_warn("ingest: dev=%s %s: %s", dev, tml_kind_name(kind), reason);
+        /* Registry full: one line per interval for all such devices. */
+        static uint64_t logged_ms;
+        if (logged_ms == 0 || now - logged_ms >= d->set.malformed_log_ms) {
+            logged_ms = now ? now : 1;
+            log_warn("ingest: dev=%s %s: %s", dev, tml_kind_name(kind),
+                     reason);
+        }
         return;
     }
     v->n_malformed++;
@@ -258,7 +266,7 @@ ingest_on_message(struct tmld *d, const struct tml_topic *t, const char *dev,
     } else if (r != NULL) {
         /* A full queue refuses records: they are not acked, so the device
          * keeps them and resends; nothing is lost, only delayed. */
-        if (is_record && store_queued(d) >= d->set.db_queue_max) {
+        if (store_queued(d) >= d->set.db_queue_max) {
             g->stats.refused++;
             if (!g->is_full_logged)
                 log_warn("ingest: write queue full (%llu records): "
