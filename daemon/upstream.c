@@ -39,11 +39,11 @@
 #define GATEWAY_MAX 64
 
 enum phase {
-    PH_IDLE,      /* nothing to send; the poll timer looks again */
-    PH_PLANNING,  /* a writer job is planning (or finishing) */
-    PH_BUILDING,  /* the body is being built on the thread pool */
-    PH_SENDING,   /* POST in flight */
-    PH_BACKOFF,   /* waiting to retry the same body */
+    PH_IDLE,     /* nothing to send; the poll timer looks again */
+    PH_PLANNING, /* a writer job is planning (or finishing) */
+    PH_BUILDING, /* the body is being built on the thread pool */
+    PH_SENDING,  /* POST in flight */
+    PH_BACKOFF,  /* waiting to retry the same body */
     PH_STOPPED
 };
 
@@ -113,7 +113,8 @@ struct upstream {
 
 static void kick(struct ustate *st);
 
-/* ---- life of the struct ------------------------------------------------------ */
+/* ---- life of the struct
+ * ------------------------------------------------------ */
 
 static void
 maybe_free(struct upstream *u)
@@ -141,7 +142,8 @@ unref(struct upstream *u)
     maybe_free(u);
 }
 
-/* ---- timers ------------------------------------------------------------------- */
+/* ---- timers
+ * ------------------------------------------------------------------- */
 
 static void
 timer_fire(struct tmld *d, void *arg)
@@ -178,7 +180,8 @@ backoff_ms(struct upstream *u, uint32_t attempts)
     return b / 2 + (uint64_t)rand() % (b / 2 + 1);
 }
 
-/* ---- writer jobs ---------------------------------------------------------------- */
+/* ---- writer jobs
+ * ---------------------------------------------------------------- */
 
 static void job_done(struct tmld *d, int status, void *arg);
 
@@ -273,7 +276,8 @@ job_done(struct tmld *d, int status, void *arg)
     kick(st);
 }
 
-/* ---- body build on the thread pool ---------------------------------------------- */
+/* ---- body build on the thread pool
+ * ---------------------------------------------- */
 
 static void
 build_work(uv_work_t *w)
@@ -282,8 +286,8 @@ build_work(uv_work_t *w)
     struct upstream *u = st->u;
 
     if (st->rdb == NULL) {
-        if (sqlite3_open_v2(u->db_path, &st->rdb, SQLITE_OPEN_READONLY,
-                            NULL) != SQLITE_OK) {
+        if (sqlite3_open_v2(u->db_path, &st->rdb, SQLITE_OPEN_READONLY, NULL) !=
+            SQLITE_OK) {
             sqlite3_close(st->rdb);
             st->rdb = NULL;
             st->build_rc = -EIO;
@@ -291,9 +295,9 @@ build_work(uv_work_t *w)
         }
         sqlite3_busy_timeout(st->rdb, 2000);
     }
-    st->build_rc = upstream_body_build(st->rdb, st->s, st->b.first_id,
-                                       st->b.last_id, u->batch_bytes * 4,
-                                       &st->body, &st->body_rows);
+    st->build_rc =
+        upstream_body_build(st->rdb, st->s, st->b.first_id, st->b.last_id,
+                            u->batch_bytes * 4, &st->body, &st->body_rows);
 }
 
 static void send_batch(struct ustate *st);
@@ -346,7 +350,8 @@ start_build(struct ustate *st)
     u->refs++;
 }
 
-/* ---- HTTP ------------------------------------------------------------------------ */
+/* ---- HTTP
+ * ------------------------------------------------------------------------ */
 
 static void
 read_token(struct upstream *u)
@@ -360,8 +365,7 @@ read_token(struct upstream *u)
         return;
     f = fopen(u->token_file, "r");
     if (f == NULL) {
-        log_warn("upstream: token_file %s: %s", u->token_file,
-                 strerror(errno));
+        log_warn("upstream: token_file %s: %s", u->token_file, strerror(errno));
         return;
     }
     n = fread(tok, 1, TOKEN_MAX, f);
@@ -376,8 +380,8 @@ read_token(struct upstream *u)
             return;
         }
     }
-    snprintf(u->auth_header, sizeof(u->auth_header),
-             "Authorization: Bearer %s", tok);
+    snprintf(u->auth_header, sizeof(u->auth_header), "Authorization: Bearer %s",
+             tok);
 }
 
 static bool
@@ -385,8 +389,7 @@ is_poison_status(long s)
 {
     /* 408 and 429 say "later"; 401/403 are about the gateway's credentials,
      * not the batch: they wait for a new token instead of poisoning. */
-    return s >= 400 && s < 500 && s != 408 && s != 429 && s != 401 &&
-           s != 403;
+    return s >= 400 && s < 500 && s != 408 && s != 429 && s != 401 && s != 403;
 }
 
 static void
@@ -413,16 +416,15 @@ http_done(void *arg, const struct uhttp_result *r)
         log_err("upstream: %s batch %lld-%lld (%lld rows): HTTP %ld: "
                 "poisoned, kept, not retried: %.120s",
                 upstream_stream_name(st->s), (long long)st->b.first_id,
-                (long long)st->b.last_id, (long long)st->body_rows,
-                r->status, r->body);
+                (long long)st->b.last_id, (long long)st->body_rows, r->status,
+                r->body);
         finish(st, true, (int)r->status, r->body);
         return;
     }
     st->attempts++;
     st->retries++;
     if (r->status != 0)
-        snprintf(st->last_error, sizeof(st->last_error), "HTTP %ld",
-                 r->status);
+        snprintf(st->last_error, sizeof(st->last_error), "HTTP %ld", r->status);
     else
         snprintf(st->last_error, sizeof(st->last_error), "%s", r->error);
     if (r->status == 401 || r->status == 403)
@@ -455,8 +457,7 @@ send_batch(struct ustate *st)
              (long long)st->b.first_id, (long long)st->b.last_id);
     snprintf(stream, sizeof(stream), "X-Tml-Stream: %s",
              upstream_stream_name(st->s));
-    snprintf(rows, sizeof(rows), "X-Tml-Rows: %lld",
-             (long long)st->body_rows);
+    snprintf(rows, sizeof(rows), "X-Tml-Rows: %lld", (long long)st->body_rows);
     snprintf(gw, sizeof(gw), "X-Tml-Gateway: %s", u->gateway);
     hdrs[n++] = "Content-Type: application/x-ndjson";
     hdrs[n++] = "Content-Encoding: gzip";
@@ -469,8 +470,8 @@ send_batch(struct ustate *st)
         hdrs[n++] = u->auth_header;
     hdrs[n] = NULL;
     st->phase = PH_SENDING;
-    rc = upstream_http_post(u->http, st->body.p, st->body.len, hdrs,
-                            http_done, st);
+    rc = upstream_http_post(u->http, st->body.p, st->body.len, hdrs, http_done,
+                            st);
     if (rc != 0) {
         snprintf(st->last_error, sizeof(st->last_error),
                  "could not start the request: %s", strerror(-rc));
@@ -480,7 +481,8 @@ send_batch(struct ustate *st)
     }
 }
 
-/* ---- the state machine ------------------------------------------------------------ */
+/* ---- the state machine
+ * ------------------------------------------------------------ */
 
 static void
 kick(struct ustate *st)
@@ -526,7 +528,8 @@ kick(struct ustate *st)
     }
 }
 
-/* ---- device events ------------------------------------------------------------------ */
+/* ---- device events
+ * ------------------------------------------------------------------ */
 
 struct ev_job {
     struct upstream *u;
@@ -672,8 +675,7 @@ on_ota(struct tmld *d, const char *dev, enum tml_kind kind,
             e->ota_offer = m.offer_id;
             e->ota_state = m.state;
         }
-        add_event(arg, dev, UEV_OTA, m.offer_id, m.version, m.state,
-                  m.reason);
+        add_event(arg, dev, UEV_OTA, m.offer_id, m.version, m.state, m.reason);
     }
 }
 
@@ -699,11 +701,11 @@ presence_sweep(struct tmld *d, void *arg)
     }
 }
 
-/* ---- control verbs ------------------------------------------------------------------- */
+/* ---- control verbs
+ * ------------------------------------------------------------------- */
 
 static void
-v_status(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
-         void *arg)
+v_status(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args, void *arg)
 {
     struct upstream *u = arg;
     cJSON *r = cJSON_CreateObject(), *ss;
@@ -796,8 +798,7 @@ v_poisoned(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
                                 (double)sqlite3_column_int64(st, 2));
         cJSON_AddNumberToObject(o, "last_id",
                                 (double)sqlite3_column_int64(st, 3));
-        cJSON_AddNumberToObject(o, "rows",
-                                (double)sqlite3_column_int64(st, 4));
+        cJSON_AddNumberToObject(o, "rows", (double)sqlite3_column_int64(st, 4));
         cJSON_AddNumberToObject(o, "http_status",
                                 (double)sqlite3_column_int64(st, 5));
         cJSON_AddStringToObject(o, "message",
@@ -809,7 +810,9 @@ v_poisoned(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
     tmld_ctl_reply_ok(req, r);
 }
 
-/* ---- config --------------------------------------------------------------------------- */
+/* ---- config
+ * ---------------------------------------------------------------------------
+ */
 
 static bool
 gateway_valid(const char *g)
@@ -868,8 +871,8 @@ read_config(struct tmld *d, struct upstream *u, bool report)
     }
     bad += tmld_config_ms(d, "upstream", "timeout", 60000, 100, 3600000,
                           &u->timeout_ms) != 0;
-    bad += tmld_config_ms(d, "upstream", "connect_timeout", 10000, 100,
-                          600000, &u->connect_timeout_ms) != 0;
+    bad += tmld_config_ms(d, "upstream", "connect_timeout", 10000, 100, 600000,
+                          &u->connect_timeout_ms) != 0;
     bad += tmld_config_ms(d, "upstream", "low_speed_time", 60000, 0, 3600000,
                           &u->low_speed_ms) != 0;
     {
@@ -901,7 +904,8 @@ up_check(struct tmld *d)
     return read_config(d, &scratch, true);
 }
 
-/* ---- life cycle ----------------------------------------------------------------------- */
+/* ---- life cycle
+ * ----------------------------------------------------------------------- */
 
 static void up_fini(struct tmld *d, void *state);
 
@@ -922,8 +926,7 @@ up_init(struct tmld *d, void **state)
         ubuf_init(&u->st[i].body, 0);
     }
     if ((rc = tmld_ctl_register(d, "upstream.status", v_status, u)) != 0 ||
-        (rc = tmld_ctl_register(d, "upstream.poisoned", v_poisoned, u)) !=
-            0)
+        (rc = tmld_ctl_register(d, "upstream.poisoned", v_poisoned, u)) != 0)
         goto fail;
     v = tmld_config_get(d, "upstream", "url");
     if (v == NULL || v[0] == '\0') {

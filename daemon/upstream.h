@@ -29,7 +29,8 @@ const char *upstream_stream_name(enum ustream s);
 /* Event kinds stored in upstream_events.kind. */
 enum uevent { UEV_ONLINE = 1, UEV_OFFLINE = 2, UEV_OTA = 3 };
 
-/* ---- growable byte buffer with a hard cap --------------------------------- */
+/* ---- growable byte buffer with a hard cap ---------------------------------
+ */
 
 struct ubuf {
     uint8_t *p;
@@ -40,7 +41,8 @@ void ubuf_init(struct ubuf *b, size_t max);
 TMLD_WUR int ubuf_put(struct ubuf *b, const void *p, size_t n);
 void ubuf_free(struct ubuf *b);
 
-/* ---- bodies (upstream_body.c): pure, any thread ---------------------------- */
+/* ---- bodies (upstream_body.c): pure, any thread ----------------------------
+ */
 
 /* Appends one NDJSON line (with '\n') for a tele row to out. body is the
  * stored CBOR summary; when it does not decode, the line carries it as
@@ -62,7 +64,8 @@ TMLD_WUR int upstream_body_build(sqlite3 *db, enum ustream s, int64_t first_id,
                                  int64_t last_id, size_t max_raw,
                                  struct ubuf *out, int64_t *n_rows);
 
-/* ---- bookkeeping jobs (upstream_db.c): writer thread ----------------------- */
+/* ---- bookkeeping jobs (upstream_db.c): writer thread -----------------------
+ */
 
 struct ubatch {
     int64_t epoch, first_id, last_id, n_rows;
@@ -105,7 +108,8 @@ TMLD_WUR int upstream_db_load(sqlite3 *db, enum ustream s, int64_t *cursor,
 /* Highest row id of the stream's table (0 when empty), or -1 on error. */
 int64_t upstream_db_max_id(sqlite3 *db, enum ustream s);
 
-/* ---- HTTP (upstream_http.c): loop thread ----------------------------------- */
+/* ---- HTTP (upstream_http.c): loop thread -----------------------------------
+ */
 
 struct uhttp;
 
@@ -124,8 +128,8 @@ typedef void (*uhttp_done_cb)(void *arg, const struct uhttp_result *r);
 
 struct uhttp_opts {
     const char *url;
-    const char *ca_file;  /* NULL: the system's CA store */
-    uint64_t timeout_ms;  /* whole transfer */
+    const char *ca_file; /* NULL: the system's CA store */
+    uint64_t timeout_ms; /* whole transfer */
     uint64_t connect_timeout_ms;
     uint64_t low_speed_time_ms; /* abort below 1 B/s for this long */
 };

@@ -72,7 +72,8 @@ upstream_stream_name(enum ustream s)
     }
 }
 
-/* ---- a small JSON writer ---------------------------------------------------- */
+/* ---- a small JSON writer ----------------------------------------------------
+ */
 
 struct jw {
     struct ubuf *b;
@@ -194,7 +195,8 @@ jend(struct jw *w)
     return w->rc;
 }
 
-/* ---- lines ---------------------------------------------------------------- */
+/* ---- lines ----------------------------------------------------------------
+ */
 
 int
 upstream_tele_line(struct ubuf *out, int64_t id, const char *device,
@@ -325,8 +327,9 @@ event_line(struct ubuf *out, sqlite3_stmt *st)
         jstr(&w, "event", "ota");
         jint(&w, "offer_id", sqlite3_column_int64(st, 4));
         jint(&w, "version", sqlite3_column_int64(st, 5));
-        jstr(&w, "state", tml_ota_state_name(
-                              (enum tml_ota_state)sqlite3_column_int64(st, 6)));
+        jstr(&w, "state",
+             tml_ota_state_name(
+                 (enum tml_ota_state)sqlite3_column_int64(st, 6)));
         jstr(&w, "reason",
              tml_ota_reason_name(
                  (enum tml_ota_reason)sqlite3_column_int64(st, 7)));
@@ -342,8 +345,7 @@ upstream_gzip(const uint8_t *in, size_t len, struct ubuf *out)
 
     memset(&z, 0, sizeof(z));
     /* 15 + 16: a gzip header and trailer instead of zlib's. */
-    if (deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) !=
-        Z_OK)
+    if (deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
         return -ENOMEM;
     size_t bound = deflateBound(&z, (uLong)len) + 32;
     out->len = 0;

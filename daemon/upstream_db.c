@@ -69,9 +69,9 @@ upstream_db_max_id(sqlite3 *db, enum ustream s)
 }
 
 int
-upstream_db_load(sqlite3 *db, enum ustream s, int64_t *cursor,
-                 int64_t *epoch, int64_t *delivered, int64_t *dropped,
-                 int64_t *poisoned, bool *has_batch, struct ubatch *b)
+upstream_db_load(sqlite3 *db, enum ustream s, int64_t *cursor, int64_t *epoch,
+                 int64_t *delivered, int64_t *dropped, int64_t *poisoned,
+                 bool *has_batch, struct ubatch *b)
 {
     const char *name = upstream_stream_name(s);
     sqlite3_stmt *st = NULL;
@@ -256,8 +256,8 @@ upstream_db_job(sqlite3 *db, void *arg)
 
     if (j->has_finish && j->fin.epoch == epoch && j->fin.last_id > cursor) {
         if (j->is_poison) {
-            int64_t v[6] = {j->fin.epoch, j->fin.first_id, j->fin.last_id,
-                            j->fin.n_rows, j->http_status, j->now_s};
+            int64_t v[6] = {j->fin.epoch,  j->fin.first_id, j->fin.last_id,
+                            j->fin.n_rows, j->http_status,  j->now_s};
             rc = exec_bind(db,
                            "INSERT INTO upstream_poisoned(stream, epoch, "
                            "first_id, last_id, n_rows, http_status, at, "
@@ -276,8 +276,8 @@ upstream_db_job(sqlite3 *db, void *arg)
                  tables[j->s]);
         if ((rc = q_int(db, sql, NULL, cursor, &cursor_at)) != SQLITE_OK)
             return rc;
-        rc = exec_bind(db, "DELETE FROM upstream_batch WHERE stream = ?1",
-                       name, NULL, 0, NULL);
+        rc = exec_bind(db, "DELETE FROM upstream_batch WHERE stream = ?1", name,
+                       NULL, 0, NULL);
         if (rc != SQLITE_OK)
             return rc;
     }
@@ -285,8 +285,7 @@ upstream_db_job(sqlite3 *db, void *arg)
     if (rc != SQLITE_OK)
         return rc;
     {
-        int64_t v[6] = {cursor, cursor_at, epoch, delivered, dropped,
-                        poisoned};
+        int64_t v[6] = {cursor, cursor_at, epoch, delivered, dropped, poisoned};
         rc = exec_bind(db,
                        "UPDATE upstream_cursor SET cursor = ?2, cursor_at = "
                        "?3, epoch = ?4, delivered = ?5, dropped = ?6, "

@@ -43,6 +43,7 @@ static pid_t cloud_pid;
 struct rig {
     struct th t;
     char cloud_dir[400];
+    char up_extra[512]; /* appended to [upstream] (may open sections) */
     int cloud_port;
     int n_devs;
     uint32_t minutes;
@@ -94,37 +95,52 @@ cloud_py(void)
     return p;
 }
 
-/* Starts the cloud with extra arguments (space-separated, no quoting). */
+static int rig_write_conf(struct rig *r);
+
+/* Starts the cloud with extra arguments (space-separated, no quoting). If
+ * its port was taken meanwhile (the machine is shared) and tmld is not
+ * running yet, another port is picked and tmld's config rewritten. */
 static int
 cloud_start(struct rig *r, const char *args)
 {
     char ready[512], cmd[2048];
-    cloud_kill();
-    snprintf(ready, sizeof(ready), "%s/ready", r->cloud_dir);
-    unlink(ready);
-    snprintf(cmd, sizeof(cmd),
-             "exec /usr/bin/python3 '%s' --dir '%s' --port %d %s "
-             ">>'%s/cloud.log' 2>&1",
-             cloud_py(), r->cloud_dir, r->cloud_port, args ? args : "",
-             r->cloud_dir);
-    pid_t p = fork();
-    if (p < 0)
-        return -1;
-    if (p == 0) {
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
-    cloud_pid = p;
-    for (int i = 0; i < 500; i++) {
-        if (access(ready, F_OK) == 0)
-            return 0;
-        if (waitpid(p, NULL, WNOHANG) == p) {
-            cloud_pid = 0;
-            break;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        cloud_kill();
+        snprintf(ready, sizeof(ready), "%s/ready", r->cloud_dir);
+        unlink(ready);
+        snprintf(cmd, sizeof(cmd),
+                 "exec /usr/bin/python3 '%s' --dir '%s' --port %d %s "
+                 ">>'%s/cloud.log' 2>&1",
+                 cloud_py(), r->cloud_dir, r->cloud_port, args ? args : "",
+                 r->cloud_dir);
+        pid_t p = fork();
+        if (p < 0)
+            return -1;
+        if (p == 0) {
+            execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+            _exit(127);
         }
-        th_sleep_ms(20);
+        cloud_pid = p;
+        for (int i = 0; i < 500; i++) {
+            if (access(ready, F_OK) == 0)
+                return 0;
+            if (waitpid(p, NULL, WNOHANG) == p) {
+                cloud_pid = 0;
+                break;
+            }
+            th_sleep_ms(20);
+        }
+        snprintf(cmd, sizeof(cmd), "tail -n 5 '%s/cloud.log' >&2",
+                 r->cloud_dir);
+        fprintf(stderr, "cloud.py did not start on port %d:\n", r->cloud_port);
+        if (system(cmd) != 0)
+            fprintf(stderr, "(no cloud.log)\n");
+        if (r->t.tmld_pid > 0)
+            break;
+        r->cloud_port = free_port();
+        if (rig_write_conf(r) != 0)
+            break;
     }
-    fprintf(stderr, "cloud.py did not start (%s/cloud.log)\n", r->cloud_dir);
     return -1;
 }
 
@@ -194,35 +210,39 @@ batch_rows_ini(int def)
     return ini;
 }
 
-/* Writes the config: [upstream] pointing at the cloud, plus extra. */
+/* Writes tmld's config: [upstream] pointing at the cloud, plus up_extra. */
+static int
+rig_write_conf(struct rig *r)
+{
+    snprintf(r->t.extra, sizeof(r->t.extra),
+             "[upstream]\nurl = https://127.0.0.1:%d/ingest\n"
+             "ca_file = %s/ca.pem\ngateway_id = gw-test\n"
+             "backoff_min = 50ms\nbackoff_max = 500ms\n"
+             "retry_after_max = 2s\npoll = 100ms\n"
+             "connect_timeout = 2s\n%s\n",
+             r->cloud_port, r->cloud_dir, r->up_extra);
+    return th_write_conf(&r->t);
+}
+
 static int
 rig_setup(struct rig *r, const char *extra)
 {
-    char ini[2048];
     memset(r, 0, sizeof(*r));
     r->n_devs = env_int("UPSTREAM_DEVICES", 4);
     if (r->n_devs > MAX_DEVS)
         r->n_devs = MAX_DEVS;
     r->minutes = (uint32_t)env_int("UPSTREAM_MINUTES", 60);
     r->cloud_port = free_port();
+    snprintf(r->up_extra, sizeof(r->up_extra), "%s", extra ? extra : "");
     if (th_setup(&r->t, NULL) != 0)
         return -1;
     snprintf(r->cloud_dir, sizeof(r->cloud_dir), "%s/cloud", r->t.dir);
     char cmd[1200];
-    snprintf(cmd, sizeof(cmd),
-             "/usr/bin/python3 '%s' --dir '%s' --gen-certs", cloud_py(),
-             r->cloud_dir);
+    snprintf(cmd, sizeof(cmd), "/usr/bin/python3 '%s' --dir '%s' --gen-certs",
+             cloud_py(), r->cloud_dir);
     if (system(cmd) != 0)
         return -1;
-    snprintf(ini, sizeof(ini),
-             "[upstream]\nurl = https://127.0.0.1:%d/ingest\n"
-             "ca_file = %s/ca.pem\ngateway_id = gw-test\n"
-             "backoff_min = 50ms\nbackoff_max = 500ms\n"
-             "retry_after_max = 2s\npoll = 100ms\n"
-             "connect_timeout = 2s\n%s\n",
-             r->cloud_port, r->cloud_dir, extra ? extra : "");
-    snprintf(r->t.extra, sizeof(r->t.extra), "%s", ini);
-    return th_write_conf(&r->t);
+    return rig_write_conf(r);
 }
 
 /* tmld's peak RSS in KiB (VmHWM), or -1. */
@@ -348,8 +368,7 @@ wait_delivered(struct rig *r, double want, int timeout_ms)
         cJSON *s = cloud_stats(r);
         double got = jnum(s, "rows.tele");
         cJSON_Delete(s);
-        if (got >= want &&
-            ustatus_num(r, "streams.tele.backlog_rows") == 0)
+        if (got >= want && ustatus_num(r, "streams.tele.backlog_rows") == 0)
             return 0;
         th_sleep_ms(100);
     }
@@ -382,8 +401,8 @@ check_cloud(struct rig *r, const char *what)
            "%g, rows under two keys %g, order violations %g, injected "
            "fail %g / close mid-body %g / close after accept %g\n",
            what, r->n_devs, r->minutes, jnum(s, "requests"),
-           jnum(s, "accepted_batches"), jnum(s, "rows.tele"), lost,
-           dup_rows, jnum(s, "dup_same_key"), jnum(s, "overlap"),
+           jnum(s, "accepted_batches"), jnum(s, "rows.tele"), lost, dup_rows,
+           jnum(s, "dup_same_key"), jnum(s, "overlap"),
            jnum(s, "order_violations"), jnum(s, "injected.fail"),
            jnum(s, "injected.close_mid_body"),
            jnum(s, "injected.close_after_accept"));
@@ -402,7 +421,8 @@ check_cloud(struct rig *r, const char *what)
     cJSON_Delete(s);
 }
 
-/* ---- tests ---------------------------------------------------------------- */
+/* ---- tests ----------------------------------------------------------------
+ */
 
 /* An hour of telemetry produced while the cloud is down reaches it after it
  * comes up: in order, no gaps, no duplicates. Events (online) and the
@@ -417,8 +437,7 @@ test_upstream_offline_hour_delivered_after_cloud_returns(void **state)
     uint64_t t0 = th_now_ms();
     assert_int_equal(produce(r, "wind", 60000), 0);
     for (int i = 0; i < r->n_devs; i++)
-        assert_int_equal(tdev_sample(&r->devs[i], 1, 7, TML_REASON_FLAGGED),
-                         0);
+        assert_int_equal(tdev_sample(&r->devs[i], 1, 7, TML_REASON_FLAGGED), 0);
     printf("produced %u simulated minutes x %d devices in %.1f s while the "
            "cloud was down\n",
            r->minutes, r->n_devs, (double)(th_now_ms() - t0) / 1000);
@@ -559,8 +578,7 @@ test_upstream_4xx_poisons_batch_and_moves_on(void **state)
     assert_int_equal(th_tmld_start(&r->t, NULL, 10000), 0);
     assert_int_equal(produce(r, "bad", 30000), 0);
     uint64_t end = th_now_ms() + 20000;
-    while (th_now_ms() < end &&
-           ustatus_num(r, "streams.tele.poisoned") < 10)
+    while (th_now_ms() < end && ustatus_num(r, "streams.tele.poisoned") < 10)
         th_sleep_ms(50);
     assert_true(ustatus_num(r, "streams.tele.poisoned") == 10);
     assert_true(ustatus_num(r, "streams.tele.batches_poisoned") == 1);
@@ -571,8 +589,7 @@ test_upstream_4xx_poisons_batch_and_moves_on(void **state)
         assert_int_equal(tele_at(&good, s, 10), 0);
     assert_int_equal(tdev_wait_tele_ack(&good, 10, 10000), 0);
     end = th_now_ms() + 20000;
-    while (th_now_ms() < end &&
-           ustatus_num(r, "streams.tele.delivered") < 10)
+    while (th_now_ms() < end && ustatus_num(r, "streams.tele.delivered") < 10)
         th_sleep_ms(50);
     assert_true(ustatus_num(r, "streams.tele.delivered") == 10);
     th_sleep_ms(500);
@@ -593,9 +610,8 @@ test_upstream_4xx_poisons_batch_and_moves_on(void **state)
     assert_true(jnum(s, "rows.tele") == 10);
     cJSON_Delete(s);
     char out[8192];
-    assert_int_equal(th_ctl(&r->t,
-                            "{\"id\":2,\"cmd\":\"upstream.poisoned\"}", out,
-                            sizeof(out), 3000),
+    assert_int_equal(th_ctl(&r->t, "{\"id\":2,\"cmd\":\"upstream.poisoned\"}",
+                            out, sizeof(out), 3000),
                      0);
     printf("upstream.poisoned: %s\n", out);
     assert_non_null(strstr(out, "\"http_status\":400"));
@@ -619,8 +635,7 @@ test_upstream_wrong_cert_never_accepted(void **state)
     assert_int_equal(th_tmld_start(&r->t, NULL, 10000), 0);
     assert_int_equal(produce(r, "cert", 30000), 0);
     uint64_t end = th_now_ms() + 10000;
-    while (th_now_ms() < end &&
-           ustatus_num(r, "streams.tele.retries") < 2)
+    while (th_now_ms() < end && ustatus_num(r, "streams.tele.retries") < 2)
         th_sleep_ms(50);
     cJSON *st = ustatus(r);
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(
@@ -703,8 +718,7 @@ test_upstream_trickling_cloud_is_abandoned(void **state)
     assert_int_equal(th_tmld_start(&r->t, NULL, 10000), 0);
     assert_int_equal(produce(r, "slowcloud", 30000), 0);
     uint64_t end = th_now_ms() + 15000, worst = 0;
-    while (th_now_ms() < end &&
-           ustatus_num(r, "streams.tele.retries") < 1) {
+    while (th_now_ms() < end && ustatus_num(r, "streams.tele.retries") < 1) {
         uint64_t t0 = th_now_ms();
         double c = 0;
         assert_int_equal(th_status_num(&r->t, "ingest.tele", &c), 0);
@@ -720,8 +734,7 @@ test_upstream_trickling_cloud_is_abandoned(void **state)
     printf("trickling cloud: retries %g, last error \"%s\", slowest status "
            "answer meanwhile %llu ms\n",
            jnum(st, "streams.tele.retries"),
-           cJSON_IsString(e) ? e->valuestring : "?",
-           (unsigned long long)worst);
+           cJSON_IsString(e) ? e->valuestring : "?", (unsigned long long)worst);
     assert_true(jnum(st, "streams.tele.retries") >= 1);
     assert_true(jnum(st, "streams.tele.delivered") == 0);
     cJSON_Delete(st);
@@ -792,10 +805,10 @@ test_upstream_config_errors_are_named(void **state)
                                   "gateway_id = a/b\nbackoff_min = 10s\n"
                                   "backoff_max = 1s\n"),
                      0);
-    snprintf(cmd, sizeof(cmd), "'%s/daemon/tmld' --check-config --config '%s' "
+    snprintf(cmd, sizeof(cmd),
+             "'%s/daemon/tmld' --check-config --config '%s' "
              "2>&1; echo \"exit=$?\"",
-             getenv("TML_BINARY_DIR") ? getenv("TML_BINARY_DIR") : ".",
-             t.conf);
+             getenv("TML_BINARY_DIR") ? getenv("TML_BINARY_DIR") : ".", t.conf);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     size_t n = fread(out, 1, sizeof(out) - 1, p);
@@ -820,12 +833,8 @@ test_upstream_device_events_follow_presence(void **state)
     struct rig *r = calloc(1, sizeof(*r));
     (void)state;
     assert_non_null(r);
-    assert_int_equal(rig_setup(r, NULL), 0);
-    /* The registry's silence bound, appended as its own section. */
-    size_t n = strlen(r->t.extra);
-    snprintf(r->t.extra + n, sizeof(r->t.extra) - n,
-             "[ingest]\noffline_after = 2s\n");
-    assert_int_equal(th_write_conf(&r->t), 0);
+    /* The registry's silence bound, in a section of its own. */
+    assert_int_equal(rig_setup(r, "[ingest]\noffline_after = 2s"), 0);
     r->n_devs = 1;
     r->minutes = 3;
     assert_int_equal(cloud_start(r, ""), 0);

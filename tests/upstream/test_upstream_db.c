@@ -111,8 +111,7 @@ run_job(sqlite3 *db, struct ujob *j)
 {
     assert_int_equal(sqlite3_exec(db, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
     assert_int_equal(upstream_db_job(db, j), 0);
-    assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL),
-                     SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
 }
 
 static struct ujob
@@ -143,9 +142,8 @@ test_upstream_db_plans_bounded_batch_and_persists_it(void **state)
     int64_t c, e, dl, dr, p;
     bool has;
     struct ubatch b;
-    assert_int_equal(upstream_db_load(f->db, US_TELE, &c, &e, &dl, &dr, &p,
-                                      &has, &b),
-                     0);
+    assert_int_equal(
+        upstream_db_load(f->db, US_TELE, &c, &e, &dl, &dr, &p, &has, &b), 0);
     assert_true(has);
     assert_int_equal(b.first_id, 1);
     assert_int_equal(b.last_id, 10);
@@ -208,8 +206,8 @@ test_upstream_db_counts_rows_deleted_before_upload(void **state)
     struct fx *f = *state;
     add_tele(f->db, 1, 1, 20, 100);
     /* Retention rolled up rows 1..5 and 8 before anything was sent. */
-    sqlite3_exec(f->db, "DELETE FROM tele WHERE id <= 5 OR id = 8", NULL,
-                 NULL, NULL);
+    sqlite3_exec(f->db, "DELETE FROM tele WHERE id <= 5 OR id = 8", NULL, NULL,
+                 NULL);
     struct ujob j = job(US_TELE, 5);
     run_job(f->db, &j);
     assert_int_equal(j.next.first_id, 6);
@@ -294,8 +292,7 @@ test_upstream_body_is_gzip_ndjson_of_the_rows(void **state)
     add_tele(f->db, 1, 1, 3, 100);
     add_tele(f->db, 2, 7, 2, 101);
     ubuf_init(&b, 1 << 20);
-    assert_int_equal(upstream_body_build(f->db, US_TELE, 2, 5, 1 << 20, &b,
-                                         &n),
+    assert_int_equal(upstream_body_build(f->db, US_TELE, 2, 5, 1 << 20, &b, &n),
                      0);
     assert_int_equal(n, 4);
     assert_int_equal(gunzip(&b, text, sizeof(text), &len), 0);
@@ -305,8 +302,8 @@ test_upstream_body_is_gzip_ndjson_of_the_rows(void **state)
          l = strtok_r(NULL, "\n", &save)) {
         cJSON *o = cJSON_Parse(l);
         assert_non_null(o);
-        assert_string_equal(
-            cJSON_GetObjectItem(o, "stream")->valuestring, "tele");
+        assert_string_equal(cJSON_GetObjectItem(o, "stream")->valuestring,
+                            "tele");
         int id = cJSON_GetObjectItem(o, "id")->valueint;
         assert_int_equal(id, 2 + lines);
         assert_string_equal(cJSON_GetObjectItem(o, "device")->valuestring,
@@ -341,9 +338,8 @@ test_upstream_body_samples_carry_base64_data(void **state)
                  "x'00ff10fe')",
                  NULL, NULL, NULL);
     ubuf_init(&b, 1 << 20);
-    assert_int_equal(upstream_body_build(f->db, US_SAMPLES, 1, 1, 1 << 20,
-                                         &b, &n),
-                     0);
+    assert_int_equal(
+        upstream_body_build(f->db, US_SAMPLES, 1, 1, 1 << 20, &b, &n), 0);
     assert_int_equal(n, 1);
     assert_int_equal(gunzip(&b, text, sizeof(text), &len), 0);
     cJSON *o = cJSON_Parse(text);
@@ -393,16 +389,15 @@ main(void)
             test_upstream_db_delivery_moves_cursor_and_plans_next, setup,
             teardown),
         cmocka_unit_test_setup_teardown(
-            test_upstream_db_poison_keeps_rows_and_moves_on, setup,
-            teardown),
+            test_upstream_db_poison_keeps_rows_and_moves_on, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_upstream_db_counts_rows_deleted_before_upload, setup,
             teardown),
         cmocka_unit_test_setup_teardown(
             test_upstream_db_restarted_ids_get_a_new_epoch, setup, teardown),
         cmocka_unit_test_setup_teardown(
-            test_upstream_db_reused_ids_past_the_cursor_get_a_new_epoch,
-            setup, teardown),
+            test_upstream_db_reused_ids_past_the_cursor_get_a_new_epoch, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(
             test_upstream_body_is_gzip_ndjson_of_the_rows, setup, teardown),
         cmocka_unit_test_setup_teardown(
