@@ -410,6 +410,16 @@ http_done(void *arg, const struct uhttp_result *r)
         return;
     }
     if (is_poison_status(r->status)) {
+        char msg[sizeof(r->body)];
+        /* Kept for upstream.poisoned: printable ASCII only, so the
+         * control socket's JSON stays valid whatever the server said. */
+        for (size_t i = 0; i < sizeof(msg); i++) {
+            unsigned char c = (unsigned char)r->body[i];
+            msg[i] = c == '\0' ? '\0' : (c < 0x20 || c > 0x7e) ? '?' : (char)c;
+            if (c == '\0')
+                break;
+        }
+        msg[sizeof(msg) - 1] = '\0';
         st->batches_poisoned++;
         snprintf(st->last_error, sizeof(st->last_error),
                  "HTTP %ld: batch poisoned", r->status);
@@ -417,8 +427,8 @@ http_done(void *arg, const struct uhttp_result *r)
                 "poisoned, kept, not retried: %.120s",
                 upstream_stream_name(st->s), (long long)st->b.first_id,
                 (long long)st->b.last_id, (long long)st->body_rows, r->status,
-                r->body);
-        finish(st, true, (int)r->status, r->body);
+                msg);
+        finish(st, true, (int)r->status, msg);
         return;
     }
     st->attempts++;

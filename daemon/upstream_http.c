@@ -194,11 +194,15 @@ socket_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
     (void)e;
     if (what == CURL_POLL_REMOVE) {
         if (p != NULL) {
-            curl_multi_assign(u->multi, s, NULL);
+            /* During curl_multi_cleanup the handle is going away anyway. */
+            if (!u->is_closing)
+                curl_multi_assign(u->multi, s, NULL);
             poll_close(p);
         }
         return 0;
     }
+    if (u->is_closing)
+        return 0;
     if (p == NULL) {
         p = calloc(1, sizeof(*p));
         if (p == NULL)
