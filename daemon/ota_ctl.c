@@ -5,6 +5,8 @@
  *                    pieces (a control line is at most 64 KiB)
  *   artifact.commit  {upload}: verify against the trusted keys, store,
  *                    add to the models table
+ *   artifact.get     {artifact, offset?}: a stored bundle in base64
+ *                    pieces (tmlctl rollback re-signs an older image)
  *   models           {}: stored models
  *   deploy           {artifact, group | devices, waves, ..., dry_run}
  *   rollout.list     {}
@@ -25,6 +27,7 @@
 #define UPLOAD_IDLE_MS 300000u
 #define MAX_UPLOAD_PIECE 49152 /* decoded bytes per artifact.upload */
 #define DEVICE_LIST_MAX 10000
+#define GET_PIECE 36864 /* raw bytes per artifact.get (base64 < 64 KiB) */
 
 /* ---- uploads ------------------------------------------------------------------------ */
 
@@ -315,6 +318,85 @@ h_models(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
             cJSON_AddItemToArray(list, model_json(&m));
     }
     sqlite3_finalize(st);
+    tmld_ctl_reply_ok(req, res);
+}
+
+/* Base64 (RFC 4648, padded) of n bytes into out (4 * ceil(n / 3) + 1). */
+static void
+b64_encode(const uint8_t *p, size_t n, char *out)
+{
+    static const char tbl[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)p[i + 1] << 8;
+        if (i + 2 < n)
+            v |= p[i + 2];
+        *out++ = tbl[(v >> 18) & 63];
+        *out++ = tbl[(v >> 12) & 63];
+        *out++ = i + 1 < n ? tbl[(v >> 6) & 63] : '=';
+        *out++ = i + 2 < n ? tbl[v & 63] : '=';
+    }
+    *out = '\0';
+}
+
+/* artifact.get: the stored bundle file, as verified on load (an altered
+ * file is refused), in pieces of GET_PIECE bytes. Only signed, public
+ * material leaves tmld: tmlctl rollback re-signs the image with the
+ * operator's key on the operator's side. */
+static void
+h_get(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args, void *arg)
+{
+    struct ota *o = arg;
+    const char *artifact = NULL;
+    int64_t offset = 0;
+    struct ota_artifact *a = NULL;
+    char *b64;
+    size_t n;
+    cJSON *res;
+    int rc;
+
+    (void)d;
+    if (tmld_ctl_arg_str(args, "artifact", OTA_HASH_HEX_LEN, &artifact) !=
+            0 ||
+        !ota_is_hash_hex(artifact) ||
+        tmld_ctl_arg_int(args, "offset", 0, TML_BUNDLE_MAX_FILE, &offset) <
+            0) {
+        tmld_ctl_reply_err(req, "bad_args", "need artifact (64 hex) and an "
+                                            "optional offset");
+        return;
+    }
+    rc = ota_store_get(&o->store, artifact, &a);
+    if (rc != 0) {
+        tmld_ctl_reply_err(req, rc == -ENOENT ? "not_found" : "internal",
+                           "artifact %.12s: %s", artifact,
+                           rc == -EPERM ? "no longer verifies"
+                                        : strerror(-rc));
+        return;
+    }
+    if ((size_t)offset > a->bundle_len) {
+        tmld_ctl_reply_err(req, "bad_args", "offset past the %zu bytes",
+                           a->bundle_len);
+        return;
+    }
+    n = a->bundle_len - (size_t)offset;
+    if (n > GET_PIECE)
+        n = GET_PIECE;
+    b64 = malloc(4 * ((n + 2) / 3) + 1);
+    res = cJSON_CreateObject();
+    if (b64 == NULL || res == NULL) {
+        free(b64);
+        cJSON_Delete(res);
+        tmld_ctl_reply_err(req, "internal", "out of memory");
+        return;
+    }
+    b64_encode(a->bundle + offset, n, b64);
+    cJSON_AddNumberToObject(res, "total", (double)a->bundle_len);
+    cJSON_AddNumberToObject(res, "offset", (double)offset);
+    cJSON_AddStringToObject(res, "data", b64);
+    free(b64);
     tmld_ctl_reply_ok(req, res);
 }
 
@@ -805,12 +887,14 @@ stored_rollout_json(sqlite3_stmt *st)
                             (double)sqlite3_column_int64(st, 7));
     cJSON_AddNumberToObject(j, "bytes_sent",
                             (double)sqlite3_column_int64(st, 8));
+    cJSON_AddStringToObject(j, "artifact",
+                            (const char *)sqlite3_column_text(st, 9));
     return j;
 }
 
 #define STORED_COLS                                                            \
     "id, model, version, grp, state, reason, cur_wave, created_at, "          \
-    "bytes_sent"
+    "bytes_sent, artifact"
 
 static void
 h_list(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
@@ -1062,6 +1146,7 @@ ota_ctl_register(struct ota *o)
         tmld_ctl_handler fn;
     } verbs[] = {
         {"artifact.upload", h_upload}, {"artifact.commit", h_commit},
+        {"artifact.get", h_get},
         {"models", h_models},          {"deploy", h_deploy},
         {"rollout.list", h_list},      {"rollout.show", h_show},
         {"rollout.status", h_show},    {"rollout.pause", h_pause},

@@ -29,6 +29,12 @@
 # threefold (slow): a model with about 3x the low-confidence rate is
 #           stopped by the health gate with the default margins.
 #
+# rollback: v7 then v8 confirmed on every device; `tmlctl rollback --group`
+#           without --key is refused with the reason; with --key it
+#           re-signs v7's image as v9 and every device confirms v9 with
+#           v7's image on its slot (anti-rollback intact: no lower version
+#           is ever offered).
+#
 # Prints "E2E key=value" lines (wall time, bytes per device, waves) and
 # exits non-zero on the first failed check. Every process it starts is
 # killed by PID on exit.
@@ -230,6 +236,64 @@ if [ "$MODE" = threefold ]; then
     grep -q "failed its health gate: low-confidence" "$DIR/three.txt" ||
         fail "3x rollout not stopped by the low-confidence check: $(cat "$DIR/three.txt")"
     echo "E2E threefold_reason=\"$(grep -o 'low-confidence rate [^;]*' "$DIR/three.txt" | head -1)\""
+    stop_tmld
+    echo "E2E OK"
+    exit 0
+fi
+
+if [ "$MODE" = rollback ]; then
+    set +e
+    ctl rollback --group turbines --key "$DIR/fleet.key" >"$DIR/rb0.out" 2>&1
+    rc=$?
+    set -e
+    [ $rc -eq 3 ] && grep -q "nothing to roll group turbines back to" "$DIR/rb0.out" ||
+        fail "rollback without history: exit $rc: $(cat "$DIR/rb0.out")"
+    ctl deploy "$DIR/kws-7.tmlb" --group turbines --waves 100 --no-gate \
+        --watch >"$DIR/rb1.out" 2>&1 || fail "v7: $(tail -5 "$DIR/rb1.out")"
+    ctl deploy "$DIR/kws8.bin" --key "$DIR/fleet.key" --name kws --version 8 \
+        --hw devsim --input-shape 16 --classes 4 --group turbines \
+        --waves 100 --no-gate --watch >"$DIR/rb2.out" 2>&1 ||
+        fail "v8: $(tail -5 "$DIR/rb2.out")"
+    set +e
+    ctl rollback --group turbines >"$DIR/rb3.out" 2>&1
+    rc=$?
+    set -e
+    [ $rc -eq 2 ] && grep -q -- "needs the operator's private key: give --key" "$DIR/rb3.out" ||
+        fail "rollback without --key: exit $rc: $(cat "$DIR/rb3.out")"
+    echo "E2E rollback_without_key_exit=$rc"
+    t0=$(date +%s.%N)
+    ctl rollback --group turbines --key "$DIR/fleet.key" --waves 50,100 \
+        --no-gate --watch >"$DIR/rb4.out" 2>&1 ||
+        fail "rollback: $(tail -5 "$DIR/rb4.out")"
+    t1=$(date +%s.%N)
+    grep -q "Rolling turbines back to kws v7 (rollout 1) as v9" "$DIR/rb4.out" ||
+        fail "rollback target: $(cat "$DIR/rb4.out")"
+    ctl --json rollout status 3 >"$DIR/rb.json"
+    state=$(jq_py "d['rollout']['state']" <"$DIR/rb.json")
+    version=$(jq_py "d['rollout']['version']" <"$DIR/rb.json")
+    confirmed=$(jq_py "d['rollout']['counts'].get('confirmed', 0)" <"$DIR/rb.json")
+    [ "$state" = done ] && [ "$version" = 9 ] && [ "$confirmed" = "$N" ] ||
+        fail "rollback rollout: state $state v$version confirmed $confirmed"
+    # Every device confirmed v9, and its slot holds v7's image.
+    want=$(sha256sum "$DIR/kws7.bin" | cut -d' ' -f1)
+    match=0
+    for d in "$DIR"/devs/*/; do
+        for s in "$d"slot0.bin "$d"slot1.bin; do
+            [ -f "$s" ] || continue
+            if [ "$(head -c 65536 "$s" | sha256sum | cut -d' ' -f1)" = "$want" ]; then
+                match=$((match + 1))
+                break
+            fi
+        done
+    done
+    [ "$match" = "$N" ] || fail "v7 image on $match of $N devices after rollback"
+    # A second rollback goes back to v8's image (the model before v9).
+    ctl rollback --group turbines --key "$DIR/fleet.key" --dry-run >"$DIR/rb5.out" 2>&1 ||
+        fail "second rollback dry run: $(cat "$DIR/rb5.out")"
+    grep -q "back to kws v8 (rollout 2) as v10" "$DIR/rb5.out" ||
+        fail "second rollback target: $(cat "$DIR/rb5.out")"
+    wall=$($PY -c "print(f'{$t1-$t0:.1f}')")
+    echo "E2E rollback_wall_s=$wall version=$version confirmed=$confirmed image_v7_ok=$match"
     stop_tmld
     echo "E2E OK"
     exit 0

@@ -152,6 +152,25 @@ test_ota_e2e_threefold_low_confidence_is_stopped(void **state)
     assert_non_null(strstr(out, "E2E OK"));
 }
 
+/* Issue 5: `tmlctl rollback --group` puts the group back on the model it
+ * ran before, re-signed by the operator as a higher version (anti-rollback
+ * stays intact); without --key it is refused with the reason. */
+static void
+test_ota_e2e_rollback_redeploys_previous_model(void **state)
+{
+    static char out[65536];
+    int rc;
+
+    (void)state;
+    rc = run_script("6", "rollback", 120, out, sizeof(out));
+    if (rc == 77)
+        skip();
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "E2E rollback_without_key_exit=2"));
+    assert_non_null(strstr(out, "version=9 confirmed=6 image_v7_ok=6"));
+    assert_non_null(strstr(out, "E2E OK"));
+}
+
 int
 main(int argc, char **argv)
 {
@@ -165,7 +184,14 @@ main(int argc, char **argv)
         cmocka_unit_test(test_ota_e2e_threefold_low_confidence_is_stopped),
     };
 
+    const struct CMUnitTest rollback[] = {
+        cmocka_unit_test(test_ota_e2e_rollback_redeploys_previous_model),
+    };
+
     atexit(kill_child);
+    if (argc > 1 && strcmp(argv[1], "rollback") == 0)
+        return cmocka_run_group_tests_name("ota_e2e_rollback", rollback,
+                                           NULL, NULL);
     if (argc > 1 && strcmp(argv[1], "faults") == 0)
         return cmocka_run_group_tests_name("ota_e2e_faults", faults, NULL,
                                            NULL);
