@@ -1,0 +1,335 @@
+/*
+ * test_query.c: issue 6's query speed, functionally: a 200k-row database
+ * from bench/query's generator (1000 devices, 10 groups), then
+ *  - plan: every variant of tele.query's SQL (daemon/query_sql.c) reads
+ *    tele_hour by its primary key and tele through tele_recv_at: EXPLAIN
+ *    QUERY PLAN has no full SCAN of either (the timing itself is
+ *    bench/query.sh's job);
+ *  - oracle: the rollup answer equals a brute-force GROUP BY over tele for
+ *    several windows, filters and groupings;
+ *  - tmld: a real tmld opened on that database answers `tmlctl telemetry
+ *    --json` (every --by) with the oracle's numbers, human output has the
+ *    table (and bars with --bars), bad arguments exit 2.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+#include <cjson/cJSON.h>
+#include <sqlite3.h>
+
+#include "query.h"
+#include "rig.h"
+
+#define ROWS 200000
+
+static char db_path[256];
+static time_t gen_now;
+
+static int
+ctl(char **out, const char *fmt, ...)
+{
+    char args[2048], cmd[4096], path[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof(args), fmt, ap);
+    va_end(ap);
+    snprintf(path, sizeof(path), "%s/ctl.out", the_rig->dir);
+    snprintf(cmd, sizeof(cmd), "%s --socket %s %s >%s", the_rig->tmlctl,
+             the_rig->sock, args, path);
+    int rc = sh("%s", cmd);
+    if (out != NULL) {
+        *out = NULL;
+        FILE *f = fopen(path, "r");
+        if (f != NULL) {
+            char *buf = calloc(1, 1 << 20);
+            size_t n = fread(buf, 1, (1 << 20) - 1, f);
+            buf[n] = '\0';
+            fclose(f);
+            *out = buf;
+        }
+    }
+    return rc;
+}
+
+static int
+setup(void **state)
+{
+    static struct rig r;
+    *state = &r;
+    rig_init(&r);
+    rig_broker_start(&r);
+    snprintf(db_path, sizeof(db_path), "%s/tmld.db", r.dir);
+    const char *bin = getenv("TML_BINARY_DIR");
+    gen_now = time(NULL);
+    assert_int_equal(sh("%s/bench/query/tmld_query_gen %s %d 1000 10 60 "
+                        ">/dev/null",
+                        bin ? bin : ".", db_path, ROWS),
+                     0);
+    rig_tmld_start(&r, NULL);
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    rig_stop(*state);
+    return 0;
+}
+
+static sqlite3 *
+open_db(void)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY,
+                                     NULL),
+                     SQLITE_OK);
+    sqlite3_busy_timeout(db, 2000);
+    return db;
+}
+
+static void
+bind_window(sqlite3_stmt *st, int64_t since, const char *dev,
+            const char *grp)
+{
+    int64_t fh = (since + 3599) / 3600;
+    sqlite3_bind_int64(st, 1, since);
+    if (dev != NULL)
+        sqlite3_bind_text(st, 2, dev, -1, SQLITE_STATIC);
+    if (grp != NULL)
+        sqlite3_bind_text(st, 3, grp, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, fh);
+    sqlite3_bind_int64(st, 5, fh * 3600);
+}
+
+/* R: the plan uses the rollup's key and the recv_at index, never a scan. */
+static void
+test_query_plan(void **state)
+{
+    (void)state;
+    sqlite3 *db = open_db();
+    for (int by = 0; by < 3; by++)
+        for (int f = 0; f < 3; f++) {
+            char sql[2048], eqp[2100], plan[4096] = "";
+            assert_true(query_tele_sql(sql, sizeof(sql), (enum query_by)by,
+                                       f == 1, f == 2) > 0);
+            snprintf(eqp, sizeof(eqp), "EXPLAIN QUERY PLAN %s", sql);
+            sqlite3_stmt *st = NULL;
+            assert_int_equal(sqlite3_prepare_v2(db, eqp, -1, &st, NULL),
+                             SQLITE_OK);
+            bind_window(st, (int64_t)gen_now - 86400, "dev-0001", "g1");
+            while (sqlite3_step(st) == SQLITE_ROW) {
+                strncat(plan, (const char *)sqlite3_column_text(st, 3),
+                        sizeof(plan) - strlen(plan) - 2);
+                strcat(plan, "\n");
+            }
+            sqlite3_finalize(st);
+            print_message("by=%d filter=%d plan:\n%s", by, f, plan);
+            assert_non_null(strstr(plan, "SEARCH h USING PRIMARY KEY"));
+            assert_non_null(
+                strstr(plan, "SEARCH t USING INDEX tele_recv_at"));
+            assert_null(strstr(plan, "SCAN t\n"));
+            assert_null(strstr(plan, "SCAN h\n"));
+            assert_null(strstr(plan, "SCAN tele"));
+        }
+    sqlite3_close(db);
+}
+
+/* Runs sql (bound to the window) and returns its rows as one string. */
+static char *
+rows_text(sqlite3 *db, const char *sql, int64_t since, const char *dev,
+          const char *grp, bool bind_all)
+{
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    if (bind_all) {
+        bind_window(st, since, dev, grp);
+    } else {
+        sqlite3_bind_int64(st, 1, since);
+        if (dev != NULL)
+            sqlite3_bind_text(st, 2, dev, -1, SQLITE_STATIC);
+        if (grp != NULL)
+            sqlite3_bind_text(st, 3, grp, -1, SQLITE_STATIC);
+    }
+    size_t cap = 1 << 20, n = 0;
+    char *out = calloc(1, cap);
+    assert_non_null(out);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        for (int i = 0; i < 8 && n < cap - 64; i++)
+            n += (size_t)snprintf(out + n, cap - n, "%s%c",
+                                  (const char *)sqlite3_column_text(st, i),
+                                  i == 7 ? '\n' : '|');
+    assert_int_equal(rc, SQLITE_DONE);
+    sqlite3_finalize(st);
+    return out;
+}
+
+/* The rollup + partial-hour answer equals a GROUP BY over every tele row. */
+static void
+test_query_oracle(void **state)
+{
+    (void)state;
+    sqlite3 *db = open_db();
+    static const int64_t windows[] = {600, 3600, 5400, 3 * 3600 + 77,
+                                      86400};
+    static const char *const keys[] = {"t.model_version", "d.name",
+                                       "(t.recv_at / 3600) * 3600"};
+    int nonempty = 0;
+    for (size_t w = 0; w < sizeof(windows) / sizeof(windows[0]); w++)
+        for (int by = 0; by < 3; by++)
+            for (int f = 0; f < 3; f++) {
+                int64_t since = (int64_t)gen_now - windows[w];
+                const char *dev = f == 1 ? "dev-0007" : NULL;
+                const char *grp = f == 2 ? "g3" : NULL;
+                char sql[2048], brute[1024];
+                assert_true(query_tele_sql(sql, sizeof(sql),
+                                           (enum query_by)by, dev != NULL,
+                                           grp != NULL) > 0);
+                snprintf(brute, sizeof(brute),
+                         "SELECT %s, count(DISTINCT t.device_id), count(*), "
+                         "sum(t.n_inferences), sum(t.n_low_conf), "
+                         "sum(t.n_flagged), sum(t.n_errors), "
+                         "sum(t.lat_mean_us * t.n_inferences) FROM tele t "
+                         "JOIN devices d ON d.id = t.device_id "
+                         "WHERE t.recv_at >= ?1 AND (?2 IS NULL OR d.name = "
+                         "?2) AND (?3 IS NULL OR t.device_id IN (SELECT "
+                         "device_id FROM device_groups WHERE grp = ?3)) "
+                         "GROUP BY 1 ORDER BY 1",
+                         keys[by]);
+                char *a = rows_text(db, sql, since, dev, grp, true);
+                char *b = rows_text(db, brute, since, dev, grp, false);
+                if (strcmp(a, b) != 0)
+                    print_error("window %lld by %d filter %d:\nrollup:\n%s"
+                                "brute:\n%s",
+                                (long long)windows[w], by, f, a, b);
+                assert_string_equal(a, b);
+                nonempty += a[0] != '\0';
+                free(a);
+                free(b);
+            }
+    assert_true(nonempty > 30);
+    sqlite3_close(db);
+}
+
+static double
+jnum(const cJSON *o, const char *k)
+{
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, k);
+    assert_true(cJSON_IsNumber(x));
+    return x->valuedouble;
+}
+
+/* tmlctl telemetry through tmld: --json per --by against the database. */
+static void
+test_query_tmld_telemetry(void **state)
+{
+    (void)state;
+    char *out = NULL;
+    assert_int_equal(ctl(&out, "--json telemetry --group g1 --since 2h"), 0);
+    cJSON *j = cJSON_Parse(out);
+    free(out);
+    assert_non_null(j);
+    assert_string_equal(
+        cJSON_GetObjectItemCaseSensitive(j, "by")->valuestring,
+        "model_version");
+    const cJSON *rows = cJSON_GetObjectItemCaseSensitive(j, "rows");
+    assert_int_equal(cJSON_GetArraySize(rows), 1); /* g1: all version 1 */
+    const cJSON *r0 = cJSON_GetArrayItem(rows, 0);
+    assert_int_equal((int)jnum(r0, "model_version"), 1);
+    assert_int_equal((int)jnum(r0, "devices"), 100);
+    double since = jnum(j, "since");
+    sqlite3 *db = open_db();
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(
+        sqlite3_prepare_v2(db,
+                           "SELECT count(*), sum(n_inferences), "
+                           "sum(n_low_conf) FROM tele WHERE recv_at >= ?1 "
+                           "AND device_id IN (SELECT device_id FROM "
+                           "device_groups WHERE grp = 'g1')",
+                           -1, &st, NULL),
+        SQLITE_OK);
+    sqlite3_bind_int64(st, 1, (int64_t)since);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal((int64_t)jnum(r0, "summaries"),
+                     sqlite3_column_int64(st, 0));
+    assert_int_equal((int64_t)jnum(r0, "inferences"),
+                     sqlite3_column_int64(st, 1));
+    assert_int_equal((int64_t)jnum(r0, "low_conf"),
+                     sqlite3_column_int64(st, 2));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    cJSON_Delete(j);
+
+    /* --by device: one row per device of the group, sorted by name. */
+    assert_int_equal(
+        ctl(&out, "--json telemetry --group g1 --since 1h --by device"), 0);
+    j = cJSON_Parse(out);
+    free(out);
+    assert_non_null(j);
+    rows = cJSON_GetObjectItemCaseSensitive(j, "rows");
+    assert_int_equal(cJSON_GetArraySize(rows), 100);
+    assert_string_equal(
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(rows, 0),
+                                         "device")
+            ->valuestring,
+        "dev-0001");
+    cJSON_Delete(j);
+
+    /* --by hour over everything: hours ascending, canary and base mixed. */
+    assert_int_equal(ctl(&out, "--json telemetry --since 3h --by hour"), 0);
+    j = cJSON_Parse(out);
+    free(out);
+    assert_non_null(j);
+    rows = cJSON_GetObjectItemCaseSensitive(j, "rows");
+    assert_true(cJSON_GetArraySize(rows) >= 3);
+    double prev = 0;
+    const cJSON *row;
+    cJSON_ArrayForEach(row, rows)
+    {
+        double h = jnum(row, "hour");
+        assert_true(h > prev);
+        assert_true((int64_t)h % 3600 == 0);
+        assert_int_equal((int)jnum(row, "devices"), 1000);
+        prev = h;
+    }
+    cJSON_Delete(j);
+
+    /* Human output: the canary (version 2) beside version 1, with bars. */
+    assert_int_equal(ctl(&out, "telemetry --since 24h --bars"), 0);
+    assert_non_null(strstr(out, "MODEL V"));
+    assert_non_null(strstr(out, "LOW-CONF"));
+    assert_non_null(strstr(out, "\u2588")); /* a full bar cell */
+    char *v2 = strstr(out, "\n2 ");
+    assert_non_null(v2);
+    free(out);
+    assert_int_equal(ctl(&out, "telemetry --since 24h --by hour"), 0);
+    assert_non_null(strstr(out, "HOUR (UTC)"));
+    assert_null(strstr(out, "\u2588")); /* not a TTY: no bars */
+    free(out);
+
+    /* Usage errors: exit 2. */
+    assert_int_equal(ctl(NULL, "telemetry --by week 2>/dev/null"), 2);
+    assert_int_equal(ctl(NULL, "telemetry --group g1 --device dev-0001 "
+                               "2>/dev/null"),
+                     2);
+    assert_int_equal(ctl(NULL, "telemetry --since never 2>/dev/null"), 2);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_query_plan),
+        cmocka_unit_test(test_query_oracle),
+        cmocka_unit_test(test_query_tmld_telemetry),
+    };
+    return cmocka_run_group_tests_name("tmlctl_query", tests, setup,
+                                       teardown);
+}
