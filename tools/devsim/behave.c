@@ -194,6 +194,8 @@ on_key(void *user, const char *section, const char *name, const char *value)
             r->selftest_ok = false;
             rc = 0;
         }
+    } else if (strcmp(name, "selftest_fail_share") == 0) {
+        rc = parse_share(value, &r->selftest_fail_ppm);
     } else if (strcmp(name, "confirm") == 0) {
         rc = 0;
         if (strcmp(value, "yes") == 0)
@@ -269,4 +271,18 @@ behave_lookup(const struct behave *b, const char *name, size_t name_len,
             any = r;
     }
     return any ? any : &b->rules[0];
+}
+
+bool
+behave_selftest_fails(const struct behave_rule *r, const char *dev_id)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+
+    if (!r->selftest_ok)
+        return true;
+    if (r->selftest_fail_ppm == 0)
+        return false;
+    for (const char *p = dev_id; *p != '\0'; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    return h % 1000000u < r->selftest_fail_ppm;
 }

@@ -17,6 +17,9 @@
  *   latency_us      mean inference latency, microseconds
  *   jitter_us       half-width of the latency spread, microseconds
  *   selftest        pass | fail: whether golden vectors pass on this model
+ *   selftest_fail_share  share of devices ("0.3" or "30%", chosen by a hash
+ *                   of the device id) on which this model fails both its
+ *                   golden vectors and the application's self-test
  *   confirm         yes | never | reject: what the application's own
  *                   self-test does with a model in trial (never: the trial
  *                   times out and the agent reverts)
@@ -54,6 +57,7 @@ struct behave_rule {
     uint32_t latency_us;
     uint32_t jitter_us;
     bool selftest_ok;
+    uint32_t selftest_fail_ppm; /* devices failing self-test, by id hash */
     uint8_t confirm; /* enum behave_confirm */
     size_t n_weights; /* 0: uniform */
     uint32_t weights[BEHAVE_MAX_CLASSES];
@@ -83,5 +87,10 @@ __attribute__((warn_unused_result)) int behave_parse_file(struct behave *b,
 const struct behave_rule *behave_lookup(const struct behave *b,
                                         const char *name, size_t name_len,
                                         uint32_t version);
+
+/* True when model rule r fails its self-test on device dev_id: selftest =
+ * fail, or the device falls in the rule's selftest_fail_share (a hash of
+ * the id, so the same devices fail on every run). */
+bool behave_selftest_fails(const struct behave_rule *r, const char *dev_id);
 
 #endif /* DEVSIM_BEHAVE_H */

@@ -555,12 +555,13 @@ app_selftest(struct dev *d)
                          m->version);
     /* confirm says INVAL until the golden vectors have passed: the
      * application simply asks again at the next tick. */
-    if (rule->confirm == BEHAVE_CONFIRM_YES) {
-        if (tmla_confirm_model(&d->agent) == TML_OK)
-            d->confirms++;
-    } else if (rule->confirm == BEHAVE_CONFIRM_REJECT) {
+    if (rule->confirm == BEHAVE_CONFIRM_REJECT ||
+        behave_selftest_fails(rule, d->id)) {
         if (tmla_reject_model(&d->agent) == TML_OK)
             d->rejects++;
+    } else if (rule->confirm == BEHAVE_CONFIRM_YES) {
+        if (tmla_confirm_model(&d->agent) == TML_OK)
+            d->confirms++;
     }
 }
 
