@@ -2,7 +2,7 @@
  * query.c: verb tele.query, the telemetry of `tmlctl telemetry` grouped by
  * model version, device or hour over a window back from now. It reads the
  * hourly rollup tele_hour (db/0002_query.sql) for whole hours and tele only
- * for the first, partial hour, so 24 h over 1000 devices costs tens of
+ * for the first, partial hour (a rowid range from tele_hour_ids), so 24 h over 1000 devices costs tens of
  * thousands of rollup rows instead of millions of tele rows.
  */
 #include <stdio.h>

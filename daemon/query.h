@@ -15,7 +15,8 @@ int query_by_parse(const char *s, enum query_by *by);
 
 /* Writes the SELECT for the window [since, now): whole hours from tele_hour
  * (hour >= ?4) and the first, partial hour from tele (recv_at >= ?1 AND
- * recv_at < ?5, with ?5 = ?4 * 3600), filtered by device name ?2 or group
+ * recv_at < ?5, with ?5 = ?4 * 3600, read as the rowid range that
+ * tele_hour_ids records for hour ?4 - 1), filtered by device name ?2 or group
  * ?3 when has_device / has_group. Columns: key (model_version, device name
  * or hour * 3600), devices, summaries, inferences, low_conf, flagged,
  * errors, lat_sum_us. Returns the length, or -1 if buf is too small. */

@@ -75,7 +75,9 @@ query_tele_sql(char *buf, size_t n, enum query_by by, bool has_device,
         "UNION ALL "
         "SELECT %s, t.device_id, 1, t.n_inferences, t.n_low_conf, "
         "t.n_flagged, t.n_errors, t.lat_mean_us * t.n_inferences FROM tele t "
-        "WHERE t.recv_at >= ?1 AND t.recv_at < ?5%s"
+        "WHERE t.id BETWEEN (SELECT first_id FROM tele_hour_ids WHERE "
+        "hour = ?4 - 1) AND (SELECT last_id FROM tele_hour_ids WHERE "
+        "hour = ?4 - 1) AND t.recv_at >= ?1 AND t.recv_at < ?5%s"
         ") u GROUP BY u.k LIMIT 100000%s",
         head, kh, fh, kt, ft, tail);
     return len < 0 || (size_t)len >= n ? -1 : len;

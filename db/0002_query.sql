@@ -7,10 +7,12 @@
 -- hour, so every insert of the current hour lands in the last few leaf pages
 -- (1000 devices x 1-2 versions = a few KB), not one page per device.
 -- A query over [since, now) reads whole hours from here and only the part
--- of the first, partial hour from tele, through tele_recv_at.
+-- of the first, partial hour from tele.
 --
--- tele_recv_at: tele is appended in receive order, so this index also grows
--- at its tail only.
+-- tele_hour_ids: the first and last tele id received in each hour, so that
+-- partial hour is a rowid range of tele (a few pages read in order), not a
+-- scan. tele keeps no secondary index at all (0001's rule); the row of the
+-- current hour is the only one that changes.
 
 CREATE TABLE tele_hour (
     hour          INTEGER NOT NULL,   -- recv_at / 3600
@@ -44,4 +46,18 @@ CREATE TRIGGER tele_hour_add AFTER INSERT ON tele BEGIN
         lat_sum_us = lat_sum_us + excluded.lat_sum_us;
 END;
 
-CREATE INDEX tele_recv_at ON tele(recv_at);
+CREATE TABLE tele_hour_ids (
+    hour     INTEGER PRIMARY KEY,     -- recv_at / 3600
+    first_id INTEGER NOT NULL,        -- min(tele.id) received in the hour
+    last_id  INTEGER NOT NULL         -- max(tele.id)
+);
+
+INSERT INTO tele_hour_ids
+SELECT recv_at / 3600, min(id), max(id) FROM tele GROUP BY 1;
+
+CREATE TRIGGER tele_hour_ids_add AFTER INSERT ON tele BEGIN
+    INSERT INTO tele_hour_ids VALUES (NEW.recv_at / 3600, NEW.id, NEW.id)
+    ON CONFLICT (hour) DO UPDATE SET
+        first_id = min(first_id, excluded.first_id),
+        last_id = max(last_id, excluded.last_id);
+END;
