@@ -326,6 +326,94 @@ test_query_tmld_telemetry(void **state)
     assert_int_equal(ctl(NULL, "telemetry --since never 2>/dev/null"), 2);
 }
 
+static cJSON *
+ctl_json(const char *args)
+{
+    char *out = NULL;
+    int rc = ctl(&out, "--json %s", args);
+    assert_int_equal(rc, 0);
+    cJSON *j = cJSON_Parse(out);
+    free(out);
+    assert_non_null(j);
+    return j;
+}
+
+/* The group's row in `group list --json`, or NULL. */
+static const cJSON *
+find_group(const cJSON *list, const char *name)
+{
+    const cJSON *g;
+    cJSON_ArrayForEach(g, cJSON_GetObjectItemCaseSensitive(list, "groups"))
+    {
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(g, "name");
+        if (cJSON_IsString(n) && strcmp(n->valuestring, name) == 0)
+            return g;
+    }
+    return NULL;
+}
+
+/* tmlctl group create|add|remove|delete|list through tmld, and that a
+ * group's telemetry follows its operator-added members. */
+static void
+test_query_groups(void **state)
+{
+    (void)state;
+    char *out = NULL;
+    assert_int_equal(ctl(&out, "group create canary"), 0);
+    assert_non_null(strstr(out, "group canary created"));
+    free(out);
+    assert_int_equal(ctl(NULL, "group create canary 2>/dev/null"), 4);
+    cJSON *l = ctl_json("group list");
+    const cJSON *g = find_group(l, "canary");
+    assert_non_null(g);
+    assert_int_equal((int)jnum(g, "devices"), 0);
+    assert_string_equal(
+        cJSON_GetObjectItemCaseSensitive(g, "source")->valuestring, "op");
+    g = find_group(l, "g3");
+    assert_non_null(g);
+    assert_int_equal((int)jnum(g, "devices"), 100);
+    assert_string_equal(
+        cJSON_GetObjectItemCaseSensitive(g, "source")->valuestring, "fw");
+    cJSON_Delete(l);
+
+    assert_int_equal(ctl(&out, "group add canary dev-0003 dev-0013 "
+                               "dev-0004"),
+                     0);
+    assert_non_null(strstr(out, "3 devices added"));
+    free(out);
+    assert_int_equal(ctl(NULL, "group add canary nosuch 2>/dev/null"), 3);
+    assert_int_equal(ctl(NULL, "group add nogroup dev-0001 2>/dev/null"), 3);
+    l = ctl_json("group list");
+    assert_int_equal((int)jnum(find_group(l, "canary"), "devices"), 3);
+    cJSON_Delete(l);
+    /* The new group's telemetry is its three members'. */
+    cJSON *t = ctl_json("telemetry --group canary --since 2h --by device");
+    assert_int_equal(
+        cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(t, "rows")), 3);
+    cJSON_Delete(t);
+    /* Firmware membership is not the operator's to remove. */
+    assert_int_equal(ctl(NULL, "group remove g3 dev-0003 2>/dev/null"), 3);
+    assert_int_equal(ctl(NULL, "group delete g3 2>/dev/null"), 4);
+    assert_int_equal(ctl(&out, "group remove canary dev-0013"), 0);
+    assert_non_null(strstr(out, "1 device removed"));
+    free(out);
+    l = ctl_json("group list");
+    assert_int_equal((int)jnum(find_group(l, "canary"), "devices"), 2);
+    cJSON_Delete(l);
+    assert_int_equal(ctl(&out, "group delete canary"), 0);
+    assert_non_null(strstr(out, "2 memberships removed"));
+    free(out);
+    l = ctl_json("group list");
+    assert_null(find_group(l, "canary"));
+    cJSON_Delete(l);
+    assert_int_equal(ctl(NULL, "group delete canary 2>/dev/null"), 3);
+    /* Usage errors. */
+    assert_int_equal(ctl(NULL, "group 2>/dev/null"), 2);
+    assert_int_equal(ctl(NULL, "group add canary 2>/dev/null"), 2);
+    assert_int_equal(ctl(NULL, "group create 2>/dev/null"), 2);
+    assert_int_equal(ctl(NULL, "group create 'bad name' 2>/dev/null"), 2);
+}
+
 int
 main(void)
 {
@@ -333,6 +421,7 @@ main(void)
         cmocka_unit_test(test_query_plan),
         cmocka_unit_test(test_query_oracle),
         cmocka_unit_test(test_query_tmld_telemetry),
+        cmocka_unit_test(test_query_groups),
     };
     return cmocka_run_group_tests_name("tmlctl_query", tests, setup,
                                        teardown);
