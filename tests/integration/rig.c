@@ -869,6 +869,7 @@ rig_summary_load(struct rig_summary *s, const char *path)
                        ->valuedouble;
     s->cpu_s = cJSON_GetObjectItemCaseSensitive(root, "cpu_s")->valuedouble;
     s->max_rss_kb = jnum(root, "max_rss_kb");
+    s->max_socket_fd = jnum(root, "max_socket_fd");
     s->publishes = jnum(totals, "publishes");
     s->publish_bytes = jnum(totals, "publish_bytes");
     s->resent = jnum(totals, "tele_resent");

@@ -153,6 +153,7 @@ struct rig_summary {
     struct rig_devsum *devs;
     double elapsed_s, produce_s, cpu_s;
     uint64_t max_rss_kb, publishes, publish_bytes, resent, inferences;
+    uint64_t max_socket_fd;
 };
 
 /* Parses tml-devsim's --json-summary file. 0 or -1. */

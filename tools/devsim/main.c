@@ -12,6 +12,7 @@
 #include "devsim.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <mosquitto.h>
@@ -103,7 +104,10 @@ usage(FILE *f)
         "  --count N             or: N inferences per device\n"
         "  --drain S             then wait up to S s for acks (30)\n"
         "  --status S            status line on stderr every S s (5, 0 off)\n"
-        "  --json-summary FILE   final per-device counts as JSON\n",
+        "  --json-summary FILE   final per-device counts as JSON\n"
+        "  --reserve-fds N       hold N descriptors open first, so device\n"
+        "                        sockets get numbers above select()'s 1024\n"
+        "                        even in a small run (tests)\n",
         f);
 }
 
@@ -114,7 +118,7 @@ enum opt_id {
     O_CLASSES, O_BEHAVIOUR, O_SUMMARY_PERIOD, O_INPUT_BYTES, O_FLAP_MEAN,
     O_FLAP_DOWN, O_REBOOT_MEAN, O_SEED, O_DURATION, O_COUNT, O_DRAIN,
     O_STATUS, O_JSON, O_SAMPLE_BUDGET, O_BUDGET_PERIOD, O_CONF_THRESHOLD,
-    O_MISBEHAVE, O_ACK_TIMEOUT, O_HELP
+    O_MISBEHAVE, O_ACK_TIMEOUT, O_RESERVE_FDS, O_HELP
 };
 
 static const struct option long_opts[] = {
@@ -155,6 +159,7 @@ static const struct option long_opts[] = {
     {"conf-threshold", required_argument, NULL, O_CONF_THRESHOLD},
     {"misbehave", required_argument, NULL, O_MISBEHAVE},
     {"ack-timeout", required_argument, NULL, O_ACK_TIMEOUT},
+    {"reserve-fds", required_argument, NULL, O_RESERVE_FDS},
     {"help", no_argument, NULL, O_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -393,6 +398,9 @@ parse_args(struct sim_opts *o, int argc, char **argv)
             rc = arg_u32("conf-threshold", optarg, 10000,
                          &o->conf_threshold_bp);
             break;
+        case O_RESERVE_FDS:
+            rc = arg_u32("reserve-fds", optarg, 16384, &o->reserve_fds);
+            break;
         case O_ACK_TIMEOUT:
             rc = arg_u32("ack-timeout", optarg, 3600000, &o->ack_timeout_ms);
             break;
@@ -522,6 +530,7 @@ write_json(struct sim *s, const char *path, double produce_s, double cpu_s)
             "{\n \"devices\": %u,\n \"elapsed_s\": %.3f,\n"
             " \"produce_s\": %.3f,\n \"cpu_s\": %.3f,\n"
             " \"max_rss_kb\": %ld,\n \"all_connected_s\": %.3f,\n"
+            " \"max_socket_fd\": %d,\n"
             " \"totals\": {\"tele_sent\": %llu, "
             "\"tele_acked\": %llu, \"tele_resent\": %llu, \"tele_folded\": "
             "%llu, \"samples_sent\": %llu, \"samples_acked\": %llu, "
@@ -532,6 +541,7 @@ write_json(struct sim *s, const char *path, double produce_s, double cpu_s)
             "\"connected_at_end\": %u},\n \"per_device\": [\n",
             s->n_devs, (double)s->now_ms / 1000.0, produce_s, cpu_s,
             ru.ru_maxrss, (double)s->all_connected_ms / 1000.0,
+            s->net.max_fd,
             (unsigned long long)t.tele_sent,
             (unsigned long long)t.tele_acked,
             (unsigned long long)t.tele_resent,
@@ -611,7 +621,16 @@ main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    raise_fd_limit(s->o.n_devices);
+    raise_fd_limit(s->o.n_devices + s->o.reserve_fds);
+    for (i = 0; i < s->o.reserve_fds; i++) {
+        /* Held until exit (the kernel closes them): the point is only that
+         * they take the low descriptor numbers. */
+        if (open("/dev/null", O_RDONLY | O_CLOEXEC) < 0) {
+            fprintf(stderr, "tml-devsim: --reserve-fds: %s\n",
+                    strerror(errno));
+            return 2;
+        }
+    }
     behave_init(&s->behave);
     if (s->o.behave_path &&
         behave_parse_file(&s->behave, s->o.behave_path) != 0) {

@@ -23,6 +23,7 @@
 int
 net_init(struct net *n)
 {
+    n->max_fd = -1;
     n->epfd = epoll_create1(EPOLL_CLOEXEC);
     return n->epfd < 0 ? -errno : 0;
 }
@@ -59,6 +60,8 @@ sync_link(struct net_link *l)
         if (epoll_ctl(l->net->epfd, EPOLL_CTL_ADD, fd, &ev) == 0) {
             l->fd = fd;
             l->want_out = want_out;
+            if (fd > l->net->max_fd)
+                l->net->max_fd = fd;
         }
     } else if (want_out != l->want_out) {
         if (epoll_ctl(l->net->epfd, EPOLL_CTL_MOD, fd, &ev) == 0)

@@ -29,6 +29,7 @@ struct net_link_ops {
 
 struct net {
     int epfd;
+    int max_fd; /* highest socket number ever registered */
 };
 
 struct net_link {
