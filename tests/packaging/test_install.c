@@ -20,18 +20,32 @@
 static char out[128 * 1024];
 static char text[64 * 1024];
 
+/* The scratch prefix lives in *state so teardown removes it even when an
+ * assertion ends the test early. */
+static int setup(void **state)
+{
+    *state = pt_mkdtemp("tmld-install-");
+    return *state ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    if (!getenv("TML_KEEP_TMP"))
+        pt_rmtree(*state);
+    free(*state);
+    return 0;
+}
+
 static void test_package_cmake_install_follows_prefix(void **state)
 {
     const char *bin = pt_env("TML_BINARY_DIR", NULL);
-    char *dir = pt_mkdtemp("tmld-install-");
+    const char *dir = *state;
     char path[1024];
     char want[1024];
     struct stat st;
     int rc;
 
-    (void)state;
     assert_non_null(bin);
-    assert_non_null(dir);
     rc = pt_runf(out, sizeof out, 300, "cmake --install '%s' --prefix '%s/p'", bin, dir);
     if (rc != 0)
         print_message("%s\n", out);
@@ -79,15 +93,13 @@ static void test_package_cmake_install_follows_prefix(void **state)
     assert_true(pt_read_file(path, text, sizeof text) > 0);
     assert_non_null(strstr(text, "# edited"));
 #endif
-    if (!getenv("TML_KEEP_TMP"))
-        pt_rmtree(dir);
-    free(dir);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_package_cmake_install_follows_prefix),
+        cmocka_unit_test_setup_teardown(test_package_cmake_install_follows_prefix, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests_name("tmld_package_install", tests, NULL, NULL);
 }

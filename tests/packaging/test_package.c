@@ -84,6 +84,7 @@ static int group_setup(void **state)
                  f->bin, f->dir);
     if (rc != 0) {
         fprintf(stderr, "cpack failed (%d):\n%s\n", rc, f->out);
+        pt_rmtree(f->dir); /* group teardown does not run after a failed setup */
         return -1;
     }
     if (pt_runf(f->deb, sizeof f->deb, 10, "ls '%s'/out/tmlfleet_*.deb", f->dir) != 0 ||
@@ -91,6 +92,7 @@ static int group_setup(void **state)
                 f->dir) != 0 ||
         pt_runf(f->arch, sizeof f->arch, 10, "dpkg --print-architecture") != 0) {
         fprintf(stderr, "packages missing after cpack:\n%s\n", f->out);
+        pt_rmtree(f->dir);
         return -1;
     }
     chomp(f->deb);

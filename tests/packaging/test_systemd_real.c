@@ -82,15 +82,30 @@ static int write_text(const char *dir, const char *name, const char *text)
     return pt_write_file(path, text, strlen(text));
 }
 
+/* The scratch dir lives in *state so teardown removes it even when an
+ * assertion ends the test early. */
+static int setup(void **state)
+{
+    *state = pt_mkdtemp("tmld-sdreal-");
+    return *state ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    if (!getenv("TML_KEEP_TMP"))
+        pt_rmtree(*state);
+    free(*state);
+    return 0;
+}
+
 static void test_systemd_real_unit_under_systemd(void **state)
 {
     const char *src = pt_env("TML_SOURCE_DIR", NULL);
     const char *bin = pt_env("TML_BINARY_DIR", NULL);
-    char *dir;
+    const char *dir = *state;
     char lib[700], results[700], path[800];
     int rc;
 
-    (void)state;
     assert_non_null(src);
     assert_non_null(bin);
     if (geteuid() != 0 || !pt_have("systemd-nspawn") || !pt_have("unshare")) {
@@ -98,8 +113,6 @@ static void test_systemd_real_unit_under_systemd(void **state)
                       "skipped\n");
         skip();
     }
-    dir = pt_mkdtemp("tmld-sdreal-");
-    assert_non_null(dir);
     snprintf(lib, sizeof lib, "%s/lib", dir);
     snprintf(results, sizeof results, "%s/results", dir);
     rc = pt_runf(out, sizeof out, 30,
@@ -201,15 +214,13 @@ static void test_systemd_real_unit_under_systemd(void **state)
     print_message("systemd: watchdog restart %s ms after SIGSTOP (WatchdogSec=2s, "
                   "RestartSec=500ms)\n", val("watchdog_restart_ms"));
     print_message("systemd: crash loop stopped after %s restarts\n", val("storm_restarts"));
-    if (!getenv("TML_KEEP_TMP"))
-        pt_rmtree(dir);
-    free(dir);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_systemd_real_unit_under_systemd),
+        cmocka_unit_test_setup_teardown(test_systemd_real_unit_under_systemd, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests_name("tmld_systemd_real", tests, NULL, NULL);
 }
