@@ -29,6 +29,16 @@
 # threefold (slow): a model with about 3x the low-confidence rate is
 #           stopped by the health gate with the default margins.
 #
+# gates:    the default-suite version of both issue-5 pauses, each reason
+#           read from `tmlctl rollout status`: (a) the ~3x low-confidence
+#           kws v8 in waves 50,100 (half the devices are canaries at 100
+#           inferences/s, so 15000 per side, enough for a 3x rate from a
+#           1 % baseline against the default margins, arrive in ~10 s)
+#           paused by the health gate; (b) kws v11
+#           failing its self-test on 30 % of devices (devsim
+#           selftest_fail_share) paused by the failure threshold at wave 1,
+#           later waves never offered it.
+#
 # rollback: v7 then v8 confirmed on every device; `tmlctl rollback --group`
 #           without --key is refused with the reason; with --key it
 #           re-signs v7's image as v9 and every device confirms v9 with
@@ -137,7 +147,7 @@ EOF
 # the agent's 5000 bp threshold) jumps from about 1 % to well over 3x.
 BAD_CONF=5200
 BAD_SPREAD=2500
-if [ "$MODE" = threefold ]; then
+if [ "$MODE" = threefold ] || [ "$MODE" = gates ]; then
     # About 3x the baseline's low-confidence rate: devsim draws confidence
     # from a triangle of half-width `spread`, so ((5000 - (6200 - 1600)) /
     # 1600)^2 / 2 = 3 % of the correct predictions fall under 5000 bp, on
@@ -156,6 +166,8 @@ spread = $BAD_SPREAD
 misclass = 2%
 [kws@10]
 confirm = reject
+[kws@11]
+selftest_fail_share = 30%
 EOF
 
 start_tmld() {
@@ -166,6 +178,7 @@ start_tmld() {
 DEVSIM_EXTRA=""
 RATE=25
 [ "$MODE" = threefold ] && RATE=50
+[ "$MODE" = gates ] && RATE=100
 [ "$MODE" = faults ] && DEVSIM_EXTRA="--reboot-mean 40"
 start_tmld
 for _ in $(seq 1 100); do
@@ -236,6 +249,53 @@ if [ "$MODE" = threefold ]; then
     grep -q "failed its health gate: low-confidence" "$DIR/three.txt" ||
         fail "3x rollout not stopped by the low-confidence check: $(cat "$DIR/three.txt")"
     echo "E2E threefold_reason=\"$(grep -o 'low-confidence rate [^;]*' "$DIR/three.txt" | head -1)\""
+    stop_tmld
+    echo "E2E OK"
+    exit 0
+fi
+
+if [ "$MODE" = gates ]; then
+    # (a) ~3x low-confidence: the health gate pauses wave 1.
+    t0=$(date +%s.%N)
+    set +e
+    ctl deploy "$DIR/kws8.bin" --key "$DIR/fleet.key" --name kws --version 8 \
+        --hw devsim --input-shape 16 --classes 4 --group turbines \
+        --waves 50,100 --min-devices 3 --min-inferences 15000 \
+        --gate-max-wait 60 --watch >"$DIR/three.out" 2>&1
+    rc=$?
+    set -e
+    t1=$(date +%s.%N)
+    ctl rollout status 1 >"$DIR/three.txt"
+    [ $rc -eq 4 ] || fail "3x rollout: watch exit $rc: $(cat "$DIR/three.txt")"
+    grep -q "wave 1 failed its health gate: low-confidence rate" "$DIR/three.txt" ||
+        fail "3x rollout not stopped by the low-confidence check: $(cat "$DIR/three.txt")"
+    later=$(raw rollout.show '{"id": 1, "devices": true}' |
+        jq_py "sum(1 for x in d['rollout']['device_states'] if x['wave']>1 and x['state']!='pending')")
+    [ "$later" = 0 ] || fail "3x: $later devices of wave 2 were touched"
+    echo "E2E threefold_wall_s=$($PY -c "print(f'{$t1-$t0:.1f}')") later_waves_touched=$later"
+    echo "E2E threefold_reason=\"$(grep -o 'low-confidence rate [^;]*' "$DIR/three.txt" | head -1)\""
+    ctl rollout abort 1 >/dev/null
+    # (b) self-test fails on 30 % of devices: the failure threshold (10 %)
+    # pauses wave 1.
+    head -c 65536 /dev/urandom >"$DIR/kws11.bin"
+    t0=$(date +%s.%N)
+    set +e
+    ctl deploy "$DIR/kws11.bin" --key "$DIR/fleet.key" --name kws --version 11 \
+        --hw devsim --input-shape 16 --classes 4 --group turbines \
+        --waves 50,100 --no-gate --watch >"$DIR/st.out" 2>&1
+    rc=$?
+    set -e
+    t1=$(date +%s.%N)
+    ctl rollout status 2 >"$DIR/st.txt"
+    [ $rc -eq 4 ] || fail "30% self-test: watch exit $rc: $(cat "$DIR/st.txt")"
+    grep -q -E "wave 1: [0-9]+ of [0-9]+ devices failed \([0-9]+% > 10% threshold\), mostly: self-test failed" "$DIR/st.txt" ||
+        fail "no threshold reason: $(cat "$DIR/st.txt")"
+    raw rollout.show '{"id": 2, "devices": true}' >"$DIR/st.json"
+    later=$(jq_py "sum(1 for x in d['rollout']['device_states'] if x['wave']>1 and x['state']!='pending')" <"$DIR/st.json")
+    bad=$(jq_py "sum(1 for x in d['rollout']['device_states'] if x['state'] in ('reverted','failed'))" <"$DIR/st.json")
+    [ "$later" = 0 ] && [ "$bad" -ge 2 ] || fail "30%: failed $bad, later waves touched $later"
+    echo "E2E selftest30_wall_s=$($PY -c "print(f'{$t1-$t0:.1f}')") paused_at_wave=1 failed=$bad later_waves_touched=$later reason=\"$(grep -o -E 'wave 1: [^,]*, mostly: [a-z -]*' "$DIR/st.txt" | head -1)\""
+    ctl rollout abort 2 >/dev/null
     stop_tmld
     echo "E2E OK"
     exit 0

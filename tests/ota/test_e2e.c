@@ -152,6 +152,29 @@ test_ota_e2e_threefold_low_confidence_is_stopped(void **state)
     assert_non_null(strstr(out, "E2E OK"));
 }
 
+/* Issue 5, default-suite version of both pauses, reasons read from `tmlctl
+ * rollout status`: a ~3x low-confidence model paused by the health gate at
+ * the canary wave, and a model failing self-test on 30 % of the devices
+ * (devsim selftest_fail_share) paused by the 10 % failure threshold at
+ * wave 1 with later waves untouched. */
+static void
+test_ota_e2e_gates_pause_at_canary_wave(void **state)
+{
+    static char out[65536];
+    int rc;
+
+    (void)state;
+    rc = run_script("30", "gates", 150, out, sizeof(out));
+    if (rc == 77)
+        skip();
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "E2E threefold_reason=\"low-confidence"));
+    assert_non_null(strstr(out, "E2E selftest30_wall_s="));
+    assert_non_null(strstr(out, "paused_at_wave=1"));
+    assert_non_null(strstr(out, "mostly: self-test failed"));
+    assert_non_null(strstr(out, "E2E OK"));
+}
+
 /* Issue 5: `tmlctl rollback --group` puts the group back on the model it
  * ran before, re-signed by the operator as a higher version (anti-rollback
  * stays intact); without --key it is refused with the reason. */
@@ -184,11 +207,17 @@ main(int argc, char **argv)
         cmocka_unit_test(test_ota_e2e_threefold_low_confidence_is_stopped),
     };
 
+    const struct CMUnitTest gates[] = {
+        cmocka_unit_test(test_ota_e2e_gates_pause_at_canary_wave),
+    };
     const struct CMUnitTest rollback[] = {
         cmocka_unit_test(test_ota_e2e_rollback_redeploys_previous_model),
     };
 
     atexit(kill_child);
+    if (argc > 1 && strcmp(argv[1], "gates") == 0)
+        return cmocka_run_group_tests_name("ota_e2e_gates", gates, NULL,
+                                           NULL);
     if (argc > 1 && strcmp(argv[1], "rollback") == 0)
         return cmocka_run_group_tests_name("ota_e2e_rollback", rollback,
                                            NULL, NULL);
