@@ -27,6 +27,7 @@
 
 #include "query.h"
 #include "rig.h"
+#include "tml/proto.h"
 
 #define ROWS 200000
 
@@ -65,6 +66,7 @@ setup(void **state)
     static struct rig r;
     *state = &r;
     rig_init(&r);
+    rig_provision(&r, "dev-0005", NULL);
     rig_broker_start(&r);
     snprintf(db_path, sizeof(db_path), "%s/tmld.db", r.dir);
     const char *bin = getenv("TML_BINARY_DIR");
@@ -414,6 +416,92 @@ test_query_groups(void **state)
     assert_int_equal(ctl(NULL, "group create 'bad name' 2>/dev/null"), 2);
 }
 
+static uint8_t cmd_buf[TML_MAX_MESSAGE];
+static size_t cmd_len;
+
+static void
+on_cmd(struct mosquitto *m, void *o, const struct mosquitto_message *msg,
+       const mosquitto_property *p)
+{
+    (void)m, (void)p;
+    struct cl *c = o;
+    c->msgs++;
+    if (strcmp(msg->topic, c->watch) == 0 &&
+        (size_t)msg->payloadlen <= sizeof(cmd_buf)) {
+        memcpy(cmd_buf, msg->payload, (size_t)msg->payloadlen);
+        cmd_len = (size_t)msg->payloadlen;
+        c->msgs_topic++;
+    }
+}
+
+/* tmlctl device-cmd: the device receives a down/cmd set with the values
+ * and the nonce the command printed, by id and through its group. */
+static void
+test_query_device_cmd(void **state)
+{
+    (void)state;
+    struct cl *c = dev_client("dev-0005", NULL);
+    assert_int_equal(c->connack, 0);
+    mosquitto_message_v5_callback_set(c->m, on_cmd);
+    snprintf(c->watch, sizeof(c->watch), "tml/v1/dev-0005/down/cmd");
+    subscribe(c, c->watch);
+    struct cl *cs[] = {c};
+
+    cJSON *j = ctl_json("device-cmd dev-0005 set summary-period=60 "
+                        "sample-budget=20/h confidence-threshold=0.6 "
+                        "audit-rate=1%");
+    double nonce = jnum(j, "nonce");
+    assert_int_equal(cJSON_GetArraySize(
+                         cJSON_GetObjectItemCaseSensitive(j, "sent")),
+                     1);
+    cJSON_Delete(j);
+    pump_until(cs, 1, &c->msgs_topic, 1, 10000);
+    assert_int_equal(c->msgs_topic, 1);
+    struct tml_cmd m;
+    assert_int_equal(tml_cmd_decode(cmd_buf, cmd_len, &m), TML_OK);
+    assert_int_equal(m.kind, TML_CMD_SET);
+    assert_int_equal(m.nonce, (uint32_t)nonce);
+    assert_true(m.has_summary_period);
+    assert_int_equal(m.summary_period_s, 60);
+    assert_true(m.has_sample_budget && m.has_budget_period);
+    assert_int_equal(m.sample_budget, 20);
+    assert_int_equal(m.budget_period_s, 3600);
+    assert_true(m.has_conf_threshold);
+    assert_int_equal(m.conf_threshold_bp, 6000);
+    assert_true(m.has_audit_rate);
+    assert_int_equal(m.audit_ppm, 10000);
+
+    /* Through the group: dev-0005 is one of g5's 100 devices. */
+    char *out = NULL;
+    assert_int_equal(ctl(&out, "device-cmd --group g5 set "
+                               "confidence-threshold=0.75"),
+                     0);
+    assert_non_null(strstr(out, "sent to 100 devices"));
+    free(out);
+    pump_until(cs, 1, &c->msgs_topic, 2, 10000);
+    assert_int_equal(c->msgs_topic, 2);
+    assert_int_equal(tml_cmd_decode(cmd_buf, cmd_len, &m), TML_OK);
+    assert_true(m.has_conf_threshold && !m.has_summary_period);
+    assert_int_equal(m.conf_threshold_bp, 7500);
+
+    /* Errors: unknown device 3, bad settings and usage 2. */
+    assert_int_equal(ctl(NULL, "device-cmd nosuch set summary-period=60 "
+                               "2>/dev/null"),
+                     3);
+    assert_int_equal(ctl(NULL, "device-cmd dev-0005 set bogus=1 2>/dev/null"),
+                     2);
+    assert_int_equal(ctl(NULL, "device-cmd dev-0005 set "
+                               "confidence-threshold=1.5 2>/dev/null"),
+                     2);
+    assert_int_equal(ctl(NULL, "device-cmd dev-0005 2>/dev/null"), 2);
+    assert_int_equal(ctl(NULL, "device-cmd --group g5 dev-0005 set "
+                               "summary-period=60 2>/dev/null"),
+                     2);
+    pump(cs, 1, 200);
+    assert_int_equal(c->msgs_topic, 2); /* nothing sent by the failures */
+    client_free(c);
+}
+
 int
 main(void)
 {
@@ -422,6 +510,7 @@ main(void)
         cmocka_unit_test(test_query_oracle),
         cmocka_unit_test(test_query_tmld_telemetry),
         cmocka_unit_test(test_query_groups),
+        cmocka_unit_test(test_query_device_cmd),
     };
     return cmocka_run_group_tests_name("tmlctl_query", tests, setup,
                                        teardown);
