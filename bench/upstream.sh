@@ -6,6 +6,8 @@
 #         must stay within 10 % of off), and
 #   fast: [upstream] on, a healthy cloud (bodies built and gzip'd while
 #         ingesting).
+# The upstream runs start from the off run's database, so a backlog exists
+# and POSTs are in flight (hanging, for slow) during the whole measurement.
 # Runs alternate off/slow/fast ROUNDS times, each on a fresh database, and
 # the medians are compared (this machine is shared and noisy).
 #   UPSTREAM_BENCH_DEVICES (20), UPSTREAM_BENCH_RECORDS per device (1000),
@@ -42,22 +44,24 @@ PKI=$work/broker/pki
 free_port() {
     /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
-start_cloud() { # start_cloud DIR ARGS... -> port
-    local dir=$1 port
+start_cloud() { # start_cloud DIR ARGS...: sets cloud_port (no subshell,
+    # so that cloud_pids reaches the cleanup trap)
+    local dir=$1
     shift
-    port=$(free_port)
+    cloud_port=$(free_port)
     rm -f "$dir/ready"
-    /usr/bin/python3 tests/upstream/cloud.py --dir "$dir" --port "$port" "$@" \
-        >>"$dir/cloud.log" 2>&1 &
+    /usr/bin/python3 tests/upstream/cloud.py --dir "$dir" --port "$cloud_port" \
+        "$@" >>"$dir/cloud.log" 2>&1 &
     cloud_pids+=($!)
     for _ in $(seq 1 250); do [ -e "$dir/ready" ] && break; sleep 0.02; done
-    echo "$port"
 }
 mkdir -p "$work/slow" "$work/fast"
 /usr/bin/python3 tests/upstream/cloud.py --dir "$work/slow" --gen-certs
 /usr/bin/python3 tests/upstream/cloud.py --dir "$work/fast" --gen-certs
-slow_port=$(start_cloud "$work/slow" --delay 20)
-fast_port=$(start_cloud "$work/fast")
+start_cloud "$work/slow" --delay 20
+slow_port=$cloud_port
+start_cloud "$work/fast"
+fast_port=$cloud_port
 
 ctl() { # ctl JSON -> response line
     /usr/bin/python3 - "$work/tmld.sock" "$1" <<'PY'
@@ -76,9 +80,19 @@ print(buf.decode().strip())
 PY
 }
 
-run_tmld() { # run_tmld off|slow|fast N -> "rate requests_seen backlog"
+run_tmld() { # run_tmld off|slow|fast N -> "rate backlog"
     local mode=$1 n=$2 dir=$work/run-$1-$2 up=""
     mkdir -p "$dir"
+    if [ "$mode" != off ]; then
+        # Start from the off run's database (its rows are a backlog for
+        # upstream, so POSTs are in flight from the first second) with the
+        # devices' high-water marks cleared so that the publishers' records
+        # are new again.
+        cp "$work/run-off-$n/tmld.db" "$dir/tmld.db"
+        /usr/bin/python3 -c 'import sqlite3, sys
+c = sqlite3.connect(sys.argv[1]); c.execute("DELETE FROM stream_hw")
+c.commit()' "$dir/tmld.db"
+    fi
     case $mode in
     slow) up="[upstream]
 url = https://127.0.0.1:$slow_port/ingest
@@ -154,4 +168,5 @@ printf '%-52s %12d %8s\n' "tmld, upstream on, healthy cloud" "$fast" "$ratio_fas
 printf 'rounds: off %s | slow %s | fast %s\n' "${r_off[*]}" "${r_slow[*]}" "${r_fast[*]}"
 printf 'slow cloud saw %s POSTs (all hanging); backlog at the end of the last slow run: %s rows; healthy cloud received %s tele rows\n' \
     "$slow_req" "$slow_backlog" "$fast_rows"
+[ "$slow_req" -ge "$ROUNDS" ] || echo "bench/upstream: WARNING: fewer hanging POSTs than slow rounds" >&2
 echo "RESULT upstream ratio_slow=$ratio_slow ratio_fast=$ratio_fast off_msgs_per_s=$off slow_msgs_per_s=$slow fast_msgs_per_s=$fast slow_posts=$slow_req devices=$DEVICES records=$TOTAL rounds=$ROUNDS"
