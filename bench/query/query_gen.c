@@ -6,8 +6,12 @@
  * run model version 2 (a canary), the others version 1. The schema comes
  * from tmld's embedded migrations, recorded in schema_migrations exactly as
  * tmld does, so tmld opens the file as its own. One transaction, prepared
- * statements.
+ * statements. SAMPLES captured inputs are added too (one chunk each, round
+ * robin over the devices), cycling through four kinds: audio (i16, [1600],
+ * 16 kHz), an image (u8, [24, 32, 1]), a sensor window (f32, [50, 3], 50 Hz)
+ * and an i8 image ([16, 16]).
  *   tmld_query_gen DB [ROWS=10000000] [DEVICES=1000] [GROUPS=10] [PERIOD=60]
+ *                  [SAMPLES=0]
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdint.h>
@@ -70,15 +74,16 @@ arg(int argc, char **argv, int i, long long def, long long min)
 int
 main(int argc, char **argv)
 {
-    if (argc < 2 || argc > 6) {
+    if (argc < 2 || argc > 7) {
         fprintf(stderr, "usage: tmld_query_gen DB [ROWS] [DEVICES] [GROUPS] "
-                        "[PERIOD_S]\n");
+                        "[PERIOD_S] [SAMPLES]\n");
         return 2;
     }
     long long rows = arg(argc, argv, 2, 10000000, 0);
     long long ndev = arg(argc, argv, 3, 1000, 1);
     long long ngrp = arg(argc, argv, 4, 10, 1);
     long long period = arg(argc, argv, 5, 60, 1);
+    long long nsamp = arg(argc, argv, 6, 0, 0);
     if (sqlite3_open(argv[1], &db) != SQLITE_OK)
         die(argv[1]);
     /* A rollback journal while bulk-loading a new file (it holds only the
@@ -164,6 +169,57 @@ main(int argc, char **argv)
             written++;
         }
     }
+    sqlite3_stmt *sa = prep(
+        "INSERT INTO samples (device_id, seq, recv_at, sample_id, "
+        "model_version, reason, predicted, confidence_bp, expected, dtype, "
+        "shape, rate_hz, total_len, offset, data) VALUES (?1, ?2, ?3, ?4, "
+        "?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 0, ?14)");
+    sqlite3_stmt *sh = prep("UPDATE stream_hw SET sample_hw = sample_hw + 1 "
+                            "WHERE device_id = ?1 RETURNING sample_hw");
+    static uint8_t buf[4 * 50 * 3 + 3200];
+    for (long long k = 0; k < nsamp; k++) {
+        long long dev = k % ndev + 1;
+        int kind = (int)(k % 4);
+        static const int dtypes[] = {3, 1, 5, 2};
+        static const char *const shapes[] = {"1600", "24x32x1", "50x3",
+                                             "16x16"};
+        static const int rates[] = {16000, 0, 50, 0};
+        static const size_t lens[] = {3200, 768, 600, 256};
+        for (size_t b = 0; b < lens[kind]; b++) {
+            rnd = rnd * 1103515245u + 12345u;
+            buf[b] = (uint8_t)(rnd >> 16);
+        }
+        if (kind == 2) /* finite floats: -50.0 .. 50.0 */
+            for (size_t b = 0; b < 150; b++) {
+                float x = (float)((int)(buf[b] % 201) - 100) / 2.0f;
+                memcpy(buf + 4 * b, &x, 4);
+            }
+        if (sqlite3_bind_int64(sh, 1, dev) != SQLITE_OK ||
+            sqlite3_step(sh) != SQLITE_ROW)
+            die("sample_hw");
+        long long sseq = sqlite3_column_int64(sh, 0);
+        sqlite3_reset(sh);
+        sqlite3_bind_int64(sa, 1, dev);
+        sqlite3_bind_int64(sa, 2, sseq);
+        sqlite3_bind_int64(sa, 3, (long long)now - (nsamp - k));
+        sqlite3_bind_int64(sa, 4, sseq);
+        sqlite3_bind_int(sa, 5, (dev - 1) % 10 == 0 ? 2 : 1);
+        sqlite3_bind_int(sa, 6, 1 + (int)(k % 3));
+        sqlite3_bind_int(sa, 7, (int)(k % 12));
+        sqlite3_bind_int(sa, 8, 3000 + (int)(k % 7000));
+        if (k % 5 == 0)
+            sqlite3_bind_null(sa, 9);
+        else
+            sqlite3_bind_int(sa, 9, (int)((k + 1) % 12));
+        sqlite3_bind_int(sa, 10, dtypes[kind]);
+        sqlite3_bind_text(sa, 11, shapes[kind], -1, SQLITE_STATIC);
+        sqlite3_bind_int(sa, 12, rates[kind]);
+        sqlite3_bind_int64(sa, 13, (long long)lens[kind]);
+        sqlite3_bind_blob(sa, 14, buf, (int)lens[kind], SQLITE_STATIC);
+        step(sa);
+    }
+    sqlite3_finalize(sa);
+    sqlite3_finalize(sh);
     sqlite3_finalize(dv);
     sqlite3_finalize(gr);
     sqlite3_finalize(hw);

@@ -30,6 +30,9 @@
 #include "tml/proto.h"
 
 #define ROWS 200000
+#ifndef EXPORT_SAMPLES
+#define EXPORT_SAMPLES 400
+#endif
 
 static char db_path[256];
 static time_t gen_now;
@@ -71,9 +74,9 @@ setup(void **state)
     snprintf(db_path, sizeof(db_path), "%s/tmld.db", r.dir);
     const char *bin = getenv("TML_BINARY_DIR");
     gen_now = time(NULL);
-    assert_int_equal(sh("%s/bench/query/tmld_query_gen %s %d 1000 10 60 "
+    assert_int_equal(sh("%s/bench/query/tmld_query_gen %s %d 1000 10 60 %d "
                         ">/dev/null",
-                        bin ? bin : ".", db_path, ROWS),
+                        bin ? bin : ".", db_path, ROWS, EXPORT_SAMPLES),
                      0);
     rig_tmld_start(&r, NULL);
     return 0;
@@ -502,6 +505,90 @@ test_query_device_cmd(void **state)
     client_free(c);
 }
 
+/* Opens every exported file with an independent reader (Python's wave and
+ * csv modules, a PGM decoder) and compares the decoded values with the raw
+ * bytes tmld stored. */
+static const char check_py[] =
+    "import csv, json, os, struct, sys, wave\n"
+    "out, want = sys.argv[1], int(sys.argv[2])\n"
+    "m = json.load(open(os.path.join(out, 'manifest.json')))\n"
+    "assert m['count'] == want == len(m['samples']), (m['count'], want)\n"
+    "rows = list(csv.DictReader(open(os.path.join(out, 'labels.csv'))))\n"
+    "assert len(rows) == want, len(rows)\n"
+    "meta = {s['file']: s for s in m['samples']}\n"
+    "n = {'wav': 0, 'pgm': 0, 'csv': 0}\n"
+    "for r in rows:\n"
+    "    s = meta[r['file']]\n"
+    "    assert r['device'] == s['device'] and int(r['sample_id']) == "
+    "s['sample_id']\n"
+    "    assert abs(float(r['confidence']) * 10000 - s['confidence_bp']) < 1\n"
+    "    assert r['expected'] == ('' if s['expected'] is None else "
+    "str(s['expected']))\n"
+    "    raw = open(os.path.join(out, s['raw']), 'rb').read()\n"
+    "    assert len(raw) == s['total_len']\n"
+    "    path = os.path.join(out, r['file'])\n"
+    "    ext = path.rsplit('.', 1)[1]\n"
+    "    n[ext] += 1\n"
+    "    if ext == 'wav':\n"
+    "        w = wave.open(path, 'rb')\n"
+    "        assert w.getnchannels() == 1 and w.getsampwidth() == 2\n"
+    "        assert w.getframerate() == s['rate_hz']\n"
+    "        assert w.getnframes() == s['shape'][0]\n"
+    "        assert w.readframes(w.getnframes()) == raw\n"
+    "    elif ext == 'pgm':\n"
+    "        b = open(path, 'rb').read()\n"
+    "        parts = b.split(b'\\n', 3)\n"
+    "        assert parts[0] == b'P5' and parts[2] == b'255', parts[:3]\n"
+    "        wd, ht = map(int, parts[1].split())\n"
+    "        assert (ht, wd) == tuple(s['shape'][:2])\n"
+    "        px = parts[3]\n"
+    "        assert len(px) == wd * ht\n"
+    "        if s['dtype'] == 'i8':\n"
+    "            raw = bytes(x ^ 0x80 for x in raw)\n"
+    "        assert px == raw\n"
+    "    else:\n"
+    "        t = list(csv.reader(open(path)))\n"
+    "        ch = s['shape'][1] if len(s['shape']) > 1 else 1\n"
+    "        assert t[0] == ['ch%d' % i for i in range(ch)], t[0]\n"
+    "        assert len(t) == 1 + s['shape'][0]\n"
+    "        fmt = {'f32': 'f', 'i32': 'i', 'i16': 'h', 'u8': 'B', "
+    "'i8': 'b'}[s['dtype']]\n"
+    "        vals = struct.unpack('<%d%s' % (len(raw) // "
+    "struct.calcsize(fmt), fmt), raw)\n"
+    "        got = [float(x) for row in t[1:] for x in row]\n"
+    "        assert len(got) == len(vals)\n"
+    "        assert all(abs(a - b) <= 1e-6 * max(1, abs(b)) for a, b in "
+    "zip(got, vals))\n"
+    "assert min(n.values()) > 0, n\n"
+    "print('OK', n)\n";
+
+/* tmlctl samples export: EXPORT_SAMPLES samples, each file opens as what
+ * it is (issue 6 must-show; 10,000 in tmlctl_query_slow). */
+static void
+test_query_samples_export(void **state)
+{
+    (void)state;
+    char py[256], out[256];
+    snprintf(py, sizeof(py), "%s/check_export.py", the_rig->dir);
+    snprintf(out, sizeof(out), "%s/export", the_rig->dir);
+    FILE *f = fopen(py, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(check_py, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(ctl(NULL, "-q samples export --out %s --limit %d", out,
+                         EXPORT_SAMPLES),
+                     0);
+    assert_int_equal(sh("/usr/bin/python3 %s %s %d", py, out, EXPORT_SAMPLES),
+                     0);
+    /* The checker fails on a corrupted file. */
+    assert_int_equal(sh("f=$(ls %s/dev-0002/*.pgm | head -1) && "
+                        "printf 'P5\\n1 1\\n255\\n' > \"$f\" && "
+                        "/usr/bin/python3 %s %s %d >/dev/null 2>&1",
+                        out, py, out, EXPORT_SAMPLES) != 0,
+                     1);
+    assert_int_equal(ctl(NULL, "samples export --limit 5 2>/dev/null"), 2);
+}
+
 int
 main(void)
 {
@@ -511,6 +598,7 @@ main(void)
         cmocka_unit_test(test_query_tmld_telemetry),
         cmocka_unit_test(test_query_groups),
         cmocka_unit_test(test_query_device_cmd),
+        cmocka_unit_test(test_query_samples_export),
     };
     return cmocka_run_group_tests_name("tmlctl_query", tests, setup,
                                        teardown);

@@ -52,9 +52,148 @@ safe_name(const char *s)
     return true;
 }
 
+/* Shape of s into dims; returns the number of dimensions (0 if none or
+ * more than 4). */
+static int
+sample_shape(const cJSON *s, uint32_t dims[4])
+{
+    int n = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(s, "shape"))
+    {
+        if (n == 4 || !cJSON_IsNumber(e) || e->valuedouble < 1 ||
+            e->valuedouble > 1e8)
+            return 0;
+        dims[n++] = (uint32_t)e->valuedouble;
+    }
+    return n;
+}
+
+static void
+put_le(uint8_t *p, uint32_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Writes the "open directly" file of one sample into path (without
+ * extension) and returns its extension, or NULL (file left out: the
+ * bytes do not match the metadata). */
+static const char *
+write_view(const char *path_noext, const cJSON *s, const uint8_t *data,
+           size_t n)
+{
+    const char *dtype = tmlctl_jstr(s, "dtype", "");
+    uint32_t dims[4];
+    int nd = sample_shape(s, dims);
+    double rate = tmlctl_jnum(s, "rate_hz", 0);
+    static const char *const dts[] = {"u8", "i8", "i16", "i32", "f32"};
+    static const size_t sizes[] = {1, 1, 2, 4, 4};
+    size_t esz = 0;
+    for (size_t i = 0; i < 5; i++)
+        if (strcmp(dtype, dts[i]) == 0)
+            esz = sizes[i];
+    uint64_t count = nd > 0 ? 1 : 0;
+    for (int i = 0; i < nd; i++)
+        count *= dims[i];
+    if (esz == 0 || count == 0 || count * esz != n)
+        return NULL;
+    char path[4400];
+    const char *ext;
+    FILE *f;
+    if (esz == 2 && nd == 1 && rate >= 1 && rate <= 1e6) {
+        ext = "wav";
+        snprintf(path, sizeof(path), "%s.%s", path_noext, ext);
+        uint8_t h[44];
+        memcpy(h, "RIFF", 4);
+        put_le(h + 4, (uint32_t)(36 + n), 4);
+        memcpy(h + 8, "WAVEfmt ", 8);
+        put_le(h + 16, 16, 4);
+        put_le(h + 20, 1, 2); /* PCM */
+        put_le(h + 22, 1, 2); /* mono */
+        put_le(h + 24, (uint32_t)rate, 4);
+        put_le(h + 28, (uint32_t)rate * 2, 4);
+        put_le(h + 32, 2, 2);
+        put_le(h + 34, 16, 2);
+        memcpy(h + 36, "data", 4);
+        put_le(h + 40, (uint32_t)n, 4);
+        f = fopen(path, "wb");
+        if (f == NULL)
+            return NULL;
+        bool ok = fwrite(h, 1, 44, f) == 44 && fwrite(data, 1, n, f) == n;
+        return fclose(f) == 0 && ok ? ext : NULL;
+    }
+    if (esz == 1 && (nd == 2 || (nd == 3 && dims[2] == 1))) {
+        ext = "pgm";
+        snprintf(path, sizeof(path), "%s.%s", path_noext, ext);
+        f = fopen(path, "wb");
+        if (f == NULL)
+            return NULL;
+        bool ok = fprintf(f, "P5\n%u %u\n255\n", dims[1], dims[0]) > 0;
+        bool is_i8 = strcmp(dtype, "i8") == 0;
+        for (size_t i = 0; ok && i < n; i++)
+            ok = fputc(is_i8 ? (uint8_t)(data[i] ^ 0x80) : data[i], f) != EOF;
+        return fclose(f) == 0 && ok ? ext : NULL;
+    }
+    ext = "csv";
+    snprintf(path, sizeof(path), "%s.%s", path_noext, ext);
+    f = fopen(path, "w");
+    if (f == NULL)
+        return NULL;
+    uint64_t ch = nd >= 2 ? count / dims[0] : 1;
+    bool ok = true;
+    for (uint64_t c = 0; ok && c < ch; c++)
+        ok = fprintf(f, "%sch%llu", c ? "," : "", (unsigned long long)c) > 0;
+    ok = ok && fputc('\n', f) != EOF;
+    for (uint64_t i = 0; ok && i < count; i++) {
+        const uint8_t *p = data + i * esz;
+        uint32_t u = 0;
+        for (size_t b = 0; b < esz; b++)
+            u |= (uint32_t)p[b] << (8 * b);
+        char v[48];
+        if (strcmp(dtype, "f32") == 0) {
+            float x;
+            memcpy(&x, &u, sizeof(x));
+            snprintf(v, sizeof(v), "%.9g", (double)x);
+        } else if (esz == 1) {
+            snprintf(v, sizeof(v), "%d", dtype[0] == 'u' ? (int)u
+                                                          : (int)(int8_t)u);
+        } else if (esz == 2) {
+            snprintf(v, sizeof(v), "%d", (int)(int16_t)u);
+        } else {
+            snprintf(v, sizeof(v), "%ld", (long)(int32_t)u);
+        }
+        ok = fprintf(f, "%s%s", v, (i + 1) % ch == 0 ? "\n" : ",") > 0;
+    }
+    return fclose(f) == 0 && ok ? ext : NULL;
+}
+
+/* labels.csv and manifest.json of one export. */
+struct export_index {
+    FILE *labels;
+    cJSON *manifest;
+};
+
+static void
+csv_field(FILE *f, const char *s)
+{
+    bool q = strpbrk(s, ",\"\n") != NULL;
+    if (!q) {
+        fputs(s, f);
+        return;
+    }
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"')
+            fputc('"', f);
+        fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
 static int
 export_one(struct tmlctl *ctl, struct tmlctl_conn *c, const cJSON *s,
-           const char *out)
+           const char *out, struct export_index *ix)
 {
     const char *dev = tmlctl_jstr(s, "device", "");
     double id = tmlctl_jnum(s, "sample_id", -1);
@@ -99,6 +238,40 @@ export_one(struct tmlctl *ctl, struct tmlctl_conn *c, const cJSON *s,
     if (f == NULL || fwrite(data, 1, n, f) != n || fclose(f) != 0)
         rc = tmlctl_fail(ctl, TMLCTL_EXIT_IO, NULL, "%s: %s", path,
                          strerror(errno));
+    char base[4300];
+    snprintf(base, sizeof(base), "%s/%.0f", dir, id);
+    const char *ext = rc == TMLCTL_EXIT_OK ? write_view(base, s, data, n)
+                                           : NULL;
+    char file[128], raw[128];
+    snprintf(raw, sizeof(raw), "%s/%.0f.bin", dev, id);
+    if (ext != NULL)
+        snprintf(file, sizeof(file), "%s/%.0f.%s", dev, id, ext);
+    else
+        snprintf(file, sizeof(file), "%s", raw);
+    if (rc == TMLCTL_EXIT_OK) {
+        cJSON_AddStringToObject(r, "file", file);
+        cJSON_AddStringToObject(r, "raw", raw);
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(s, "expected");
+        char exp[24] = "", line[512];
+        if (cJSON_IsNumber(e))
+            snprintf(exp, sizeof(exp), "%.0f", e->valuedouble);
+        csv_field(ix->labels, file);
+        snprintf(line, sizeof(line),
+                 ",%s,%.0f,%.0f,%.0f,%.4f,%s,%s,%.0f,%s\n", dev, id,
+                 tmlctl_jnum(s, "model_version", 0),
+                 tmlctl_jnum(s, "predicted", 0),
+                 tmlctl_jnum(s, "confidence_bp", 0) / 10000.0, exp,
+                 tmlctl_jstr(s, "reason", ""),
+                 tmlctl_jnum(s, "received_at", 0),
+                 tmlctl_jstr(s, "dtype", ""));
+        fputs(line, ix->labels);
+        cJSON *m = cJSON_Duplicate(s, true);
+        if (m != NULL) {
+            cJSON_AddStringToObject(m, "file", file);
+            cJSON_AddStringToObject(m, "raw", raw);
+            cJSON_AddItemToArray(ix->manifest, m);
+        }
+    }
     char *meta = rc == TMLCTL_EXIT_OK ? cJSON_Print(r) : NULL;
     snprintf(path, sizeof(path), "%s/%.0f.json", dir, id);
     if (meta != NULL) {
@@ -161,13 +334,44 @@ samples_cmd(struct tmlctl *ctl, int argc, char **argv, bool export)
         } else {
             size_t n = 0;
             const cJSON *s;
+            char lp[4200], mp[4200];
+            snprintf(lp, sizeof(lp), "%s/labels.csv", out);
+            snprintf(mp, sizeof(mp), "%s/manifest.json", out);
+            struct export_index ix = {fopen(lp, "w"), cJSON_CreateArray()};
+            if (ix.labels == NULL || ix.manifest == NULL)
+                rc = tmlctl_fail(ctl, TMLCTL_EXIT_IO, NULL, "%s: %s", lp,
+                                 strerror(errno));
+            else
+                fputs("file,device,sample_id,model_version,predicted,"
+                      "confidence,expected,reason,received_at,dtype\n",
+                      ix.labels);
             cJSON_ArrayForEach(s, list)
             {
-                rc = export_one(ctl, c, s, out);
                 if (rc != TMLCTL_EXIT_OK)
                     break;
-                n++;
+                rc = export_one(ctl, c, s, out, &ix);
+                if (rc == TMLCTL_EXIT_OK)
+                    n++;
             }
+            if (ix.labels != NULL && fclose(ix.labels) != 0 &&
+                rc == TMLCTL_EXIT_OK)
+                rc = tmlctl_fail(ctl, TMLCTL_EXIT_IO, NULL, "%s: %s", lp,
+                                 strerror(errno));
+            if (rc == TMLCTL_EXIT_OK) {
+                cJSON *m = cJSON_CreateObject();
+                cJSON_AddNumberToObject(m, "count", (double)n);
+                cJSON_AddItemToObject(m, "samples", ix.manifest);
+                ix.manifest = NULL;
+                char *txt = cJSON_Print(m);
+                cJSON_Delete(m);
+                FILE *f = txt ? fopen(mp, "w") : NULL;
+                if (f == NULL || fputs(txt, f) < 0 || fputc('\n', f) < 0 ||
+                    fclose(f) != 0)
+                    rc = tmlctl_fail(ctl, TMLCTL_EXIT_IO, NULL, "%s: %s", mp,
+                                     strerror(errno));
+                cJSON_free(txt);
+            }
+            cJSON_Delete(ix.manifest);
             if (rc == TMLCTL_EXIT_OK)
                 tmlctl_info(ctl, "exported %zu samples to %s", n, out);
         }
