@@ -15,6 +15,7 @@
  * Prints "msgs_per_s=N elapsed_ms=N" (first publish to last confirmation).
  */
 #include <pthread.h>
+#include <sys/select.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -150,6 +151,18 @@ main(int argc, char **argv)
     n_rec = (uint32_t)atoi(argv[5]);
     if (n_dev < 1 || n_dev > MAX_DEV)
         return 2;
+    /* libmosquitto's threaded loop is select()-based: a client whose socket
+     * is >= FD_SETSIZE is never serviced (it never connects and the run only
+     * ends at the deadline). Each client holds 3 descriptors (TLS socket and
+     * libmosquitto's socket pair), so about 330 clients fit. */
+    if (3 * (n_dev + 1) + 16 > FD_SETSIZE) {
+        fprintf(stderr,
+                "bench: %d devices need descriptors past FD_SETSIZE (%d), "
+                "which libmosquitto's select() loop never services; use at "
+                "most %d (bench/fleet.sh and tml-devsim go further)\n",
+                n_dev, FD_SETSIZE, (FD_SETSIZE - 16) / 3 - 1);
+        return 2;
+    }
     mosquitto_lib_init();
     make_payload(1);
     fprintf(stderr, "bench: %s, %d devices x %u records of %zu bytes\n", mode,
