@@ -580,12 +580,17 @@ test_query_samples_export(void **state)
                      0);
     assert_int_equal(sh("/usr/bin/python3 %s %s %d", py, out, EXPORT_SAMPLES),
                      0);
-    /* The checker fails on a corrupted file. */
-    assert_int_equal(sh("f=$(ls %s/dev-0002/*.pgm | head -1) && "
-                        "printf 'P5\\n1 1\\n255\\n' > \"$f\" && "
-                        "/usr/bin/python3 %s %s %d >/dev/null 2>&1",
-                        out, py, out, EXPORT_SAMPLES) != 0,
-                     1);
+    /* The checker fails on a corrupted file (dev-0001's first sample is a
+     * u8 image). */
+    char pgm[320];
+    snprintf(pgm, sizeof(pgm), "%s/dev-0001/1.pgm", out);
+    f = fopen(pgm, "r+");
+    assert_non_null(f);
+    assert_int_equal(fputs("P5\n1 1\n255\n", f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+    assert_int_not_equal(sh("/usr/bin/python3 %s %s %d >/dev/null 2>&1", py,
+                            out, EXPORT_SAMPLES),
+                         0);
     assert_int_equal(ctl(NULL, "samples export --limit 5 2>/dev/null"), 2);
 }
 
