@@ -773,6 +773,36 @@ v_status(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args, void *arg)
     tmld_ctl_reply_ok(req, r);
 }
 
+/* upstream.retry: every stream waiting in backoff tries now (for an
+ * operator who knows the link is back; backoff may be minutes). */
+static void
+v_retry(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args, void *arg)
+{
+    struct upstream *u = arg;
+    int n = 0;
+    cJSON *r;
+
+    (void)d;
+    (void)args;
+    if (!u->is_enabled) {
+        tmld_ctl_reply_err(req, "unavailable", "upstream is off (no url)");
+        return;
+    }
+    for (int i = 0; i < US__COUNT; i++) {
+        struct ustate *st = &u->st[i];
+        if (st->phase != PH_BACKOFF && st->phase != PH_IDLE)
+            continue;
+        if (st->timer != NULL)
+            tmld_timer_stop(st->timer);
+        st->timer = NULL;
+        n += st->phase == PH_BACKOFF;
+        kick(st);
+    }
+    r = cJSON_CreateObject();
+    cJSON_AddNumberToObject(r, "retried", n);
+    tmld_ctl_reply_ok(req, r);
+}
+
 static void
 v_poisoned(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
            void *arg)
@@ -936,7 +966,8 @@ up_init(struct tmld *d, void **state)
         ubuf_init(&u->st[i].body, 0);
     }
     if ((rc = tmld_ctl_register(d, "upstream.status", v_status, u)) != 0 ||
-        (rc = tmld_ctl_register(d, "upstream.poisoned", v_poisoned, u)) != 0)
+        (rc = tmld_ctl_register(d, "upstream.poisoned", v_poisoned, u)) != 0 ||
+        (rc = tmld_ctl_register(d, "upstream.retry", v_retry, u)) != 0)
         goto fail;
     v = tmld_config_get(d, "upstream", "url");
     if (v == NULL || v[0] == '\0') {

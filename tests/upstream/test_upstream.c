@@ -873,6 +873,46 @@ test_upstream_device_events_follow_presence(void **state)
     free(r);
 }
 
+/* upstream.retry cuts a long backoff short once the operator knows the
+ * link is back. */
+static void
+test_upstream_retry_verb_skips_backoff(void **state)
+{
+    struct rig *r = calloc(1, sizeof(*r));
+    char out[1024];
+    (void)state;
+    assert_non_null(r);
+    assert_int_equal(rig_setup(r, NULL), 0);
+    /* The rig's short backoff replaced by a long one. */
+    snprintf(r->t.extra, sizeof(r->t.extra),
+             "[upstream]\nurl = https://127.0.0.1:%d/ingest\n"
+             "ca_file = %s/ca.pem\ngateway_id = gw-test\n"
+             "backoff_min = 60s\nbackoff_max = 60s\npoll = 100ms\n",
+             r->cloud_port, r->cloud_dir);
+    assert_int_equal(th_write_conf(&r->t), 0);
+    r->n_devs = 1;
+    r->minutes = 5;
+    assert_int_equal(th_tmld_start(&r->t, NULL, 10000), 0);
+    assert_int_equal(produce(r, "retry", 30000), 0);
+    uint64_t end = th_now_ms() + 10000;
+    while (th_now_ms() < end && ustatus_num(r, "streams.tele.retries") < 1)
+        th_sleep_ms(50);
+    assert_true(ustatus_num(r, "streams.tele.retry_in_ms") > 20000);
+    assert_int_equal(cloud_start(r, ""), 0);
+    uint64_t t0 = th_now_ms();
+    assert_int_equal(th_ctl(&r->t, "{\"id\":1,\"cmd\":\"upstream.retry\"}", out,
+                            sizeof(out), 3000),
+                     0);
+    assert_non_null(strstr(out, "\"retried\":"));
+    assert_int_equal(wait_delivered(r, r->minutes, 10000), 0);
+    printf("upstream.retry: delivered %.1f s after the verb (backoff was "
+           "60 s)\n",
+           (double)(th_now_ms() - t0) / 1000);
+    check_cloud(r, "retry verb");
+    rig_teardown(r);
+    free(r);
+}
+
 /* Without [upstream] url the module is off: the verb says so, no request
  * is made, no event row is written. */
 static void
@@ -913,6 +953,7 @@ main(void)
         cmocka_unit_test(test_upstream_config_errors_are_named),
         cmocka_unit_test(test_upstream_off_without_url),
         cmocka_unit_test(test_upstream_device_events_follow_presence),
+        cmocka_unit_test(test_upstream_retry_verb_skips_backoff),
     };
     atexit(cloud_kill);
     signal(SIGPIPE, SIG_IGN);
