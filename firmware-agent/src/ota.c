@@ -22,12 +22,26 @@
  * starts the download. Rejected offers change no state and write nothing
  * (flash wear cannot be driven by an attacker), except a revocation carried
  * by a correctly signed manifest.
+ *
+ * Progress marks (resume within a chunk of where a reboot stopped, without
+ * state writes): when the slot has room after the image, the page-aligned
+ * area after it holds one write_align unit per ota_chunk of image, erased
+ * when the download starts (one erase per update) and programmed once
+ * (0x00) after that chunk's bytes are in flash. NOR flash programs each
+ * unit once, so no further erase or state write is needed. At boot the
+ * run of programmed units gives the resume offset (any non-erased unit,
+ * even a torn one, means its data write had returned); if the rest of that
+ * page is not erased (power cut inside a data write) the resume falls back
+ * to the page start, which is erased again before it is written. The
+ * stream hash is rebuilt from flash either way, and the final hash check
+ * catches anything else.
  */
 #include <string.h>
 
 #include "internal.h"
 
 #define READ_BLOCK 64u
+#define MARKS_HDR 4u /* offer id, little endian */
 
 static uint8_t
 dl_slot(const struct tmla_agent *a)
@@ -158,6 +172,149 @@ tmla__ota_interval(const struct tmla_agent *a, uint32_t size)
 
 static bool hash_slot(struct tmla_agent *a, uint8_t d, uint32_t len, void *ctx);
 
+/* Progress marks layout for an image of size bytes: granule *g (ota_chunk
+ * rounded up to write_align), first mark at *off. False when the slot has
+ * no room for them (then only the checkpoints apply). */
+static bool
+marks_layout(const struct tmla_agent *a, uint32_t size, uint32_t *g,
+             uint32_t *off)
+{
+    uint32_t al = a->port.write_align, es = a->port.erase_size;
+    uint32_t gr = (a->cfg.ota_chunk + al - 1u) & ~(al - 1u);
+    uint32_t start = (size + es - 1u) & ~(es - 1u), n;
+
+    if (gr == 0 || start < size || start > a->port.slot_size)
+        return false;
+    n = size / gr + 1u + MARKS_HDR / al + 1u;
+    if (n > (a->port.slot_size - start) / al)
+        return false;
+    *g = gr;
+    *off = start;
+    return true;
+}
+
+/* The mark area starts with the offer id (marks_hdr_len bytes), written
+ * right after the erase: marks left from another download are never
+ * trusted (power cut between the state write and the erase). */
+static uint32_t
+marks_hdr_len(const struct tmla_agent *a)
+{
+    uint32_t al = a->port.write_align;
+
+    return (MARKS_HDR + al - 1u) & ~(al - 1u);
+}
+
+/* Erases the mark area of the download slot (download start). */
+static void
+marks_erase(struct tmla_agent *a, uint8_t d, uint32_t size)
+{
+    uint32_t g, off, end, es = a->port.erase_size;
+    uint8_t hdr[MARKS_HDR + TMLA_MAX_WRITE_ALIGN];
+
+    a->ota_marks = 0;
+    if (!marks_layout(a, size, &g, &off))
+        return;
+    end = off + marks_hdr_len(a) + (size / g + 1u) * a->port.write_align;
+    for (uint32_t p = off; p < end; p += es) {
+        a->stats.flash_ops++;
+        if (a->port.flash_erase(a->port.user, d, p, es) != 0) {
+            a->ota_marks = UINT32_MAX; /* unusable this time */
+            return;
+        }
+    }
+    memset(hdr, 0xff, sizeof hdr);
+    for (uint32_t i = 0; i < MARKS_HDR; i++)
+        hdr[i] = (uint8_t)(a->ota_offer_id >> (8u * i));
+    a->stats.flash_ops++;
+    if (a->port.flash_write(a->port.user, d, off, hdr, marks_hdr_len(a)) != 0)
+        a->ota_marks = UINT32_MAX;
+}
+
+/* Programs the marks of every whole granule now in flash. A failed mark
+ * write only costs resume precision. */
+static void
+marks_write(struct tmla_agent *a, uint8_t d, uint32_t size, uint32_t written)
+{
+    uint8_t unit[TMLA_MAX_WRITE_ALIGN];
+    uint32_t g, off, al = a->port.write_align;
+
+    if (a->ota_marks == UINT32_MAX || !marks_layout(a, size, &g, &off))
+        return;
+    memset(unit, 0, sizeof unit);
+    while ((uint64_t)(a->ota_marks + 1u) * g <= written) {
+        a->stats.flash_ops++;
+        if (a->port.flash_write(a->port.user, d,
+                                off + marks_hdr_len(a) + a->ota_marks * al,
+                                unit, al) != 0) {
+            a->ota_marks = UINT32_MAX;
+            return;
+        }
+        a->ota_marks++;
+    }
+}
+
+static bool
+all_erased(struct tmla_agent *a, uint8_t d, uint32_t off, uint32_t len)
+{
+    uint8_t buf[READ_BLOCK];
+
+    while (len > 0) {
+        uint32_t n = len < READ_BLOCK ? len : READ_BLOCK;
+        if (a->port.flash_read(a->port.user, d, off, buf, n) != 0)
+            return false;
+        for (uint32_t i = 0; i < n; i++)
+            if (buf[i] != 0xffu)
+                return false;
+        off += n;
+        len -= n;
+    }
+    return true;
+}
+
+/* Resume offset after a reboot: the checkpoint, or further by the marks. */
+static uint32_t
+marks_resume(struct tmla_agent *a, uint8_t d, uint32_t size, uint32_t cp)
+{
+    uint32_t g, off, k, res, es = a->port.erase_size;
+    uint32_t al = a->port.write_align, page_end;
+    uint8_t unit[TMLA_MAX_WRITE_ALIGN];
+
+    uint8_t hdr[MARKS_HDR];
+    uint32_t id = 0;
+
+    a->ota_marks = UINT32_MAX;
+    if (!marks_layout(a, size, &g, &off) ||
+        a->port.flash_read(a->port.user, d, off, hdr, MARKS_HDR) != 0)
+        return cp;
+    for (uint32_t i = 0; i < MARKS_HDR; i++)
+        id |= (uint32_t)hdr[i] << (8u * i);
+    if (id != a->ps.dl_offer_id)
+        return cp;
+    off += marks_hdr_len(a);
+    for (k = 0; (uint64_t)(k + 1u) * g <= size; k++) {
+        bool erased = true;
+        if (a->port.flash_read(a->port.user, d, off + k * al, unit, al) != 0)
+            return cp;
+        for (uint32_t i = 0; i < al; i++)
+            erased = erased && unit[i] == 0xffu;
+        if (erased)
+            break;
+    }
+    a->ota_marks = k;
+    res = k * g;
+    if (res <= cp)
+        return cp;
+    /* The bytes after res in its page must be erased to be written without
+     * an erase; otherwise start that page again (erased on its first
+     * write), never before the checkpoint. */
+    page_end = (res + es - 1u) & ~(es - 1u);
+    if (page_end > size)
+        page_end = size;
+    if (res % es != 0 && !all_erased(a, d, res, page_end - res))
+        res &= ~(es - 1u);
+    return res < cp ? cp : res;
+}
+
 /* True if slot s still hashes to its recorded SHA-256. */
 static bool
 slot_intact(struct tmla_agent *a, uint8_t s)
@@ -211,7 +368,8 @@ tmla__ota_boot(struct tmla_agent *a, uint32_t now_ms)
         a->ota_state = TML_OTA_DOWNLOADING;
         a->ota_offer_id = ps->dl_offer_id;
         a->ota_version = ps->slot[d].version;
-        a->ota_offset = ps->dl_checkpoint;
+        a->ota_offset = marks_resume(a, d, ps->slot[d].size,
+                                     ps->dl_checkpoint);
     } else if (ps->last_state == TML_OTA_READY && (ps->valid & (1u << d))) {
         /* Verified before the reboot: hash it again before activating. */
         ps->trial = 0;
@@ -496,6 +654,7 @@ on_offer(struct tmla_agent *a, const struct tml_ota_down *o, uint32_t now_ms)
     a->carry_len = 0;
     a->ota_start_ms = now_ms;
     a->ota_start_off = 0;
+    marks_erase(a, dl_slot(a), m.size);
     a->ota_hashing = a->port.sha256_init(a->port.user, a->sha.b) == 0;
     set_state(a, TML_OTA_OFFERED, TML_OTA_R_NONE);
     if (!a->ota_hashing) {
@@ -621,8 +780,10 @@ on_chunk(struct tmla_agent *a, const struct tml_ota_down *c, uint32_t now_ms)
         set_state(a, TML_OTA_VERIFYING, TML_OTA_R_NONE);
         return;
     }
-    /* Flash wear: at most one state write per checkpoint interval. */
+    /* Flash wear: at most one state write per checkpoint interval; the
+     * progress marks cost no erase. */
     written = a->ota_offset - a->carry_len;
+    marks_write(a, d, t->size, written);
     cp = written - written % tmla__ota_interval(a, t->size);
     if (cp > a->ps.dl_checkpoint) {
         a->ps.dl_checkpoint = cp;

@@ -234,6 +234,7 @@ struct tmla_agent {
     uint8_t ota_retries;
     uint8_t carry_len;
     bool ota_hashing; /* sha holds the stream hash */
+    uint32_t ota_marks; /* progress marks known set (ota.c "progress marks") */
     bool status_due;
     uint8_t carry[TMLA_MAX_WRITE_ALIGN];
     union {
