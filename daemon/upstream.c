@@ -66,6 +66,12 @@ struct ustate {
     sqlite3 *rdb; /* worker-thread connection, one build at a time */
     struct tmld_timer *timer;
     struct ujob *pending_job; /* a job to resubmit after a failure */
+    /* replay of a poisoned batch (upstream.retry_poisoned) */
+    bool is_replay;
+    bool check_replay; /* look for replay rows when next idle */
+    int64_t replay_id;
+    bool saved_has_batch;
+    struct ubatch saved_b;
     /* persisted counters, as of the last job */
     int64_t cursor, epoch, delivered, dropped, poisoned;
     /* since start */
@@ -232,6 +238,7 @@ finish(struct ustate *st, bool is_poison, int http_status, const char *msg)
     }
     j->has_finish = true;
     j->is_poison = is_poison;
+    j->replay_id = st->is_replay ? st->replay_id : 0;
     j->fin = st->b;
     j->fin.n_rows = st->body_rows;
     j->http_status = http_status;
@@ -267,9 +274,17 @@ job_done(struct tmld *d, int status, void *arg)
     st->delivered = j->delivered;
     st->dropped = j->dropped;
     st->poisoned = j->poisoned;
-    st->has_batch = j->has_next;
-    if (j->has_next)
-        st->b = j->next;
+    if (j->replay_id > 0) {
+        /* Back to the regular batch the replay interrupted. */
+        st->is_replay = false;
+        st->has_batch = st->saved_has_batch;
+        st->b = st->saved_b;
+        st->check_replay = true;
+    } else {
+        st->has_batch = j->has_next;
+        if (j->has_next)
+            st->b = j->next;
+    }
     free(j);
     st->phase = PH_IDLE;
     st->attempts = 0;
@@ -491,6 +506,46 @@ send_batch(struct ustate *st)
     }
 }
 
+/* Starts sending the oldest poisoned batch of st's stream marked for
+ * replay, if any (true). The regular pending batch waits; it was not sent
+ * yet, or it is sent again later under its own key. */
+static bool
+start_replay(struct ustate *st)
+{
+    sqlite3 *db = tmld_db_ro(st->u->d);
+    sqlite3_stmt *q = NULL;
+    bool found = false;
+
+    st->check_replay = false;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT id, epoch, first_id, last_id, n_rows FROM "
+                           "upstream_poisoned WHERE stream = ?1 AND replay = "
+                           "1 ORDER BY id LIMIT 1",
+                           -1, &q, NULL) != SQLITE_OK)
+        return false;
+    sqlite3_bind_text(q, 1, upstream_stream_name(st->s), -1, SQLITE_STATIC);
+    if (sqlite3_step(q) == SQLITE_ROW) {
+        st->saved_has_batch = st->has_batch;
+        st->saved_b = st->b;
+        st->is_replay = true;
+        st->replay_id = sqlite3_column_int64(q, 0);
+        st->b.epoch = sqlite3_column_int64(q, 1);
+        st->b.first_id = sqlite3_column_int64(q, 2);
+        st->b.last_id = sqlite3_column_int64(q, 3);
+        st->b.n_rows = sqlite3_column_int64(q, 4);
+        st->has_batch = true;
+        found = true;
+    }
+    sqlite3_finalize(q);
+    if (found) {
+        log_info("upstream: %s: sending poisoned batch %lld-%lld again",
+                 upstream_stream_name(st->s), (long long)st->b.first_id,
+                 (long long)st->b.last_id);
+        start_build(st);
+    }
+    return found;
+}
+
 /* ---- the state machine
  * ------------------------------------------------------------ */
 
@@ -507,6 +562,8 @@ kick(struct ustate *st)
     }
     switch (st->phase) {
     case PH_IDLE:
+        if (st->check_replay && start_replay(st))
+            return;
         if (st->has_batch) {
             start_build(st);
             return;
@@ -754,6 +811,7 @@ v_status(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args, void *arg)
         cJSON_AddStringToObject(o, "last_error", st->last_error);
         cJSON_AddNumberToObject(o, "last_ok_at", (double)st->last_ok_at);
         cJSON_AddBoolToObject(o, "http2", st->is_http2);
+        cJSON_AddBoolToObject(o, "replay", st->is_replay);
         if (st->phase == PH_BACKOFF) {
             uint64_t now = tmld_now_ms(d);
             cJSON_AddNumberToObject(
@@ -803,6 +861,92 @@ v_retry(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args, void *arg)
     tmld_ctl_reply_ok(req, r);
 }
 
+struct replay_req {
+    struct upstream *u;
+    struct tmld_ctl_req *req;
+    int64_t id;
+    int64_t n;
+};
+
+static int
+replay_mark(sqlite3 *db, void *arg)
+{
+    struct replay_req *q = arg;
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db,
+                                "UPDATE upstream_poisoned SET replay = 1 "
+                                "WHERE replay = 0 AND (?1 = 0 OR id = ?1)",
+                                -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return rc;
+    sqlite3_bind_int64(st, 1, q->id);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    q->n = sqlite3_changes64(db);
+    return rc == SQLITE_DONE ? 0 : rc;
+}
+
+static void
+replay_marked(struct tmld *d, int status, void *arg)
+{
+    struct replay_req *q = arg;
+    struct upstream *u = q->u;
+
+    (void)d;
+    if (status != 0) {
+        tmld_ctl_reply_err(q->req, "unavailable", "database: %d", status);
+    } else {
+        cJSON *r = cJSON_CreateObject();
+        cJSON_AddNumberToObject(r, "queued", (double)q->n);
+        tmld_ctl_reply_ok(q->req, r);
+        for (int i = 0; i < US__COUNT && !u->is_stopping; i++) {
+            u->st[i].check_replay = true;
+            if (u->st[i].phase == PH_IDLE) {
+                if (u->st[i].timer != NULL)
+                    tmld_timer_stop(u->st[i].timer);
+                u->st[i].timer = NULL;
+                kick(&u->st[i]);
+            }
+        }
+    }
+    free(q);
+    unref(u);
+}
+
+/* upstream.retry_poisoned {id}: sends poisoned batches again (all when id
+ * is absent), each under its original key, ahead of the regular backlog. */
+static void
+v_retry_poisoned(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
+                 void *arg)
+{
+    struct upstream *u = arg;
+    struct replay_req *q;
+    int64_t id = 0;
+
+    if (tmld_ctl_arg_int(args, "id", 1, INT64_MAX, &id) < 0) {
+        tmld_ctl_reply_err(req, "bad_args", "id (a poisoned batch's id)");
+        return;
+    }
+    if (!u->is_enabled) {
+        tmld_ctl_reply_err(req, "unavailable", "upstream is off (no url)");
+        return;
+    }
+    q = calloc(1, sizeof(*q));
+    if (q == NULL) {
+        tmld_ctl_reply_err(req, "internal", "out of memory");
+        return;
+    }
+    q->u = u;
+    q->req = req;
+    q->id = id;
+    if (tmld_db_write(d, replay_mark, replay_marked, q) != 0) {
+        free(q);
+        tmld_ctl_reply_err(req, "busy", "the writer queue is full");
+        return;
+    }
+    u->refs++;
+}
+
 static void
 v_poisoned(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
            void *arg)
@@ -818,8 +962,8 @@ v_poisoned(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
     }
     if (sqlite3_prepare_v2(tmld_db_ro(d),
                            "SELECT stream, epoch, first_id, last_id, n_rows, "
-                           "http_status, message, at FROM upstream_poisoned "
-                           "ORDER BY id DESC LIMIT ?1",
+                           "http_status, message, at, id, replay FROM "
+                           "upstream_poisoned ORDER BY id DESC LIMIT ?1",
                            -1, &st, NULL) != SQLITE_OK) {
         tmld_ctl_reply_err(req, "unavailable", "database: %s",
                            sqlite3_errmsg(tmld_db_ro(d)));
@@ -844,6 +988,8 @@ v_poisoned(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
         cJSON_AddStringToObject(o, "message",
                                 (const char *)sqlite3_column_text(st, 6));
         cJSON_AddNumberToObject(o, "at", (double)sqlite3_column_int64(st, 7));
+        cJSON_AddNumberToObject(o, "id", (double)sqlite3_column_int64(st, 8));
+        cJSON_AddBoolToObject(o, "replay", sqlite3_column_int64(st, 9) != 0);
         cJSON_AddItemToArray(list, o);
     }
     sqlite3_finalize(st);
@@ -967,7 +1113,9 @@ up_init(struct tmld *d, void **state)
     }
     if ((rc = tmld_ctl_register(d, "upstream.status", v_status, u)) != 0 ||
         (rc = tmld_ctl_register(d, "upstream.poisoned", v_poisoned, u)) != 0 ||
-        (rc = tmld_ctl_register(d, "upstream.retry", v_retry, u)) != 0)
+        (rc = tmld_ctl_register(d, "upstream.retry", v_retry, u)) != 0 ||
+        (rc = tmld_ctl_register(d, "upstream.retry_poisoned", v_retry_poisoned,
+                                u)) != 0)
         goto fail;
     v = tmld_config_get(d, "upstream", "url");
     if (v == NULL || v[0] == '\0') {
@@ -1037,6 +1185,8 @@ up_init(struct tmld *d, void **state)
         goto fail;
     for (int i = 0; i < US__COUNT; i++)
         arm(&u->st[i], 0);
+    for (int i = 0; i < US__COUNT; i++)
+        u->st[i].check_replay = true; /* replays marked before a restart */
     u->presence = tmld_timer_start(d, 5000, 5000, presence_sweep, u);
     log_info("upstream: forwarding to %s as gateway %s (batches of %llu "
              "rows / %llu bytes)%s",

@@ -85,6 +85,7 @@ struct ujob {
     int64_t max_rows;
     int64_t max_bytes;
     int64_t now_s;
+    int64_t replay_id; /* > 0: fin is the poisoned batch with this id */
     /* out */
     bool has_next;
     struct ubatch next;

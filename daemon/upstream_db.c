@@ -254,6 +254,34 @@ upstream_db_job(sqlite3 *db, void *arg)
     }
     sqlite3_finalize(st);
 
+    if (j->replay_id > 0) {
+        /* A poisoned batch sent again: the cursor does not move. */
+        int64_t n_rows = -1;
+        if ((rc =
+                 q_int(db, "SELECT n_rows FROM upstream_poisoned WHERE id = ?1",
+                       NULL, j->replay_id, &n_rows)) != SQLITE_OK)
+            return rc;
+        if (j->has_finish && n_rows >= 0) {
+            int64_t v[3] = {j->replay_id, j->http_status, j->now_s};
+            if (j->is_poison) {
+                rc = exec_bind(db,
+                               "UPDATE upstream_poisoned SET replay = 0, "
+                               "http_status = ?3, at = ?4, message = ?5 "
+                               "WHERE id = ?2 AND stream = ?1",
+                               name, v, 3, j->message);
+            } else {
+                rc = exec_bind(db,
+                               "DELETE FROM upstream_poisoned WHERE id = ?2 "
+                               "AND stream = ?1",
+                               name, v, 1, NULL);
+                poisoned -= n_rows;
+                delivered += j->fin.n_rows;
+            }
+            if (rc != SQLITE_OK)
+                return rc;
+        }
+        goto save;
+    }
     if (j->has_finish && j->fin.epoch == epoch && j->fin.last_id > cursor) {
         if (j->is_poison) {
             int64_t v[6] = {j->fin.epoch,  j->fin.first_id, j->fin.last_id,
@@ -284,16 +312,16 @@ upstream_db_job(sqlite3 *db, void *arg)
     rc = plan(db, j, &cursor, cursor_at, &epoch, &dropped);
     if (rc != SQLITE_OK)
         return rc;
-    {
-        int64_t v[6] = {cursor, cursor_at, epoch, delivered, dropped, poisoned};
-        rc = exec_bind(db,
-                       "UPDATE upstream_cursor SET cursor = ?2, cursor_at = "
-                       "?3, epoch = ?4, delivered = ?5, dropped = ?6, "
-                       "poisoned = ?7 WHERE stream = ?1",
-                       name, v, 6, NULL);
-        if (rc != SQLITE_OK)
-            return rc;
-    }
+save : {
+    int64_t v[6] = {cursor, cursor_at, epoch, delivered, dropped, poisoned};
+    rc = exec_bind(db,
+                   "UPDATE upstream_cursor SET cursor = ?2, cursor_at = "
+                   "?3, epoch = ?4, delivered = ?5, dropped = ?6, "
+                   "poisoned = ?7 WHERE stream = ?1",
+                   name, v, 6, NULL);
+    if (rc != SQLITE_OK)
+        return rc;
+}
     j->cursor = cursor;
     j->epoch = epoch;
     j->delivered = delivered;

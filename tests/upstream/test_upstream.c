@@ -616,6 +616,28 @@ test_upstream_4xx_poisons_batch_and_moves_on(void **state)
     printf("upstream.poisoned: %s\n", out);
     assert_non_null(strstr(out, "\"http_status\":400"));
     assert_non_null(strstr(out, "poison device"));
+    /* The cloud is fixed: the operator sends the poisoned batches again,
+     * under their original keys. */
+    assert_int_equal(cloud_start(r, ""), 0);
+    assert_int_equal(th_ctl(&r->t,
+                            "{\"id\":3,\"cmd\":\"upstream.retry_poisoned\"}",
+                            out, sizeof(out), 3000),
+                     0);
+    printf("upstream.retry_poisoned: %s\n", out);
+    assert_non_null(strstr(out, "\"queued\":"));
+    end = th_now_ms() + 20000;
+    while (th_now_ms() < end && ustatus_num(r, "streams.tele.poisoned") != 0)
+        th_sleep_ms(50);
+    assert_true(ustatus_num(r, "streams.tele.poisoned") == 0);
+    assert_true(ustatus_num(r, "streams.tele.delivered") == 20);
+    s = cloud_stats(r);
+    assert_true(jnum(s, "rows.tele") == 10); /* bad-00's 10, new cloud */
+    assert_true(jnum(s, "tele.bad-00.distinct") == 10);
+    cJSON_Delete(s);
+    assert_int_equal(th_ctl(&r->t, "{\"id\":4,\"cmd\":\"upstream.poisoned\"}",
+                            out, sizeof(out), 3000),
+                     0);
+    assert_null(strstr(out, "\"stream\":\"tele\""));
     tdev_close(&good);
     rig_teardown(r);
     free(r);

@@ -201,6 +201,50 @@ test_upstream_db_poison_keeps_rows_and_moves_on(void **state)
 }
 
 static void
+test_upstream_db_replayed_poison_is_delivered_without_moving_cursor(
+    void **state)
+{
+    struct fx *f = *state;
+    add_tele(f->db, 1, 1, 6, 100);
+    struct ujob j = job(US_TELE, 3);
+    run_job(f->db, &j);
+    struct ujob k = job(US_TELE, 3);
+    k.has_finish = true;
+    k.is_poison = true;
+    k.fin = j.next;
+    k.http_status = 400;
+    run_job(f->db, &k);
+    assert_int_equal(k.poisoned, 3);
+    int64_t id = q(f->db, "SELECT id FROM upstream_poisoned");
+    /* Sent again and refused again: kept, replay flag cleared. */
+    struct ujob r = job(US_TELE, 3);
+    r.has_finish = true;
+    r.is_poison = true;
+    r.replay_id = id;
+    r.fin = j.next;
+    r.http_status = 422;
+    sqlite3_exec(f->db, "UPDATE upstream_poisoned SET replay = 1", NULL, NULL,
+                 NULL);
+    run_job(f->db, &r);
+    assert_false(r.has_next);
+    assert_int_equal(r.poisoned, 3);
+    assert_int_equal(q(f->db, "SELECT replay * 1000 + http_status FROM "
+                              "upstream_poisoned"),
+                     422);
+    /* Sent again and accepted: row gone, counters moved, cursor not. */
+    struct ujob a = job(US_TELE, 3);
+    a.has_finish = true;
+    a.replay_id = id;
+    a.fin = j.next;
+    run_job(f->db, &a);
+    assert_int_equal(a.poisoned, 0);
+    assert_int_equal(a.delivered, 3);
+    assert_int_equal(a.cursor, 3);
+    assert_int_equal(q(f->db, "SELECT count(*) FROM upstream_poisoned"), 0);
+    assert_int_equal(q(f->db, "SELECT first_id FROM upstream_batch"), 4);
+}
+
+static void
 test_upstream_db_counts_rows_deleted_before_upload(void **state)
 {
     struct fx *f = *state;
@@ -390,6 +434,9 @@ main(void)
             teardown),
         cmocka_unit_test_setup_teardown(
             test_upstream_db_poison_keeps_rows_and_moves_on, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_upstream_db_replayed_poison_is_delivered_without_moving_cursor,
+            setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_upstream_db_counts_rows_deleted_before_upload, setup,
             teardown),
