@@ -119,8 +119,7 @@ struct upstream {
 
 static void kick(struct ustate *st);
 
-/* ---- life of the struct
- * ------------------------------------------------------ */
+/* ---- life of the struct -------------------------------------------------- */
 
 static void
 maybe_free(struct upstream *u)
@@ -148,8 +147,7 @@ unref(struct upstream *u)
     maybe_free(u);
 }
 
-/* ---- timers
- * ------------------------------------------------------------------- */
+/* ---- timers -------------------------------------------------------------- */
 
 static void
 timer_fire(struct tmld *d, void *arg)
@@ -186,8 +184,7 @@ backoff_ms(struct upstream *u, uint32_t attempts)
     return b / 2 + (uint64_t)rand() % (b / 2 + 1);
 }
 
-/* ---- writer jobs
- * ---------------------------------------------------------------- */
+/* ---- writer jobs --------------------------------------------------------- */
 
 static void job_done(struct tmld *d, int status, void *arg);
 
@@ -291,8 +288,7 @@ job_done(struct tmld *d, int status, void *arg)
     kick(st);
 }
 
-/* ---- body build on the thread pool
- * ---------------------------------------------- */
+/* ---- body build on the thread pool --------------------------------------- */
 
 static void
 build_work(uv_work_t *w)
@@ -365,8 +361,7 @@ start_build(struct ustate *st)
     u->refs++;
 }
 
-/* ---- HTTP
- * ------------------------------------------------------------------------ */
+/* ---- HTTP ---------------------------------------------------------------- */
 
 static void
 read_token(struct upstream *u)
@@ -546,8 +541,7 @@ start_replay(struct ustate *st)
     return found;
 }
 
-/* ---- the state machine
- * ------------------------------------------------------------ */
+/* ---- the state machine --------------------------------------------------- */
 
 static void
 kick(struct ustate *st)
@@ -595,8 +589,7 @@ kick(struct ustate *st)
     }
 }
 
-/* ---- device events
- * ------------------------------------------------------------------ */
+/* ---- device events ------------------------------------------------------- */
 
 struct ev_job {
     struct upstream *u;
@@ -768,8 +761,7 @@ presence_sweep(struct tmld *d, void *arg)
     }
 }
 
-/* ---- control verbs
- * ------------------------------------------------------------------- */
+/* ---- control verbs ------------------------------------------------------- */
 
 static void
 v_status(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args, void *arg)
@@ -996,9 +988,7 @@ v_poisoned(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
     tmld_ctl_reply_ok(req, r);
 }
 
-/* ---- config
- * ---------------------------------------------------------------------------
- */
+/* ---- config -------------------------------------------------------------- */
 
 static bool
 gateway_valid(const char *g)
@@ -1090,8 +1080,7 @@ up_check(struct tmld *d)
     return read_config(d, &scratch, true);
 }
 
-/* ---- life cycle
- * ----------------------------------------------------------------------- */
+/* ---- life cycle ---------------------------------------------------------- */
 
 static void up_fini(struct tmld *d, void *state);
 

@@ -72,8 +72,7 @@ upstream_stream_name(enum ustream s)
     }
 }
 
-/* ---- a small JSON writer ----------------------------------------------------
- */
+/* ---- a small JSON writer ------------------------------------------------- */
 
 struct jw {
     struct ubuf *b;
@@ -195,8 +194,7 @@ jend(struct jw *w)
     return w->rc;
 }
 
-/* ---- lines ----------------------------------------------------------------
- */
+/* ---- lines --------------------------------------------------------------- */
 
 int
 upstream_tele_line(struct ubuf *out, int64_t id, const char *device,

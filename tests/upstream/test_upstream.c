@@ -421,8 +421,7 @@ check_cloud(struct rig *r, const char *what)
     cJSON_Delete(s);
 }
 
-/* ---- tests ----------------------------------------------------------------
- */
+/* ---- tests --------------------------------------------------------------- */
 
 /* An hour of telemetry produced while the cloud is down reaches it after it
  * comes up: in order, no gaps, no duplicates. Events (online) and the
