@@ -31,7 +31,7 @@
 
 #define ROWS 200000
 #ifndef EXPORT_SAMPLES
-#define EXPORT_SAMPLES 400
+#define EXPORT_SAMPLES 600 /* > one page (500) of samples.list */
 #endif
 
 static char db_path[256];

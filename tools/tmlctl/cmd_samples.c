@@ -15,6 +15,7 @@
 #include "tmlctl.h"
 
 #define MAX_SAMPLE_BYTES (16u * 1024u * 1024u)
+#define EXPORT_PAGE 500u
 
 static cJSON *
 list_args(const char *device, const char *reason, uint32_t limit,
@@ -320,8 +321,11 @@ samples_cmd(struct tmlctl *ctl, int argc, char **argv, bool export)
     if (rc != TMLCTL_EXIT_OK)
         return rc;
     cJSON *r = NULL;
+    /* export pages through the list (a 10,000-sample answer would exceed
+     * the response size limit). */
+    uint32_t page = export && limit > EXPORT_PAGE ? EXPORT_PAGE : limit;
     rc = tmlctl_request(c, "samples.list",
-                        list_args(device, reason, limit, offset), &r);
+                        list_args(device, reason, page, offset), &r);
     if (rc != TMLCTL_EXIT_OK) {
         tmlctl_close(c);
         return rc;
@@ -345,13 +349,29 @@ samples_cmd(struct tmlctl *ctl, int argc, char **argv, bool export)
                 fputs("file,device,sample_id,model_version,predicted,"
                       "confidence,expected,reason,received_at,dtype\n",
                       ix.labels);
-            cJSON_ArrayForEach(s, list)
-            {
-                if (rc != TMLCTL_EXIT_OK)
+            for (;;) {
+                int got = 0;
+                cJSON_ArrayForEach(s, list)
+                {
+                    if (rc != TMLCTL_EXIT_OK || n >= limit)
+                        break;
+                    rc = export_one(ctl, c, s, out, &ix);
+                    if (rc == TMLCTL_EXIT_OK)
+                        n++;
+                    got++;
+                }
+                if (rc != TMLCTL_EXIT_OK || n >= limit ||
+                    got < (int)page)
                     break;
-                rc = export_one(ctl, c, s, out, &ix);
-                if (rc == TMLCTL_EXIT_OK)
-                    n++;
+                cJSON_Delete(r);
+                r = NULL;
+                uint32_t want = limit - (uint32_t)n;
+                page = want > EXPORT_PAGE ? EXPORT_PAGE : want;
+                rc = tmlctl_request(c, "samples.list",
+                                    list_args(device, reason, page,
+                                              offset + (uint32_t)n),
+                                    &r);
+                list = cJSON_GetObjectItemCaseSensitive(r, "samples");
             }
             if (ix.labels != NULL && fclose(ix.labels) != 0 &&
                 rc == TMLCTL_EXIT_OK)
