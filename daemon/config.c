@@ -429,7 +429,7 @@ settings_load(struct tmld *d, struct settings *s)
                          &s->mqtt_keepalive_ms);
     rc |= tmld_config_ms(d, "mqtt", "reconnect_min", 250, 10, 600000,
                          &s->mqtt_reconnect_min_ms);
-    rc |= tmld_config_ms(d, "mqtt", "reconnect_max", 30000, 10, 3600000,
+    rc |= tmld_config_ms(d, "mqtt", "reconnect_max", 5000, 10, 3600000,
                          &s->mqtt_reconnect_max_ms);
     if (s->mqtt_reconnect_max_ms < s->mqtt_reconnect_min_ms)
         tmld_config_error(d, "mqtt", "reconnect_max",
