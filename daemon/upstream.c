@@ -1128,9 +1128,9 @@ up_init(struct tmld *d, void **state)
             if (!isalnum((unsigned char)*p) && *p != '.' && *p != '-')
                 *p = '_';
         v = gateway_valid(host) ? host : "gateway";
-        snprintf(u->gateway, sizeof(u->gateway), "%s", v);
+        snprintf(u->gateway, sizeof(u->gateway), "%.*s", GATEWAY_MAX, v);
     } else {
-        snprintf(u->gateway, sizeof(u->gateway), "%s", v);
+        snprintf(u->gateway, sizeof(u->gateway), "%.*s", GATEWAY_MAX, v);
     }
     {
         const char *p = sqlite3_db_filename(tmld_db_ro(d), "main");
