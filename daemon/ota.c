@@ -304,6 +304,16 @@ serve_chunks(struct ota *o, struct ota_rollout *orr, struct rollout_dev *d,
         o->c.chunk_bytes += n;
         orr->chunks_sent++;
         orr->bytes_sent += n;
+        if (art == orr->art) {
+            uint32_t again = offset >= d->served_hi ? 0
+                             : d->served_hi - offset < n
+                                 ? d->served_hi - offset
+                                 : (uint32_t)n;
+            d->resent_bytes += again;
+            orr->bytes_resent += again;
+            if (offset + (uint32_t)n > d->served_hi)
+                d->served_hi = offset + (uint32_t)n;
+        }
         offset += (uint32_t)n;
         len -= (uint32_t)n;
     }
@@ -365,6 +375,10 @@ on_ota_up(struct tmld *td, const char *dev, enum tml_kind kind,
     }
     rc = rollout_on_request(&orr->r, dev, m.offer_id, m.offset, now);
     if (rc == 0) {
+        if (m.offset < d->served_hi) {
+            d->rewinds++;
+            orr->rewinds++;
+        }
         serve_chunks(o, orr, d, orr->art, m.offer_id, m.offset, m.len);
     } else if (rc == -ECANCELED) {
         struct tml_ota_down c;

@@ -48,6 +48,7 @@ struct ota_rollout {
     bool rollout_dirty;
     bool is_finished_logged;
     uint64_t bytes_sent, chunks_sent, offers_sent;
+    uint64_t bytes_resent, rewinds; /* see struct rollout_dev */
     uint64_t bytes_flushed; /* bytes_sent as of the last rollout flush */
     struct health_result last_gate;
     bool has_gate;

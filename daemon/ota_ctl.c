@@ -602,6 +602,8 @@ rollout_json(struct ota_rollout *orr, bool with_devices, int64_t limit)
     cJSON_AddNumberToObject(j, "bytes_sent", (double)orr->bytes_sent);
     cJSON_AddNumberToObject(j, "chunks_sent", (double)orr->chunks_sent);
     cJSON_AddNumberToObject(j, "offers_sent", (double)orr->offers_sent);
+    cJSON_AddNumberToObject(j, "bytes_resent", (double)orr->bytes_resent);
+    cJSON_AddNumberToObject(j, "rewinds", (double)orr->rewinds);
     cJSON_AddBoolToObject(j, "rollback_available", orr->rb_art != NULL);
     rollout_counts(r, -1, c);
     cJSON_AddItemToObject(j, "counts", counts_json(c));
@@ -643,6 +645,8 @@ rollout_json(struct ota_rollout *orr, bool with_devices, int64_t limit)
                                     rollout_reason_name(d->reason));
             cJSON_AddNumberToObject(dj, "offset", d->offset);
             cJSON_AddNumberToObject(dj, "attempts", d->attempts);
+            cJSON_AddNumberToObject(dj, "resent", d->resent_bytes);
+            cJSON_AddNumberToObject(dj, "rewinds", d->rewinds);
             cJSON_AddBoolToObject(dj, "online", d->online);
             cJSON_AddItemToArray(devs, dj);
         }

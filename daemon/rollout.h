@@ -109,6 +109,11 @@ struct rollout_dev {
     uint32_t attempts;    /* offers made (1 = first attempt) */
     uint32_t offer_id;    /* fixed for this device in this rollout */
     uint64_t deadline_ms; /* progress deadline, 0 = none */
+    /* Re-sent accounting (ota.c, this process only): the highest image
+     * byte served, bytes served again below it, and requests that went
+     * back (one per interruption: reboot, lost chunks, broker or tmld
+     * restart). */
+    uint32_t served_hi, resent_bytes, rewinds;
 };
 
 struct rollout_wave {

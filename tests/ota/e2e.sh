@@ -20,7 +20,9 @@
 #
 # faults: one rollout (gate off, few devices downloading at once so that
 #           the faults land mid-transfer) while tml-devsim reboots devices
-#           at random, tmld is killed with SIGKILL and restarted, and the
+#           at random, 10 % of the devices are power-cut mid-download
+#           (their tml-devsim process SIGKILLed and restarted on the same
+#           flash files), tmld is killed with SIGKILL and restarted, and the
 #           broker is killed with SIGKILL and restarted on the same port:
 #           the rollout completes, every device confirms, and the bytes
 #           sent beyond one copy per device are counted (issue 5 faults,
@@ -187,12 +189,33 @@ for _ in $(seq 1 100); do
 done
 raw status >/dev/null 2>&1 || fail "tmld did not start"
 
-"$DEVSIM" --port "$TB_PORT" --cafile "$TB_CA" --ca-cert "$TB_CA" \
-    --ca-key "$TB_CA_KEY" --state-dir "$DIR/devs" --devices "$N" \
-    --groups "turbines:$N" --trust-key "$DIR/fleet.pub" --hw devsim \
-    --behaviour "$DIR/behaviour.ini" --rate "$RATE" --summary-period 1 \
-    --duration 170 --drain 1 --status 0 $DEVSIM_EXTRA >"$DIR/devsim.log" 2>&1 &
-PIDS+=("$!")
+# devsim FIRST COUNT EXTRA...: COUNT devices from index FIRST; sets DS_PID.
+devsim() {
+    local first=$1 count=$2
+    shift 2
+    "$DEVSIM" --port "$TB_PORT" --cafile "$TB_CA" --ca-cert "$TB_CA" \
+        --ca-key "$TB_CA_KEY" --state-dir "$DIR/devs" --first "$first" \
+        --devices "$count" --groups "turbines:$count" \
+        --trust-key "$DIR/fleet.pub" --hw devsim \
+        --behaviour "$DIR/behaviour.ini" --rate "$RATE" --summary-period 1 \
+        --duration 170 --drain 1 --status 0 "$@" >>"$DIR/devsim.log" 2>&1 &
+    DS_PID=$!
+    PIDS+=("$DS_PID")
+}
+# faults: every device runs in its own tml-devsim process, and the first
+# 10 % of the devices seen mid-download are power-cut (SIGKILL: RAM lost,
+# flash files kept) and restarted.
+N_CUT=0
+N_SOLO=0
+[ "$MODE" = faults ] && N_CUT=$(((N + 9) / 10)) && N_SOLO=$N
+# shellcheck disable=SC2086
+[ "$N_SOLO" -lt "$N" ] && devsim 1 $((N - N_SOLO)) $DEVSIM_EXTRA
+CUT_PIDS=()
+for i in $(seq 1 "$N_SOLO"); do
+    # shellcheck disable=SC2086
+    devsim $((N - N_SOLO + i)) 1 $DEVSIM_EXTRA --seed "$i"
+    CUT_PIDS+=("$DS_PID")
+done
 
 for _ in $(seq 1 100); do
     n=$(raw devices '{"group": "turbines"}' 2>/dev/null |
@@ -231,7 +254,7 @@ stop_tmld() {
 }
 
 rollout_field() { # ID PYEXPR
-    raw rollout.show "{\"id\": $1}" | jq_py "$2"
+    raw rollout.show "{\"id\": $1, \"devices\": true}" | jq_py "$2"
 }
 
 if [ "$MODE" = threefold ]; then
@@ -364,12 +387,74 @@ if [ "$MODE" = faults ]; then
     ctl -q --json deploy "$DIR/kws-7.tmlb" --group turbines --waves 100 \
         --no-gate --max-concurrent 3 --device-timeout 5 --retries 5 \
         >"$DIR/deploy.json" || fail "deploy failed"
-    # tmld kill -9 once a few devices confirmed.
-    for _ in $(seq 1 200); do
+    # Power-cut each of the last N_CUT devices once while it downloads
+    # (offset past the first chunk, before the end), then restart it: one
+    # control connection polled every 5 ms sends the SIGKILL itself so the
+    # cut lands mid-download, and starts the device again 0.3 s later (in
+    # this process group, so the test's cleanup reaches it).
+    cutmap=""
+    for i in $(seq 1 "$N_SOLO"); do
+        cutmap="$cutmap $(printf 'sim-%04d' $((N - N_SOLO + i))):${CUT_PIDS[$((i - 1))]}:$((N - N_SOLO + i))"
+    done
+    $PY - "$DIR/tmld.sock" "$DIR/cut.out" "$N_CUT" $cutmap <<PYEOF &
+import json, os, signal, socket, subprocess, sys, time
+todo = {a.split(':')[0]: a.split(':')[1:] for a in sys.argv[4:]}
+left = int(sys.argv[3])
+out = open(sys.argv[2], 'w')
+end = time.time() + 60
+n = 0
+f = None
+while left > 0 and time.time() < end:
+    n += 1
+    try:  # tmld is killed and restarted meanwhile: reconnect
+        if f is None:
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(5)
+            s.connect(sys.argv[1])
+            f = s.makefile('rwb')
+        f.write((json.dumps({"id": n, "cmd": "rollout.show",
+                             "args": {"id": 1, "devices": True}}) + "\\n").encode())
+        f.flush()
+        r = json.loads(f.readline())
+    except (OSError, ValueError):
+        f = None
+        time.sleep(0.05)
+        continue
+    for x in r.get("result", {}).get("rollout", {}).get("device_states", []):
+        if left > 0 and x["id"] in todo and x["state"] == "downloading" \\
+                and 1024 < x["offset"] < 60000:
+            pid, first = todo.pop(x["id"])
+            left -= 1
+            os.kill(int(pid), signal.SIGKILL)
+            time.sleep(0.3)
+            p = subprocess.Popen(["$DEVSIM", "--port", "$TB_PORT",
+                "--cafile", "$TB_CA", "--ca-cert", "$TB_CA",
+                "--ca-key", "$TB_CA_KEY", "--state-dir", "$DIR/devs",
+                "--first", first, "--devices", "1", "--groups", "turbines:1",
+                "--trust-key", "$DIR/fleet.pub", "--hw", "devsim",
+                "--behaviour", "$DIR/behaviour.ini", "--rate", "$RATE",
+                "--summary-period", "1", "--duration", "170", "--drain", "1",
+                "--status", "0", "--reboot-mean", "40", "--seed", "99"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL)
+            out.write(f"{x['id']} {x['offset']} {p.pid}\\n")
+            out.flush()
+    time.sleep(0.005)
+PYEOF
+    CUTTER=$!
+    PIDS+=("$CUTTER")
+    # tmld kill -9 once a few devices confirmed and the power cuts are
+    # done (the cutter cannot see a download while tmld is down).
+    for _ in $(seq 1 400); do
         c=$(rollout_field 1 "d['rollout']['counts'].get('confirmed', 0)" 2>/dev/null || echo 0)
-        [ "$c" -ge 3 ] && break
+        ncut=$(wc -l <"$DIR/cut.out" 2>/dev/null || echo 0)
+        { [ "$ncut" -ge "$N_CUT" ] || ! kill -0 "$CUTTER" 2>/dev/null; } &&
+            [ "$c" -ge 3 ] && break
         sleep 0.05
     done
+    c_tmld=$c
+    # tmld's re-sent counters live in memory: keep what this life counted.
+    raw rollout.show '{"id": 1, "devices": true}' >"$DIR/faults_pre.json" || true
     kill -9 "$TMLD_PID"
     wait "$TMLD_PID" 2>/dev/null || true
     echo "E2E tmld_killed_at_confirmed=$c"
@@ -382,7 +467,7 @@ if [ "$MODE" = faults ]; then
     # Broker kill -9 and restart on the same port, mid-rollout.
     for _ in $(seq 1 200); do
         c=$(rollout_field 1 "d['rollout']['counts'].get('confirmed', 0)" 2>/dev/null || echo 0)
-        [ "$c" -ge $((N / 2)) ] && break
+        [ "$c" -ge $((N / 2)) ] || [ "$c" -ge $((c_tmld + 3)) ] && break
         sleep 0.05
     done
     kill -9 "$TB_PID"
@@ -398,6 +483,14 @@ if [ "$MODE" = faults ]; then
         sleep 0.1
     done
     t1=$(date +%s.%N)
+    wait "$CUTTER" || true
+    cut=0
+    while read -r id off pid; do
+        PIDS+=("$pid")
+        cut=$((cut + 1))
+        echo "E2E power_cut dev=$id at_offset=$off"
+    done <"$DIR/cut.out"
+    [ "$cut" = "$N_CUT" ] || fail "only $cut of $N_CUT devices were cut mid-download"
     raw rollout.show '{"id": 1}' >"$DIR/faults.json"
     confirmed=$(jq_py "d['rollout']['counts'].get('confirmed', 0)" <"$DIR/faults.json")
     bytes=$(jq_py "int(d['rollout']['bytes_sent'])" <"$DIR/faults.json")
@@ -409,6 +502,31 @@ if [ "$MODE" = faults ]; then
     extra=$((bytes - N * 65536))
     wall=$($PY -c "print(f'{$t1-$t0:.1f}')")
     echo "E2E faults_wall_s=$wall devices=$N confirmed=$confirmed bytes_sent=$bytes extra_bytes=$extra extra_chunks_1k=$((extra / 1024)) devsim_reboot_lines=$reboots"
+    # Re-sent accounting of tmld since its restart: image bytes served again
+    # per request that went back (an interruption), overall and for the
+    # power-cut devices.
+    raw rollout.show '{"id": 1, "devices": true}' >"$DIR/faults.json"
+    $PY - "$DIR/faults.json" "$N_CUT" "$N" "$DIR/faults_pre.json" <<'PYEOF'
+import json, sys
+n_cut, n = int(sys.argv[2]), int(sys.argv[3])
+cut = {l.split()[0] for l in open(sys.argv[1].replace('faults.json', 'cut.out'))}
+rw = rs = crw = crs = 0
+for path in (sys.argv[4], sys.argv[1]):
+    try:
+        d = json.load(open(path))['rollout']
+    except (OSError, ValueError):
+        continue
+    rw += d['rewinds']; rs += d['bytes_resent']
+    crw += sum(x['rewinds'] for x in d['device_states'] if x['id'] in cut)
+    crs += sum(x['resent'] for x in d['device_states'] if x['id'] in cut)
+print(f"E2E resent_bytes={rs} rewinds={rw} per_rewind={rs / max(rw, 1):.0f} "
+      f"cut_devices_resent={crs} cut_devices_rewinds={crw}")
+# The device resumes where its flash stopped (agent progress marks), so an
+# interruption costs at most the window that was in flight (4 x 1 KiB),
+# never the agent's 8-16 KiB checkpoint interval.
+sys.exit(0 if rs <= 4096 * rw else 1)
+PYEOF
+    [ $? -eq 0 ] || fail "more than one window re-sent per interruption"
     stop_tmld
     echo "E2E OK"
     exit 0

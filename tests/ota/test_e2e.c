@@ -132,6 +132,8 @@ test_ota_e2e_rollout_survives_faults(void **state)
     assert_int_equal(rc, 0);
     assert_non_null(strstr(out, "E2E OK"));
     assert_non_null(strstr(out, "confirmed=20"));
+    assert_non_null(strstr(out, "E2E power_cut dev="));
+    assert_non_null(strstr(out, "E2E resent_bytes="));
 }
 
 /* Issue 5: a model raising the low-confidence rate about 3x (4.0x
