@@ -391,6 +391,17 @@ test_query_groups(void **state)
     l = ctl_json("group list");
     assert_int_equal((int)jnum(find_group(l, "canary"), "devices"), 3);
     cJSON_Delete(l);
+    /* Human: a table with the operator group and a firmware one. */
+    assert_int_equal(ctl(&out, "group list"), 0);
+    assert_non_null(strstr(out, "GROUP"));
+    assert_non_null(strstr(out, "SOURCE"));
+    char *row = strstr(out, "\ncanary ");
+    assert_non_null(row);
+    assert_non_null(strstr(row, " op "));
+    row = strstr(out, "\ng3 ");
+    assert_non_null(row);
+    assert_non_null(strstr(row, " fw "));
+    free(out);
     /* The new group's telemetry is its three members'. */
     cJSON *t = ctl_json("telemetry --group canary --since 2h --by device");
     assert_int_equal(
