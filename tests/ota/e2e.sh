@@ -41,6 +41,10 @@
 #           selftest_fail_share) paused by the failure threshold at wave 1,
 #           later waves never offered it.
 #
+# fleet (slow, 500 devices): kws v7 (64 KiB) to group turbines in one
+#           wave: the rollout completes, every device confirms, and the
+#           image hash on every simulated slot matches; prints the wall time.
+#
 # rollback: v7 then v8 confirmed on every device; `tmlctl rollback --group`
 #           without --key is refused with the reason; with --key it
 #           re-signs v7's image as v9 and every device confirms v9 with
@@ -217,7 +221,7 @@ for i in $(seq 1 "$N_SOLO"); do
     CUT_PIDS+=("$DS_PID")
 done
 
-for _ in $(seq 1 100); do
+for _ in $(seq 1 $((100 + N))); do
     n=$(raw devices '{"group": "turbines"}' 2>/dev/null |
         jq_py "sum(1 for x in d['devices'] if x['online'])" 2>/dev/null || echo 0)
     [ "$n" = "$N" ] && break
@@ -319,6 +323,36 @@ if [ "$MODE" = gates ]; then
     [ "$later" = 0 ] && [ "$bad" -ge 2 ] || fail "30%: failed $bad, later waves touched $later"
     echo "E2E selftest30_wall_s=$($PY -c "print(f'{$t1-$t0:.1f}')") paused_at_wave=1 failed=$bad later_waves_touched=$later reason=\"$(grep -o -E 'wave 1: [^,]*, mostly: [a-z -]*' "$DIR/st.txt" | head -1)\""
     ctl rollout abort 2 >/dev/null
+    stop_tmld
+    echo "E2E OK"
+    exit 0
+fi
+
+if [ "$MODE" = fleet ]; then
+    t0=$(date +%s.%N)
+    ctl deploy "$DIR/kws-7.tmlb" --group turbines --waves 100 --no-gate \
+        --max-concurrent 100 --watch >"$DIR/fleet.out" 2>&1 ||
+        fail "fleet rollout: $(tail -5 "$DIR/fleet.out")"
+    t1=$(date +%s.%N)
+    ctl --json rollout status 1 >"$DIR/fleet.json"
+    state=$(jq_py "d['rollout']['state']" <"$DIR/fleet.json")
+    confirmed=$(jq_py "d['rollout']['counts'].get('confirmed', 0)" <"$DIR/fleet.json")
+    bytes=$(jq_py "int(d['rollout']['bytes_sent'])" <"$DIR/fleet.json")
+    [ "$state" = done ] && [ "$confirmed" = "$N" ] ||
+        fail "fleet rollout: state $state, $confirmed of $N confirmed"
+    want=$(sha256sum "$DIR/kws7.bin" | cut -d' ' -f1)
+    match=0
+    for d in "$DIR"/devs/*/; do
+        for s in "$d"slot0.bin "$d"slot1.bin; do
+            [ -f "$s" ] || continue
+            if [ "$(head -c 65536 "$s" | sha256sum | cut -d' ' -f1)" = "$want" ]; then
+                match=$((match + 1))
+                break
+            fi
+        done
+    done
+    [ "$match" = "$N" ] || fail "image hash matches on $match of $N devices"
+    echo "E2E fleet_wall_s=$($PY -c "print(f'{$t1-$t0:.1f}')") devices=$N confirmed=$confirmed hash_ok=$match bytes_per_device=$((bytes / N))"
     stop_tmld
     echo "E2E OK"
     exit 0

@@ -177,6 +177,23 @@ test_ota_e2e_gates_pause_at_canary_wave(void **state)
     assert_non_null(strstr(out, "E2E OK"));
 }
 
+/* Issue 5 "must show": 500 devices in group turbines, a 64 KiB model:
+ * every device confirms and every slot's image hash matches. Slow. */
+static void
+test_ota_e2e_500_devices_confirm(void **state)
+{
+    static char out[65536];
+    int rc;
+
+    (void)state;
+    rc = run_script("500", "fleet", 600, out, sizeof(out));
+    if (rc == 77)
+        skip();
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "devices=500 confirmed=500 hash_ok=500"));
+    assert_non_null(strstr(out, "E2E OK"));
+}
+
 /* Issue 5: `tmlctl rollback --group` puts the group back on the model it
  * ran before, re-signed by the operator as a higher version (anti-rollback
  * stays intact); without --key it is refused with the reason. */
@@ -212,6 +229,9 @@ main(int argc, char **argv)
     const struct CMUnitTest gates[] = {
         cmocka_unit_test(test_ota_e2e_gates_pause_at_canary_wave),
     };
+    const struct CMUnitTest fleet[] = {
+        cmocka_unit_test(test_ota_e2e_500_devices_confirm),
+    };
     const struct CMUnitTest rollback[] = {
         cmocka_unit_test(test_ota_e2e_rollback_redeploys_previous_model),
     };
@@ -219,6 +239,9 @@ main(int argc, char **argv)
     atexit(kill_child);
     if (argc > 1 && strcmp(argv[1], "gates") == 0)
         return cmocka_run_group_tests_name("ota_e2e_gates", gates, NULL,
+                                           NULL);
+    if (argc > 1 && strcmp(argv[1], "fleet") == 0)
+        return cmocka_run_group_tests_name("ota_e2e_fleet500", fleet, NULL,
                                            NULL);
     if (argc > 1 && strcmp(argv[1], "rollback") == 0)
         return cmocka_run_group_tests_name("ota_e2e_rollback", rollback,
