@@ -24,56 +24,22 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <mbedtls/base64.h>
+
 #include "tml/bundle.h"
 #include "tmlctl.h"
 
 #define MAX_FWD 24 /* deploy options passed through */
 
-static int
-b64_val(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
-/* Decodes padded base64 into out (cap bytes); returns bytes or -1. */
+/* Decodes base64 into out (cap bytes) with mbedTLS; returns bytes or -1. */
 static long
 b64_decode(const char *s, uint8_t *out, size_t cap)
 {
-    size_t len = strlen(s), n = 0;
+    size_t n = 0;
 
-    if (len % 4 != 0)
+    if (mbedtls_base64_decode(out, cap, &n, (const unsigned char *)s,
+                              strlen(s)) != 0)
         return -1;
-    for (size_t i = 0; i < len; i += 4) {
-        int v[4];
-        int pad = 0;
-        for (int k = 0; k < 4; k++) {
-            if (s[i + k] == '=' && i + 4 == len && k >= 2) {
-                v[k] = 0;
-                pad++;
-            } else if (pad != 0 || (v[k] = b64_val(s[i + k])) < 0) {
-                return -1;
-            }
-        }
-        uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 |
-                     (uint32_t)v[2] << 6 | (uint32_t)v[3];
-        if (n + (size_t)(3 - pad) > cap)
-            return -1;
-        out[n++] = (uint8_t)(w >> 16);
-        if (pad < 2)
-            out[n++] = (uint8_t)(w >> 8);
-        if (pad < 1)
-            out[n++] = (uint8_t)w;
-    }
     return (long)n;
 }
 
