@@ -1,8 +1,12 @@
 /*
  * cmd_status.c: `tmlctl status`: tmld's health at a glance (control verb
  * "status", docs/ctl-protocol.md): MQTT link, devices online, ingest
- * counters, database size. --json prints tmld's result unchanged.
+ * counters, database size, active rollouts (verb "rollout.list") and the
+ * upstream backlog (verb "upstream.status"). Those two are best effort: a
+ * tmld without the module still answers status. --json prints tmld's status
+ * result with "rollouts" and "upstream" added.
  */
+#include <string.h>
 #include <time.h>
 
 #include "tmlctl.h"
@@ -21,8 +25,39 @@ cmd_status(struct tmlctl *ctl, int argc, char **argv)
     rc = tmlctl_call(ctl, "status", NULL, &r);
     if (rc != TMLCTL_EXIT_OK)
         return rc;
-    if (ctl->json)
-        return tmlctl_json_emit(r ? r : cJSON_CreateObject());
+    if (r == NULL)
+        r = cJSON_CreateObject();
+    cJSON *ro = NULL, *upr = NULL;
+    if (tmlctl_call(ctl, "rollout.list", NULL, &ro) != TMLCTL_EXIT_OK) {
+        cJSON_Delete(ro);
+        ro = NULL;
+    }
+    if (tmlctl_call(ctl, "upstream.status", NULL, &upr) != TMLCTL_EXIT_OK) {
+        cJSON_Delete(upr);
+        upr = NULL;
+    }
+    /* Active = not finished: everything but done / aborted / failed. */
+    int n_active = 0, n_paused = 0;
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(ro, "rollouts");
+    const cJSON *it;
+    cJSON_ArrayForEach(it, list) {
+        const char *st = tmlctl_jstr(it, "state", "");
+        if (strcmp(st, "done") == 0 || strcmp(st, "aborted") == 0 ||
+            strcmp(st, "failed") == 0)
+            continue;
+        n_active++;
+        if (strcmp(st, "paused") == 0)
+            n_paused++;
+    }
+    if (ctl->json) {
+        cJSON *rs = cJSON_AddObjectToObject(r, "rollouts");
+        cJSON_AddNumberToObject(rs, "active", n_active);
+        cJSON_AddNumberToObject(rs, "paused", n_paused);
+        if (upr != NULL)
+            cJSON_AddItemToObject(r, "upstream", upr);
+        cJSON_Delete(ro);
+        return tmlctl_json_emit(r);
+    }
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(r, "mqtt");
     const cJSON *dv = cJSON_GetObjectItemCaseSensitive(r, "devices");
     const cJSON *in = cJSON_GetObjectItemCaseSensitive(r, "ingest");
@@ -54,6 +89,24 @@ cmd_status(struct tmlctl *ctl, int argc, char **argv)
     printf("database  %s %s (WAL %s, cap %s), schema %.0f\n",
            tmlctl_jstr(db, "path", "?"), size, wal, cap,
            tmlctl_jnum(db, "schema_version", 0));
+    if (ro != NULL)
+        printf("rollouts  %d active (%d paused)\n", n_active, n_paused);
+    if (upr != NULL && !tmlctl_jbool(upr, "enabled")) {
+        printf("upstream  off\n");
+    } else if (upr != NULL) {
+        double dl = 0, po = 0, dr = 0;
+        const cJSON *ss = cJSON_GetObjectItemCaseSensitive(upr, "streams");
+        cJSON_ArrayForEach(it, ss) {
+            dl += tmlctl_jnum(it, "delivered", 0);
+            po += tmlctl_jnum(it, "poisoned", 0);
+            dr += tmlctl_jnum(it, "dropped", 0);
+        }
+        printf("upstream  backlog %.0f rows, delivered %.0f, dropped %.0f, "
+               "poisoned %.0f\n",
+               tmlctl_jnum(upr, "backlog_rows", 0), dl, dr, po);
+    }
+    cJSON_Delete(ro);
+    cJSON_Delete(upr);
     cJSON_Delete(r);
     /* A gateway that is up but not connected to its broker is not OK. */
     return conn ? TMLCTL_EXIT_OK : TMLCTL_EXIT_UNAVAILABLE;
