@@ -487,7 +487,7 @@ test_query_device_cmd(void **state)
 
     /* Through the group: dev-0005 is one of g5's 100 devices. */
     char *out = NULL;
-    assert_int_equal(ctl(&out, "device-cmd --group g5 set "
+    assert_int_equal(ctl(&out, "device cmd --group g5 set "
                                "confidence-threshold=0.75"),
                      0);
     assert_non_null(strstr(out, "sent to 100 devices"));

@@ -771,6 +771,12 @@ cmd_device(struct tmlctl *ctl, int argc, char **argv)
         return list_cmd(ctl, argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "show") == 0)
         return show_cmd(ctl, argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "cmd") == 0) {
+        /* `device cmd` is the spelling of `device-cmd`. */
+        const struct tmlctl_cmd *c = tmlctl_find("device-cmd");
+        if (c != NULL)
+            return c->fn(ctl, argc - 1, argv + 1);
+    }
     if (argc >= 2 &&
         (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         printf("usage: tmlctl device provision ID --out DIR [--group G]\n"
@@ -778,12 +784,13 @@ cmd_device(struct tmlctl *ctl, int argc, char **argv)
                "[--broker HOST:PORT]\n"
                "       tmlctl device list [--all]        (the PKI register)\n"
                "       tmlctl device show ID             (what tmld knows)\n"
+               "       tmlctl device cmd ID...|--group G set KEY=VALUE...\n"
                "(each takes --pki DIR; see tmlctl device SUBCOMMAND "
                "--help)\n");
         return TMLCTL_EXIT_OK;
     }
     return tmlctl_fail(ctl, TMLCTL_EXIT_USAGE, "tmlctl device --help",
-                       "device: expected provision, revoke, list or show");
+                       "device: expected provision, revoke, list, show or cmd");
 }
 
 TMLCTL_COMMAND("device", "provision/revoke/list certificates, show a device",
