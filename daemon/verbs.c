@@ -260,27 +260,33 @@ v_devices(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
           void *arg)
 {
     (void)arg;
-    const char *group = NULL;
+    const char *group = NULL, *model = NULL;
     bool online = false;
-    int64_t limit = LIST_DEFAULT, offset = 0;
-    int has_online;
+    int64_t limit = LIST_DEFAULT, offset = 0, mver = 0;
+    int has_online, has_mver;
     if (tmld_ctl_arg_str(args, "group", TML_MAX_NAME, &group) < 0 ||
         (has_online = tmld_ctl_arg_bool(args, "online", &online)) < 0 ||
+        tmld_ctl_arg_str(args, "model", TML_MAX_NAME, &model) < 0 ||
+        (has_mver = tmld_ctl_arg_int(args, "model_version", 0, UINT32_MAX,
+                                     &mver)) < 0 ||
         tmld_ctl_arg_int(args, "limit", 0, LIST_MAX, &limit) < 0 ||
         tmld_ctl_arg_int(args, "offset", 0, INT32_MAX, &offset) < 0) {
         tmld_ctl_reply_err(req, "bad_args",
                            "devices takes group (string), online (bool), "
+                           "model (string), model_version (integer), "
                            "limit (0..%d), offset",
                            LIST_MAX);
         return;
     }
     sqlite3 *db = tmld_db_ro(d);
     /* online is filtered from the database's view; it lags the registry
-     * by at most one batch. */
+     * by at most one batch. model / model_version are what the device
+     * reported in its last hello. */
     static const char *where =
         " WHERE (?1 IS NULL OR EXISTS (SELECT 1 FROM device_groups g WHERE "
         "g.device_id = d.id AND g.grp = ?1)) AND (?2 IS NULL OR d.online = "
-        "?2)";
+        "?2) AND (?5 IS NULL OR d.model = ?5) AND (?6 IS NULL OR "
+        "d.model_version = ?6)";
     char sql[1024];
     snprintf(sql, sizeof(sql),
              "SELECT " DEV_COLS " FROM devices d%s ORDER BY d.name LIMIT ?3 "
@@ -302,6 +308,10 @@ v_devices(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
                 sqlite3_bind_text(s, 1, group, -1, SQLITE_STATIC);
             if (has_online == 0)
                 sqlite3_bind_int(s, 2, online);
+            if (model)
+                sqlite3_bind_text(s, 5, model, -1, SQLITE_STATIC);
+            if (has_mver == 0)
+                sqlite3_bind_int64(s, 6, mver);
         }
         sqlite3_bind_int64(st, 3, limit);
         sqlite3_bind_int64(st, 4, offset);
@@ -559,30 +569,49 @@ v_samples_list(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
                void *arg)
 {
     (void)arg;
-    const char *dev = NULL;
-    int64_t reason = 0, limit = 100, offset = 0;
-    int has_reason;
+    const char *dev = NULL, *model = NULL;
+    int64_t reason = 0, limit = 100, offset = 0, label = 0, mver = 0;
+    int64_t since_s = 0;
+    int has_reason, has_label, has_mver, has_since;
     if (tmld_ctl_arg_str(args, "device", TML_MAX_DEVICE_ID, &dev) < 0 ||
         (has_reason = reason_arg(args, &reason)) < 0 ||
+        (has_label = tmld_ctl_arg_int(args, "label", 0, UINT32_MAX,
+                                      &label)) < 0 ||
+        tmld_ctl_arg_str(args, "model", TML_MAX_NAME, &model) < 0 ||
+        (has_mver = tmld_ctl_arg_int(args, "model_version", 0, UINT32_MAX,
+                                     &mver)) < 0 ||
+        (has_since = tmld_ctl_arg_int(args, "since_s", 1,
+                                      100LL * 365 * 86400, &since_s)) < 0 ||
         tmld_ctl_arg_int(args, "limit", 0, LIST_MAX, &limit) < 0 ||
         tmld_ctl_arg_int(args, "offset", 0, INT32_MAX, &offset) < 0) {
         tmld_ctl_reply_err(req, "bad_args",
                            "samples.list takes device (string), reason "
-                           "(flagged, low_conf, audit), limit, offset");
+                           "(flagged, low_conf, audit), label (integer), "
+                           "model (string), model_version (integer), "
+                           "since_s (seconds), limit, offset");
         return;
     }
+    int64_t since = has_since == 0 ? tmld_wall_s() - since_s : 0;
+    /* label is the sample's label as a training set would use it: the
+     * expected class the device (or a person) attached, else the predicted
+     * one. A sample carries only its model version; the model name is its
+     * device's (from the last hello). since compares the time the sample's
+     * first chunk arrived. */
     static const char *from =
         " FROM samples s JOIN devices d ON d.id = s.device_id WHERE (?1 IS "
-        "NULL OR d.name = ?1) AND (?2 IS NULL OR s.reason = ?2)";
-    char sql[1024], csql[512];
+        "NULL OR d.name = ?1) AND (?2 IS NULL OR s.reason = ?2) AND (?5 IS "
+        "NULL OR coalesce(s.expected, s.predicted) = ?5) AND (?6 IS NULL OR "
+        "d.model = ?6) AND (?7 IS NULL OR s.model_version = ?7)";
+    static const char *having = " HAVING ?8 IS NULL OR min(s.recv_at) >= ?8";
+    char sql[1536], csql[1024];
     snprintf(sql, sizeof(sql),
-             "SELECT " SAMPLE_COLS "%s GROUP BY s.device_id, s.sample_id "
+             "SELECT " SAMPLE_COLS "%s GROUP BY s.device_id, s.sample_id%s "
              "ORDER BY min(s.id) DESC LIMIT ?3 OFFSET ?4",
-             from);
+             from, having);
     snprintf(csql, sizeof(csql),
              "SELECT count(*) FROM (SELECT 1%s GROUP BY s.device_id, "
-             "s.sample_id)",
-             from);
+             "s.sample_id%s)",
+             from, having);
     sqlite3 *db = tmld_db_ro(d);
     sqlite3_stmt *st = NULL, *cs = NULL;
     struct qguard g;
@@ -598,10 +627,20 @@ v_samples_list(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
                 sqlite3_bind_text(x, 1, dev, -1, SQLITE_STATIC);
             if (has_reason == 0)
                 sqlite3_bind_int64(x, 2, reason);
+            if (has_label == 0)
+                sqlite3_bind_int64(x, 5, label);
+            if (model)
+                sqlite3_bind_text(x, 6, model, -1, SQLITE_STATIC);
+            if (has_mver == 0)
+                sqlite3_bind_int64(x, 7, mver);
+            if (has_since == 0)
+                sqlite3_bind_int64(x, 8, since);
         }
         sqlite3_bind_int64(st, 3, limit);
         sqlite3_bind_int64(st, 4, offset);
         r = cJSON_CreateObject();
+        if (has_since == 0)
+            cJSON_AddNumberToObject(r, "since", (double)since);
         rc = sqlite3_step(cs);
         cJSON_AddNumberToObject(r, "total",
                                 rc == SQLITE_ROW

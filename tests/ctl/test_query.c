@@ -343,6 +343,17 @@ ctl_json(const char *args)
     return j;
 }
 
+static cJSON *
+ctl_json_f(const char *fmt, ...)
+{
+    char args[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof(args), fmt, ap);
+    va_end(ap);
+    return ctl_json(args);
+}
+
 /* The group's row in `group list --json`, or NULL. */
 static const cJSON *
 find_group(const cJSON *list, const char *name)
@@ -605,6 +616,172 @@ test_query_samples_export(void **state)
     assert_int_equal(ctl(NULL, "samples export --limit 5 2>/dev/null"), 2);
 }
 
+/* One integer from the seeded database (sql with an optional ?1). */
+static int64_t
+db_count(const char *sql, int64_t p1)
+{
+    sqlite3 *db = open_db();
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    sqlite3_bind_int64(st, 1, p1);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+/* The filters of issue 6: devices --model, samples list|export --label,
+ * --model, --since. Each must exclude rows the seeded database holds
+ * (devices: 100 of 1000 run kws v2; samples: one per device dev-0000..,
+ * v2 on every tenth, received over the 10 minutes before generation), with
+ * the database as the oracle; malformed values are usage errors (exit 2). */
+static void
+test_query_filters(void **state)
+{
+    (void)state;
+    const cJSON *e;
+    /* devices --model NAME@VER */
+    cJSON *j = ctl_json("devices --model kws@2");
+    assert_int_equal((int)jnum(j, "total"), 100);
+    assert_int_equal(cJSON_GetArraySize(
+                         cJSON_GetObjectItemCaseSensitive(j, "devices")),
+                     100);
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(j, "devices"))
+    {
+        assert_int_equal((int)jnum(e, "model_version"), 2);
+        assert_string_equal(
+            cJSON_GetObjectItemCaseSensitive(e, "model")->valuestring, "kws");
+    }
+    cJSON_Delete(j);
+    j = ctl_json("devices --model kws@1 --limit 10");
+    assert_int_equal((int)jnum(j, "total"), 900);
+    cJSON_Delete(j);
+    j = ctl_json("devices --model kws@1 --group g0"); /* g0 is all v2 */
+    assert_int_equal((int)jnum(j, "total"), 0);
+    cJSON_Delete(j);
+    j = ctl_json("devices --model vww@2");
+    assert_int_equal((int)jnum(j, "total"), 0);
+    cJSON_Delete(j);
+    char *out = NULL;
+    assert_int_equal(ctl(&out, "devices --model kws@2 --limit 3"), 0);
+    assert_non_null(strstr(out, "dev-0000"));
+    assert_non_null(strstr(out, "kws v2"));
+    assert_null(strstr(out, "kws v1"));
+    assert_null(strstr(out, "dev-0001"));
+    free(out);
+    assert_int_equal(ctl(NULL, "devices --model kws 2>/dev/null"), 2);
+    assert_int_equal(ctl(NULL, "devices --model @2 2>/dev/null"), 2);
+    assert_int_equal(ctl(NULL, "devices --model kws@v2 2>/dev/null"), 2);
+
+    /* samples --model: the 60 samples of v2 devices. */
+    int64_t want = db_count("SELECT count(*) FROM samples s JOIN devices d "
+                            "ON d.id = s.device_id WHERE d.model = 'kws' AND "
+                            "s.model_version = 2",
+                            0);
+    assert_int_equal(want, EXPORT_SAMPLES / 10);
+    j = ctl_json("samples list --model kws@2 --limit 10000");
+    assert_int_equal((int64_t)jnum(j, "total"), want);
+    assert_int_equal(cJSON_GetArraySize(
+                         cJSON_GetObjectItemCaseSensitive(j, "samples")),
+                     (int)want);
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(j, "samples"))
+        assert_int_equal((int)jnum(e, "model_version"), 2);
+    cJSON_Delete(j);
+    j = ctl_json("samples list --model other@2");
+    assert_int_equal((int)jnum(j, "total"), 0);
+    cJSON_Delete(j);
+
+    /* samples --label: expected when known, else predicted. dev-0015's
+     * sample has no expected and predicted 3 (in); dev-0003's predicted 3
+     * but expected 4 (out); dev-0002's expected 3 (in). */
+    want = db_count("SELECT count(*) FROM samples WHERE "
+                    "coalesce(expected, predicted) = ?1",
+                    3);
+    assert_true(want > 0 && want < EXPORT_SAMPLES);
+    j = ctl_json("samples list --label 3 --limit 10000");
+    assert_int_equal((int64_t)jnum(j, "total"), want);
+    bool saw15 = false, saw2 = false;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(j, "samples"))
+    {
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(e, "expected");
+        const char *dev =
+            cJSON_GetObjectItemCaseSensitive(e, "device")->valuestring;
+        if (cJSON_IsNull(x))
+            assert_int_equal((int)jnum(e, "predicted"), 3);
+        else
+            assert_int_equal((int)x->valuedouble, 3);
+        assert_string_not_equal(dev, "dev-0003");
+        saw15 |= strcmp(dev, "dev-0015") == 0;
+        saw2 |= strcmp(dev, "dev-0002") == 0;
+    }
+    assert_true(saw15 && saw2);
+    cJSON_Delete(j);
+
+    /* samples --since: a window that holds about half of them. */
+    int64_t back = (int64_t)(time(NULL) - gen_now) + EXPORT_SAMPLES / 2;
+    j = ctl_json_f("samples list --since %llds --limit 10000",
+                   (long long)back);
+    want = db_count("SELECT count(*) FROM samples WHERE recv_at >= ?1",
+                    (int64_t)jnum(j, "since"));
+    assert_true(want > 0 && want < EXPORT_SAMPLES);
+    assert_int_equal((int64_t)jnum(j, "total"), want);
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(j, "samples"))
+        assert_true(jnum(e, "received_at") >= jnum(j, "since"));
+    cJSON_Delete(j);
+
+    /* All together, and export follows the same filters. */
+    j = ctl_json_f("samples list --model kws@1 --reason flagged --label 5 "
+                   "--since %llds --limit 10000",
+                   (long long)back);
+    want = db_count("SELECT count(*) FROM samples WHERE model_version = 1 "
+                    "AND reason = 1 AND coalesce(expected, predicted) = 5 "
+                    "AND recv_at >= ?1",
+                    (int64_t)jnum(j, "since"));
+    assert_int_equal((int64_t)jnum(j, "total"), want);
+    cJSON_Delete(j);
+    char dir[256], mf[320];
+    snprintf(dir, sizeof(dir), "%s/export-v2", the_rig->dir);
+    assert_int_equal(ctl(NULL, "-q samples export --out %s --model kws@2 "
+                               "--limit 10000",
+                         dir),
+                     0);
+    snprintf(mf, sizeof(mf), "%s/manifest.json", dir);
+    FILE *f = fopen(mf, "r");
+    assert_non_null(f);
+    char *buf = calloc(1, 1 << 20);
+    assert_non_null(buf);
+    buf[fread(buf, 1, (1 << 20) - 1, f)] = '\0';
+    fclose(f);
+    j = cJSON_Parse(buf);
+    free(buf);
+    assert_non_null(j);
+    assert_int_equal((int)jnum(j, "count"), EXPORT_SAMPLES / 10);
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(j, "samples"))
+        assert_int_equal((int)jnum(e, "model_version"), 2);
+    cJSON_Delete(j);
+
+    /* Human output: only v2 rows. */
+    assert_int_equal(ctl(&out, "samples list --model kws@2 --limit 3"), 0);
+    assert_non_null(strstr(out, "MODEL V"));
+    assert_non_null(strstr(out, "dev-0"));
+    free(out);
+
+    /* Usage errors. */
+    assert_int_equal(ctl(NULL, "samples list --model foo 2>/dev/null"), 2);
+    assert_int_equal(ctl(NULL, "samples list --since xyz 2>/dev/null"), 2);
+    assert_int_equal(ctl(NULL, "samples list --since 0 2>/dev/null"), 2);
+    assert_int_equal(ctl(NULL, "samples list --label three 2>/dev/null"), 2);
+    assert_int_equal(ctl(NULL, "samples export --out %s/x --since xyz "
+                               "2>/dev/null",
+                         the_rig->dir),
+                     2);
+    assert_int_equal(ctl(NULL, "samples export --out %s/x --model foo "
+                               "2>/dev/null",
+                         the_rig->dir),
+                     2);
+}
+
 int
 main(void)
 {
@@ -615,6 +792,7 @@ main(void)
         cmocka_unit_test(test_query_groups),
         cmocka_unit_test(test_query_device_cmd),
         cmocka_unit_test(test_query_samples_export),
+        cmocka_unit_test(test_query_filters),
     };
     return cmocka_run_group_tests_name("tmlctl_query", tests, setup,
                                        teardown);

@@ -1,17 +1,30 @@
 /*
- * cmd_devices.c: `tmlctl devices [--group G] [--online]`: the devices tmld
- * knows (control verb "devices"), one row each; --json prints tmld's
- * result unchanged.
+ * cmd_devices.c: `tmlctl devices [--group G] [--online|--offline]
+ * [--model NAME@VER]`: the devices tmld knows (control verb "devices"), one
+ * row each; --json prints tmld's result unchanged.
  */
 #include <string.h>
 #include <time.h>
 
 #include "tmlctl.h"
 
+/* "NAME@VER" (NAME 1..32 bytes, VER a decimal uint32) into name/ver. */
+static bool
+parse_model(const char *s, char *name, size_t cap, uint32_t *ver)
+{
+    const char *at = strrchr(s, '@');
+    if (at == NULL || at == s || (size_t)(at - s) >= cap ||
+        !tmlctl_parse_u32(at + 1, ver))
+        return false;
+    memcpy(name, s, (size_t)(at - s));
+    name[at - s] = '\0';
+    return true;
+}
+
 static int
 cmd_devices(struct tmlctl *ctl, int argc, char **argv)
 {
-    const char *group = NULL;
+    const char *group = NULL, *model_opt = NULL;
     bool online = false, offline = false;
     uint32_t limit = 1000, offset = 0;
     const struct tmlctl_opt opts[] = {
@@ -21,6 +34,8 @@ cmd_devices(struct tmlctl *ctl, int argc, char **argv)
          false},
         {"offline", 0, TMLCTL_OPT_FLAG, &offline, NULL, "only offline devices",
          false},
+        {"model", 'm', TMLCTL_OPT_STR, &model_opt, "NAME@VER",
+         "only devices running this model version", false},
         {"limit", 'n', TMLCTL_OPT_U32, &limit, "N", "at most N rows (1000)",
          false},
         {"offset", 0, TMLCTL_OPT_U32, &offset, "N", "skip N rows", false},
@@ -28,16 +43,28 @@ cmd_devices(struct tmlctl *ctl, int argc, char **argv)
     };
     struct tmlctl_args a;
     int rc;
-    if (!tmlctl_parse(ctl, "devices [--group G] [--online|--offline]", opts,
+    if (!tmlctl_parse(ctl, "devices [--group G] [--online|--offline] "
+                      "[--model NAME@VER]", opts,
                       argc, argv, &a, &rc))
         return rc;
+    char want[33];
+    uint32_t mver = 0;
     if (a.n_pos != 0 || (online && offline) || limit == 0 || limit > 10000)
         return tmlctl_fail(ctl, TMLCTL_EXIT_USAGE, NULL,
                            "bad arguments (limit 1..10000, one of "
                            "--online/--offline)");
+    if (model_opt != NULL &&
+        !parse_model(model_opt, want, sizeof(want), &mver))
+        return tmlctl_fail(ctl, TMLCTL_EXIT_USAGE,
+                           "--model NAME@VER, e.g. --model kws@12",
+                           "bad --model '%s'", model_opt);
     cJSON *args = cJSON_CreateObject();
     if (group != NULL)
         cJSON_AddStringToObject(args, "group", group);
+    if (model_opt != NULL) {
+        cJSON_AddStringToObject(args, "model", want);
+        cJSON_AddNumberToObject(args, "model_version", mver);
+    }
     if (online || offline)
         cJSON_AddBoolToObject(args, "online", online);
     cJSON_AddNumberToObject(args, "limit", limit);

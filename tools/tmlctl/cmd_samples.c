@@ -17,25 +17,60 @@
 #define MAX_SAMPLE_BYTES (16u * 1024u * 1024u)
 #define EXPORT_PAGE 500u
 
+/* The filters of samples list/export, as samples.list args. */
+struct filters {
+    const char *device, *reason;
+    bool has_label, has_model;
+    uint32_t label, model_version;
+    char model[33];
+    uint64_t since_s; /* 0: no --since */
+};
+
 static cJSON *
-list_args(const char *device, const char *reason, uint32_t limit,
-          uint32_t offset)
+list_args(const struct filters *f, uint32_t limit, uint32_t offset)
 {
     cJSON *args = cJSON_CreateObject();
-    if (device != NULL)
-        cJSON_AddStringToObject(args, "device", device);
-    if (reason != NULL)
-        cJSON_AddStringToObject(args, "reason", reason);
+    if (f->device != NULL)
+        cJSON_AddStringToObject(args, "device", f->device);
+    if (f->reason != NULL)
+        cJSON_AddStringToObject(args, "reason", f->reason);
+    if (f->has_label)
+        cJSON_AddNumberToObject(args, "label", f->label);
+    if (f->has_model) {
+        cJSON_AddStringToObject(args, "model", f->model);
+        cJSON_AddNumberToObject(args, "model_version", f->model_version);
+    }
+    if (f->since_s != 0)
+        cJSON_AddNumberToObject(args, "since_s", (double)f->since_s);
     cJSON_AddNumberToObject(args, "limit", limit);
     cJSON_AddNumberToObject(args, "offset", offset);
     return args;
 }
 
-static bool
-reason_ok(const char *r)
+/* The reason as tmld names it ("low-confidence", the issue's spelling,
+ * is low_conf), or NULL if unknown. */
+static const char *
+reason_norm(const char *r)
 {
-    return r == NULL || strcmp(r, "flagged") == 0 ||
-           strcmp(r, "low_conf") == 0 || strcmp(r, "audit") == 0;
+    if (strcmp(r, "low-confidence") == 0 || strcmp(r, "low-conf") == 0)
+        return "low_conf";
+    if (strcmp(r, "flagged") == 0 || strcmp(r, "low_conf") == 0 ||
+        strcmp(r, "audit") == 0)
+        return r;
+    return NULL;
+}
+
+/* "NAME@VER" (NAME 1..32 bytes, VER a decimal uint32) into name/ver. */
+static bool
+parse_model(const char *s, char *name, size_t cap, uint32_t *ver)
+{
+    const char *at = strrchr(s, '@');
+    if (at == NULL || at == s || (size_t)(at - s) >= cap ||
+        !tmlctl_parse_u32(at + 1, ver))
+        return false;
+    memcpy(name, s, (size_t)(at - s));
+    name[at - s] = '\0';
+    return true;
 }
 
 /* Device ids are [A-Za-z0-9._-] (tmld validated them); refuse anything
@@ -291,13 +326,20 @@ export_one(struct tmlctl *ctl, struct tmlctl_conn *c, const cJSON *s,
 static int
 samples_cmd(struct tmlctl *ctl, int argc, char **argv, bool export)
 {
-    const char *device = NULL, *reason = NULL, *out = NULL;
+    const char *device = NULL, *reason = NULL, *out = NULL, *label = NULL;
+    const char *model = NULL, *since = NULL;
     uint32_t limit = export ? 100 : 50, offset = 0;
     const struct tmlctl_opt opts[] = {
         {"device", 'd', TMLCTL_OPT_STR, &device, "ID", "only this device",
          false},
         {"reason", 'r', TMLCTL_OPT_STR, &reason, "R",
-         "flagged, low_conf or audit", false},
+         "flagged, low_conf (low-confidence) or audit", false},
+        {"label", 'l', TMLCTL_OPT_STR, &label, "L",
+         "class index: expected if known, else predicted", false},
+        {"model", 'm', TMLCTL_OPT_STR, &model, "NAME@VER",
+         "only samples taken by this model version", false},
+        {"since", 's', TMLCTL_OPT_STR, &since, "DUR",
+         "only samples received in the last DUR (90s, 15m, 24h, 7d)", false},
         {"limit", 'n', TMLCTL_OPT_U32, &limit, "N", "at most N samples", false},
         {"offset", 0, TMLCTL_OPT_U32, &offset, "N", "skip N", false},
         {"out", 'o', TMLCTL_OPT_STR, &out, "DIR",
@@ -308,14 +350,34 @@ samples_cmd(struct tmlctl *ctl, int argc, char **argv, bool export)
     int rc;
     if (!tmlctl_parse(ctl,
                       export ? "samples export --out DIR [--device ID] "
-                               "[--reason R] [--limit N]"
-                             : "samples list [--device ID] [--reason R]",
+                               "[--reason R] [--label L] [--model NAME@VER] "
+                               "[--since DUR] [--limit N]"
+                             : "samples list [--device ID] [--reason R] "
+                               "[--label L] [--model NAME@VER] [--since DUR]",
                       opts, argc, argv, &a, &rc))
         return rc;
-    if (a.n_pos != 0 || !reason_ok(reason) || limit == 0 || limit > 10000)
+    struct filters fl = {.device = device};
+    if (a.n_pos != 0 || limit == 0 || limit > 10000 ||
+        (reason != NULL && (fl.reason = reason_norm(reason)) == NULL))
         return tmlctl_fail(ctl, TMLCTL_EXIT_USAGE,
                            "--reason flagged|low_conf|audit, --limit 1..10000",
                            "bad arguments");
+    if (label != NULL && !(fl.has_label = tmlctl_parse_u32(label, &fl.label)))
+        return tmlctl_fail(ctl, TMLCTL_EXIT_USAGE,
+                           "--label takes a class index, e.g. --label 3",
+                           "bad --label '%s'", label);
+    if (model != NULL &&
+        !(fl.has_model = parse_model(model, fl.model, sizeof(fl.model),
+                                     &fl.model_version)))
+        return tmlctl_fail(ctl, TMLCTL_EXIT_USAGE,
+                           "--model NAME@VER, e.g. --model kws@12",
+                           "bad --model '%s'", model);
+    if (since != NULL && (!tmlctl_parse_duration(since, &fl.since_s) ||
+                          fl.since_s == 0 ||
+                          fl.since_s > 100ull * 365 * 86400))
+        return tmlctl_fail(ctl, TMLCTL_EXIT_USAGE,
+                           "--since takes a duration: 90s, 15m, 24h, 7d",
+                           "bad --since '%s'", since);
     struct tmlctl_conn *c = NULL;
     rc = tmlctl_connect(ctl, &c);
     if (rc != TMLCTL_EXIT_OK)
@@ -325,7 +387,7 @@ samples_cmd(struct tmlctl *ctl, int argc, char **argv, bool export)
      * the response size limit). */
     uint32_t page = export && limit > EXPORT_PAGE ? EXPORT_PAGE : limit;
     rc = tmlctl_request(c, "samples.list",
-                        list_args(device, reason, page, offset), &r);
+                        list_args(&fl, page, offset), &r);
     if (rc != TMLCTL_EXIT_OK) {
         tmlctl_close(c);
         return rc;
@@ -368,7 +430,7 @@ samples_cmd(struct tmlctl *ctl, int argc, char **argv, bool export)
                 uint32_t want = limit - (uint32_t)n;
                 page = want > EXPORT_PAGE ? EXPORT_PAGE : want;
                 rc = tmlctl_request(c, "samples.list",
-                                    list_args(device, reason, page,
+                                    list_args(&fl, page,
                                               offset + (uint32_t)n),
                                     &r);
                 list = cJSON_GetObjectItemCaseSensitive(r, "samples");
@@ -453,8 +515,10 @@ cmd_samples(struct tmlctl *ctl, int argc, char **argv)
     if (argc >= 2 &&
         (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         printf("usage: tmlctl samples list [--device ID] [--reason R] "
-               "[--limit N]\n       tmlctl samples export --out DIR "
-               "[--device ID] [--reason R] [--limit N]\n");
+               "[--label L] [--model NAME@VER] [--since DUR] [--limit N]\n"
+               "       tmlctl samples export --out DIR [--device ID] "
+               "[--reason R] [--label L] [--model NAME@VER] [--since DUR] "
+               "[--limit N]\n");
         return TMLCTL_EXIT_OK;
     }
     return tmlctl_fail(ctl, TMLCTL_EXIT_USAGE, "tmlctl samples --help",
