@@ -25,8 +25,15 @@
 
 #include "rig.h"
 
+/* The default suite runs 50 devices x 12 inferences; agent_devsim_tmld_soak
+ * (label slow) builds this file with N_DEV=200 COUNT=240 (rate 4/s: 60 s of
+ * inferences per device), issue 4's "200 simulated devices for 60 s". */
+#ifndef N_DEV
 #define N_DEV 50
+#endif
+#ifndef COUNT
 #define COUNT 12
+#endif
 
 struct fx {
     char dir[256];
@@ -106,7 +113,7 @@ run_e2e(struct fx *f, const char *misbehave, bool kill_broker,
         const char *reboot_mean)
 {
     char bin[600], tbin[600], sdir[300], json[300], log[300], port[16];
-    char n_arg[16], count_arg[16], dbdir[300];
+    char n_arg[16], count_arg[16], dbdir[300], groups[64];
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
     uint32_t i, n_rows_devices = 0;
@@ -145,13 +152,15 @@ run_e2e(struct fx *f, const char *misbehave, bool kill_broker,
     snprintf(log, sizeof(log), "%s/devsim.log", f->dir);
     snprintf(port, sizeof(port), "%d", f->broker.port);
     snprintf(n_arg, sizeof(n_arg), "%d", N_DEV);
+    snprintf(groups, sizeof(groups), "turbines:%d,pumps:%d", N_DEV / 2,
+             N_DEV - N_DEV / 2);
     snprintf(count_arg, sizeof(count_arg), "%d", COUNT);
     {
         const char *argv[] = {
             rig_bin("tools/devsim/tml-devsim", bin, sizeof(bin)), "--port",
             port, "--cafile", f->broker.ca, "--ca-cert", f->broker.ca,
             "--ca-key", f->broker.ca_key, "--state-dir", sdir, "--devices",
-            n_arg, "--prefix", "e2e-", "--groups", "turbines:25,pumps:25",
+            n_arg, "--prefix", "e2e-", "--groups", groups,
             "--rate", "4", timed ? "--duration" : "--count",
             timed ? "7" : count_arg, "--summary-period", "2",
             "--conf-threshold", "7000", "--sample-budget", "2",
@@ -167,7 +176,7 @@ run_e2e(struct fx *f, const char *misbehave, bool kill_broker,
         sleep_ms(1500);
         assert_int_equal(rig_broker_restart(&f->broker), 0);
     }
-    rc = rig_wait(pid, 120000);
+    rc = rig_wait(pid, 120000 + COUNT * 1000);
     if (rc != 0) {
         dump(log);
         dump(f->tlog);
