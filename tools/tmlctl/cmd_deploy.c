@@ -10,6 +10,11 @@
  * (devices per wave, excluded devices and why, bytes, gates) and changes
  * nothing. --watch follows the rollout until it finishes or pauses.
  *
+ * FILE may also be an https:// URL: the bundle is fetched with libcurl into
+ * memory (TLS verified against the system CAs or --cacert, at most
+ * TML_BUNDLE_MAX_FILE bytes, HTTP errors fatal) and then takes the same
+ * path as a local bundle; tmld checks its signature as for any other.
+ *
  * An automatic rollback needs the previous model signed with a version
  * above the new one (devices never go back in version): --rollback-bundle
  * gives such a bundle, or --rollback-from PREV.bin signs it here as
@@ -18,13 +23,18 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <curl/curl.h>
 
 #include "tml/bundle.h"
 #include "tmlctl.h"
 
 #define UPLOAD_PIECE 36864u /* raw bytes per artifact.upload (base64 < 64 KiB) */
+#define FETCH_CONNECT_S 15L /* https:// bundle: connect timeout */
+#define FETCH_TOTAL_S 600L  /* https:// bundle: whole transfer */
 
 void tmlctl_rollout_print(const struct tmlctl *ctl, const cJSON *r,
                           bool with_devices);
@@ -109,6 +119,136 @@ upload(const struct tmlctl *ctl, struct tmlctl_conn *c, const uint8_t *buf,
     else
         cJSON_Delete(res);
     return TMLCTL_EXIT_OK;
+}
+
+/* ---- https:// bundles ------------------------------------------------------
+ */
+
+struct fetch_buf {
+    uint8_t *p;
+    size_t len, cap;
+    bool too_big, no_mem;
+};
+
+/* Appends a piece of the body; stops the transfer (returns 0) beyond the
+ * cap, which also covers servers that send no Content-Length. */
+static size_t
+fetch_write(char *data, size_t size, size_t nmemb, void *ud)
+{
+    struct fetch_buf *b = ud;
+    size_t n = size * nmemb; /* size is always 1 (libcurl docs) */
+
+    if (n > TML_BUNDLE_MAX_FILE - b->len) {
+        b->too_big = true;
+        return 0;
+    }
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap != 0 ? b->cap : 65536;
+        while (cap < b->len + n)
+            cap *= 2;
+        if (cap > TML_BUNDLE_MAX_FILE)
+            cap = TML_BUNDLE_MAX_FILE;
+        uint8_t *p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->no_mem = true;
+            return 0;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, data, n);
+    b->len += n;
+    return n;
+}
+
+static bool
+is_url(const char *s)
+{
+    return strstr(s, "://") != NULL;
+}
+
+/* Downloads url into *out (malloc'ed). Exit codes: USAGE (not https),
+ * INVALID (TLS peer not verified), IO (network, HTTP >= 400, over the
+ * cap), FAIL (libcurl setup, memory). */
+static int
+fetch_url(const struct tmlctl *ctl, const char *url, const char *cacert,
+          uint8_t **out, size_t *out_len)
+{
+    struct fetch_buf b = {0};
+    char err[CURL_ERROR_SIZE] = "";
+    long status = 0;
+    int rc = TMLCTL_EXIT_OK;
+    CURLcode cc;
+    CURL *h;
+
+    if (strncasecmp(url, "https://", 8) != 0)
+        return tmlctl_fail(ctl, TMLCTL_EXIT_USAGE,
+                           "bundles are fetched over https:// only (TLS "
+                           "verified); download it yourself otherwise",
+                           "%s: refusing a non-https URL", url);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return tmlctl_fail(ctl, TMLCTL_EXIT_FAIL, NULL,
+                           "libcurl initialisation failed");
+    h = curl_easy_init();
+    if (h == NULL) {
+        curl_global_cleanup();
+        return tmlctl_fail(ctl, TMLCTL_EXIT_FAIL, NULL,
+                           "libcurl initialisation failed");
+    }
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
+    curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "https");
+    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (cacert != NULL)
+        curl_easy_setopt(h, CURLOPT_CAINFO, cacert);
+    curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE,
+                     (curl_off_t)TML_BUNDLE_MAX_FILE);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, FETCH_CONNECT_S);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, FETCH_TOTAL_S);
+    curl_easy_setopt(h, CURLOPT_FAILONERROR, 1L);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, err);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, fetch_write);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "tmlctl/" TMLCTL_VERSION);
+    tmlctl_info(ctl, "fetching %s", url);
+    cc = curl_easy_perform(h);
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    if (cc == CURLE_OK && b.len == 0) {
+        rc = tmlctl_fail(ctl, TMLCTL_EXIT_IO, NULL, "%s: empty body", url);
+    } else if (cc == CURLE_OK) {
+        *out = b.p;
+        *out_len = b.len;
+        b.p = NULL;
+    } else if (cc == CURLE_HTTP_RETURNED_ERROR) {
+        rc = tmlctl_fail(ctl, TMLCTL_EXIT_IO, NULL, "%s: HTTP status %ld",
+                         url, status);
+    } else if (b.too_big || cc == CURLE_FILESIZE_EXCEEDED) {
+        rc = tmlctl_fail(ctl, TMLCTL_EXIT_IO,
+                         "a slot takes at most the bundle size limit",
+                         "%s: larger than %u bytes, refused", url,
+                         (unsigned)TML_BUNDLE_MAX_FILE);
+    } else if (b.no_mem) {
+        rc = tmlctl_fail(ctl, TMLCTL_EXIT_FAIL, NULL, "%s: out of memory",
+                         url);
+    } else if (cc == CURLE_PEER_FAILED_VERIFICATION ||
+               cc == CURLE_SSL_CACERT_BADFILE ||
+               cc == CURLE_SSL_CERTPROBLEM) {
+        rc = tmlctl_fail(ctl, TMLCTL_EXIT_INVALID,
+                         "give the server's CA with --cacert FILE",
+                         "%s: TLS certificate not verified: %s", url,
+                         err[0] != '\0' ? err : curl_easy_strerror(cc));
+    } else {
+        rc = tmlctl_fail(ctl, TMLCTL_EXIT_IO, NULL, "%s: %s", url,
+                         err[0] != '\0' ? err : curl_easy_strerror(cc));
+    }
+    free(b.p);
+    curl_easy_cleanup(h);
+    curl_global_cleanup();
+    return rc;
 }
 
 static bool
@@ -289,7 +429,7 @@ cmd_deploy(struct tmlctl *ctl, int argc, char **argv)
 {
     struct sign_opts so;
     const char *group = NULL, *waves = NULL, *canary = NULL, *rb_bundle = NULL;
-    const char *rb_from = NULL;
+    const char *rb_from = NULL, *cacert = NULL;
     struct tmlctl_list devices = {0};
     double threshold = -1;
     uint32_t max_conc = 0, retries = UINT32_MAX, min_inf = UINT32_MAX;
@@ -349,6 +489,9 @@ cmd_deploy(struct tmlctl *ctl, int argc, char **argv)
          "previous model signed with a higher version", false},
         {"rollback-from", 0, TMLCTL_OPT_STR, &rb_from, "PREV.bin",
          "sign the previous model as version+1 for rollback (--key)", false},
+        {"cacert", 0, TMLCTL_OPT_STR, &cacert, "FILE",
+         "CA certificates for an https:// bundle (default: system CAs)",
+         false},
         {"dry-run", 0, TMLCTL_OPT_FLAG, &dry, NULL,
          "print the plan, change nothing", false},
         {"watch", 'w', TMLCTL_OPT_FLAG, &watch, NULL,
@@ -356,8 +499,8 @@ cmd_deploy(struct tmlctl *ctl, int argc, char **argv)
         {0},
     };
 
-    if (!tmlctl_parse(ctl, "deploy FILE|BUNDLE (--group G | --devices ID,...) "
-                           "[options]",
+    if (!tmlctl_parse(ctl, "deploy FILE|BUNDLE|https://URL (--group G | "
+                           "--devices ID,...) [options]",
                       opts, argc, argv, &a, &rc))
         return rc;
     if (a.n_pos != 1 || (group == NULL) == (devices.n == 0))
@@ -368,18 +511,42 @@ cmd_deploy(struct tmlctl *ctl, int argc, char **argv)
     uint8_t *buf = NULL, *rb_buf = NULL;
     size_t len = 0, rb_len = 0;
     struct tml_bundle *parsed = malloc(sizeof(*parsed));
-    enum tml_bundle_err e = tml_bundle_read_file(a.pos[0], &buf, &len);
+    enum tml_bundle_err e = TML_BUNDLE_OK;
+    bool url = is_url(a.pos[0]);
     if (parsed == NULL)
         return tmlctl_fail(ctl, TMLCTL_EXIT_FAIL, NULL, "out of memory");
+    if (cacert != NULL && !url) {
+        free(parsed);
+        return tmlctl_fail(ctl, TMLCTL_EXIT_USAGE, NULL,
+                           "--cacert goes with an https:// bundle");
+    }
+    if (url) {
+        rc = fetch_url(ctl, a.pos[0], cacert, &buf, &len);
+        if (rc != TMLCTL_EXIT_OK) {
+            free(parsed);
+            return rc;
+        }
+    } else {
+        e = tml_bundle_read_file(a.pos[0], &buf, &len);
+    }
     if (e != TML_BUNDLE_OK) {
         free(parsed);
         return tmlctl_fail(ctl, TMLCTL_EXIT_IO, NULL, "%s: %s", a.pos[0],
                            e == TML_BUNDLE_E_IO ? strerror(errno)
                                                 : tml_bundle_strerror(e));
     }
-    bool is_bundle = tml_bundle_parse(buf, len, parsed) == TML_BUNDLE_OK;
+    e = tml_bundle_parse(buf, len, parsed);
+    bool is_bundle = e == TML_BUNDLE_OK;
     uint32_t version = is_bundle ? parsed->manifest.version : so.version;
     free(parsed);
+    if (!is_bundle && url) {
+        /* Only signed bundles come from a URL (nothing is signed here). */
+        free(buf);
+        return tmlctl_fail(ctl, TMLCTL_EXIT_INVALID,
+                           "serve a bundle made by `tmlctl sign`",
+                           "%s is not a valid signed bundle: %s", a.pos[0],
+                           tml_bundle_strerror(e));
+    }
     if (!is_bundle) {
         free(buf);
         buf = NULL;
