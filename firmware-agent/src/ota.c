@@ -81,6 +81,11 @@ set_state(struct tmla_agent *a, uint8_t state, uint8_t reason)
         a->port.ota_event(a->port.user, (enum tml_ota_state)state,
                           (enum tml_ota_reason)reason, a->ota_version);
     publish_status(a, a->ota_offer_id, a->ota_version, state, reason);
+    /* The active model or its trial flag changed: tell the gateway's
+     * registry with a fresh hello (model, slot, last OTA result). */
+    if (state == TML_OTA_TRIAL || state == TML_OTA_CONFIRMED ||
+        state == TML_OTA_REVERTED)
+        a->hello_due = true;
 }
 
 /* A refused offer: reported, nothing else changes. */

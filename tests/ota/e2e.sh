@@ -620,6 +620,16 @@ for d in "$DIR"/devs/*/; do
     done
 done
 [ "$match" = "$N" ] || fail "image hash matches on $match of $N devices"
+# The registry follows: each device re-sends hello after the confirm, so
+# `tmlctl devices --model kws@7` lists every one (polled: the hellos race
+# the rollout's last status).
+reg=0
+for _ in $(seq 1 50); do
+    reg=$(ctl --json devices --model kws@7 --limit 1000 | jq_py "len(d['devices'])")
+    [ "$reg" = "$N" ] && break
+    sleep 0.2
+done
+[ "$reg" = "$N" ] || fail "registry shows kws@7 on $reg of $N devices"
 wall=$($PY -c "print(f'{$t1-$t0:.1f}')")
 echo "E2E good_wall_s=$wall devices=$N confirmed=$confirmed waves=$waves bytes_per_device=$((bytes / N)) image=65536 hash_ok=$match"
 
