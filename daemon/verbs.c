@@ -369,6 +369,50 @@ v_device_show(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
         reply_db_error(req, db, rc);
         return;
     }
+    /* Recent telemetry: the device's hourly rollup rows (tele_hour, keyed
+     * by hour first) for the last 24 hours, newest first. */
+    cJSON *recent = cJSON_AddArrayToObject(dev, "recent");
+    int64_t hour_now = (int64_t)time(NULL) / 3600;
+    rc = sqlite3_prepare_v2(
+        db,
+        "SELECT h.hour, h.model_version, h.summaries, h.n_inferences, "
+        "h.n_low_conf, h.n_flagged, h.n_errors, h.lat_sum_us "
+        "FROM tele_hour h WHERE h.hour >= ?1 AND h.device_id = "
+        "(SELECT id FROM devices WHERE name = ?2) ORDER BY h.hour DESC, "
+        "h.model_version",
+        -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, hour_now - 23);
+        sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            cJSON *o = cJSON_CreateObject();
+            int64_t n = sqlite3_column_int64(st, 3);
+            cJSON_AddNumberToObject(o, "hour_start",
+                                    (double)(sqlite3_column_int64(st, 0) *
+                                             3600));
+            cJSON_AddNumberToObject(o, "model_version",
+                                    (double)sqlite3_column_int64(st, 1));
+            cJSON_AddNumberToObject(o, "summaries",
+                                    (double)sqlite3_column_int64(st, 2));
+            cJSON_AddNumberToObject(o, "inferences", (double)n);
+            cJSON_AddNumberToObject(o, "low_conf",
+                                    (double)sqlite3_column_int64(st, 4));
+            cJSON_AddNumberToObject(o, "flagged",
+                                    (double)sqlite3_column_int64(st, 5));
+            cJSON_AddNumberToObject(o, "errors",
+                                    (double)sqlite3_column_int64(st, 6));
+            cJSON_AddNumberToObject(
+                o, "lat_mean_us",
+                n > 0 ? (double)(sqlite3_column_int64(st, 7) / n) : 0.0);
+            cJSON_AddItemToArray(recent, o);
+        }
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        cJSON_Delete(dev);
+        reply_db_error(req, db, rc);
+        return;
+    }
     cJSON *r = cJSON_CreateObject();
     cJSON_AddItemToObject(r, "device", dev);
     tmld_ctl_reply_ok(req, r);

@@ -217,6 +217,19 @@ test_device_records_land_forgeries_do_not(void **state)
     /* The forged records carried seq 1000..1999: the committed high-water
      * mark stays at devA's own last record. */
     assert_int_equal(jpath(j, "device", "tele_seq"), N_RECORDS);
+    /* Recent summaries (hourly rollup, last 24 h) account for every stored
+     * record of devA, and for none of the forged ones. */
+    {
+        const cJSON *rec = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(j, "device"), "recent");
+        const cJSON *hr;
+        double n_sum = 0;
+        assert_true(cJSON_GetArraySize(rec) >= 1);
+        cJSON_ArrayForEach(hr, rec)
+            n_sum += cJSON_GetObjectItemCaseSensitive(hr, "summaries")
+                         ->valuedouble;
+        assert_int_equal((int)n_sum, N_RECORDS);
+    }
     assert_string_equal(cJSON_GetObjectItemCaseSensitive(d, "hw")->valuestring,
                         "nrf52840");
     assert_true(a->msgs >= 1); /* cumulative acks on down/ack */

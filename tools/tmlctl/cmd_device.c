@@ -756,6 +756,38 @@ show_cmd(struct tmlctl *ctl, int argc, char **argv)
     printf("  committed  tele seq %.0f, sample seq %.0f; malformed %.0f\n",
            tmlctl_jnum(d, "tele_seq", 0), tmlctl_jnum(d, "sample_seq", 0),
            tmlctl_jnum(d, "malformed", 0));
+    /* Recent summaries: tmld's hourly rollup for the last 24 hours. */
+    const cJSON *rec = cJSON_GetObjectItemCaseSensitive(d, "recent");
+    if (cJSON_GetArraySize(rec) > 0) {
+        static const char *const cols[] = {"hour",     "model", "summaries",
+                                           "inferences", "low-conf",
+                                           "flagged",  "lat mean"};
+        struct tmlctl_table *t = tmlctl_table_new(7, cols);
+        const cJSON *h;
+        printf("  recent (last 24 h, per hour):\n");
+        cJSON_ArrayForEach(h, rec) {
+            char hb[32], mv[24], su[24], in[24], lc[32], fl[32], la[24];
+            time_t hs = (time_t)tmlctl_jnum(h, "hour_start", 0);
+            struct tm tmv;
+            double n = tmlctl_jnum(h, "inferences", 0);
+            strftime(hb, sizeof(hb), "%m-%d %H:00", localtime_r(&hs, &tmv));
+            snprintf(mv, sizeof(mv), "v%.0f", tmlctl_jnum(h, "model_version", 0));
+            snprintf(su, sizeof(su), "%.0f", tmlctl_jnum(h, "summaries", 0));
+            snprintf(in, sizeof(in), "%.0f", n);
+            snprintf(lc, sizeof(lc), "%.1f%%",
+                     n > 0 ? 100.0 * tmlctl_jnum(h, "low_conf", 0) / n : 0.0);
+            snprintf(fl, sizeof(fl), "%.1f%%",
+                     n > 0 ? 100.0 * tmlctl_jnum(h, "flagged", 0) / n : 0.0);
+            snprintf(la, sizeof(la), "%.0f us", tmlctl_jnum(h, "lat_mean_us", 0));
+            const char *cells[] = {hb, mv, su, in, lc, fl, la};
+            if (t != NULL)
+                tmlctl_table_add(t, cells);
+        }
+        if (t != NULL) {
+            tmlctl_table_print(ctl, t, stdout);
+            tmlctl_table_free(t);
+        }
+    }
     cJSON_Delete(r);
     return TMLCTL_EXIT_OK;
 }
