@@ -7,6 +7,10 @@
 #ifndef TMLD_TEST_PUMP_H
 #define TMLD_TEST_PUMP_H
 
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "harness.h"
 
 #define PUMP_WINDOW 32
@@ -102,6 +106,91 @@ pump_dup_rows(struct th *t)
 {
     return th_db_int(t, "SELECT count(*) - (SELECT count(*) FROM (SELECT "
                         "DISTINCT device_id, seq FROM tele)) FROM tele");
+}
+
+/* Shared by the fault and soak tests (which include <cmocka.h> first). */
+
+/* A positive integer from the environment, else def: lets a slow run scale
+ * a test up (e.g. TMLD_R1_CYCLES). */
+static inline int
+pump_env_int(const char *k, int def)
+{
+    const char *v = getenv(k);
+    return v && atoi(v) > 0 ? atoi(v) : def;
+}
+
+/* cmocka setup: the harness's broker and state dir; the test starts tmld
+ * itself (e.g. with fault-injection environment). */
+static inline int
+pump_setup_no_tmld(void **state)
+{
+    struct th *t = calloc(1, sizeof(*t));
+    if (t == NULL || th_setup(t, NULL) != 0) {
+        if (t)
+            th_teardown(t);
+        free(t);
+        return -1;
+    }
+    *state = t;
+    return 0;
+}
+
+/* cmocka setup: broker and a running tmld. */
+static inline int
+pump_setup(void **state)
+{
+    if (pump_setup_no_tmld(state) != 0)
+        return -1;
+    if (th_tmld_start(*state, NULL, 10000) != 0) {
+        th_teardown(*state);
+        free(*state);
+        return -1;
+    }
+    return 0;
+}
+
+static inline int
+pump_teardown(void **state)
+{
+    struct th *t = *state;
+    th_teardown(t);
+    free(t);
+    return 0;
+}
+
+static inline void
+pump_open_devs(struct th *t, struct pdev *d, int n, const char *prefix)
+{
+    for (int i = 0; i < n; i++) {
+        char id[48];
+        snprintf(id, sizeof(id), "%s-%02d", prefix, i);
+        memset(&d[i], 0, sizeof(d[i]));
+        assert_int_equal(tdev_open(&d[i].v, t, id, false), 0);
+        d[i].next = 1;
+    }
+}
+
+static inline void
+pump_close_devs(struct pdev *d, int n)
+{
+    for (int i = 0; i < n; i++)
+        tdev_close(&d[i].v);
+}
+
+/* The database passes PRAGMA integrity_check. */
+static inline void
+pump_assert_integrity(struct th *t)
+{
+    sqlite3 *db = th_db(t);
+    assert_non_null(db);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st,
+                                        NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
 }
 
 #endif

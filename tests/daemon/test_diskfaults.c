@@ -27,70 +27,6 @@
 
 #include "pump.h"
 
-static int
-env_int(const char *k, int def)
-{
-    const char *v = getenv(k);
-    return v && atoi(v) > 0 ? atoi(v) : def;
-}
-
-static int
-setup(void **state)
-{
-    struct th *t = calloc(1, sizeof(*t));
-    if (t == NULL || th_setup(t, NULL) != 0) {
-        if (t)
-            th_teardown(t);
-        free(t);
-        return -1;
-    }
-    *state = t;
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    struct th *t = *state;
-    th_teardown(t);
-    free(t);
-    return 0;
-}
-
-static void
-open_devs(struct th *t, struct pdev *d, int n, const char *prefix)
-{
-    for (int i = 0; i < n; i++) {
-        char id[48];
-        snprintf(id, sizeof(id), "%s-%02d", prefix, i);
-        memset(&d[i], 0, sizeof(d[i]));
-        assert_int_equal(tdev_open(&d[i].v, t, id, false), 0);
-        d[i].next = 1;
-    }
-}
-
-static void
-close_devs(struct pdev *d, int n)
-{
-    for (int i = 0; i < n; i++)
-        tdev_close(&d[i].v);
-}
-
-static void
-assert_integrity(struct th *t)
-{
-    sqlite3 *db = th_db(t);
-    assert_non_null(db);
-    sqlite3_stmt *st = NULL;
-    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st,
-                                        NULL),
-                     SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-}
-
 static bool
 alive(struct th *t)
 {
@@ -129,7 +65,7 @@ test_r7_persistent_io_error_acks_nothing_and_recovers(void **state)
     assert_int_equal(th_tmld_start(t, env, 10000), 0);
     enum { N = 3, TOTAL = 1500 };
     static struct pdev d[N];
-    open_devs(t, d, N, "r7");
+    pump_open_devs(t, d, N, "r7");
     pump_pace = 1;
     pump_for(d, N, TOTAL, 800);
     FILE *f = fopen(flag, "w");
@@ -155,19 +91,19 @@ test_r7_persistent_io_error_acks_nothing_and_recovers(void **state)
     assert_int_equal(pump_acked_lost(t, d, N), 0);
     assert_int_equal(pump_dup_rows(t), 0);
     assert_int_equal(th_db_int(t, "SELECT count(*) FROM tele"), N * TOTAL);
-    assert_integrity(t);
+    pump_assert_integrity(t);
     printf("# R7 sqlite-ioerr persistent: %d failed batches, 0 acks during "
            "the fault, 0 acked lost, 0 dup rows, completed %llu ms after the "
            "fault cleared, integrity ok\n",
            (int)errs, (unsigned long long)resume);
-    close_devs(d, N);
+    pump_close_devs(d, N);
 }
 
 static void
 test_r7_transient_io_error_sweep(void **state)
 {
     struct th *t = *state;
-    int k = env_int("TMLD_R7_POINTS", 6);
+    int k = pump_env_int("TMLD_R7_POINTS", 6);
     /* Migrate once without faults so that n counts ingest writes. */
     assert_int_equal(th_tmld_start(t, NULL, 10000), 0);
     th_tmld_stop(t, SIGTERM, 5000);
@@ -186,7 +122,7 @@ test_r7_transient_io_error_sweep(void **state)
         }
         char prefix[32];
         snprintf(prefix, sizeof(prefix), "r7n%d", n);
-        open_devs(t, d, N, prefix);
+        pump_open_devs(t, d, N, prefix);
         int rc = pump(t, d, N, TOTAL, 20000, NULL, NULL);
         if (rc != 0)
             th_dump_log(t);
@@ -194,14 +130,14 @@ test_r7_transient_io_error_sweep(void **state)
         if (!alive(t))
             crashes++;
         assert_int_equal(pump_acked_lost(t, d, N), 0);
-        close_devs(d, N);
+        pump_close_devs(d, N);
         th_tmld_stop(t, SIGTERM, 5000);
     }
     assert_int_equal(crashes, 0);
     assert_int_equal(pump_dup_rows(t), 0);
     assert_int_equal(th_db_int(t, "SELECT count(*) FROM tele"),
                      (int64_t)k * N * TOTAL);
-    assert_integrity(t);
+    pump_assert_integrity(t);
     printf("# R7 sqlite-ioerr transient sweep: %d fault points x (write, "
            "fsync): 0 crashes, %d start-up exits, 0 acks for uncommitted "
            "rows, integrity ok\n",
@@ -229,8 +165,8 @@ test_r9_disk_full_stops_acks_and_recovers(void **state)
     t->ns_pid = t->tmld_pid;
     /* Fill the tmpfs, leaving a little room. */
     char filler[460];
-    snprintf(filler, sizeof(filler), "/proc/%d/root%s/filler",
-             (int)t->tmld_pid, state_dir);
+    snprintf(filler, sizeof(filler), "/proc/%d/root%s/filler", (int)t->tmld_pid,
+             state_dir);
     int fd = open(filler, O_WRONLY | O_CREAT, 0600);
     assert_true(fd >= 0);
     static char blk[65536];
@@ -243,7 +179,7 @@ test_r9_disk_full_stops_acks_and_recovers(void **state)
 
     enum { N = 3, TOTAL = 3000 };
     static struct pdev d[N];
-    open_devs(t, d, N, "r9");
+    pump_open_devs(t, d, N, "r9");
     pump_pace = 2;
     pump_for(d, N, TOTAL, 6000);
     assert_true(alive(t));
@@ -273,7 +209,7 @@ test_r9_disk_full_stops_acks_and_recovers(void **state)
            "%llu ms after space was freed\n",
            acked_full, N * TOTAL, (int)errs, N * TOTAL,
            (unsigned long long)resume);
-    close_devs(d, N);
+    pump_close_devs(d, N);
 }
 
 int
@@ -285,12 +221,13 @@ main(void)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
-            test_r7_persistent_io_error_acks_nothing_and_recovers, setup,
-            teardown),
+            test_r7_persistent_io_error_acks_nothing_and_recovers,
+            pump_setup_no_tmld, pump_teardown),
         cmocka_unit_test_setup_teardown(test_r7_transient_io_error_sweep,
-                                        setup, teardown),
+                                        pump_setup_no_tmld, pump_teardown),
         cmocka_unit_test_setup_teardown(
-            test_r9_disk_full_stops_acks_and_recovers, setup, teardown),
+            test_r9_disk_full_stops_acks_and_recovers, pump_setup_no_tmld,
+            pump_teardown),
     };
     const char *only = getenv("TMLD_TEST_ONLY");
     if (only)

@@ -28,71 +28,6 @@
 
 #include "pump.h"
 
-static int
-env_int(const char *k, int def)
-{
-    const char *v = getenv(k);
-    return v && atoi(v) > 0 ? atoi(v) : def;
-}
-
-static int
-setup(void **state)
-{
-    struct th *t = calloc(1, sizeof(*t));
-    if (t == NULL || th_setup(t, NULL) != 0 ||
-        th_tmld_start(t, NULL, 10000) != 0) {
-        if (t)
-            th_teardown(t);
-        free(t);
-        return -1;
-    }
-    *state = t;
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    struct th *t = *state;
-    th_teardown(t);
-    free(t);
-    return 0;
-}
-
-static void
-open_devs(struct th *t, struct pdev *d, int n, const char *prefix)
-{
-    for (int i = 0; i < n; i++) {
-        char id[48];
-        snprintf(id, sizeof(id), "%s-%02d", prefix, i);
-        memset(&d[i], 0, sizeof(d[i]));
-        assert_int_equal(tdev_open(&d[i].v, t, id, false), 0);
-        d[i].next = 1;
-    }
-}
-
-static void
-close_devs(struct pdev *d, int n)
-{
-    for (int i = 0; i < n; i++)
-        tdev_close(&d[i].v);
-}
-
-static void
-assert_integrity(struct th *t)
-{
-    sqlite3 *db = th_db(t);
-    assert_non_null(db);
-    sqlite3_stmt *st = NULL;
-    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st,
-                                        NULL),
-                     SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-}
-
 /* ---- R1 -------------------------------------------------------------------- */
 
 struct r1 {
@@ -154,9 +89,9 @@ test_r1_kill9_under_load_loses_no_acked_record(void **state)
     enum { N = 5 };
     static struct pdev d[N];
     srand((unsigned)getpid());
-    open_devs(t, d, N, "r1");
+    pump_open_devs(t, d, N, "r1");
     struct r1 r = {0};
-    r.cycles_left = env_int("TMLD_R1_CYCLES", 4);
+    r.cycles_left = pump_env_int("TMLD_R1_CYCLES", 4);
     int cycles = r.cycles_left;
     /* About 300 records/s per device: the run outlasts the kill cycles. */
     uint32_t total = (uint32_t)(400 + 300 * cycles);
@@ -175,7 +110,7 @@ test_r1_kill9_under_load_loses_no_acked_record(void **state)
     assert_int_equal(r.lost, 0);
     assert_int_equal(lost_final, 0);
     assert_int_equal(dups, 0);
-    assert_integrity(t);
+    pump_assert_integrity(t);
     uint32_t resent = 0;
     for (int i = 0; i < N; i++)
         resent += d[i].resent;
@@ -189,7 +124,7 @@ test_r1_kill9_under_load_loses_no_acked_record(void **state)
            "ok\n",
            (unsigned long long)((uint64_t)N * total), cycles, resent,
            (unsigned long long)p95);
-    close_devs(d, N);
+    pump_close_devs(d, N);
 }
 
 /* ---- R2 -------------------------------------------------------------------- */
@@ -224,7 +159,7 @@ test_r2_crash_at_every_point_loses_and_duplicates_nothing(void **state)
                                    "after_ack_publish"};
     if (getenv("TMLD_R2_SKIP") != NULL)
         skip(); /* built without TML_TEST_HOOKS */
-    int runs = env_int("TMLD_R2_RUNS", 2);
+    int runs = pump_env_int("TMLD_R2_RUNS", 2);
     enum { N = 2 };
     static struct pdev d[N];
     srand((unsigned)getpid() * 7u);
@@ -242,7 +177,7 @@ test_r2_crash_at_every_point_loses_and_duplicates_nothing(void **state)
             assert_int_equal(th_tmld_start(t, env, 10000), 0);
             char prefix[32];
             snprintf(prefix, sizeof(prefix), "r2p%zur%d", p, run);
-            open_devs(t, d, N, prefix);
+            pump_open_devs(t, d, N, prefix);
             struct r2 r = {0};
             /* Paced so that a run spans several batches even when a slow
              * (sanitizer) build makes them large. */
@@ -256,7 +191,7 @@ test_r2_crash_at_every_point_loses_and_duplicates_nothing(void **state)
              * reaching its count still checks exactly-once. */
             crashes += r.crashed;
             lost += r.lost + pump_acked_lost(t, d, N);
-            close_devs(d, N);
+            pump_close_devs(d, N);
             th_tmld_stop(t, SIGTERM, 5000);
         }
         int64_t dups = pump_dup_rows(t);
@@ -269,7 +204,7 @@ test_r2_crash_at_every_point_loses_and_duplicates_nothing(void **state)
     }
     assert_int_equal(th_db_int(t, "SELECT count(*) FROM tele"),
                      (int64_t)4 * runs * N * 80);
-    assert_integrity(t);
+    pump_assert_integrity(t);
 }
 
 /* ---- R4 -------------------------------------------------------------------- */
@@ -301,8 +236,8 @@ test_r4_broker_kill9_and_restart_resumes_by_itself(void **state)
     struct th *t = *state;
     enum { N = 4 };
     static struct pdev d[N];
-    open_devs(t, d, N, "r4");
-    struct r4 r = {env_int("TMLD_R4_CYCLES", 2), th_now_ms() + 500, 0};
+    pump_open_devs(t, d, N, "r4");
+    struct r4 r = {pump_env_int("TMLD_R4_CYCLES", 2), th_now_ms() + 500, 0};
     int cycles = r.kills_left;
     uint64_t t0 = th_now_ms();
     uint32_t total = (uint32_t)(400 + 900 * cycles);
@@ -327,7 +262,7 @@ test_r4_broker_kill9_and_restart_resumes_by_itself(void **state)
            "connects %d; records resent = %u; run %llu ms\n",
            cycles, (int)connects, resent,
            (unsigned long long)(th_now_ms() - t0));
-    close_devs(d, N);
+    pump_close_devs(d, N);
 }
 
 /* ---- R13 ------------------------------------------------------------------- */
@@ -367,7 +302,7 @@ test_sigterm_drains_and_closes_the_database(void **state)
     struct th *t = *state;
     enum { N = 3 };
     static struct pdev d[N];
-    open_devs(t, d, N, "term");
+    pump_open_devs(t, d, N, "term");
     assert_int_equal(pump(t, d, N, 100, 10000, NULL, NULL), 0);
     uint64_t t0 = th_now_ms();
     int st = th_tmld_stop(t, SIGTERM, 11000);
@@ -379,12 +314,12 @@ test_sigterm_drains_and_closes_the_database(void **state)
     char wal[600];
     snprintf(wal, sizeof(wal), "%s-wal", t->db);
     assert_int_not_equal(access(wal, F_OK), 0);
-    assert_integrity(t);
+    pump_assert_integrity(t);
     assert_int_equal(th_db_int(t, "SELECT count(*) FROM tele"), N * 100);
     assert_int_equal(access(t->sock, F_OK) == 0, 0);
     printf("# SIGTERM: drained and exited 0 in %llu ms\n",
            (unsigned long long)took);
-    close_devs(d, N);
+    pump_close_devs(d, N);
 }
 
 static void
@@ -407,7 +342,7 @@ test_r10_corrupt_database_is_quarantined(void **state)
     assert_int_equal(system(cmd), 0);
     snprintf(cmd, sizeof(cmd), "grep -q 'DATABASE CORRUPT' '%s'", t->log);
     assert_int_equal(system(cmd), 0);
-    assert_integrity(t);
+    pump_assert_integrity(t);
     printf("# R10 corrupt-db: restarts before healthy = 0; quarantined "
            "file present\n");
 }
@@ -417,19 +352,23 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
-            test_r1_kill9_under_load_loses_no_acked_record, setup, teardown),
+            test_r1_kill9_under_load_loses_no_acked_record, pump_setup,
+            pump_teardown),
         cmocka_unit_test_setup_teardown(
-            test_r2_crash_at_every_point_loses_and_duplicates_nothing, setup,
-            teardown),
+            test_r2_crash_at_every_point_loses_and_duplicates_nothing,
+            pump_setup, pump_teardown),
         cmocka_unit_test_setup_teardown(
-            test_r4_broker_kill9_and_restart_resumes_by_itself, setup,
-            teardown),
+            test_r4_broker_kill9_and_restart_resumes_by_itself, pump_setup,
+            pump_teardown),
         cmocka_unit_test_setup_teardown(
-            test_r13_half_open_broker_link_is_detected, setup, teardown),
+            test_r13_half_open_broker_link_is_detected, pump_setup,
+            pump_teardown),
         cmocka_unit_test_setup_teardown(
-            test_sigterm_drains_and_closes_the_database, setup, teardown),
+            test_sigterm_drains_and_closes_the_database, pump_setup,
+            pump_teardown),
         cmocka_unit_test_setup_teardown(
-            test_r10_corrupt_database_is_quarantined, setup, teardown),
+            test_r10_corrupt_database_is_quarantined, pump_setup,
+            pump_teardown),
     };
     const char *only = getenv("TMLD_TEST_ONLY");
     if (only)

@@ -18,43 +18,12 @@
 
 #include "pump.h"
 
-static int
-env_int(const char *k, int def)
-{
-    const char *v = getenv(k);
-    return v && atoi(v) > 0 ? atoi(v) : def;
-}
-
-static int
-setup(void **state)
-{
-    struct th *t = calloc(1, sizeof(*t));
-    if (t == NULL || th_setup(t, NULL) != 0 ||
-        th_tmld_start(t, NULL, 10000) != 0) {
-        if (t)
-            th_teardown(t);
-        free(t);
-        return -1;
-    }
-    *state = t;
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    struct th *t = *state;
-    th_teardown(t);
-    free(t);
-    return 0;
-}
-
 static void
 test_soak_every_record_stored_exactly_once(void **state)
 {
     struct th *t = *state;
-    int n = env_int("TMLD_SOAK_DEVICES", 30);
-    int secs = env_int("TMLD_SOAK_SECONDS", 8);
+    int n = pump_env_int("TMLD_SOAK_DEVICES", 30);
+    int secs = pump_env_int("TMLD_SOAK_SECONDS", 8);
     struct pdev *d = calloc((size_t)n, sizeof(*d));
     assert_non_null(d);
     for (int i = 0; i < n; i++) {
@@ -106,7 +75,8 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
-            test_soak_every_record_stored_exactly_once, setup, teardown),
+            test_soak_every_record_stored_exactly_once, pump_setup,
+            pump_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
