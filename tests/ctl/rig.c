@@ -434,3 +434,32 @@ rig_stop(struct rig *r)
         fprintf(stderr, "kept %s\n", r->dir);
     }
 }
+
+/* Runs the rig's tmlctl with args against its tmld's control socket;
+ * returns the exit status and tmlctl's stdout in *out (malloc'ed, may be
+ * NULL; pass out = NULL to discard it). */
+int
+rig_ctl(char **out, const char *fmt, ...)
+{
+    char args[2048], cmd[4096], path[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof(args), fmt, ap);
+    va_end(ap);
+    snprintf(path, sizeof(path), "%s/ctl.out", the_rig->dir);
+    snprintf(cmd, sizeof(cmd), "%s --socket %s %s >%s", the_rig->tmlctl,
+             the_rig->sock, args, path);
+    int rc = sh("%s", cmd);
+    if (out != NULL) {
+        *out = NULL;
+        FILE *f = fopen(path, "r");
+        if (f != NULL) {
+            char *buf = calloc(1, 1 << 20);
+            size_t n = fread(buf, 1, (1 << 20) - 1, f);
+            buf[n] = '\0';
+            fclose(f);
+            *out = buf;
+        }
+    }
+    return rc;
+}

@@ -54,6 +54,10 @@ void rig_broker_start(struct rig *r);
 /* tmld with a config pointing at the rig's broker and PKI; returns when
  * its control socket answers. extra_ini is appended (may be NULL). */
 void rig_tmld_start(struct rig *r, const char *extra_ini);
+/* Runs tmlctl ARGS against the rig's tmld (--socket); exit status, stdout
+ * in *out (malloc'ed; NULL to discard). */
+int rig_ctl(char **out, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* Kills what was started and removes the directory (TML_KEEP=1 keeps). */
 void rig_stop(struct rig *r);
 

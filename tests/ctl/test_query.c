@@ -38,32 +38,6 @@ static char db_path[256];
 static time_t gen_now;
 
 static int
-ctl(char **out, const char *fmt, ...)
-{
-    char args[2048], cmd[4096], path[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof(args), fmt, ap);
-    va_end(ap);
-    snprintf(path, sizeof(path), "%s/ctl.out", the_rig->dir);
-    snprintf(cmd, sizeof(cmd), "%s --socket %s %s >%s", the_rig->tmlctl,
-             the_rig->sock, args, path);
-    int rc = sh("%s", cmd);
-    if (out != NULL) {
-        *out = NULL;
-        FILE *f = fopen(path, "r");
-        if (f != NULL) {
-            char *buf = calloc(1, 1 << 20);
-            size_t n = fread(buf, 1, (1 << 20) - 1, f);
-            buf[n] = '\0';
-            fclose(f);
-            *out = buf;
-        }
-    }
-    return rc;
-}
-
-static int
 setup(void **state)
 {
     static struct rig r;
@@ -241,7 +215,8 @@ test_query_tmld_telemetry(void **state)
 {
     (void)state;
     char *out = NULL;
-    assert_int_equal(ctl(&out, "--json telemetry --group g1 --since 2h"), 0);
+    assert_int_equal(rig_ctl(&out, "--json telemetry --group g1 --since 2h"),
+                     0);
     cJSON *j = cJSON_Parse(out);
     free(out);
     assert_non_null(j);
@@ -278,7 +253,7 @@ test_query_tmld_telemetry(void **state)
 
     /* --by device: one row per device of the group, sorted by name. */
     assert_int_equal(
-        ctl(&out, "--json telemetry --group g1 --since 1h --by device"), 0);
+        rig_ctl(&out, "--json telemetry --group g1 --since 1h --by device"), 0);
     j = cJSON_Parse(out);
     free(out);
     assert_non_null(j);
@@ -292,7 +267,7 @@ test_query_tmld_telemetry(void **state)
     cJSON_Delete(j);
 
     /* --by hour over everything: hours ascending, canary and base mixed. */
-    assert_int_equal(ctl(&out, "--json telemetry --since 3h --by hour"), 0);
+    assert_int_equal(rig_ctl(&out, "--json telemetry --since 3h --by hour"), 0);
     j = cJSON_Parse(out);
     free(out);
     assert_non_null(j);
@@ -311,31 +286,31 @@ test_query_tmld_telemetry(void **state)
     cJSON_Delete(j);
 
     /* Human output: the canary (version 2) beside version 1, with bars. */
-    assert_int_equal(ctl(&out, "telemetry --since 24h --bars"), 0);
+    assert_int_equal(rig_ctl(&out, "telemetry --since 24h --bars"), 0);
     assert_non_null(strstr(out, "MODEL V"));
     assert_non_null(strstr(out, "LOW-CONF"));
     assert_non_null(strstr(out, "\u2588")); /* a full bar cell */
     char *v2 = strstr(out, "\n2 ");
     assert_non_null(v2);
     free(out);
-    assert_int_equal(ctl(&out, "telemetry --since 24h --by hour"), 0);
+    assert_int_equal(rig_ctl(&out, "telemetry --since 24h --by hour"), 0);
     assert_non_null(strstr(out, "HOUR (UTC)"));
     assert_null(strstr(out, "\u2588")); /* not a TTY: no bars */
     free(out);
 
     /* Usage errors: exit 2. */
-    assert_int_equal(ctl(NULL, "telemetry --by week 2>/dev/null"), 2);
-    assert_int_equal(ctl(NULL, "telemetry --group g1 --device dev-0001 "
+    assert_int_equal(rig_ctl(NULL, "telemetry --by week 2>/dev/null"), 2);
+    assert_int_equal(rig_ctl(NULL, "telemetry --group g1 --device dev-0001 "
                                "2>/dev/null"),
                      2);
-    assert_int_equal(ctl(NULL, "telemetry --since never 2>/dev/null"), 2);
+    assert_int_equal(rig_ctl(NULL, "telemetry --since never 2>/dev/null"), 2);
 }
 
 static cJSON *
 ctl_json(const char *args)
 {
     char *out = NULL;
-    int rc = ctl(&out, "--json %s", args);
+    int rc = rig_ctl(&out, "--json %s", args);
     assert_int_equal(rc, 0);
     cJSON *j = cJSON_Parse(out);
     free(out);
@@ -375,10 +350,10 @@ test_query_groups(void **state)
 {
     (void)state;
     char *out = NULL;
-    assert_int_equal(ctl(&out, "group create canary"), 0);
+    assert_int_equal(rig_ctl(&out, "group create canary"), 0);
     assert_non_null(strstr(out, "group canary created"));
     free(out);
-    assert_int_equal(ctl(NULL, "group create canary 2>/dev/null"), 4);
+    assert_int_equal(rig_ctl(NULL, "group create canary 2>/dev/null"), 4);
     cJSON *l = ctl_json("group list");
     const cJSON *g = find_group(l, "canary");
     assert_non_null(g);
@@ -392,18 +367,19 @@ test_query_groups(void **state)
         cJSON_GetObjectItemCaseSensitive(g, "source")->valuestring, "fw");
     cJSON_Delete(l);
 
-    assert_int_equal(ctl(&out, "group add canary dev-0003 dev-0013 "
+    assert_int_equal(rig_ctl(&out, "group add canary dev-0003 dev-0013 "
                                "dev-0004"),
                      0);
     assert_non_null(strstr(out, "3 devices added"));
     free(out);
-    assert_int_equal(ctl(NULL, "group add canary nosuch 2>/dev/null"), 3);
-    assert_int_equal(ctl(NULL, "group add nogroup dev-0001 2>/dev/null"), 3);
+    assert_int_equal(rig_ctl(NULL, "group add canary nosuch 2>/dev/null"), 3);
+    assert_int_equal(rig_ctl(NULL, "group add nogroup dev-0001 2>/dev/null"),
+                     3);
     l = ctl_json("group list");
     assert_int_equal((int)jnum(find_group(l, "canary"), "devices"), 3);
     cJSON_Delete(l);
     /* Human: a table with the operator group and a firmware one. */
-    assert_int_equal(ctl(&out, "group list"), 0);
+    assert_int_equal(rig_ctl(&out, "group list"), 0);
     assert_non_null(strstr(out, "GROUP"));
     assert_non_null(strstr(out, "SOURCE"));
     char *row = strstr(out, "\ncanary ");
@@ -419,26 +395,26 @@ test_query_groups(void **state)
         cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(t, "rows")), 3);
     cJSON_Delete(t);
     /* Firmware membership is not the operator's to remove. */
-    assert_int_equal(ctl(NULL, "group remove g3 dev-0003 2>/dev/null"), 3);
-    assert_int_equal(ctl(NULL, "group delete g3 2>/dev/null"), 4);
-    assert_int_equal(ctl(&out, "group remove canary dev-0013"), 0);
+    assert_int_equal(rig_ctl(NULL, "group remove g3 dev-0003 2>/dev/null"), 3);
+    assert_int_equal(rig_ctl(NULL, "group delete g3 2>/dev/null"), 4);
+    assert_int_equal(rig_ctl(&out, "group remove canary dev-0013"), 0);
     assert_non_null(strstr(out, "1 device removed"));
     free(out);
     l = ctl_json("group list");
     assert_int_equal((int)jnum(find_group(l, "canary"), "devices"), 2);
     cJSON_Delete(l);
-    assert_int_equal(ctl(&out, "group delete canary"), 0);
+    assert_int_equal(rig_ctl(&out, "group delete canary"), 0);
     assert_non_null(strstr(out, "2 memberships removed"));
     free(out);
     l = ctl_json("group list");
     assert_null(find_group(l, "canary"));
     cJSON_Delete(l);
-    assert_int_equal(ctl(NULL, "group delete canary 2>/dev/null"), 3);
+    assert_int_equal(rig_ctl(NULL, "group delete canary 2>/dev/null"), 3);
     /* Usage errors. */
-    assert_int_equal(ctl(NULL, "group 2>/dev/null"), 2);
-    assert_int_equal(ctl(NULL, "group add canary 2>/dev/null"), 2);
-    assert_int_equal(ctl(NULL, "group create 2>/dev/null"), 2);
-    assert_int_equal(ctl(NULL, "group create 'bad name' 2>/dev/null"), 2);
+    assert_int_equal(rig_ctl(NULL, "group 2>/dev/null"), 2);
+    assert_int_equal(rig_ctl(NULL, "group add canary 2>/dev/null"), 2);
+    assert_int_equal(rig_ctl(NULL, "group create 2>/dev/null"), 2);
+    assert_int_equal(rig_ctl(NULL, "group create 'bad name' 2>/dev/null"), 2);
 }
 
 static uint8_t cmd_buf[TML_MAX_MESSAGE];
@@ -498,7 +474,7 @@ test_query_device_cmd(void **state)
 
     /* Through the group: dev-0005 is one of g5's 100 devices. */
     char *out = NULL;
-    assert_int_equal(ctl(&out, "device cmd --group g5 set "
+    assert_int_equal(rig_ctl(&out, "device cmd --group g5 set "
                                "confidence-threshold=0.75"),
                      0);
     assert_non_null(strstr(out, "sent to 100 devices"));
@@ -510,16 +486,16 @@ test_query_device_cmd(void **state)
     assert_int_equal(m.conf_threshold_bp, 7500);
 
     /* Errors: unknown device 3, bad settings and usage 2. */
-    assert_int_equal(ctl(NULL, "device-cmd nosuch set summary-period=60 "
-                               "2>/dev/null"),
+    assert_int_equal(rig_ctl(NULL, "device-cmd nosuch set summary-period=60 "
+                                   "2>/dev/null"),
                      3);
-    assert_int_equal(ctl(NULL, "device-cmd dev-0005 set bogus=1 2>/dev/null"),
-                     2);
-    assert_int_equal(ctl(NULL, "device-cmd dev-0005 set "
+    assert_int_equal(
+        rig_ctl(NULL, "device-cmd dev-0005 set bogus=1 2>/dev/null"), 2);
+    assert_int_equal(rig_ctl(NULL, "device-cmd dev-0005 set "
                                "confidence-threshold=1.5 2>/dev/null"),
                      2);
-    assert_int_equal(ctl(NULL, "device-cmd dev-0005 2>/dev/null"), 2);
-    assert_int_equal(ctl(NULL, "device-cmd --group g5 dev-0005 set "
+    assert_int_equal(rig_ctl(NULL, "device-cmd dev-0005 2>/dev/null"), 2);
+    assert_int_equal(rig_ctl(NULL, "device-cmd --group g5 dev-0005 set "
                                "summary-period=60 2>/dev/null"),
                      2);
     pump(cs, 1, 200);
@@ -597,7 +573,7 @@ test_query_samples_export(void **state)
     assert_non_null(f);
     assert_int_equal(fputs(check_py, f) >= 0, 1);
     assert_int_equal(fclose(f), 0);
-    assert_int_equal(ctl(NULL, "-q samples export --out %s --limit %d", out,
+    assert_int_equal(rig_ctl(NULL, "-q samples export --out %s --limit %d", out,
                          EXPORT_SAMPLES),
                      0);
     assert_int_equal(sh("/usr/bin/python3 %s %s %d", py, out, EXPORT_SAMPLES),
@@ -613,7 +589,7 @@ test_query_samples_export(void **state)
     assert_int_not_equal(sh("/usr/bin/python3 %s %s %d >/dev/null 2>&1", py,
                             out, EXPORT_SAMPLES),
                          0);
-    assert_int_equal(ctl(NULL, "samples export --limit 5 2>/dev/null"), 2);
+    assert_int_equal(rig_ctl(NULL, "samples export --limit 5 2>/dev/null"), 2);
 }
 
 /* One integer from the seeded database (sql with an optional ?1). */
@@ -664,15 +640,15 @@ test_query_filters(void **state)
     assert_int_equal((int)jnum(j, "total"), 0);
     cJSON_Delete(j);
     char *out = NULL;
-    assert_int_equal(ctl(&out, "devices --model kws@2 --limit 3"), 0);
+    assert_int_equal(rig_ctl(&out, "devices --model kws@2 --limit 3"), 0);
     assert_non_null(strstr(out, "dev-0000"));
     assert_non_null(strstr(out, "kws v2"));
     assert_null(strstr(out, "kws v1"));
     assert_null(strstr(out, "dev-0001"));
     free(out);
-    assert_int_equal(ctl(NULL, "devices --model kws 2>/dev/null"), 2);
-    assert_int_equal(ctl(NULL, "devices --model @2 2>/dev/null"), 2);
-    assert_int_equal(ctl(NULL, "devices --model kws@v2 2>/dev/null"), 2);
+    assert_int_equal(rig_ctl(NULL, "devices --model kws 2>/dev/null"), 2);
+    assert_int_equal(rig_ctl(NULL, "devices --model @2 2>/dev/null"), 2);
+    assert_int_equal(rig_ctl(NULL, "devices --model kws@v2 2>/dev/null"), 2);
 
     /* samples --model: the 60 samples of v2 devices. */
     int64_t want = db_count("SELECT count(*) FROM samples s JOIN devices d "
@@ -742,7 +718,7 @@ test_query_filters(void **state)
     cJSON_Delete(j);
     char dir[256], mf[320];
     snprintf(dir, sizeof(dir), "%s/export-v2", the_rig->dir);
-    assert_int_equal(ctl(NULL, "-q samples export --out %s --model kws@2 "
+    assert_int_equal(rig_ctl(NULL, "-q samples export --out %s --model kws@2 "
                                "--limit 10000",
                          dir),
                      0);
@@ -762,21 +738,23 @@ test_query_filters(void **state)
     cJSON_Delete(j);
 
     /* Human output: only v2 rows. */
-    assert_int_equal(ctl(&out, "samples list --model kws@2 --limit 3"), 0);
+    assert_int_equal(rig_ctl(&out, "samples list --model kws@2 --limit 3"), 0);
     assert_non_null(strstr(out, "MODEL V"));
     assert_non_null(strstr(out, "dev-0"));
     free(out);
 
     /* Usage errors. */
-    assert_int_equal(ctl(NULL, "samples list --model foo 2>/dev/null"), 2);
-    assert_int_equal(ctl(NULL, "samples list --since xyz 2>/dev/null"), 2);
-    assert_int_equal(ctl(NULL, "samples list --since 0 2>/dev/null"), 2);
-    assert_int_equal(ctl(NULL, "samples list --label three 2>/dev/null"), 2);
-    assert_int_equal(ctl(NULL, "samples export --out %s/x --since xyz "
-                               "2>/dev/null",
-                         the_rig->dir),
+    assert_int_equal(rig_ctl(NULL, "samples list --model foo 2>/dev/null"), 2);
+    assert_int_equal(rig_ctl(NULL, "samples list --since xyz 2>/dev/null"), 2);
+    assert_int_equal(rig_ctl(NULL, "samples list --since 0 2>/dev/null"), 2);
+    assert_int_equal(rig_ctl(NULL, "samples list --label three 2>/dev/null"),
                      2);
-    assert_int_equal(ctl(NULL, "samples export --out %s/x --model foo "
+    assert_int_equal(rig_ctl(NULL,
+                             "samples export --out %s/x --since xyz "
+                             "2>/dev/null",
+                             the_rig->dir),
+                     2);
+    assert_int_equal(rig_ctl(NULL, "samples export --out %s/x --model foo "
                                "2>/dev/null",
                          the_rig->dir),
                      2);

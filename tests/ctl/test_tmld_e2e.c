@@ -28,39 +28,11 @@
 #define N_RECORDS 20
 #define N_FORGED 1000
 
-/* Runs tmlctl with args against the rig's tmld; returns its exit status and
- * its stdout in *out (malloc'ed, may be NULL). */
-static int
-ctl(char **out, const char *fmt, ...)
-{
-    char args[2048], cmd[4096], path[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof(args), fmt, ap);
-    va_end(ap);
-    snprintf(path, sizeof(path), "%s/ctl.out", the_rig->dir);
-    snprintf(cmd, sizeof(cmd), "%s --socket %s %s >%s", the_rig->tmlctl,
-             the_rig->sock, args, path);
-    int rc = sh("%s", cmd);
-    if (out != NULL) {
-        *out = NULL;
-        FILE *f = fopen(path, "r");
-        if (f != NULL) {
-            char *buf = calloc(1, 1 << 20);
-            size_t n = fread(buf, 1, (1 << 20) - 1, f);
-            buf[n] = '\0';
-            fclose(f);
-            *out = buf;
-        }
-    }
-    return rc;
-}
-
 static cJSON *
 ctl_json(const char *fmt, const char *arg)
 {
     char *out = NULL;
-    int rc = ctl(&out, fmt, arg);
+    int rc = rig_ctl(&out, fmt, arg);
     assert_int_equal(rc, 0);
     cJSON *j = cJSON_Parse(out);
     free(out);
@@ -140,7 +112,7 @@ test_status_shows_tls_broker_link(void **state)
     assert_int_equal(jpath(j, "mqtt", "tls"), 1);
     cJSON_Delete(j);
     char *out = NULL;
-    assert_int_equal(ctl(&out, "--no-color status"), 0);
+    assert_int_equal(rig_ctl(&out, "--no-color status"), 0);
     assert_non_null(strstr(out, "connected"));
     assert_non_null(strstr(out, "(TLS)"));
     assert_null(strchr(out, '\033')); /* not a TTY: no colour */
@@ -200,7 +172,7 @@ test_device_records_land_forgeries_do_not(void **state)
     for (int i = 0; i < 400 && j == NULL; i++) {
         pump(o, 2, 50);
         char *out = NULL;
-        int rc = ctl(&out, "--json device show devA 2>/dev/null");
+        int rc = rig_ctl(&out, "--json device show devA 2>/dev/null");
         assert_true(rc == 0 || rc == 3);
         if (rc == 0) {
             j = cJSON_Parse(out);
@@ -237,7 +209,7 @@ test_device_records_land_forgeries_do_not(void **state)
 
     /* The same facts through the operator's views. */
     char *out = NULL;
-    assert_int_equal(ctl(&out, "--no-color devices --group turbines"), 0);
+    assert_int_equal(rig_ctl(&out, "--no-color devices --group turbines"), 0);
     assert_non_null(strstr(out, "devA"));
     assert_non_null(strstr(out, "online"));
     assert_non_null(strstr(out, "kws v3"));
@@ -338,9 +310,9 @@ test_exit_codes_follow_the_protocol(void **state)
     struct rig *r = *state;
     char *out = NULL;
     /* not_found -> 3 */
-    assert_int_equal(ctl(NULL, "device show nosuchdevice 2>/dev/null"), 3);
+    assert_int_equal(rig_ctl(NULL, "device show nosuchdevice 2>/dev/null"), 3);
     /* a verb this tmld does not have -> 2 (unknown_cmd), if it lacks it */
-    int rc = ctl(&out, "samples list 2>/dev/null");
+    int rc = rig_ctl(&out, "samples list 2>/dev/null");
     assert_true(rc == 0 || rc == 2);
     free(out);
     /* No daemon at the socket -> 5, with a hint on stderr. */
@@ -349,8 +321,8 @@ test_exit_codes_follow_the_protocol(void **state)
                      5);
     assert_int_equal(sh("grep -q 'hint:' %s/err.txt", r->dir), 0);
     /* Bad arguments never reach tmld: 2. */
-    assert_int_equal(ctl(NULL, "devices --limit 0 2>/dev/null"), 2);
-    assert_int_equal(ctl(NULL, "devices --bogus 2>/dev/null"), 2);
+    assert_int_equal(rig_ctl(NULL, "devices --limit 0 2>/dev/null"), 2);
+    assert_int_equal(rig_ctl(NULL, "devices --bogus 2>/dev/null"), 2);
 }
 
 int
