@@ -68,6 +68,8 @@ static const struct tml__field hello_fields[] = {
     ARRAY(14, TML__F_TEXT_ARRAY, TML__OPT, tml_hello, groups, n_groups, 0,
           TML_MAX_GROUPS, 1, TML_MAX_NAME),
     HAS_U32(15, tml_hello, nonce, has_nonce, 0, U32MAX),
+    U32(16, TML__OPT, tml_hello, tele_next, 1, U32MAX),
+    U32(17, TML__OPT, tml_hello, sample_next, 1, U32MAX),
 };
 
 static const struct tml__msg hello_desc = {hello_fields, N(hello_fields), NULL,
@@ -118,10 +120,20 @@ static const struct tml__field tele_fields[] = {
           TML_MAX_BINS, 0, U32MAX),
     ROW(17, TML__F_MAP, TML__HAS, tml_tele, health,
         offsetof(struct tml_tele, has_health), 0, 0, 0, 0, &health_desc),
+    U32(18, TML__OPT, tml_tele, lw, 1, U32MAX),
 };
 
+static enum tml_err
+tele_check(const void *m)
+{
+    const struct tml_tele *t = m;
+
+    /* A record is held until acked, so the low-water cannot be above it. */
+    return t->lw > t->seq ? TML_ERR_RANGE : TML_OK;
+}
+
 static const struct tml__msg tele_desc = {tele_fields, N(tele_fields), NULL,
-                                          NULL};
+                                          tele_check};
 
 /* ---- up/sample ----------------------------------------------------------- */
 
@@ -134,7 +146,8 @@ sample_check(const void *m)
     if ((uint64_t)s->offset + s->data.len > s->total_len) {
         return TML_ERR_RANGE;
     }
-    return TML_OK;
+    /* The low-water cannot be above the record's own number. */
+    return s->lw > s->seq ? TML_ERR_RANGE : TML_OK;
 }
 
 static const struct tml__field sample_fields[] = {
@@ -154,6 +167,7 @@ static const struct tml__field sample_fields[] = {
     U32(12, TML__REQ, tml_sample, total_len, 1, U32MAX),
     U32(13, TML__REQ, tml_sample, offset, 0, U32MAX),
     BYTES(14, TML__REQ, tml_sample, data, 1, TML_CHUNK_MAX),
+    U32(15, TML__OPT, tml_sample, lw, 1, U32MAX),
 };
 
 static const struct tml__msg sample_desc = {sample_fields, N(sample_fields),

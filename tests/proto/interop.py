@@ -39,6 +39,8 @@ BROKEN = [
     ("hello", lambda m: m.__setitem__(2, "x" * 33)),    # hw too long
     ("tele", lambda m: m.__setitem__(1, 0)),            # seq 0
     ("tele", lambda m: m.__setitem__(-1, 0)),           # negative key
+    ("tele", lambda m: m.__setitem__(18, 0)),           # low-water 0
+    ("hello", lambda m: m.__setitem__(16, 0)),          # tele_next 0
     ("sample", lambda m: m.__setitem__(6, 10001)),      # confidence
     ("sample", lambda m: m.__setitem__(14, b"")),       # empty chunk
     ("ota_up", lambda m: m.__setitem__(1, 3)),          # kind 3
@@ -69,19 +71,20 @@ EXPECTED = {
                   8: 1, 9: 0, 10: 0, 11: 0, 12: 0, 13: 0},
     "hello-max": {0: 1, 1: U32, 2: NAME32, 3: NAME32, 4: U32, 5: 1, 6: U32,
                   7: U32, 8: 4096, 9: U32, 10: 9, 11: 21, 12: U32, 13: U32,
-                  14: [NAME32[i:] for i in range(8)], 15: U32},
+                  14: [NAME32[i:] for i in range(8)], 15: U32, 16: U32,
+                  17: U32},
     "state-online": {0: 1, 1: True},
     "tele-min": {0: 1, 1: 1, **{k: 0 for k in range(2, 14)}},
     "tele-max": {0: 1, 1: U32, 2: U32, 3: U32, 4: U32, 5: U32, 6: U32 - 1,
                  7: 0x10000, 8: 0xFFFF, 9: 0x100, 10: 24, 11: 23, 12: U32,
                  13: U32, 14: [U32 - i for i in range(32)],
                  15: [1 << (2 * i) for i in range(16)], 16: [U32] * 16,
-                 17: {1: U32, 2: 3300, 3: -2**31, 4: U32}},
+                 17: {1: U32, 2: 3300, 3: -2**31, 4: U32}, 18: U32},
     "sample-min": {0: 1, 1: 1, 2: 0, 3: 0, 4: 1, 5: 0, 6: 0, 8: 1, 9: [1],
                    10: 0, 11: 0, 12: 1, 13: 0, 14: CHUNK[:1]},
     "sample-max": {0: 1, 1: U32, 2: U32, 3: U32, 4: 3, 5: U32, 6: 10000,
                    7: 0, 8: 5, 9: [U32] * 4, 10: 16000, 11: U32, 12: U32,
-                   13: U32 - 4096, 14: CHUNK},
+                   13: U32 - 4096, 14: CHUNK, 15: U32},
     "ota_up-request": {0: 1, 1: 1, 2: U32, 3: U32, 4: U32, 5: U32},
     "ota_up-status": {0: 1, 1: 2, 2: U32, 3: U32, 4: U32, 6: 9, 7: 21},
     "ack-both": {0: 1, 1: U32, 2: U32},

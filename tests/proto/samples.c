@@ -77,6 +77,8 @@ sample_hello(struct tml_hello *m, bool max)
     }
     m->has_nonce = true;
     m->nonce = 0xffffffffu;
+    m->tele_next = 0xffffffffu;
+    m->sample_next = 0xffffffffu;
 }
 
 void
@@ -124,6 +126,7 @@ sample_tele(struct tml_tele *m, bool max)
     m->health.supply_mv = 3300;
     m->health.temp_dc = INT32_MIN;
     m->health.uptime_s = 0xffffffffu;
+    m->lw = 0xffffffffu;
 }
 
 void
@@ -161,6 +164,7 @@ sample_sample(struct tml_sample *m, const struct samples_store *st, bool max)
     m->total_len = 0xffffffffu;
     m->offset = 0xffffffffu - TML_CHUNK_MAX;
     m->data.len = TML_CHUNK_MAX;
+    m->lw = 0xffffffffu;
 }
 
 void

@@ -160,6 +160,12 @@ build_hello(const struct tml_hello *m, bool desc)
     if (m->has_nonce) {
         kv_u(&s, 15, m->nonce);
     }
+    if (m->tele_next != 0) {
+        kv_u(&s, 16, m->tele_next);
+    }
+    if (m->sample_next != 0) {
+        kv_u(&s, 17, m->sample_next);
+    }
     return to_map(&s, desc);
 }
 
@@ -208,6 +214,9 @@ build_tele(const struct tml_tele *m, bool desc)
         kv_u(&h, 4, m->health.uptime_s);
         kv(&s, 17, to_map(&h, desc));
     }
+    if (m->lw != 0) {
+        kv_u(&s, 18, m->lw);
+    }
     return to_map(&s, desc);
 }
 
@@ -233,6 +242,9 @@ build_sample(const struct tml_sample *m, bool desc)
     kv_u(&s, 12, m->total_len);
     kv_u(&s, 13, m->offset);
     kv(&s, 14, bytes(m->data));
+    if (m->lw != 0) {
+        kv_u(&s, 15, m->lw);
+    }
     return to_map(&s, desc);
 }
 

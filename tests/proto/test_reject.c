@@ -604,11 +604,12 @@ test_oversize_strings_arrays_and_messages(void **state)
         static uint8_t v[3 + TML_CHUNK_MAX + 1];
         struct edit ed = NO_EDIT;
 
-        assert_int_equal(pairs[n - 1].key, 14);
+        /* data (key 14), before the low-water (key 15) of the max sample */
+        assert_int_equal(pairs[n - 2].key, 14);
         v[0] = 0x59;
         v[1] = (TML_CHUNK_MAX + 1) >> 8;
         v[2] = (TML_CHUNK_MAX + 1) & 0xff;
-        ed.repl = n - 1;
+        ed.repl = n - 2;
         ed.value = v;
         ed.vlen = sizeof v;
         olen = rebuild(msg, len, &ed, out, sizeof out);
@@ -716,6 +717,76 @@ test_range_violations_rejected_by_both_sides(void **state)
         olen = rebuild(msg, len, &ed, out, sizeof out);
         assert_int_equal(tml_sample_decode(out, olen, &sout), TML_ERR_RANGE);
     }
+}
+
+/* PROTOCOL.md 6: the low-water (tele key 18, sample key 15) is a seq, so
+ * 1.., and never above the record's own seq; hello's next seqs are seqs. */
+static void
+test_low_water_above_seq_rejected_by_both_sides(void **state)
+{
+    static const uint8_t six[] = {0x06}, zero[] = {0x00};
+    struct tml_tele t, tout;
+    struct tml_sample s, sout;
+    struct tml_hello h, hout;
+    struct pair pairs[32];
+    struct edit ed = NO_EDIT;
+    size_t len, olen, n;
+
+    (void)state;
+    sample_tele(&t, false);
+    t.seq = 5;
+    t.lw = 6;
+    assert_int_equal(tml_tele_encode(&t, msg, sizeof msg, &len),
+                     TML_ERR_RANGE);
+    t.lw = 5;
+    assert_int_equal(tml_tele_encode(&t, msg, sizeof msg, &len), TML_OK);
+    n = split(msg, len, pairs, 32);
+    assert_int_equal(pairs[n - 1].key, 18);
+    ed.repl = n - 1;
+    ed.value = six;
+    ed.vlen = sizeof six;
+    olen = rebuild(msg, len, &ed, out, sizeof out);
+    assert_int_equal(tml_tele_decode(out, olen, &tout), TML_ERR_RANGE);
+    ed.value = zero;
+    olen = rebuild(msg, len, &ed, out, sizeof out);
+    assert_int_equal(tml_tele_decode(out, olen, &tout), TML_ERR_RANGE);
+    /* An old peer's record without key 18 decodes with lw 0. */
+    t.lw = 0;
+    assert_int_equal(tml_tele_encode(&t, msg, sizeof msg, &olen), TML_OK);
+    assert_int_equal(olen + 2, len); /* key 18 + value 5: two bytes */
+    assert_int_equal(tml_tele_decode(msg, olen, &tout), TML_OK);
+    assert_int_equal(tout.lw, 0);
+
+    sample_sample(&s, &store, false);
+    s.seq = 5;
+    s.lw = 6;
+    assert_int_equal(tml_sample_encode(&s, msg, sizeof msg, &len),
+                     TML_ERR_RANGE);
+    s.lw = 5;
+    assert_int_equal(tml_sample_encode(&s, msg, sizeof msg, &len), TML_OK);
+    n = split(msg, len, pairs, 32);
+    assert_int_equal(pairs[n - 1].key, 15);
+    ed.repl = n - 1;
+    ed.value = six;
+    olen = rebuild(msg, len, &ed, out, sizeof out);
+    assert_int_equal(tml_sample_decode(out, olen, &sout), TML_ERR_RANGE);
+    ed.value = zero;
+    olen = rebuild(msg, len, &ed, out, sizeof out);
+    assert_int_equal(tml_sample_decode(out, olen, &sout), TML_ERR_RANGE);
+
+    sample_hello(&h, false);
+    h.tele_next = 7;
+    h.sample_next = 1;
+    assert_int_equal(tml_hello_encode(&h, msg, sizeof msg, &len), TML_OK);
+    n = split(msg, len, pairs, 32);
+    assert_int_equal(pairs[n - 2].key, 16);
+    ed.repl = n - 2;
+    ed.value = zero;
+    olen = rebuild(msg, len, &ed, out, sizeof out);
+    assert_int_equal(tml_hello_decode(out, olen, &hout), TML_ERR_RANGE);
+    assert_int_equal(tml_hello_decode(msg, len, &hout), TML_OK);
+    assert_int_equal(hout.tele_next, 7);
+    assert_int_equal(hout.sample_next, 1);
 }
 
 static void
@@ -901,6 +972,7 @@ main(void)
         cmocka_unit_test(test_indefinite_and_deep_values_rejected),
         cmocka_unit_test(test_oversize_strings_arrays_and_messages),
         cmocka_unit_test(test_range_violations_rejected_by_both_sides),
+        cmocka_unit_test(test_low_water_above_seq_rejected_by_both_sides),
         cmocka_unit_test(test_encoders_nospace_at_every_short_capacity),
         cmocka_unit_test(test_kind_dependent_fields_required),
         cmocka_unit_test(test_every_byte_flip_gives_defined_result),

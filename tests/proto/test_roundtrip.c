@@ -85,6 +85,8 @@ test_hello_round_trip_min_and_max(void **state)
         }
         assert_int_equal(out.has_nonce, m.has_nonce);
         assert_int_equal(out.nonce, m.nonce);
+        assert_int_equal(out.tele_next, m.tele_next);
+        assert_int_equal(out.sample_next, m.sample_next);
     }
 }
 
@@ -137,6 +139,7 @@ test_tele_round_trip_min_and_max(void **state)
         assert_int_equal(out.health.supply_mv, m.health.supply_mv);
         assert_int_equal(out.health.temp_dc, m.health.temp_dc);
         assert_int_equal(out.health.uptime_s, m.health.uptime_s);
+        assert_int_equal(out.lw, m.lw);
     }
 }
 

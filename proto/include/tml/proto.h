@@ -303,6 +303,12 @@ struct tml_hello {
     struct tml_str groups[TML_MAX_GROUPS]; /* firmware-declared groups */
     bool has_nonce;          /* added: answers a down/cmd ping or set */
     uint32_t nonce;          /* the nonce of the last cmd received */
+    /* added: the seq the device gives its next new record of each stream
+     * (every record it holds has a lower one); 0 = not declared. A gateway
+     * that stored a number >= this under the same device id sees that the
+     * device restarted its numbering (PROTOCOL.md 6). */
+    uint32_t tele_next;
+    uint32_t sample_next;
 };
 
 /* ---- up/state: online/offline (QoS 1, retained; offline = last will) ---- */
@@ -346,6 +352,10 @@ struct tml_tele {
     uint32_t lat_hist[TML_MAX_BINS];
     bool has_health;
     struct tml_health health;
+    /* added: low-water, the lowest tele seq the device still holds or may
+     * still send (1 <= lw <= seq); every lower number was acked, folded into
+     * a later record, or lost (reboot). 0 = not declared (PROTOCOL.md 6). */
+    uint32_t lw;
 };
 
 /* ---- up/sample: one chunk of a captured input (QoS 1) ----------------------
@@ -369,6 +379,8 @@ struct tml_sample {
     uint32_t total_len;     /* bytes of the whole input */
     uint32_t offset;        /* of this chunk within the input */
     struct tml_bin data;    /* this chunk, 1..TML_CHUNK_MAX bytes */
+    uint32_t lw;            /* added: low-water of the sample stream, as in
+                               struct tml_tele; 0 = not declared */
 };
 
 /* ---- up/ota: chunk request or status report (QoS 1) ------------------------ */
