@@ -354,6 +354,7 @@ static const char *const core_keys[] = {
     "db.path", "db.synchronous", "db.batch_records", "db.batch_ms",
     "db.max_size", "db.queue_max",
     "retention.tele_days", "retention.samples_max", "retention.interval",
+    "retention.rollup_days", /* validated by retention.c's check */
     "control.socket", "control.max_clients", "control.idle_timeout",
     "control.timeout",
     "ingest.offline_after", "ingest.max_devices", "ingest.malformed_log_interval",

@@ -7,14 +7,20 @@
  *      hour and model version) and deletes the rolled-up rows;
  *   2. evicts samples beyond samples_max, oldest first, keeping the ones the
  *      application flagged as misclassified longest;
- *   3. if the file's used pages pass 90 % of max_size, rolls up and evicts the
- *      oldest telemetry and samples regardless of age until under 80 %.
+ *   3. prunes the hourly aggregates (tele_hour and tele_hour_ids of
+ *      db/0002_query.sql, tele_hourly of step 1) older than rollup_days;
+ *   4. if the file's used pages pass 90 % of max_size, rolls up and evicts the
+ *      oldest telemetry and samples regardless of age until under 80 %, and
+ *      when nothing of those is left, prunes the oldest day of aggregates.
  * SQLite's max_page_count (set from max_size in store.c) is what makes the
  * cap hard: an insert past it fails, its batch is not acked, and this job
  * makes room. Deletes go to the WAL, which is outside max_page_count, so
  * room can always be made.
  * Each step touches at most STEP_ROWS rows per pass and MAX_PASSES passes per
  * run so that the job never holds the writer for long; the next run goes on.
+ * Every delete is driven by a primary key (tele by rowid, tele_hour by its
+ * hour-first key, tele_hourly per device through devices), so a run that
+ * finds nothing to do reads a few pages, not whole tables.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -22,16 +28,22 @@
 #include <string.h>
 
 #include "core.h"
+#include "retention.h"
 
 #define STEP_ROWS 5000
 #define MAX_PASSES 20
 
+/* [retention] rollup_days: validated by ret_check before init reads it. */
+#define ROLLUP_DAYS_DEFAULT 365
+#define ROLLUP_DAYS_MAX 36500
+
 struct ret_job {
     int64_t now_s;
     int64_t cutoff_s;
+    int64_t rollup_cutoff_hour; /* aggregates of hours below it go */
     uint64_t samples_max;
     uint64_t cap_bytes;
-    int64_t rolled, samples_evicted, pressure_rolled;
+    int64_t rolled, samples_evicted, pressure_rolled, pruned;
     bool is_full_pressure;
 };
 
@@ -39,7 +51,8 @@ struct retention {
     struct tmld_timer *timer;
     bool is_running;
     bool is_kicked;
-    uint64_t rolled, evicted;
+    int64_t rollup_days;
+    uint64_t rolled, evicted, pruned;
 };
 
 static struct retention *ret_state;
@@ -148,6 +161,36 @@ evict_step(sqlite3 *db, int64_t excess)
     return rc == SQLITE_OK ? n : -rc;
 }
 
+/* Deletes at most STEP_ROWS rows of each hourly aggregate table with
+ * hour < before_hour, oldest hours first. Returns rows deleted or a negative
+ * SQLite code. */
+static int64_t
+prune_step(sqlite3 *db, int64_t before_hour)
+{
+    /* tele_hour's key starts with the hour: an ordered range read. */
+    static const char *const sql[] = {
+        "DELETE FROM tele_hour WHERE (hour, device_id, model_version) IN "
+        "(SELECT hour, device_id, model_version FROM tele_hour WHERE hour < "
+        "?1 ORDER BY hour LIMIT 5000)",
+        "DELETE FROM tele_hour_ids WHERE hour IN (SELECT hour FROM "
+        "tele_hour_ids WHERE hour < ?1 ORDER BY hour LIMIT 5000)",
+        /* tele_hourly's key starts with the device: one range per device
+         * instead of a scan of the whole table. */
+        "DELETE FROM tele_hourly WHERE (device_id, hour, model_version) IN "
+        "(SELECT h.device_id, h.hour, h.model_version FROM devices d JOIN "
+        "tele_hourly h ON h.device_id = d.id AND h.hour < ?1 LIMIT 5000)",
+    };
+    int64_t total = 0;
+    for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]); i++) {
+        int64_t n = 0;
+        int rc = exec1(db, sql[i], before_hour, &n);
+        if (rc != SQLITE_OK)
+            return -rc;
+        total += n;
+    }
+    return total;
+}
+
 static int64_t
 used_bytes(sqlite3 *db)
 {
@@ -180,6 +223,14 @@ ret_run(sqlite3 *db, void *arg)
             break;
         j->samples_evicted += n;
     }
+    for (int i = 0; i < MAX_PASSES; i++) {
+        n = prune_step(db, j->rollup_cutoff_hour);
+        if (n < 0)
+            return (int)-n;
+        j->pruned += n;
+        if (n == 0)
+            break;
+    }
     /* Size pressure: 90 % of the cap triggers, 80 % is the goal. */
     int64_t used = used_bytes(db);
     if ((uint64_t)used * 10 >= j->cap_bytes * 9) {
@@ -193,7 +244,18 @@ ret_run(sqlite3 *db, void *arg)
                 return (int)(a < 0 ? -a : -b);
             j->samples_evicted += a;
             j->pressure_rolled += b;
-            if (a == 0 && b == 0)
+            if (a > 0 || b > 0)
+                continue;
+            /* Nothing raw is left to give up: the aggregates count against
+             * the cap too, so the oldest day of them goes, before the
+             * horizon. tele_hour holds every hour (0002 backfilled it). */
+            int64_t oldest = qint(db, "SELECT coalesce(min(hour), -1) FROM "
+                                      "tele_hour");
+            int64_t c = oldest >= 0 ? prune_step(db, oldest + 24) : 0;
+            if (c < 0)
+                return (int)-c;
+            j->pruned += c;
+            if (c == 0)
                 break;
         }
     }
@@ -212,15 +274,17 @@ ret_done(struct tmld *d, int status, void *arg)
         if (status == 0) {
             r->rolled += (uint64_t)(j->rolled + j->pressure_rolled);
             r->evicted += (uint64_t)j->samples_evicted;
+            r->pruned += (uint64_t)j->pruned;
         }
     }
     if (status != 0)
         log_warn("retention: run failed (%d); next interval retries", status);
-    else if (j->rolled || j->samples_evicted || j->pressure_rolled)
+    else if (j->rolled || j->samples_evicted || j->pressure_rolled ||
+             j->pruned)
         log_info("retention: rolled up %lld old summaries, evicted %lld "
-                 "sample chunks%s",
+                 "sample chunks, pruned %lld hourly aggregate rows%s",
                  (long long)(j->rolled + j->pressure_rolled),
-                 (long long)j->samples_evicted,
+                 (long long)j->samples_evicted, (long long)j->pruned,
                  j->is_full_pressure ? " (database near its max_size)" : "");
     free(j);
     if (r != NULL && r->is_kicked && !tmld_is_stopping(d)) {
@@ -242,6 +306,7 @@ ret_tick(struct tmld *d, void *arg)
     j->now_s = tmld_wall_s();
     j->cutoff_s = j->now_s - (int64_t)d->set.ret_tele_days * 86400;
     j->samples_max = d->set.ret_samples_bytes;
+    j->rollup_cutoff_hour = (j->now_s - r->rollup_days * 86400) / 3600;
     j->cap_bytes = d->set.db_cap_bytes;
     if (tmld_db_write(d, ret_run, ret_done, j) != 0) {
         free(j);
@@ -269,12 +334,55 @@ retention_stats(uint64_t *rolled, uint64_t *evicted)
     *evicted = ret_state ? ret_state->evicted : 0;
 }
 
+uint64_t
+retention_pruned(void)
+{
+    return ret_state ? ret_state->pruned : 0;
+}
+
+/* [retention] rollup_days: the horizon of the hourly aggregates. It must
+ * cover tele_days, or whole hours of a window whose raw rows still exist
+ * would vanish from tele.query (it reads whole hours from tele_hour). When
+ * absent: ROLLUP_DAYS_DEFAULT, or tele_days if that is longer. */
+static int
+ret_check(struct tmld *d)
+{
+    int64_t days = 0;
+    if (tmld_config_get(d, "retention", "rollup_days") == NULL)
+        return 0;
+    if (tmld_config_int(d, "retention", "rollup_days", ROLLUP_DAYS_DEFAULT, 1,
+                        ROLLUP_DAYS_MAX, &days) != 0)
+        return 1;
+    /* tele_days itself is validated (and reported) by settings_load; this
+     * check may run before it, so it parses the value quietly. */
+    const char *td = tmld_config_get(d, "retention", "tele_days");
+    char *end = NULL;
+    long long tele_days = td ? strtoll(td, &end, 10) : 30;
+    if ((td == NULL || (end != td && *end == '\0')) && days < tele_days) {
+        tmld_config_error(d, "retention", "rollup_days",
+                          "%lld is below tele_days (%lld): the hourly "
+                          "aggregates must outlive the raw telemetry",
+                          (long long)days, tele_days);
+        return 1;
+    }
+    return 0;
+}
+
 static int
 ret_init(struct tmld *d, void **state)
 {
     struct retention *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return -ENOMEM;
+    /* Validated by ret_check. */
+    int64_t def = ROLLUP_DAYS_DEFAULT;
+    if ((int64_t)d->set.ret_tele_days > def)
+        def = (int64_t)d->set.ret_tele_days;
+    if (tmld_config_int(d, "retention", "rollup_days", def, 1,
+                        ROLLUP_DAYS_MAX, &r->rollup_days) != 0) {
+        free(r);
+        return -EINVAL;
+    }
     ret_state = r;
     *state = r;
     /* First run soon after start, then every interval. */
@@ -293,4 +401,4 @@ ret_fini(struct tmld *d, void *state)
     free(r);
 }
 
-TMLD_MODULE(retention, ret_init, ret_fini);
+TMLD_MODULE_CHECKED(retention, ret_init, ret_fini, ret_check);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "core.h"
+#include "retention.h"
 
 #define QUERY_MAX_MS 500
 #define LIST_DEFAULT 1000
@@ -141,6 +142,8 @@ v_status(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
     cJSON *rt = cJSON_AddObjectToObject(r, "retention");
     cJSON_AddNumberToObject(rt, "rolled_up", (double)rolled);
     cJSON_AddNumberToObject(rt, "samples_evicted", (double)evicted);
+    cJSON_AddNumberToObject(rt, "aggregates_pruned",
+                            (double)retention_pruned());
     int64_t wal = 0, size = store_size_bytes(d, &wal);
     cJSON *db = cJSON_AddObjectToObject(r, "db");
     cJSON_AddStringToObject(db, "path", d->set.db_path);

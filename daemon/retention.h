@@ -1,0 +1,15 @@
+/*
+ * retention.h: figures of the retention module (daemon/retention.c) beyond
+ * retention_stats() in core.h. Loop thread only.
+ */
+#ifndef TMLD_RETENTION_H
+#define TMLD_RETENTION_H
+
+#include <stdint.h>
+
+/* Rows of the hourly aggregates (tele_hour, tele_hour_ids, tele_hourly)
+ * deleted since start: past [retention] rollup_days, or oldest first when
+ * the database is at its cap. */
+uint64_t retention_pruned(void);
+
+#endif /* TMLD_RETENTION_H */
