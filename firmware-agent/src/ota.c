@@ -315,8 +315,13 @@ marks_resume(struct tmla_agent *a, uint8_t d, uint32_t size, uint32_t cp)
     page_end = (res + es - 1u) & ~(es - 1u);
     if (page_end > size)
         page_end = size;
-    if (res % es != 0 && !all_erased(a, d, res, page_end - res))
+    if (res % es != 0 && !all_erased(a, d, res, page_end - res)) {
+        /* tmla_init persists the page start before the first poll erases
+         * the marks (they claim bytes of a page about to be erased). */
         res &= ~(es - 1u);
+        if (res > cp)
+            a->ps.dl_checkpoint = res;
+    }
     return res < cp ? cp : res;
 }
 
@@ -919,7 +924,17 @@ tmla__ota_poll(struct tmla_agent *a, uint32_t now_ms)
     switch (a->ota_state) {
     case TML_OTA_DOWNLOADING:
         if (!a->ota_hashing) {
-            /* After a reboot: rebuild the stream hash from flash. */
+            uint32_t g, off, size = a->ps.slot[dl_slot(a)].size;
+
+            /* After a reboot: marks ahead of the resume point are stale
+             * (a page to write again after a torn write): start them
+             * again, up to it. Then rebuild the stream hash from flash. */
+            if (a->ota_marks != UINT32_MAX &&
+                marks_layout(a, size, &g, &off) &&
+                (uint64_t)a->ota_marks * g > a->ota_offset) {
+                marks_erase(a, dl_slot(a), size);
+                marks_write(a, dl_slot(a), size, a->ota_offset);
+            }
             if (a->port.sha256_init(a->port.user, a->sha.b) != 0 ||
                 !hash_slot(a, dl_slot(a), a->ota_offset, a->sha.b)) {
                 fail(a, TML_OTA_R_FLASH);

@@ -169,6 +169,127 @@ test_powerloss_s13_s16_install_every_op(void **state)
     rig_free(r);
 }
 
+/* Double cuts (S13): cut at operation i of the download, reboot, resume,
+ * cut at operation j of the resumed transfer (the boot's state write and
+ * the first poll included), reboot and finish with the same offer. Every
+ * pair must end on a whole v6 without a new offer (the hash check of a
+ * page rewritten after the first cut was the failure), and no resume may
+ * start before the last chunk whose data write returned, except by the
+ * bytes of the erase page a torn data write forces to be written again.
+ * Both cuts are swept over every operation (every DOUBLE_STRIDE-th first
+ * cut by default; all of them in the slow variant). */
+#ifdef SWEEP_LONG
+#define DOUBLE_STRIDE 1
+#else
+#define DOUBLE_STRIDE 5
+#endif
+
+/* Offset the device resumes from after a reboot (rig_boot), or 0. */
+static uint32_t
+resume_offset(struct rig *r)
+{
+    uint8_t st;
+
+    tmla_ota_status(&r->a, &st, NULL, NULL);
+    return st == TML_OTA_DOWNLOADING ? r->a.ota_offset : 0;
+}
+
+static void
+test_powerloss_s13_double_cut(void **state)
+{
+    struct rig *r = rig_new();
+    struct snap *base = malloc(sizeof *base), *mid = malloc(sizeof *mid);
+    long t_ops, pairs = 0, bad = 0, over_chunk = 0;
+    uint32_t offer, max_loss = 0;
+
+    (void)state;
+    assert_non_null(base);
+    assert_non_null(mid);
+    rig_boot(r);
+    rig_install(r, 5, &r->k1);
+    snap_take(base, r->mp);
+    rig_boot(r);
+    rig_model(r, 6, SWEEP_IMAGE, 3, &r->k1);
+    r->mp->ops = 0;
+    assert_int_equal(rig_offer_and_serve(r, NULL), TML_OTA_TRIAL);
+    t_ops = r->mp->ops;
+
+    for (long i = 1; i <= t_ops; i += DOUBLE_STRIDE) {
+        uint32_t done1, res1;
+        long t2;
+
+        snap_restore(base, r->mp);
+        rig_boot(r);
+        r->mp->ops = 0;
+        r->mp->stop_after = i;
+        r->offer_id = 100;
+        (void)rig_offer_and_serve(r, NULL);
+        offer = r->offer_id;
+        done1 = r->a.ota_offset;
+        power_on(r->mp);
+        snap_take(mid, r->mp);
+        snap_restore(mid, r->mp);
+        rig_boot(r);
+        res1 = resume_offset(r);
+        if (res1 == 0)
+            continue; /* the first cut left no download to resume */
+        if (done1 > res1 && done1 - res1 > max_loss)
+            max_loss = done1 - res1;
+        /* The clean resumed run from this point: T2 operations. */
+        (void)gw_serve(r->mp, &r->a, offer, r->image, r->len, 1024, NULL,
+                       &r->now, 10, 400);
+        t2 = r->mp->ops;
+        for (long j = 1; j <= t2; j++) {
+            uint32_t done2, res2;
+            uint8_t st;
+
+            snap_restore(mid, r->mp);
+            r->mp->stop_after = j;
+            rig_boot(r);
+            (void)gw_serve(r->mp, &r->a, offer, r->image, r->len, 1024, NULL,
+                           &r->now, 10, 400);
+            rig_run(r, 3, 10);
+            done2 = r->a.ota_offset;
+            power_on(r->mp);
+            r->mp->seen = r->mp->n_log;
+            rig_boot(r);
+            pairs++;
+            res2 = resume_offset(r);
+            if (res2 != 0 && done2 > res2) {
+                if (done2 - res2 > max_loss)
+                    max_loss = done2 - res2;
+                if (done2 - res2 > r->cfg.ota_chunk)
+                    over_chunk++;
+            }
+            /* Finish with the same offer: no restart from 0. */
+            (void)gw_serve(r->mp, &r->a, offer, r->image, r->len, 1024, NULL,
+                           &r->now, 10, 400);
+            rig_run(r, 3, 10);
+            tmla_ota_status(&r->a, &st, NULL, NULL);
+            if (!tmla_in_trial(&r->a) ||
+                tmla_active_model(&r->a)->version != 6 ||
+                !device_sane(r, 6, 6, 6)) {
+                if (bad < 5)
+                    print_message("double cut %ld,%ld: state %u reason %u\n",
+                                  i, j, st, rig_last_reason(r));
+                bad++;
+            }
+        }
+    }
+    print_message("S13 double cuts: %ld of %ld (cut, resume, cut) pairs "
+                  "failed to finish the same download on a whole model; "
+                  "largest rewind %u bytes (chunk %u, erase page %u), %ld "
+                  "rewinds past one chunk\n",
+                  bad, pairs, max_loss, r->cfg.ota_chunk, MP_ERASE,
+                  over_chunk);
+    assert_true(pairs > t_ops / DOUBLE_STRIDE);
+    assert_int_equal(bad, 0);
+    assert_true(max_loss <= MP_ERASE);
+    free(mid);
+    free(base);
+    rig_free(r);
+}
+
 static void
 test_powerloss_s14_revert_every_op(void **state)
 {
@@ -355,6 +476,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_powerloss_s13_s16_install_every_op),
+        cmocka_unit_test(test_powerloss_s13_double_cut),
         cmocka_unit_test(test_powerloss_s14_revert_every_op),
         cmocka_unit_test(test_powerloss_s15_half_the_state_writes_fail),
         cmocka_unit_test(test_powerloss_seq_reservation_every_op),
