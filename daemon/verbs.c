@@ -57,6 +57,62 @@ reply_db_error(struct tmld_ctl_req *req, sqlite3 *db, int rc)
                            sqlite3_errmsg(db));
 }
 
+/* One optional filter of a list verb, bound to parameter ?idx of both the
+ * page and the count query when is_set: as text when text is not NULL,
+ * else as the integer num. */
+struct list_arg {
+    int idx;
+    bool is_set;
+    const char *text; /* borrowed */
+    int64_t num;
+};
+
+typedef cJSON *(*list_row_fn)(struct tmld *d, sqlite3 *db, sqlite3_stmt *st);
+
+/* Runs a paged list: sql selects the page (?3 LIMIT, ?4 OFFSET), csql counts
+ * every row matching the same filters; both get args bound. Adds "total"
+ * and an array named key (one row_fn object per row) to r. Returns
+ * SQLITE_DONE, or the SQLite code that stopped it (r may be half filled
+ * then). Bounded by the query guard. */
+static int
+list_query(struct tmld *d, sqlite3 *db, const char *sql, const char *csql,
+           const struct list_arg *args, size_t n_args, int64_t limit,
+           int64_t offset, cJSON *r, const char *key, list_row_fn row_fn)
+{
+    sqlite3_stmt *st = NULL, *cs = NULL;
+    struct qguard g;
+    guard_start(db, &g);
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db, csql, -1, &cs, NULL);
+    if (rc == SQLITE_OK) {
+        for (size_t i = 0; i < n_args; i++) {
+            const struct list_arg *a = &args[i];
+            for (int k = 0; k < 2 && a->is_set; k++) {
+                sqlite3_stmt *x = k ? cs : st;
+                if (a->text != NULL)
+                    sqlite3_bind_text(x, a->idx, a->text, -1, SQLITE_STATIC);
+                else
+                    sqlite3_bind_int64(x, a->idx, a->num);
+            }
+        }
+        sqlite3_bind_int64(st, 3, limit);
+        sqlite3_bind_int64(st, 4, offset);
+        rc = sqlite3_step(cs);
+        cJSON_AddNumberToObject(r, "total",
+                                rc == SQLITE_ROW
+                                    ? (double)sqlite3_column_int64(cs, 0)
+                                    : 0);
+        cJSON *a = cJSON_AddArrayToObject(r, key);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+            cJSON_AddItemToArray(a, row_fn(d, db, st));
+    }
+    guard_end(db);
+    sqlite3_finalize(st);
+    sqlite3_finalize(cs);
+    return rc;
+}
+
 static void
 v_ping(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
        void *arg)
@@ -258,6 +314,12 @@ device_json(struct tmld *d, sqlite3 *db, sqlite3_stmt *st, bool full)
     return o;
 }
 
+static cJSON *
+device_row(struct tmld *d, sqlite3 *db, sqlite3_stmt *st)
+{
+    return device_json(d, db, st, false);
+}
+
 static void
 v_devices(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
           void *arg)
@@ -297,40 +359,15 @@ v_devices(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
              where);
     char csql[512];
     snprintf(csql, sizeof(csql), "SELECT count(*) FROM devices d%s", where);
-    sqlite3_stmt *st = NULL, *cs = NULL;
-    struct qguard g;
-    guard_start(db, &g);
-    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(db, csql, -1, &cs, NULL);
-    cJSON *r = NULL;
-    if (rc == SQLITE_OK) {
-        for (int i = 0; i < 2; i++) {
-            sqlite3_stmt *s = i ? cs : st;
-            if (group)
-                sqlite3_bind_text(s, 1, group, -1, SQLITE_STATIC);
-            if (has_online == 0)
-                sqlite3_bind_int(s, 2, online);
-            if (model)
-                sqlite3_bind_text(s, 5, model, -1, SQLITE_STATIC);
-            if (has_mver == 0)
-                sqlite3_bind_int64(s, 6, mver);
-        }
-        sqlite3_bind_int64(st, 3, limit);
-        sqlite3_bind_int64(st, 4, offset);
-        r = cJSON_CreateObject();
-        rc = sqlite3_step(cs);
-        cJSON_AddNumberToObject(r, "total",
-                                rc == SQLITE_ROW
-                                    ? (double)sqlite3_column_int64(cs, 0)
-                                    : 0);
-        cJSON *a = cJSON_AddArrayToObject(r, "devices");
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-            cJSON_AddItemToArray(a, device_json(d, db, st, false));
-    }
-    guard_end(db);
-    sqlite3_finalize(st);
-    sqlite3_finalize(cs);
+    const struct list_arg la[] = {
+        {1, group != NULL, group, 0},
+        {2, has_online == 0, NULL, online},
+        {5, model != NULL, model, 0},
+        {6, has_mver == 0, NULL, mver},
+    };
+    cJSON *r = cJSON_CreateObject();
+    int rc = list_query(d, db, sql, csql, la, sizeof(la) / sizeof(la[0]),
+                        limit, offset, r, "devices", device_row);
     if (rc != SQLITE_DONE) {
         cJSON_Delete(r);
         reply_db_error(req, db, rc);
@@ -596,6 +633,14 @@ sample_json(sqlite3_stmt *st)
     return o;
 }
 
+static cJSON *
+sample_row(struct tmld *d, sqlite3 *db, sqlite3_stmt *st)
+{
+    (void)d;
+    (void)db;
+    return sample_json(st);
+}
+
 static int
 reason_arg(const cJSON *args, int64_t *out)
 {
@@ -659,47 +704,20 @@ v_samples_list(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
              "SELECT count(*) FROM (SELECT 1%s GROUP BY s.device_id, "
              "s.sample_id%s)",
              from, having);
+    const struct list_arg la[] = {
+        {1, dev != NULL, dev, 0},
+        {2, has_reason == 0, NULL, reason},
+        {5, has_label == 0, NULL, label},
+        {6, model != NULL, model, 0},
+        {7, has_mver == 0, NULL, mver},
+        {8, has_since == 0, NULL, since},
+    };
     sqlite3 *db = tmld_db_ro(d);
-    sqlite3_stmt *st = NULL, *cs = NULL;
-    struct qguard g;
-    guard_start(db, &g);
-    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(db, csql, -1, &cs, NULL);
-    cJSON *r = NULL;
-    if (rc == SQLITE_OK) {
-        for (int i = 0; i < 2; i++) {
-            sqlite3_stmt *x = i ? cs : st;
-            if (dev)
-                sqlite3_bind_text(x, 1, dev, -1, SQLITE_STATIC);
-            if (has_reason == 0)
-                sqlite3_bind_int64(x, 2, reason);
-            if (has_label == 0)
-                sqlite3_bind_int64(x, 5, label);
-            if (model)
-                sqlite3_bind_text(x, 6, model, -1, SQLITE_STATIC);
-            if (has_mver == 0)
-                sqlite3_bind_int64(x, 7, mver);
-            if (has_since == 0)
-                sqlite3_bind_int64(x, 8, since);
-        }
-        sqlite3_bind_int64(st, 3, limit);
-        sqlite3_bind_int64(st, 4, offset);
-        r = cJSON_CreateObject();
-        if (has_since == 0)
-            cJSON_AddNumberToObject(r, "since", (double)since);
-        rc = sqlite3_step(cs);
-        cJSON_AddNumberToObject(r, "total",
-                                rc == SQLITE_ROW
-                                    ? (double)sqlite3_column_int64(cs, 0)
-                                    : 0);
-        cJSON *a = cJSON_AddArrayToObject(r, "samples");
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-            cJSON_AddItemToArray(a, sample_json(st));
-    }
-    guard_end(db);
-    sqlite3_finalize(st);
-    sqlite3_finalize(cs);
+    cJSON *r = cJSON_CreateObject();
+    if (has_since == 0)
+        cJSON_AddNumberToObject(r, "since", (double)since);
+    int rc = list_query(d, db, sql, csql, la, sizeof(la) / sizeof(la[0]),
+                        limit, offset, r, "samples", sample_row);
     if (rc != SQLITE_DONE) {
         cJSON_Delete(r);
         reply_db_error(req, db, rc);
