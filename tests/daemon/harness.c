@@ -780,3 +780,45 @@ tdev_wait_tele_ack(struct tdev *v, uint32_t seq, int timeout_ms)
     }
     return -1;
 }
+
+/* ---- cmocka fixtures -------------------------------------------------------- */
+
+int
+th_fixture_start(void **state, const char *extra_ini)
+{
+    struct th *t = calloc(1, sizeof(*t));
+    if (t == NULL || th_setup(t, extra_ini) != 0 ||
+        th_tmld_start(t, NULL, 10000) != 0) {
+        if (t)
+            th_teardown(t);
+        free(t);
+        return -1;
+    }
+    *state = t;
+    return 0;
+}
+
+int
+th_fixture_stop(void **state)
+{
+    struct th *t = *state;
+    th_teardown(t);
+    free(t);
+    return 0;
+}
+
+int
+th_wait_db(struct th *t, const char *sql, int64_t want, int timeout_ms)
+{
+    uint64_t end = th_now_ms() + (uint64_t)timeout_ms;
+    int64_t v = -1;
+    while (th_now_ms() < end) {
+        v = th_db_int(t, sql);
+        if (v == want)
+            return 0;
+        th_sleep_ms(100);
+    }
+    fprintf(stderr, "th_wait_db: %s = %lld, wanted %lld\n", sql, (long long)v,
+            (long long)want);
+    return -1;
+}

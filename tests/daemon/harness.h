@@ -73,6 +73,15 @@ void th_sleep_ms(int ms);
 /* Prints the tail of tmld's log to stderr (for failure diagnosis). */
 void th_dump_log(struct th *t);
 
+/* cmocka fixtures: th_fixture_start allocates a th, starts the broker and
+ * tmld (extra_ini appended to its config) and stores it in *state;
+ * th_fixture_stop tears it down and frees it. */
+int th_fixture_start(void **state, const char *extra_ini);
+int th_fixture_stop(void **state);
+/* Polls th_db_int(sql) until it equals want; 0, or -1 on timeout (the last
+ * value is printed). */
+int th_wait_db(struct th *t, const char *sql, int64_t want, int timeout_ms);
+
 /* ---- test devices ----------------------------------------------------------- */
 
 struct tdev {

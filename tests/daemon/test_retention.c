@@ -19,62 +19,25 @@
 #include "harness.h"
 
 static int
-start(void **state, const char *extra)
-{
-    struct th *t = calloc(1, sizeof(*t));
-    if (t == NULL || th_setup(t, extra) != 0 ||
-        th_tmld_start(t, NULL, 10000) != 0) {
-        if (t)
-            th_teardown(t);
-        free(t);
-        return -1;
-    }
-    *state = t;
-    return 0;
-}
-
-static int
 setup_rollup(void **state)
 {
-    return start(state, "[retention]\ninterval = 1s\ntele_days = 1\n");
+    return th_fixture_start(state,
+                            "[retention]\ninterval = 1s\ntele_days = 1\n");
 }
 
 static int
 setup_budget(void **state)
 {
-    return start(state, "[retention]\ninterval = 1s\nsamples_max = 16K\n");
+    return th_fixture_start(state,
+                            "[retention]\ninterval = 1s\nsamples_max = 16K\n");
 }
 
 static int
 setup_cap(void **state)
 {
-    return start(state, "[retention]\ninterval = 1s\nsamples_max = 0\n"
-                        "[db]\nmax_size = 1M\n");
-}
-
-static int
-teardown(void **state)
-{
-    struct th *t = *state;
-    th_teardown(t);
-    free(t);
-    return 0;
-}
-
-static int
-wait_db(struct th *t, const char *sql, int64_t want, int timeout_ms)
-{
-    uint64_t end = th_now_ms() + (uint64_t)timeout_ms;
-    int64_t v = -1;
-    while (th_now_ms() < end) {
-        v = th_db_int(t, sql);
-        if (v == want)
-            return 0;
-        th_sleep_ms(100);
-    }
-    fprintf(stderr, "wait_db: %s = %lld, wanted %lld\n", sql, (long long)v,
-            (long long)want);
-    return -1;
+    return th_fixture_start(state,
+                            "[retention]\ninterval = 1s\nsamples_max = 0\n"
+                            "[db]\nmax_size = 1M\n");
 }
 
 static void
@@ -95,7 +58,7 @@ test_retention_rolls_up_old_telemetry(void **state)
                                   NULL, NULL, NULL),
                      SQLITE_OK);
     sqlite3_close(db);
-    assert_int_equal(wait_db(t, "SELECT count(*) FROM tele", 20, 8000), 0);
+    assert_int_equal(th_wait_db(t, "SELECT count(*) FROM tele", 20, 8000), 0);
     assert_int_equal(th_db_int(t, "SELECT min(seq) FROM tele"), 21);
     assert_int_equal(th_db_int(t, "SELECT sum(summaries) FROM tele_hourly"),
                      20);
@@ -198,13 +161,13 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_retention_rolls_up_old_telemetry,
-                                        setup_rollup, teardown),
+                                        setup_rollup, th_fixture_stop),
         cmocka_unit_test_setup_teardown(
             test_retention_keeps_samples_within_budget_flagged_longest,
-            setup_budget, teardown),
+            setup_budget, th_fixture_stop),
         cmocka_unit_test_setup_teardown(
             test_retention_database_never_exceeds_max_size, setup_cap,
-            teardown),
+            th_fixture_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -23,63 +23,20 @@
 #include "harness.h"
 
 static int
-start(void **state, const char *extra)
-{
-    struct th *t = calloc(1, sizeof(*t));
-    if (t == NULL || th_setup(t, extra) != 0 ||
-        th_tmld_start(t, NULL, 10000) != 0) {
-        if (t)
-            th_teardown(t);
-        free(t);
-        return -1;
-    }
-    *state = t;
-    return 0;
-}
-
-static int
 setup_horizon(void **state)
 {
-    return start(state, "[retention]\ninterval = 1s\ntele_days = 1\n"
-                        "rollup_days = 2\n");
+    return th_fixture_start(state, "[retention]\ninterval = 1s\ntele_days = 1\n"
+                                   "rollup_days = 2\n");
 }
 
 static int
 setup_cap(void **state)
 {
-    return start(state, "[retention]\ninterval = 1s\nsamples_max = 0\n"
-                        "[db]\nmax_size = 1M\n");
+    return th_fixture_start(state,
+                            "[retention]\ninterval = 1s\nsamples_max = 0\n"
+                            "[db]\nmax_size = 1M\n");
 }
 
-static int
-teardown(void **state)
-{
-    struct th *t = *state;
-    th_teardown(t);
-    free(t);
-    return 0;
-}
-
-static int
-wait_db(struct th *t, const char *sql, int64_t want, int timeout_ms)
-{
-    uint64_t end = th_now_ms() + (uint64_t)timeout_ms;
-    int64_t v = -1;
-    while (th_now_ms() < end) {
-        v = th_db_int(t, sql);
-        if (v == want)
-            return 0;
-        th_sleep_ms(100);
-    }
-    fprintf(stderr, "wait_db: %s = %lld, wanted %lld\n", sql, (long long)v,
-            (long long)want);
-    return -1;
-}
-
-/* Inserts n aggregate rows for hour h0 - i / per_hour (i < n), devices
- * dev0 + i % per_hour, into tele_hour (and tele_hourly with has_hourly), and
- * one tele_hour_ids row per hour, in one transaction next to the running
- * tmld. */
 static void
 insert_aggregates(struct th *t, int64_t h0, int n, int per_hour, int64_t dev0,
                   bool has_hourly)
@@ -169,26 +126,30 @@ test_rollup_retention_prunes_aggregates_past_horizon(void **state)
     insert_aggregates(t, now_h - 30, 1000, 100, 1000, true);
     int64_t cutoff = now_h - 48;
 
-    assert_int_equal(wait_db(t,
-                             "SELECT (SELECT count(*) FROM tele_hour WHERE "
-                             "hour < strftime('%s','now') / 3600 - 48) + "
-                             "(SELECT count(*) FROM tele_hourly WHERE hour < "
-                             "strftime('%s','now') / 3600 - 48) + (SELECT "
-                             "count(*) FROM tele_hour_ids WHERE hour < "
-                             "strftime('%s','now') / 3600 - 48)",
-                             0, 10000),
-                     0);
+    assert_int_equal(
+        th_wait_db(t,
+                   "SELECT (SELECT count(*) FROM tele_hour WHERE "
+                   "hour < strftime('%s','now') / 3600 - 48) + "
+                   "(SELECT count(*) FROM tele_hourly WHERE hour < "
+                   "strftime('%s','now') / 3600 - 48) + (SELECT "
+                   "count(*) FROM tele_hour_ids WHERE hour < "
+                   "strftime('%s','now') / 3600 - 48)",
+                   0, 10000),
+        0);
     /* Inside the horizon everything stays, and so do the live rows. */
-    assert_int_equal(q(t, "SELECT count(*) FROM tele_hour WHERE hour >= %lld "
-                          "AND device_id >= 1000",
+    assert_int_equal(q(t,
+                       "SELECT count(*) FROM tele_hour WHERE hour >= %lld "
+                       "AND device_id >= 1000",
                        cutoff),
                      1000);
-    assert_int_equal(q(t, "SELECT count(*) FROM tele_hourly WHERE hour >= "
-                          "%lld",
+    assert_int_equal(q(t,
+                       "SELECT count(*) FROM tele_hourly WHERE hour >= "
+                       "%lld",
                        cutoff),
                      1000);
-    assert_int_equal(q(t, "SELECT count(*) FROM tele_hour_ids WHERE hour "
-                          "- %lld BETWEEN 0 AND 9",
+    assert_int_equal(q(t,
+                       "SELECT count(*) FROM tele_hour_ids WHERE hour "
+                       "- %lld BETWEEN 0 AND 9",
                        now_h - 39),
                      10);
     assert_int_equal(th_db_int(t, "SELECT sum(summaries) FROM tele_hour WHERE "
@@ -248,9 +209,9 @@ test_rollup_retention_aggregates_count_against_the_cap(void **state)
     }
     assert_true(used * 4096 * 10 <= 1024 * 1024 * 8);
     /* Oldest first: the newest hour is intact, the oldest day is gone. */
-    assert_int_equal(q(t, "SELECT count(*) FROM tele_hour WHERE hour = %lld",
-                       now_h - 1),
-                     100);
+    assert_int_equal(
+        q(t, "SELECT count(*) FROM tele_hour WHERE hour = %lld", now_h - 1),
+        100);
     assert_true(q(t, "SELECT min(hour) FROM tele_hour WHERE hour >= %lld",
                   oldest) >= oldest + 24);
     /* Ingest goes on in the room made. */
@@ -297,27 +258,22 @@ test_rollup_retention_rollup_days_validated(void **state)
 {
     (void)state;
     char err[4096];
-    assert_int_equal(run_check("[retention]\nrollup_days = 30\n", err,
-                               sizeof(err)),
-                     0);
+    assert_int_equal(
+        run_check("[retention]\nrollup_days = 30\n", err, sizeof(err)), 0);
     /* Default tele_days is 30. */
-    assert_int_equal(run_check("[retention]\n\nrollup_days = 7\n", err,
-                               sizeof(err)),
-                     2);
+    assert_int_equal(
+        run_check("[retention]\n\nrollup_days = 7\n", err, sizeof(err)), 2);
     assert_non_null(strstr(err, "test.conf:3: [retention] rollup_days: 7 is "
                                 "below tele_days (30)"));
-    assert_int_equal(run_check("[retention]\nrollup_days = forever\n", err,
-                               sizeof(err)),
-                     2);
+    assert_int_equal(
+        run_check("[retention]\nrollup_days = forever\n", err, sizeof(err)), 2);
     assert_non_null(strstr(err, "test.conf:2: [retention] rollup_days: "
                                 "'forever' is not an integer"));
-    assert_int_equal(run_check("[retention]\nrollup_days = 0\n", err,
-                               sizeof(err)),
-                     2);
+    assert_int_equal(
+        run_check("[retention]\nrollup_days = 0\n", err, sizeof(err)), 2);
     /* Absent with a long tele_days: the default follows it. */
-    assert_int_equal(run_check("[retention]\ntele_days = 3000\n", err,
-                               sizeof(err)),
-                     0);
+    assert_int_equal(
+        run_check("[retention]\ntele_days = 3000\n", err, sizeof(err)), 0);
 }
 
 int
@@ -326,11 +282,11 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rollup_retention_rollup_days_validated),
         cmocka_unit_test_setup_teardown(
-            test_rollup_retention_prunes_aggregates_past_horizon,
-            setup_horizon, teardown),
+            test_rollup_retention_prunes_aggregates_past_horizon, setup_horizon,
+            th_fixture_stop),
         cmocka_unit_test_setup_teardown(
             test_rollup_retention_aggregates_count_against_the_cap, setup_cap,
-            teardown),
+            th_fixture_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
