@@ -119,6 +119,9 @@ struct upstream {
 
 static void kick(struct ustate *st);
 
+/* The running instance, for upstream_counters() (metrics). */
+static struct upstream *up_running;
+
 /* ---- life of the struct -------------------------------------------------- */
 
 static void
@@ -823,6 +826,52 @@ v_status(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args, void *arg)
     tmld_ctl_reply_ok(req, r);
 }
 
+bool
+upstream_counters(struct tmld *d, struct upstream_counters *c)
+{
+    /* Stored size of a row as upload reads it: the CBOR summary, the
+     * sample chunk, the event's device id and its integers. */
+    static const char *const avg_sql[US__COUNT] = {
+        [US_TELE] = "SELECT coalesce(avg(length(body)), 0) FROM (SELECT body "
+                    "FROM tele WHERE id > ?1 ORDER BY id LIMIT 64)",
+        [US_SAMPLES] = "SELECT coalesce(avg(length(data)), 0) FROM (SELECT "
+                       "data FROM samples WHERE id > ?1 ORDER BY id LIMIT 64)",
+        [US_EVENTS] = "SELECT coalesce(avg(length(device) + 24), 0) FROM "
+                      "(SELECT device FROM upstream_events WHERE id > ?1 "
+                      "ORDER BY id LIMIT 64)",
+    };
+    struct upstream *u = up_running;
+    if (u == NULL || !u->is_enabled)
+        return false;
+    for (int i = 0; i < US__COUNT; i++) {
+        struct ustate *st = &u->st[i];
+        struct upstream_counters *o = &c[i];
+        int64_t max_id = upstream_db_max_id(tmld_db_ro(d), st->s);
+        sqlite3_stmt *q = NULL;
+        double avg = 0;
+        memset(o, 0, sizeof(*o));
+        o->backlog_rows = max_id > st->cursor ? max_id - st->cursor : 0;
+        if (o->backlog_rows > 0 &&
+            sqlite3_prepare_v2(tmld_db_ro(d), avg_sql[i], -1, &q, NULL) ==
+                SQLITE_OK) {
+            sqlite3_bind_int64(q, 1, st->cursor);
+            if (sqlite3_step(q) == SQLITE_ROW)
+                avg = sqlite3_column_double(q, 0);
+        }
+        sqlite3_finalize(q);
+        o->backlog_bytes = (int64_t)(avg * (double)o->backlog_rows);
+        o->is_backoff = st->phase == PH_BACKOFF;
+        o->delivered = st->delivered;
+        o->dropped = st->dropped;
+        o->poisoned = st->poisoned;
+        o->batches_ok = st->batches_ok;
+        o->batches_poisoned = st->batches_poisoned;
+        o->retries = st->retries;
+        o->bytes_sent = st->bytes_sent;
+    }
+    return true;
+}
+
 /* upstream.retry: every stream waiting in backoff tries now (for an
  * operator who knows the link is back; backoff may be minutes). */
 static void
@@ -1169,6 +1218,7 @@ up_init(struct tmld *d, void **state)
         }
     }
     u->is_enabled = true;
+    up_running = u;
     if ((rc = tmld_up_register(d, TML_KIND_STATE, on_state, u)) != 0 ||
         (rc = tmld_up_register(d, TML_KIND_OTA, on_ota, u)) != 0)
         goto fail;
@@ -1204,6 +1254,8 @@ up_fini(struct tmld *d, void *state)
     (void)d;
     if (u == NULL)
         return;
+    if (up_running == u)
+        up_running = NULL;
     u->is_stopping = true;
     if (u->presence != NULL)
         tmld_timer_stop(u->presence);

@@ -29,6 +29,26 @@ const char *upstream_stream_name(enum ustream s);
 /* Event kinds stored in upstream_events.kind. */
 enum uevent { UEV_ONLINE = 1, UEV_OFFLINE = 2, UEV_OTA = 3 };
 
+/* ---- counters for tmld's metrics (daemon/metrics.c) ----------------------
+ */
+
+struct upstream_counters {
+    /* gauges */
+    int64_t backlog_rows;  /* rows after the cursor, waiting to be sent */
+    int64_t backlog_bytes; /* their stored size, estimated (see below) */
+    bool is_backoff;       /* the stream waits to retry a failed send */
+    /* rows, persisted across restarts (upstream_cursor) */
+    int64_t delivered, dropped, poisoned;
+    /* since start */
+    uint64_t batches_ok, batches_poisoned, retries, bytes_sent;
+};
+
+/* Fills c[US__COUNT], one per stream, and returns true; false (c untouched)
+ * when forwarding is off or not running. Loop thread; reads are bounded:
+ * max(id) per stream and the stored size of the first 64 unsent rows, which
+ * times backlog_rows is backlog_bytes. */
+bool upstream_counters(struct tmld *d, struct upstream_counters *c);
+
 /* ---- growable byte buffer with a hard cap ---------------------------------
  */
 
