@@ -41,6 +41,7 @@ BROKEN = [
     ("tele", lambda m: m.__setitem__(-1, 0)),           # negative key
     ("tele", lambda m: m.__setitem__(18, 0)),           # low-water 0
     ("hello", lambda m: m.__setitem__(16, 0)),          # tele_next 0
+    ("hello", lambda m: m.__setitem__(18, 0)),          # boot_id 0
     ("sample", lambda m: m.__setitem__(6, 10001)),      # confidence
     ("sample", lambda m: m.__setitem__(14, b"")),       # empty chunk
     ("ota_up", lambda m: m.__setitem__(1, 3)),          # kind 3
@@ -72,7 +73,7 @@ EXPECTED = {
     "hello-max": {0: 1, 1: U32, 2: NAME32, 3: NAME32, 4: U32, 5: 1, 6: U32,
                   7: U32, 8: 4096, 9: U32, 10: 9, 11: 21, 12: U32, 13: U32,
                   14: [NAME32[i:] for i in range(8)], 15: U32, 16: U32,
-                  17: U32},
+                  17: U32, 18: U32},
     "state-online": {0: 1, 1: True},
     "tele-min": {0: 1, 1: 1, **{k: 0 for k in range(2, 14)}},
     "tele-max": {0: 1, 1: U32, 2: U32, 3: U32, 4: U32, 5: U32, 6: U32 - 1,

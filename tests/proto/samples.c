@@ -79,6 +79,7 @@ sample_hello(struct tml_hello *m, bool max)
     m->nonce = 0xffffffffu;
     m->tele_next = 0xffffffffu;
     m->sample_next = 0xffffffffu;
+    m->boot_id = 0xffffffffu;
 }
 
 void

@@ -166,6 +166,9 @@ build_hello(const struct tml_hello *m, bool desc)
     if (m->sample_next != 0) {
         kv_u(&s, 17, m->sample_next);
     }
+    if (m->boot_id != 0) {
+        kv_u(&s, 18, m->boot_id);
+    }
     return to_map(&s, desc);
 }
 

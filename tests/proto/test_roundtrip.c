@@ -87,6 +87,7 @@ test_hello_round_trip_min_and_max(void **state)
         assert_int_equal(out.nonce, m.nonce);
         assert_int_equal(out.tele_next, m.tele_next);
         assert_int_equal(out.sample_next, m.sample_next);
+        assert_int_equal(out.boot_id, m.boot_id);
     }
 }
 

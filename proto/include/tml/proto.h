@@ -309,6 +309,10 @@ struct tml_hello {
      * device restarted its numbering (PROTOCOL.md 6). */
     uint32_t tele_next;
     uint32_t sample_next;
+    /* added: drawn at random at every boot (never 0); with boot_count it
+     * tells a restarted device from an old hello of the current boot that
+     * MQTT delivered again. 0 = not declared. */
+    uint32_t boot_id;
 };
 
 /* ---- up/state: online/offline (QoS 1, retained; offline = last will) ---- */
