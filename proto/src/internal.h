@@ -6,6 +6,11 @@
  * CBOR type and its limits. One generic encoder and one generic decoder
  * (msg.c) walk the tables, so every message obeys the same rules and the
  * encoder refuses exactly what the decoder would reject.
+ *
+ * A row is 6 bytes (the device links the tables of the directions it uses,
+ * so they count in its flash budget): limits are an index into one shared
+ * table of (lo, hi) pairs, and the has_/count member is a small signed
+ * distance from the value's offset.
  */
 #ifndef TML_PROTO_INTERNAL_H
 #define TML_PROTO_INTERNAL_H
@@ -16,41 +21,45 @@
  * detected by remembering them. More gives TML_ERR_OVERSIZE. */
 #define TML__MAX_UNKNOWN 16
 
+/* Value types (low 4 bits of tml__field.tf). */
 enum tml__ftype {
-    TML__F_VERSION, /* uint that must equal TML_PROTO_VERSION (no storage) */
-    TML__F_U32,     /* uint32_t in [min, max] */
-    TML__F_U8,      /* uint8_t in [min, max] */
-    TML__F_I32,     /* int32_t, any value */
-    TML__F_BOOL,    /* bool */
-    TML__F_TEXT,    /* struct tml_str, length in [min, max] */
-    TML__F_BYTES,   /* struct tml_bin, length in [min, max] */
-    TML__F_FIXBYTES, /* uint8_t[max], exactly max bytes */
-    TML__F_U32_ARRAY,   /* uint32_t[], count (size_t at aux) in [min, max],
-                           elements in [emin, emax] */
-    TML__F_TEXT_ARRAY,  /* struct tml_str[], lengths in [emin, emax] */
-    TML__F_BYTES_ARRAY, /* struct tml_bin[], lengths in [emin, emax] */
-    TML__F_MAP          /* nested map described by sub; bool has_ at aux */
+    TML__F_VERSION,  /* uint that must equal TML_PROTO_VERSION (no storage) */
+    TML__F_U32,      /* uint32_t in lims[lim] */
+    TML__F_U8,       /* uint8_t in lims[lim] */
+    TML__F_I32,      /* int32_t, any value */
+    TML__F_BOOL,     /* bool */
+    TML__F_TEXT,     /* struct tml_str, length in lims[lim] */
+    TML__F_BYTES,    /* struct tml_bin, length in lims[lim] */
+    TML__F_FIXBYTES, /* uint8_t[lims[lim].hi], exactly that many bytes */
+    TML__F_MAP       /* nested map described by the message's sub */
 };
 
-/* When a field is on the wire. */
-enum tml__fflag {
-    TML__REQ = 1,   /* always: encoder writes it, decoder requires it */
-    TML__HAS = 2,   /* iff the bool at aux is true (decoder sets it) */
-    TML__OPT = 4,   /* arrays: iff count > 0; bool: iff true; else iff != 0 */
-    TML__GATED = 8  /* iff the message's need() says so (depends on kind) */
+/* TML__F_ARRAY | U32/TEXT/BYTES: an array of that type; the count (size_t
+ * at aux) in lims[lim], each element in lims[lim + 1]. */
+#define TML__F_ARRAY 0x10u
+
+/* When a field is on the wire (bits 5..6 of tml__field.tf). */
+enum tml__presence {
+    TML__REQ = 0,  /* always: encoder writes it, decoder requires it */
+    TML__HAS = 1,  /* iff the bool at aux is true (decoder sets it) */
+    TML__OPT = 2,  /* arrays: iff count > 0; bool: iff true; else iff != 0 */
+    TML__GATED = 3 /* iff the message's need() says so (depends on kind) */
+};
+#define TML__PRES_SHIFT 5
+
+struct tml__lim {
+    uint32_t lo, hi;
 };
 
-struct tml__msg;
+/* The shared limits table (messages.c). */
+extern const struct tml__lim tml__lims[];
 
 struct tml__field {
     uint8_t key;
-    uint8_t type;  /* enum tml__ftype */
-    uint8_t flags; /* enum tml__fflag */
-    uint16_t off;  /* offset of the value in the struct */
-    uint16_t aux;  /* offset of the has_ bool or the size_t count */
-    uint32_t min, max;
-    uint32_t emin, emax;
-    const struct tml__msg *sub;
+    uint8_t tf;   /* type | TML__F_ARRAY | presence << TML__PRES_SHIFT */
+    uint16_t off; /* offset of the value in the struct */
+    int8_t aux;   /* offset of the has_ bool or size_t count, minus off */
+    uint8_t lim;  /* index into tml__lims */
 };
 
 struct tml__msg {
@@ -61,6 +70,8 @@ struct tml__msg {
     uint64_t (*need)(const void *m);
     /* Cross-field rules; NULL = none. */
     enum tml_err (*check)(const void *m);
+    /* The layout of the TML__F_MAP field, if any. */
+    const struct tml__msg *sub;
 };
 
 TML_WUR enum tml_err tml__msg_encode(const struct tml__msg *desc,

@@ -11,27 +11,89 @@
 
 #define U32MAX 0xffffffffu
 
-#define ROW(k, type, fl, st, fld, aux, lo, hi, elo, ehi, sub)                 \
+/* Indices into tml__lims. An array's count limits are followed by its
+ * elements' limits (A_ entries take two slots). */
+enum {
+    L_ANY,      /* 0..U32MAX */
+    L_POS,      /* 1..U32MAX */
+    L_NAME,     /* 1..TML_MAX_NAME bytes */
+    L_NAME0,    /* 0..TML_MAX_NAME bytes */
+    L_BIT,      /* 0..1 */
+    L_CHUNK,    /* 1..TML_CHUNK_MAX */
+    L_OSTATE,   /* enum tml_ota_state */
+    L_OREASON,  /* enum tml_ota_reason */
+    L_BP,       /* basis points */
+    L_REASON,   /* enum tml_sample_reason */
+    L_DTYPE,    /* enum tml_dtype */
+    L_UPKIND,   /* enum tml_ota_up_kind */
+    L_DOWNKIND, /* enum tml_ota_down_kind */
+    L_CMDKIND,  /* enum tml_cmd_kind */
+    L_MANIFEST, /* 1..TML_MAX_MANIFEST bytes */
+    L_PPM,      /* parts per million */
+    L_SHA,      /* exactly TML_SHA256_LEN bytes */
+    A_GROUPS,   /* 0..TML_MAX_GROUPS names of 1..TML_MAX_NAME */
+    A_CLASSES = A_GROUPS + 2, /* 0..TML_MAX_CLASSES counts */
+    A_BINS = A_CLASSES + 2,   /* 0..TML_MAX_BINS counts */
+    A_SHAPE = A_BINS + 2,     /* 1..TML_MAX_SHAPE dimensions >= 1 */
+    A_REVOKE = A_SHAPE + 2    /* 0..TML_MAX_REVOKE key ids */
+};
+
+const struct tml__lim tml__lims[] = {
+    [L_ANY] = {0, U32MAX},
+    [L_POS] = {1, U32MAX},
+    [L_NAME] = {1, TML_MAX_NAME},
+    [L_NAME0] = {0, TML_MAX_NAME},
+    [L_BIT] = {0, 1},
+    [L_CHUNK] = {1, TML_CHUNK_MAX},
+    [L_OSTATE] = {0, TML_OTA_REVERTED},
+    [L_OREASON] = {0, TML_OTA_R__COUNT - 1},
+    [L_BP] = {0, 10000},
+    [L_REASON] = {TML_REASON_FLAGGED, TML_REASON_AUDIT},
+    [L_DTYPE] = {TML_DTYPE_U8, TML_DTYPE_F32},
+    [L_UPKIND] = {TML_OTA_UP_REQUEST, TML_OTA_UP_STATUS},
+    [L_DOWNKIND] = {TML_OTA_DOWN_OFFER, TML_OTA_DOWN_CANCEL},
+    [L_CMDKIND] = {TML_CMD_SET, TML_CMD_PING},
+    [L_MANIFEST] = {1, TML_MAX_MANIFEST},
+    [L_PPM] = {0, 1000000},
+    [L_SHA] = {TML_SHA256_LEN, TML_SHA256_LEN},
+    [A_GROUPS] = {0, TML_MAX_GROUPS},
+    [A_GROUPS + 1] = {1, TML_MAX_NAME},
+    [A_CLASSES] = {0, TML_MAX_CLASSES},
+    [A_CLASSES + 1] = {0, U32MAX},
+    [A_BINS] = {0, TML_MAX_BINS},
+    [A_BINS + 1] = {0, U32MAX},
+    [A_SHAPE] = {1, TML_MAX_SHAPE},
+    [A_SHAPE + 1] = {1, U32MAX},
+    [A_REVOKE] = {0, TML_MAX_REVOKE},
+    [A_REVOKE + 1] = {1, TML_MAX_KID},
+};
+
+/* The distance from a value to its has_/count member, checked at compile
+ * time to fit the row's int8_t. */
+#define AUX(st, fld, aux)                                                      \
+    (int8_t)((int)offsetof(struct st, aux) - (int)offsetof(struct st, fld) +  \
+             0 * (int)sizeof(char[(offsetof(struct st, aux) + 128 >=          \
+                                   offsetof(struct st, fld) &&                \
+                                   offsetof(struct st, fld) + 127 >=          \
+                                   offsetof(struct st, aux))                  \
+                                      ? 1                                     \
+                                      : -1]))
+#define ROW(k, type, pres, st, fld, aux, lim)                                  \
     {                                                                          \
-        k, type, fl, (uint16_t)offsetof(struct st, fld), (uint16_t)(aux), lo, \
-            hi, elo, ehi, sub                                                  \
+        k, (uint8_t)((type) | (TML__##pres) << TML__PRES_SHIFT),               \
+            (uint16_t)offsetof(struct st, fld), aux, lim                       \
     }
-#define U32(k, fl, st, fld, lo, hi)                                            \
-    ROW(k, TML__F_U32, fl, st, fld, 0, lo, hi, 0, 0, NULL)
-#define U8(k, fl, st, fld, lo, hi)                                             \
-    ROW(k, TML__F_U8, fl, st, fld, 0, lo, hi, 0, 0, NULL)
-#define HAS_U32(k, st, fld, has, lo, hi)                                       \
-    ROW(k, TML__F_U32, TML__HAS, st, fld, offsetof(struct st, has), lo, hi, 0, \
-        0, NULL)
-#define TEXT(k, fl, st, fld, lo, hi)                                           \
-    ROW(k, TML__F_TEXT, fl, st, fld, 0, lo, hi, 0, 0, NULL)
-#define BYTES(k, fl, st, fld, lo, hi)                                          \
-    ROW(k, TML__F_BYTES, fl, st, fld, 0, lo, hi, 0, 0, NULL)
-#define ARRAY(k, type, fl, st, fld, count, lo, hi, elo, ehi)                   \
-    ROW(k, type, fl, st, fld, offsetof(struct st, count), lo, hi, elo, ehi,    \
-        NULL)
-#define N(t) ((uint8_t)(sizeof(t) / sizeof((t)[0])))
 /* The version row (key 0) stores nothing; its offset is unused. */
+#define U32(k, pres, st, fld, lim) ROW(k, TML__F_U32, pres, st, fld, 0, lim)
+#define U8(k, pres, st, fld, lim) ROW(k, TML__F_U8, pres, st, fld, 0, lim)
+#define TEXT(k, pres, st, fld, lim) ROW(k, TML__F_TEXT, pres, st, fld, 0, lim)
+#define BYTES(k, pres, st, fld, lim)                                           \
+    ROW(k, TML__F_BYTES, pres, st, fld, 0, lim)
+#define HAS_U32(k, st, fld, has, lim)                                          \
+    ROW(k, TML__F_U32, HAS, st, fld, AUX(st, fld, has), lim)
+#define ARRAY(k, type, pres, st, fld, count, lim)                              \
+    ROW(k, (type) | TML__F_ARRAY, pres, st, fld, AUX(st, fld, count), lim)
+#define N(t) ((uint8_t)(sizeof(t) / sizeof((t)[0])))
 
 static uint64_t
 bits(unsigned a, unsigned b)
@@ -50,78 +112,73 @@ bits(unsigned a, unsigned b)
 /* ---- up/hello ------------------------------------------------------------ */
 
 static const struct tml__field hello_fields[] = {
-    ROW(0, TML__F_VERSION, TML__REQ, tml_hello, agent_version, 0, 0, 0, 0, 0,
-        NULL),
-    U32(1, TML__REQ, tml_hello, agent_version, 0, U32MAX),
-    TEXT(2, TML__REQ, tml_hello, hw, 1, TML_MAX_NAME),
-    TEXT(3, TML__REQ, tml_hello, model, 0, TML_MAX_NAME),
-    U32(4, TML__REQ, tml_hello, model_version, 0, U32MAX),
-    U8(5, TML__REQ, tml_hello, model_slot, 0, 1),
-    U32(6, TML__REQ, tml_hello, slot_size, 0, U32MAX),
-    U32(7, TML__REQ, tml_hello, arena_size, 0, U32MAX),
-    U32(8, TML__REQ, tml_hello, chunk_max, 1, TML_CHUNK_MAX),
-    U32(9, TML__REQ, tml_hello, boot_count, 0, U32MAX),
-    U8(10, TML__REQ, tml_hello, last_ota_state, 0, TML_OTA_REVERTED),
-    U8(11, TML__REQ, tml_hello, last_ota_reason, 0, TML_OTA_R__COUNT - 1),
-    U32(12, TML__REQ, tml_hello, last_ota_version, 0, U32MAX),
-    U32(13, TML__REQ, tml_hello, version_floor, 0, U32MAX),
-    ARRAY(14, TML__F_TEXT_ARRAY, TML__OPT, tml_hello, groups, n_groups, 0,
-          TML_MAX_GROUPS, 1, TML_MAX_NAME),
-    HAS_U32(15, tml_hello, nonce, has_nonce, 0, U32MAX),
-    U32(16, TML__OPT, tml_hello, tele_next, 1, U32MAX),
-    U32(17, TML__OPT, tml_hello, sample_next, 1, U32MAX),
-    U32(18, TML__OPT, tml_hello, boot_id, 1, U32MAX),
+    ROW(0, TML__F_VERSION, REQ, tml_hello, agent_version, 0, 0),
+    U32(1, REQ, tml_hello, agent_version, L_ANY),
+    TEXT(2, REQ, tml_hello, hw, L_NAME),
+    TEXT(3, REQ, tml_hello, model, L_NAME0),
+    U32(4, REQ, tml_hello, model_version, L_ANY),
+    U8(5, REQ, tml_hello, model_slot, L_BIT),
+    U32(6, REQ, tml_hello, slot_size, L_ANY),
+    U32(7, REQ, tml_hello, arena_size, L_ANY),
+    U32(8, REQ, tml_hello, chunk_max, L_CHUNK),
+    U32(9, REQ, tml_hello, boot_count, L_ANY),
+    U8(10, REQ, tml_hello, last_ota_state, L_OSTATE),
+    U8(11, REQ, tml_hello, last_ota_reason, L_OREASON),
+    U32(12, REQ, tml_hello, last_ota_version, L_ANY),
+    U32(13, REQ, tml_hello, version_floor, L_ANY),
+    ARRAY(14, TML__F_TEXT, OPT, tml_hello, groups, n_groups, A_GROUPS),
+    HAS_U32(15, tml_hello, nonce, has_nonce, L_ANY),
+    U32(16, OPT, tml_hello, tele_next, L_POS),
+    U32(17, OPT, tml_hello, sample_next, L_POS),
+    U32(18, OPT, tml_hello, boot_id, L_POS),
 };
 
 static const struct tml__msg hello_desc = {hello_fields, N(hello_fields), NULL,
-                                           NULL};
+                                           NULL, NULL};
 
 /* ---- up/state ------------------------------------------------------------ */
 
 static const struct tml__field state_fields[] = {
-    ROW(0, TML__F_VERSION, TML__REQ, tml_state, online, 0, 0, 0, 0, 0, NULL),
-    ROW(1, TML__F_BOOL, TML__REQ, tml_state, online, 0, 0, 0, 0, 0, NULL),
+    ROW(0, TML__F_VERSION, REQ, tml_state, online, 0, 0),
+    ROW(1, TML__F_BOOL, REQ, tml_state, online, 0, 0),
 };
 
 static const struct tml__msg state_desc = {state_fields, N(state_fields), NULL,
-                                           NULL};
+                                           NULL, NULL};
 
 /* ---- up/tele ------------------------------------------------------------- */
 
 static const struct tml__field health_fields[] = {
-    U32(1, TML__REQ, tml_health, free_ram, 0, U32MAX),
-    U32(2, TML__REQ, tml_health, supply_mv, 0, U32MAX),
-    ROW(3, TML__F_I32, TML__REQ, tml_health, temp_dc, 0, 0, 0, 0, 0, NULL),
-    U32(4, TML__REQ, tml_health, uptime_s, 0, U32MAX),
+    U32(1, REQ, tml_health, free_ram, L_ANY),
+    U32(2, REQ, tml_health, supply_mv, L_ANY),
+    ROW(3, TML__F_I32, REQ, tml_health, temp_dc, 0, 0),
+    U32(4, REQ, tml_health, uptime_s, L_ANY),
 };
 
 static const struct tml__msg health_desc = {health_fields, N(health_fields),
-                                            NULL, NULL};
+                                            NULL, NULL, NULL};
 
 static const struct tml__field tele_fields[] = {
-    ROW(0, TML__F_VERSION, TML__REQ, tml_tele, seq, 0, 0, 0, 0, 0, NULL),
-    U32(1, TML__REQ, tml_tele, seq, 1, U32MAX),
-    U32(2, TML__REQ, tml_tele, model_version, 0, U32MAX),
-    U32(3, TML__REQ, tml_tele, period_s, 0, U32MAX),
-    U32(4, TML__REQ, tml_tele, age_s, 0, U32MAX),
-    U32(5, TML__REQ, tml_tele, n_inferences, 0, U32MAX),
-    U32(6, TML__REQ, tml_tele, n_low_conf, 0, U32MAX),
-    U32(7, TML__REQ, tml_tele, n_flagged, 0, U32MAX),
-    U32(8, TML__REQ, tml_tele, n_errors, 0, U32MAX),
-    U32(9, TML__REQ, tml_tele, n_folded, 0, U32MAX),
-    U32(10, TML__REQ, tml_tele, n_samples_dropped, 0, U32MAX),
-    U32(11, TML__REQ, tml_tele, lat_min_us, 0, U32MAX),
-    U32(12, TML__REQ, tml_tele, lat_mean_us, 0, U32MAX),
-    U32(13, TML__REQ, tml_tele, lat_max_us, 0, U32MAX),
-    ARRAY(14, TML__F_U32_ARRAY, TML__OPT, tml_tele, class_counts, n_classes,
-          0, TML_MAX_CLASSES, 0, U32MAX),
-    ARRAY(15, TML__F_U32_ARRAY, TML__OPT, tml_tele, conf_hist, n_conf_bins, 0,
-          TML_MAX_BINS, 0, U32MAX),
-    ARRAY(16, TML__F_U32_ARRAY, TML__OPT, tml_tele, lat_hist, n_lat_bins, 0,
-          TML_MAX_BINS, 0, U32MAX),
-    ROW(17, TML__F_MAP, TML__HAS, tml_tele, health,
-        offsetof(struct tml_tele, has_health), 0, 0, 0, 0, &health_desc),
-    U32(18, TML__OPT, tml_tele, lw, 1, U32MAX),
+    ROW(0, TML__F_VERSION, REQ, tml_tele, seq, 0, 0),
+    U32(1, REQ, tml_tele, seq, L_POS),
+    U32(2, REQ, tml_tele, model_version, L_ANY),
+    U32(3, REQ, tml_tele, period_s, L_ANY),
+    U32(4, REQ, tml_tele, age_s, L_ANY),
+    U32(5, REQ, tml_tele, n_inferences, L_ANY),
+    U32(6, REQ, tml_tele, n_low_conf, L_ANY),
+    U32(7, REQ, tml_tele, n_flagged, L_ANY),
+    U32(8, REQ, tml_tele, n_errors, L_ANY),
+    U32(9, REQ, tml_tele, n_folded, L_ANY),
+    U32(10, REQ, tml_tele, n_samples_dropped, L_ANY),
+    U32(11, REQ, tml_tele, lat_min_us, L_ANY),
+    U32(12, REQ, tml_tele, lat_mean_us, L_ANY),
+    U32(13, REQ, tml_tele, lat_max_us, L_ANY),
+    ARRAY(14, TML__F_U32, OPT, tml_tele, class_counts, n_classes, A_CLASSES),
+    ARRAY(15, TML__F_U32, OPT, tml_tele, conf_hist, n_conf_bins, A_BINS),
+    ARRAY(16, TML__F_U32, OPT, tml_tele, lat_hist, n_lat_bins, A_BINS),
+    ROW(17, TML__F_MAP, HAS, tml_tele, health,
+        AUX(tml_tele, health, has_health), 0),
+    U32(18, OPT, tml_tele, lw, L_POS),
 };
 
 static enum tml_err
@@ -134,7 +191,7 @@ tele_check(const void *m)
 }
 
 static const struct tml__msg tele_desc = {tele_fields, N(tele_fields), NULL,
-                                          tele_check};
+                                          tele_check, &health_desc};
 
 /* ---- up/sample ----------------------------------------------------------- */
 
@@ -152,27 +209,26 @@ sample_check(const void *m)
 }
 
 static const struct tml__field sample_fields[] = {
-    ROW(0, TML__F_VERSION, TML__REQ, tml_sample, seq, 0, 0, 0, 0, 0, NULL),
-    U32(1, TML__REQ, tml_sample, seq, 1, U32MAX),
-    U32(2, TML__REQ, tml_sample, sample_id, 0, U32MAX),
-    U32(3, TML__REQ, tml_sample, model_version, 0, U32MAX),
-    U8(4, TML__REQ, tml_sample, reason, TML_REASON_FLAGGED, TML_REASON_AUDIT),
-    U32(5, TML__REQ, tml_sample, predicted, 0, U32MAX),
-    U32(6, TML__REQ, tml_sample, confidence_bp, 0, 10000),
-    HAS_U32(7, tml_sample, expected, has_expected, 0, U32MAX),
-    U8(8, TML__REQ, tml_sample, dtype, TML_DTYPE_U8, TML_DTYPE_F32),
-    ARRAY(9, TML__F_U32_ARRAY, TML__REQ, tml_sample, shape, n_shape, 1,
-          TML_MAX_SHAPE, 1, U32MAX),
-    U32(10, TML__REQ, tml_sample, rate_hz, 0, U32MAX),
-    U32(11, TML__REQ, tml_sample, age_s, 0, U32MAX),
-    U32(12, TML__REQ, tml_sample, total_len, 1, U32MAX),
-    U32(13, TML__REQ, tml_sample, offset, 0, U32MAX),
-    BYTES(14, TML__REQ, tml_sample, data, 1, TML_CHUNK_MAX),
-    U32(15, TML__OPT, tml_sample, lw, 1, U32MAX),
+    ROW(0, TML__F_VERSION, REQ, tml_sample, seq, 0, 0),
+    U32(1, REQ, tml_sample, seq, L_POS),
+    U32(2, REQ, tml_sample, sample_id, L_ANY),
+    U32(3, REQ, tml_sample, model_version, L_ANY),
+    U8(4, REQ, tml_sample, reason, L_REASON),
+    U32(5, REQ, tml_sample, predicted, L_ANY),
+    U32(6, REQ, tml_sample, confidence_bp, L_BP),
+    HAS_U32(7, tml_sample, expected, has_expected, L_ANY),
+    U8(8, REQ, tml_sample, dtype, L_DTYPE),
+    ARRAY(9, TML__F_U32, REQ, tml_sample, shape, n_shape, A_SHAPE),
+    U32(10, REQ, tml_sample, rate_hz, L_ANY),
+    U32(11, REQ, tml_sample, age_s, L_ANY),
+    U32(12, REQ, tml_sample, total_len, L_POS),
+    U32(13, REQ, tml_sample, offset, L_ANY),
+    BYTES(14, REQ, tml_sample, data, L_CHUNK),
+    U32(15, OPT, tml_sample, lw, L_POS),
 };
 
 static const struct tml__msg sample_desc = {sample_fields, N(sample_fields),
-                                            NULL, sample_check};
+                                            NULL, sample_check, NULL};
 
 /* ---- up/ota -------------------------------------------------------------- */
 
@@ -186,18 +242,18 @@ ota_up_need(const void *m)
 }
 
 static const struct tml__field ota_up_fields[] = {
-    ROW(0, TML__F_VERSION, TML__REQ, tml_ota_up, kind, 0, 0, 0, 0, 0, NULL),
-    U8(1, TML__REQ, tml_ota_up, kind, TML_OTA_UP_REQUEST, TML_OTA_UP_STATUS),
-    U32(2, TML__REQ, tml_ota_up, offer_id, 0, U32MAX),
-    U32(3, TML__REQ, tml_ota_up, version, 0, U32MAX),
-    U32(4, TML__REQ, tml_ota_up, offset, 0, U32MAX),
-    U32(5, TML__GATED, tml_ota_up, len, 1, U32MAX),
-    U8(6, TML__GATED, tml_ota_up, state, 0, TML_OTA_REVERTED),
-    U8(7, TML__GATED, tml_ota_up, reason, 0, TML_OTA_R__COUNT - 1),
+    ROW(0, TML__F_VERSION, REQ, tml_ota_up, kind, 0, 0),
+    U8(1, REQ, tml_ota_up, kind, L_UPKIND),
+    U32(2, REQ, tml_ota_up, offer_id, L_ANY),
+    U32(3, REQ, tml_ota_up, version, L_ANY),
+    U32(4, REQ, tml_ota_up, offset, L_ANY),
+    U32(5, GATED, tml_ota_up, len, L_POS),
+    U8(6, GATED, tml_ota_up, state, L_OSTATE),
+    U8(7, GATED, tml_ota_up, reason, L_OREASON),
 };
 
 static const struct tml__msg ota_up_desc = {ota_up_fields, N(ota_up_fields),
-                                            ota_up_need, NULL};
+                                            ota_up_need, NULL, NULL};
 
 /* ---- down/ack ------------------------------------------------------------ */
 
@@ -210,13 +266,13 @@ ack_check(const void *m)
 }
 
 static const struct tml__field ack_fields[] = {
-    ROW(0, TML__F_VERSION, TML__REQ, tml_ack, has_tele, 0, 0, 0, 0, 0, NULL),
-    HAS_U32(1, tml_ack, tele_seq, has_tele, 0, U32MAX),
-    HAS_U32(2, tml_ack, sample_seq, has_sample, 0, U32MAX),
+    ROW(0, TML__F_VERSION, REQ, tml_ack, has_tele, 0, 0),
+    HAS_U32(1, tml_ack, tele_seq, has_tele, L_ANY),
+    HAS_U32(2, tml_ack, sample_seq, has_sample, L_ANY),
 };
 
 static const struct tml__msg ack_desc = {ack_fields, N(ack_fields), NULL,
-                                         ack_check};
+                                         ack_check, NULL};
 
 /* ---- down/ota ------------------------------------------------------------ */
 
@@ -235,32 +291,31 @@ ota_down_need(const void *m)
 }
 
 static const struct tml__field ota_down_fields[] = {
-    ROW(0, TML__F_VERSION, TML__REQ, tml_ota_down, kind, 0, 0, 0, 0, 0, NULL),
-    U8(1, TML__REQ, tml_ota_down, kind, TML_OTA_DOWN_OFFER,
-       TML_OTA_DOWN_CANCEL),
-    U32(2, TML__REQ, tml_ota_down, offer_id, 0, U32MAX),
-    BYTES(3, TML__GATED, tml_ota_down, manifest, 1, TML_MAX_MANIFEST),
-    U32(4, TML__GATED, tml_ota_down, offset, 0, U32MAX),
-    BYTES(5, TML__GATED, tml_ota_down, data, 1, TML_CHUNK_MAX),
+    ROW(0, TML__F_VERSION, REQ, tml_ota_down, kind, 0, 0),
+    U8(1, REQ, tml_ota_down, kind, L_DOWNKIND),
+    U32(2, REQ, tml_ota_down, offer_id, L_ANY),
+    BYTES(3, GATED, tml_ota_down, manifest, L_MANIFEST),
+    U32(4, GATED, tml_ota_down, offset, L_ANY),
+    BYTES(5, GATED, tml_ota_down, data, L_CHUNK),
 };
 
 static const struct tml__msg ota_down_desc = {
-    ota_down_fields, N(ota_down_fields), ota_down_need, NULL};
+    ota_down_fields, N(ota_down_fields), ota_down_need, NULL, NULL};
 
 /* ---- down/cmd ------------------------------------------------------------ */
 
 static const struct tml__field cmd_fields[] = {
-    ROW(0, TML__F_VERSION, TML__REQ, tml_cmd, kind, 0, 0, 0, 0, 0, NULL),
-    U8(1, TML__REQ, tml_cmd, kind, TML_CMD_SET, TML_CMD_PING),
-    U32(2, TML__REQ, tml_cmd, nonce, 0, U32MAX),
-    HAS_U32(3, tml_cmd, summary_period_s, has_summary_period, 1, U32MAX),
-    HAS_U32(4, tml_cmd, sample_budget, has_sample_budget, 0, U32MAX),
-    HAS_U32(5, tml_cmd, budget_period_s, has_budget_period, 1, U32MAX),
-    HAS_U32(6, tml_cmd, conf_threshold_bp, has_conf_threshold, 0, 10000),
-    HAS_U32(7, tml_cmd, audit_ppm, has_audit_rate, 0, 1000000),
+    ROW(0, TML__F_VERSION, REQ, tml_cmd, kind, 0, 0),
+    U8(1, REQ, tml_cmd, kind, L_CMDKIND),
+    U32(2, REQ, tml_cmd, nonce, L_ANY),
+    HAS_U32(3, tml_cmd, summary_period_s, has_summary_period, L_POS),
+    HAS_U32(4, tml_cmd, sample_budget, has_sample_budget, L_ANY),
+    HAS_U32(5, tml_cmd, budget_period_s, has_budget_period, L_POS),
+    HAS_U32(6, tml_cmd, conf_threshold_bp, has_conf_threshold, L_BP),
+    HAS_U32(7, tml_cmd, audit_ppm, has_audit_rate, L_PPM),
 };
 
-static const struct tml__msg cmd_desc = {cmd_fields, N(cmd_fields), NULL,
+static const struct tml__msg cmd_desc = {cmd_fields, N(cmd_fields), NULL, NULL,
                                          NULL};
 
 /* ---- OTA manifest (COSE_Sign1 payload) ----------------------------------- */
@@ -288,34 +343,30 @@ manifest_check(const void *m)
 }
 
 static const struct tml__field manifest_fields[] = {
-    ROW(0, TML__F_VERSION, TML__REQ, tml_manifest, version, 0, 0, 0, 0, 0,
-        NULL),
-    TEXT(1, TML__REQ, tml_manifest, name, 1, TML_MAX_NAME),
-    U32(2, TML__REQ, tml_manifest, version, 1, U32MAX),
-    TEXT(3, TML__REQ, tml_manifest, hw, 1, TML_MAX_NAME),
-    U32(4, TML__REQ, tml_manifest, size, 1, U32MAX),
-    ROW(5, TML__F_FIXBYTES, TML__REQ, tml_manifest, sha256, 0, 0,
-        TML_SHA256_LEN, 0, 0, NULL),
-    U32(6, TML__REQ, tml_manifest, created, 0, U32MAX),
-    U32(7, TML__REQ, tml_manifest, expires, 0, U32MAX),
-    U32(8, TML__REQ, tml_manifest, model_size, 1, U32MAX),
-    U32(9, TML__REQ, tml_manifest, arena_size, 0, U32MAX),
-    U32(10, TML__REQ, tml_manifest, min_agent_version, 0, U32MAX),
-    U8(11, TML__REQ, tml_manifest, dtype, TML_DTYPE_U8, TML_DTYPE_F32),
-    ARRAY(12, TML__F_U32_ARRAY, TML__REQ, tml_manifest, input_shape, n_shape,
-          1, TML_MAX_SHAPE, 1, U32MAX),
-    U32(13, TML__REQ, tml_manifest, n_labels, 1, U32MAX),
-    U32(14, TML__REQ, tml_manifest, n_vectors, 0, U32MAX),
-    U32(15, TML__REQ, tml_manifest, vector_input_len, 0, U32MAX),
-    U32(16, TML__REQ, tml_manifest, score_tol_bp, 0, 10000),
-    ROW(17, TML__F_BOOL, TML__OPT, tml_manifest, resets_floor, 0, 0, 0, 0, 0,
-        NULL),
-    ARRAY(18, TML__F_BYTES_ARRAY, TML__OPT, tml_manifest, revoke_kids,
-          n_revoke, 0, TML_MAX_REVOKE, 1, TML_MAX_KID),
+    ROW(0, TML__F_VERSION, REQ, tml_manifest, version, 0, 0),
+    TEXT(1, REQ, tml_manifest, name, L_NAME),
+    U32(2, REQ, tml_manifest, version, L_POS),
+    TEXT(3, REQ, tml_manifest, hw, L_NAME),
+    U32(4, REQ, tml_manifest, size, L_POS),
+    ROW(5, TML__F_FIXBYTES, REQ, tml_manifest, sha256, 0, L_SHA),
+    U32(6, REQ, tml_manifest, created, L_ANY),
+    U32(7, REQ, tml_manifest, expires, L_ANY),
+    U32(8, REQ, tml_manifest, model_size, L_POS),
+    U32(9, REQ, tml_manifest, arena_size, L_ANY),
+    U32(10, REQ, tml_manifest, min_agent_version, L_ANY),
+    U8(11, REQ, tml_manifest, dtype, L_DTYPE),
+    ARRAY(12, TML__F_U32, REQ, tml_manifest, input_shape, n_shape, A_SHAPE),
+    U32(13, REQ, tml_manifest, n_labels, L_POS),
+    U32(14, REQ, tml_manifest, n_vectors, L_ANY),
+    U32(15, REQ, tml_manifest, vector_input_len, L_ANY),
+    U32(16, REQ, tml_manifest, score_tol_bp, L_BP),
+    ROW(17, TML__F_BOOL, OPT, tml_manifest, resets_floor, 0, 0),
+    ARRAY(18, TML__F_BYTES, OPT, tml_manifest, revoke_kids, n_revoke,
+          A_REVOKE),
 };
 
 static const struct tml__msg manifest_desc = {
-    manifest_fields, N(manifest_fields), NULL, manifest_check};
+    manifest_fields, N(manifest_fields), NULL, manifest_check, NULL};
 
 /* ---- public functions ---------------------------------------------------- */
 

@@ -11,13 +11,19 @@
  *
  * Encoding writes keys in ascending order (the table order), which is also
  * RFC 8949 4.2.1 deterministic order for small unsigned keys.
+ *
+ * Scalars, strings and array elements go through one item encoder and one
+ * item decoder each, so an array element obeys exactly the rules of a
+ * single value of its type (the code is shared for the device's flash
+ * budget too).
  */
 #include <string.h>
 
 #include "internal.h"
 
-#define FIELD_PTR(base, off) ((uint8_t *)(base) + (off))
-#define CFIELD_PTR(base, off) ((const uint8_t *)(base) + (off))
+#define TYPE(f) ((f)->tf & 0x0fu)
+#define PRES(f) ((f)->tf >> TML__PRES_SHIFT)
+#define IS_ARRAY(f) (((f)->tf & TML__F_ARRAY) != 0)
 
 static uint64_t
 key_bit(uint8_t key)
@@ -25,205 +31,150 @@ key_bit(uint8_t key)
     return (uint64_t)1 << key;
 }
 
-static uint64_t
-required_keys(const struct tml__msg *desc, const void *m)
-{
-    uint64_t req = desc->need != NULL ? desc->need(m) : 0;
-    size_t i;
-
-    for (i = 0; i < desc->n_fields; i++) {
-        if (desc->fields[i].flags & TML__REQ) {
-            req |= key_bit(desc->fields[i].key);
-        }
-    }
-    return req;
-}
-
 static enum tml_err
-check_u32(const struct tml__field *f, uint64_t v)
+check_len(size_t len, const struct tml__lim *l)
 {
-    return (v < f->min || v > f->max) ? TML_ERR_RANGE : TML_OK;
-}
-
-static enum tml_err
-check_len(size_t len, uint32_t min, uint32_t max)
-{
-    if (len > max) {
+    if (len > l->hi) {
         return TML_ERR_OVERSIZE;
     }
-    return len < min ? TML_ERR_RANGE : TML_OK;
+    return len < l->lo ? TML_ERR_RANGE : TML_OK;
 }
 
-static enum tml_err
-check_str(const struct tml_str *s, uint32_t min, uint32_t max)
+/* Bytes one array element of type t takes in the C struct. */
+static size_t
+elem_size(unsigned t)
 {
-    enum tml_err err = check_len(s->len, min, max);
-
-    if (err == TML_OK && s->len != 0 && s->p == NULL) {
-        err = TML_ERR_INVAL;
-    }
-    if (err == TML_OK && !tml__utf8_valid((const uint8_t *)s->p, s->len)) {
-        err = TML_ERR_TYPE;
-    }
-    return err;
+    return t == TML__F_U32 ? sizeof(uint32_t) : sizeof(struct tml_bin);
 }
 
-static enum tml_err
-check_bin(const struct tml_bin *b, uint32_t min, uint32_t max)
+/* Reads a size_t or bool member at p (bool when is_bool). */
+static size_t
+get_aux(const uint8_t *p, bool is_bool)
 {
-    enum tml_err err = check_len(b->len, min, max);
+    size_t n = 0;
+    bool b = false;
 
-    if (err == TML_OK && b->len != 0 && b->p == NULL) {
-        err = TML_ERR_INVAL;
+    if (is_bool) {
+        memcpy(&b, p, sizeof b);
+        return b;
     }
-    return err;
+    memcpy(&n, p, sizeof n);
+    return n;
 }
 
 /* ---- encoding ------------------------------------------------------------ */
 
 /* Whether field f of struct m goes on the wire. */
 static bool
-emitted(const struct tml__field *f, const void *m, uint64_t need)
+emitted(const struct tml__field *f, const uint8_t *m, uint64_t need)
 {
-    const uint8_t *p = CFIELD_PTR(m, f->off);
+    const uint8_t *p = m + f->off;
+    uint32_t v = 0;
 
-    if (f->flags & TML__REQ) {
+    switch (PRES(f)) {
+    case TML__REQ:
         return true;
-    }
-    if (f->flags & TML__GATED) {
+    case TML__GATED:
         return (need & key_bit(f->key)) != 0;
-    }
-    if (f->flags & TML__HAS) {
-        bool has;
-
-        memcpy(&has, CFIELD_PTR(m, f->aux), sizeof has);
-        return has;
-    }
-    switch (f->type) { /* TML__OPT */
-    case TML__F_U32_ARRAY:
-    case TML__F_TEXT_ARRAY:
-    case TML__F_BYTES_ARRAY: {
-        size_t n;
-
-        memcpy(&n, CFIELD_PTR(m, f->aux), sizeof n);
-        return n != 0;
-    }
-    case TML__F_BOOL:
-        return *(const bool *)(const void *)p;
-    case TML__F_U8:
-        return *p != 0;
-    default: {
-        uint32_t v;
-
-        memcpy(&v, p, sizeof v);
-        return v != 0;
-    }
+    case TML__HAS:
+        return get_aux(p + f->aux, true) != 0;
+    default: /* TML__OPT */
+        if (IS_ARRAY(f)) {
+            return get_aux(p + f->aux, false) != 0;
+        }
+        if (TYPE(f) == TML__F_U32) {
+            memcpy(&v, p, sizeof v);
+            return v != 0;
+        }
+        return *p != 0; /* U8, BOOL */
     }
 }
 
 static enum tml_err encode_map(struct tml_enc *e, const struct tml__msg *desc,
-                               const void *m);
+                               const uint8_t *m);
 
+/* Encodes one value of type t at p with limits l. */
 static enum tml_err
-encode_field(struct tml_enc *e, const struct tml__field *f, const void *m)
+encode_item(struct tml_enc *e, const struct tml__msg *desc, unsigned t,
+            const struct tml__lim *l, const uint8_t *p)
 {
-    const uint8_t *p = CFIELD_PTR(m, f->off);
     enum tml_err err = TML_OK;
-    size_t n = 0;
-    size_t i;
+    uint32_t v = *p;
+    struct tml_bin b;
+    int32_t i32;
 
-    switch (f->type) {
+    switch (t) {
     case TML__F_VERSION:
         tml_enc_uint(e, TML_PROTO_VERSION);
         break;
-    case TML__F_U32: {
-        uint32_t v;
-
+    case TML__F_U32:
         memcpy(&v, p, sizeof v);
-        err = check_u32(f, v);
+        /* fall through */
+    case TML__F_U8:
+        err = v < l->lo || v > l->hi ? TML_ERR_RANGE : TML_OK;
         tml_enc_uint(e, v);
         break;
-    }
-    case TML__F_U8:
-        err = check_u32(f, *p);
-        tml_enc_uint(e, *p);
+    case TML__F_I32:
+        memcpy(&i32, p, sizeof i32);
+        tml_enc_int(e, i32);
         break;
-    case TML__F_I32: {
-        int32_t v;
-
-        memcpy(&v, p, sizeof v);
-        tml_enc_int(e, v);
+    case TML__F_BOOL:
+        tml_enc_bool(e, v != 0);
         break;
-    }
-    case TML__F_BOOL: {
-        bool v;
-
-        memcpy(&v, p, sizeof v);
-        tml_enc_bool(e, v);
+    case TML__F_TEXT:
+    case TML__F_BYTES:
+        /* struct tml_str and struct tml_bin have the same layout. */
+        memcpy(&b, p, sizeof b);
+        err = check_len(b.len, l);
+        if (err == TML_OK && b.len != 0 && b.p == NULL) {
+            err = TML_ERR_INVAL;
+        }
+        if (err == TML_OK && t == TML__F_TEXT &&
+            !tml__utf8_valid(b.p, b.len)) {
+            err = TML_ERR_TYPE;
+        }
+        if (err == TML_OK && t == TML__F_TEXT) {
+            tml_enc_text(e, (const char *)b.p, b.len);
+        } else if (err == TML_OK) {
+            tml_enc_bytes(e, b.p, b.len);
+        }
         break;
-    }
-    case TML__F_TEXT: {
-        const struct tml_str *s = (const struct tml_str *)(const void *)p;
-
-        err = check_str(s, f->min, f->max);
-        tml_enc_text(e, s->p, s->len);
-        break;
-    }
-    case TML__F_BYTES: {
-        const struct tml_bin *b = (const struct tml_bin *)(const void *)p;
-
-        err = check_bin(b, f->min, f->max);
-        tml_enc_bytes(e, b->p, b->len);
-        break;
-    }
     case TML__F_FIXBYTES:
-        tml_enc_bytes(e, p, f->max);
+        tml_enc_bytes(e, p, l->hi);
         break;
-    case TML__F_U32_ARRAY:
-    case TML__F_TEXT_ARRAY:
-    case TML__F_BYTES_ARRAY:
-        memcpy(&n, CFIELD_PTR(m, f->aux), sizeof n);
-        err = check_len(n, f->min, f->max);
-        if (err != TML_OK) {
-            break;
-        }
-        tml_enc_array(e, n);
-        for (i = 0; i < n && err == TML_OK; i++) {
-            if (f->type == TML__F_U32_ARRAY) {
-                uint32_t v;
-
-                memcpy(&v, p + i * sizeof v, sizeof v);
-                if (v < f->emin || v > f->emax) {
-                    err = TML_ERR_RANGE;
-                }
-                tml_enc_uint(e, v);
-            } else if (f->type == TML__F_TEXT_ARRAY) {
-                const struct tml_str *s =
-                    (const struct tml_str *)(const void *)p + i;
-
-                err = check_str(s, f->emin, f->emax);
-                tml_enc_text(e, s->p, s->len);
-            } else {
-                const struct tml_bin *b =
-                    (const struct tml_bin *)(const void *)p + i;
-
-                err = check_bin(b, f->emin, f->emax);
-                tml_enc_bytes(e, b->p, b->len);
-            }
-        }
-        break;
-    case TML__F_MAP:
-        err = encode_map(e, f->sub, p);
-        break;
-    default:
-        err = TML_ERR_INVAL;
+    default: /* TML__F_MAP */
+        err = encode_map(e, desc->sub, p);
         break;
     }
     return err;
 }
 
 static enum tml_err
-encode_map(struct tml_enc *e, const struct tml__msg *desc, const void *m)
+encode_field(struct tml_enc *e, const struct tml__msg *desc,
+             const struct tml__field *f, const uint8_t *m)
+{
+    const struct tml__lim *l = &tml__lims[f->lim];
+    const uint8_t *p = m + f->off;
+    enum tml_err err;
+    size_t n, i;
+
+    if (!IS_ARRAY(f)) {
+        return encode_item(e, desc, TYPE(f), l, p);
+    }
+    n = get_aux(p + f->aux, false);
+    err = check_len(n, l);
+    if (err == TML_OK) {
+        tml_enc_array(e, n);
+    }
+    for (i = 0; i < n && err == TML_OK; i++) {
+        err = encode_item(e, desc, TYPE(f), l + 1,
+                          p + i * elem_size(TYPE(f)));
+    }
+    return err;
+}
+
+static enum tml_err
+encode_map(struct tml_enc *e, const struct tml__msg *desc, const uint8_t *m)
 {
     uint64_t need = desc->need != NULL ? desc->need(m) : 0;
     enum tml_err err = TML_OK;
@@ -239,7 +190,7 @@ encode_map(struct tml_enc *e, const struct tml__msg *desc, const void *m)
 
         if (emitted(f, m, need)) {
             tml_enc_uint(e, f->key);
-            err = encode_field(e, f, m);
+            err = encode_field(e, desc, f, m);
         }
     }
     /* Cross-field rules last, in the same order as the decoder. */
@@ -277,153 +228,116 @@ tml__msg_encode(const struct tml__msg *desc, const void *m, uint8_t *buf,
 /* ---- decoding ------------------------------------------------------------ */
 
 static enum tml_err decode_map(struct tml_dec *d, const struct tml__msg *desc,
-                               void *m);
+                               uint8_t *m);
 
+/* Decodes one value of type t into p with limits l. */
 static enum tml_err
-dec_u32(struct tml_dec *d, const struct tml__field *f, uint32_t min,
-        uint32_t max, uint32_t *out)
+decode_item(struct tml_dec *d, const struct tml__msg *desc, unsigned t,
+            const struct tml__lim *l, uint8_t *p)
 {
-    uint64_t v = 0;
-    enum tml_err err = tml_dec_uint(d, &v);
+    struct tml_bin b = {NULL, 0};
+    enum tml_err err;
+    uint64_t u = 0;
+    int64_t i = 0;
+    bool v = false;
 
-    (void)f;
-    if (err == TML_OK && (v < min || v > max)) {
-        err = TML_ERR_RANGE;
-    }
-    if (err == TML_OK) {
-        *out = (uint32_t)v;
+    switch (t) {
+    case TML__F_VERSION:
+        err = tml_dec_uint(d, &u);
+        if (err == TML_ERR_TYPE || (err == TML_OK && u != TML_PROTO_VERSION)) {
+            err = TML_ERR_VERSION;
+        }
+        break;
+    case TML__F_U32:
+    case TML__F_U8:
+        err = tml_dec_uint(d, &u);
+        if (err == TML_OK && (u < l->lo || u > l->hi)) {
+            err = TML_ERR_RANGE;
+        }
+        if (err == TML_OK && t == TML__F_U8) {
+            *p = (uint8_t)u;
+        } else if (err == TML_OK) {
+            uint32_t u32 = (uint32_t)u;
+
+            memcpy(p, &u32, sizeof u32);
+        }
+        break;
+    case TML__F_I32:
+        err = tml_dec_int(d, &i);
+        if (err == TML_OK && (i < INT32_MIN || i > INT32_MAX)) {
+            err = TML_ERR_RANGE;
+        }
+        if (err == TML_OK) {
+            int32_t i32 = (int32_t)i;
+
+            memcpy(p, &i32, sizeof i32);
+        }
+        break;
+    case TML__F_BOOL:
+        err = tml_dec_bool(d, &v);
+        memcpy(p, &v, sizeof v);
+        break;
+    case TML__F_TEXT:
+    case TML__F_BYTES:
+    case TML__F_FIXBYTES:
+        /* struct tml_str and struct tml_bin have the same layout; the text
+         * decoder checks UTF-8. */
+        if (t == TML__F_TEXT) {
+            struct tml_str s = {NULL, 0};
+
+            err = tml_dec_text(d, &s);
+            b.p = (const uint8_t *)s.p;
+            b.len = s.len;
+        } else {
+            err = tml_dec_bytes(d, &b);
+        }
+        if (err == TML_OK) {
+            err = check_len(b.len, l);
+        }
+        if (err == TML_OK && t == TML__F_FIXBYTES) {
+            memcpy(p, b.p, b.len);
+        } else if (err == TML_OK) {
+            memcpy(p, &b, sizeof b);
+        }
+        break;
+    default: /* TML__F_MAP */
+        err = decode_map(d, desc->sub, p);
+        break;
     }
     return err;
 }
 
 static enum tml_err
-decode_field(struct tml_dec *d, const struct tml__field *f, void *m)
+decode_field(struct tml_dec *d, const struct tml__msg *desc,
+             const struct tml__field *f, uint8_t *m)
 {
-    uint8_t *p = FIELD_PTR(m, f->off);
-    enum tml_err err = TML_OK;
+    const struct tml__lim *l = &tml__lims[f->lim];
+    uint8_t *p = m + f->off;
+    enum tml_err err;
     size_t n = 0;
     size_t i;
 
-    switch (f->type) {
-    case TML__F_VERSION: {
-        uint64_t v = 0;
+    if (!IS_ARRAY(f)) {
+        err = decode_item(d, desc, TYPE(f), l, p);
+        if (err == TML_OK && PRES(f) == TML__HAS) {
+            bool has = true;
 
-        err = tml_dec_uint(d, &v);
-        if (err == TML_ERR_TYPE || (err == TML_OK && v != TML_PROTO_VERSION)) {
-            err = TML_ERR_VERSION;
+            memcpy(p + f->aux, &has, sizeof has);
         }
-        break;
+        return err;
     }
-    case TML__F_U32: {
-        uint32_t v = 0;
-
-        err = dec_u32(d, f, f->min, f->max, &v);
-        memcpy(p, &v, sizeof v);
-        break;
+    err = tml_dec_array(d, &n);
+    if (err != TML_OK) {
+        return err;
     }
-    case TML__F_U8: {
-        uint32_t v = 0;
-
-        err = dec_u32(d, f, f->min, f->max, &v);
-        *p = (uint8_t)v;
-        break;
+    err = check_len(n, l);
+    for (i = 0; i < n && err == TML_OK; i++) {
+        err = decode_item(d, desc, TYPE(f), l + 1,
+                          p + i * elem_size(TYPE(f)));
     }
-    case TML__F_I32: {
-        int64_t v = 0;
-        int32_t v32;
-
-        err = tml_dec_int(d, &v);
-        if (err == TML_OK && (v < INT32_MIN || v > INT32_MAX)) {
-            err = TML_ERR_RANGE;
-        }
-        v32 = (int32_t)(err == TML_OK ? v : 0);
-        memcpy(p, &v32, sizeof v32);
-        break;
-    }
-    case TML__F_BOOL: {
-        bool v = false;
-
-        err = tml_dec_bool(d, &v);
-        memcpy(p, &v, sizeof v);
-        break;
-    }
-    case TML__F_TEXT: {
-        struct tml_str s = {NULL, 0};
-
-        err = tml_dec_text(d, &s);
-        if (err == TML_OK) {
-            err = check_len(s.len, f->min, f->max);
-        }
-        if (err == TML_OK) {
-            memcpy(p, &s, sizeof s);
-        }
-        break;
-    }
-    case TML__F_BYTES:
-    case TML__F_FIXBYTES: {
-        struct tml_bin b = {NULL, 0};
-
-        err = tml_dec_bytes(d, &b);
-        if (err == TML_OK) {
-            err = check_len(b.len,
-                            f->type == TML__F_FIXBYTES ? f->max : f->min,
-                            f->max);
-        }
-        if (err == TML_OK && f->type == TML__F_BYTES) {
-            memcpy(p, &b, sizeof b);
-        } else if (err == TML_OK) {
-            memcpy(p, b.p, b.len);
-        }
-        break;
-    }
-    case TML__F_U32_ARRAY:
-    case TML__F_TEXT_ARRAY:
-    case TML__F_BYTES_ARRAY:
-        err = tml_dec_array(d, &n);
-        if (err != TML_OK) {
-            break;
-        }
-        err = check_len(n, f->min, f->max);
-        for (i = 0; i < n && err == TML_OK; i++) {
-            if (f->type == TML__F_U32_ARRAY) {
-                uint32_t v = 0;
-
-                err = dec_u32(d, f, f->emin, f->emax, &v);
-                memcpy(p + i * sizeof v, &v, sizeof v);
-            } else if (f->type == TML__F_TEXT_ARRAY) {
-                struct tml_str s = {NULL, 0};
-
-                err = tml_dec_text(d, &s);
-                if (err == TML_OK) {
-                    err = check_len(s.len, f->emin, f->emax);
-                }
-                memcpy(p + i * sizeof s, &s, sizeof s);
-            } else {
-                struct tml_bin b = {NULL, 0};
-
-                err = tml_dec_bytes(d, &b);
-                if (err == TML_OK) {
-                    err = check_len(b.len, f->emin, f->emax);
-                }
-                memcpy(p + i * sizeof b, &b, sizeof b);
-            }
-        }
-        tml_dec_leave(d);
-        if (err == TML_OK) {
-            memcpy(FIELD_PTR(m, f->aux), &n, sizeof n);
-        }
-        break;
-    case TML__F_MAP:
-        err = decode_map(d, f->sub, p);
-        break;
-    default:
-        err = TML_ERR_INVAL;
-        break;
-    }
-    if (err == TML_OK && (f->flags & TML__HAS)) {
-        bool has = true;
-
-        memcpy(FIELD_PTR(m, f->aux), &has, sizeof has);
+    tml_dec_leave(d);
+    if (err == TML_OK) {
+        memcpy(p + f->aux, &n, sizeof n);
     }
     return err;
 }
@@ -473,7 +387,7 @@ next_key(struct tml_dec *d, const struct tml__msg *desc, uint64_t *seen,
 }
 
 static enum tml_err
-decode_map(struct tml_dec *d, const struct tml__msg *desc, void *m)
+decode_map(struct tml_dec *d, const struct tml__msg *desc, uint8_t *m)
 {
     uint64_t unknown[TML__MAX_UNKNOWN];
     size_t n_unknown = 0;
@@ -491,12 +405,17 @@ decode_map(struct tml_dec *d, const struct tml__msg *desc, void *m)
 
         err = next_key(d, desc, &seen, unknown, &n_unknown, &f);
         if (err == TML_OK && f != NULL) {
-            err = decode_field(d, f, m);
+            err = decode_field(d, desc, f, m);
         }
     }
     tml_dec_leave(d);
     if (err == TML_OK) {
-        req = required_keys(desc, m);
+        req = desc->need != NULL ? desc->need(m) : 0;
+        for (i = 0; i < desc->n_fields; i++) {
+            if (PRES(&desc->fields[i]) == TML__REQ) {
+                req |= key_bit(desc->fields[i].key);
+            }
+        }
         if ((seen & req) != req) {
             err = TML_ERR_MISSING;
         }
