@@ -98,6 +98,9 @@ tmla_init(struct tmla_agent *a, const struct tmla_config *cfg,
     a->tele_next = a->ps.seq_hi[TMLA__STREAM_TELE] + 1;
     a->sample_next = a->ps.seq_hi[TMLA__STREAM_SAMPLE] + 1;
     a->ps.boot_count++;
+    a->boot_id = a->port.random(a->port.user);
+    if (a->boot_id == 0)
+        a->boot_id = 1; /* 0 means "not declared" on the wire */
     /* Counts the boot and, for a model in trial, the trial boot (ota.c may
      * revert); one state write per boot. */
     tmla__ota_boot(a, now_ms);
@@ -155,6 +158,10 @@ send_hello(struct tmla_agent *a)
     h.version_floor = a->ps.floor;
     h.has_nonce = a->has_nonce;
     h.nonce = a->hello_nonce;
+    /* Lets the gateway see a restarted numbering (PROTOCOL.md 6). */
+    h.tele_next = a->tele_next;
+    h.sample_next = a->sample_next;
+    h.boot_id = a->boot_id;
     h.n_groups = a->cfg.n_groups;
     for (size_t i = 0; i < a->cfg.n_groups; i++) {
         h.groups[i].p = a->cfg.groups[i];

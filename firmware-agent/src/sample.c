@@ -12,7 +12,10 @@
  * chunk with its own sequence number (sample_id = the first chunk's seq, so
  * ids never repeat either). A slot is freed when a cumulative ack covers its
  * last chunk. Every candidate that is not kept counts in n_samples_dropped
- * of the current summary.
+ * of the current summary. Every chunk carries the low-water lw (PROTOCOL.md
+ * 6): the lowest number still held and not covered by an ack, so a gateway
+ * gives up numbers lost at a reboot or with a sample that could not be
+ * encoded instead of waiting for them. Numbers are never changed once sent.
  */
 #include <string.h>
 
@@ -179,6 +182,26 @@ period_end(struct tmla_agent *a, uint32_t now_ms, uint32_t n_periods)
     period_begin(a, now_ms);
 }
 
+/* The lowest sample seq still held and not acked (send_chunk's lw). */
+static uint32_t
+low_water(const struct tmla_agent *a, uint32_t seq)
+{
+    uint32_t lw = seq;
+
+    for (int i = 0; i < TMLA_SAMPLE_SLOTS; i++) {
+        const struct tmla__sample *s = &a->samples[i];
+        uint32_t first = s->first_seq;
+
+        if (s->state != SLOT_PENDING || first == 0)
+            continue;
+        if (first <= a->sample_acked)
+            first = a->sample_acked + 1; /* its acked chunks are freed */
+        if (first < lw && first - s->first_seq < s->n_chunks)
+            lw = first;
+    }
+    return lw;
+}
+
 /* Publishes chunk k: TMLA_PORT_OK, TMLA_PORT_AGAIN (retry later) or
  * TMLA_PORT_FAIL (cannot be encoded: the sample is dropped rather than
  * blocking every later one). */
@@ -209,6 +232,7 @@ send_chunk(struct tmla_agent *a, struct tmla__sample *s, uint32_t k,
     m.offset = k * cc;
     m.data.p = a->cfg.sample_buf + idx * slot_cap(a) + m.offset;
     m.data.len = s->len - m.offset < cc ? s->len - m.offset : cc;
+    m.lw = low_water(a, m.seq);
     if (tml_sample_encode(&m, a->tx, sizeof a->tx, &n) != TML_OK)
         return TMLA_PORT_FAIL;
     if (tmla__publish(a, TML_KIND_SAMPLE, a->tx, n, false) != TMLA_PORT_OK)
@@ -287,47 +311,16 @@ tmla__sample_poll(struct tmla_agent *a, uint32_t now_ms)
     }
 }
 
-/* Gap repair, as for summaries (tele.c): held samples give up their
- * numbers (and sample_id) and are numbered again when resent. */
-static void
-renumber_from(struct tmla_agent *a, uint32_t next)
-{
-    for (int i = 0; i < TMLA_SAMPLE_SLOTS; i++) {
-        a->samples[i].first_seq = 0;
-        a->samples[i].in_flight = false;
-        a->samples[i].next_chunk = 0;
-    }
-    a->sample_next = next;
-    a->stats.renumbered++;
-}
-
+/* As for summaries (tele.c): an ack at or above every number handed out
+ * covers none of our records (a gateway remembering an earlier life of this
+ * device id) and is ignored until the gateway sees our hello. */
 void
 tmla__sample_ack(struct tmla_agent *a, uint32_t seq)
 {
-    const struct tmla__sample *low = NULL;
-    uint32_t hw;
-
-    if (seq >= a->sample_next) {
-        if (seq < 0x80000000u) {
-            renumber_from(a, seq + 1);
-            a->sample_acked = seq;
-        }
+    if (seq >= a->sample_next)
         return;
-    }
-    hw = seq > a->sample_acked ? seq : a->sample_acked;
-    for (int i = 0; i < TMLA_SAMPLE_SLOTS; i++) {
-        const struct tmla__sample *s = &a->samples[i];
-
-        if (s->state == SLOT_PENDING && s->first_seq != 0 &&
-            (low == NULL || s->first_seq < low->first_seq))
-            low = s;
-    }
-    if (low != NULL && low->first_seq > hw + 1 && low->n_rounds >= 2) {
-        renumber_from(a, hw + 1);
-        a->sample_acked = hw;
-        return;
-    }
-    a->sample_acked = hw;
+    if (seq > a->sample_acked)
+        a->sample_acked = seq;
     for (int i = 0; i < TMLA_SAMPLE_SLOTS; i++) {
         struct tmla__sample *s = &a->samples[i];
 

@@ -4,14 +4,23 @@
  * The current period accumulates in a->cur. When it ends it moves to the
  * ring, oldest first, where it stays until a cumulative down/ack covers its
  * sequence number. Sequence numbers are assigned when a summary is first
- * published, so a summary that was never sent carries none and may be
- * merged ("folded") into its neighbour without the gateway ever seeing a
- * gap or a double count. When the ring is full the agent folds, in order of
- * preference: the two oldest never-sent entries; the newest never-sent entry
- * into the closing one; the two oldest entries (all sent, none acked: acks
- * are being lost; the gateway may then count the older one twice, which the
- * n_folded field makes visible). Folds are counted in n_folded of the
- * merged record, never silent.
+ * published, in ring order, so a summary that was never sent carries none
+ * and may be merged ("folded") into its neighbour without the gateway ever
+ * seeing a gap or a double count. When the ring is full the agent folds, in
+ * order of preference: the two oldest never-sent entries; the newest
+ * never-sent entry into the closing one. A summary that was sent is never
+ * folded (the gateway may have stored it: merging it would count it twice,
+ * dropping its number would leave a gap): with a ring full of sent entries
+ * the closing period is not queued but stays open, and the next periods
+ * merge into it until an ack frees a slot. Folds are counted in n_folded of
+ * the merged record, never silent.
+ *
+ * Every record carries the low-water lw (PROTOCOL.md 6): the lowest number
+ * still held, i.e. the oldest ring entry's. Numbers below it were acked or
+ * lost at a reboot (the ring is RAM; a reboot also skips the rest of a
+ * reserved block), so a gateway that stores only contiguous numbers gives
+ * them up, counted, instead of waiting for them. Numbers are never changed
+ * once sent.
  */
 #include <string.h>
 
@@ -110,7 +119,6 @@ tmla__tele_close(struct tmla_agent *a, uint32_t now_ms)
     struct tmla__sum *r = a->ring;
     int i;
 
-    a->cur.end_ms = now_ms;
     if (a->port.health != NULL)
         a->cur.has_health = a->port.health(a->port.user, &a->cur.health);
     if (a->ring_n == TMLA_TELE_RING) {
@@ -125,10 +133,15 @@ tmla__tele_close(struct tmla_agent *a, uint32_t now_ms)
             fold(&a->cur, &r[a->ring_n - 1]);
             a->ring_n--;
         } else {
-            fold(&r[1], &r[0]);
-            ring_remove(a, 0);
+            /* Every entry was sent: the period stays open and the next
+             * one merges into it (counted now); end_ms marks where the
+             * next period's timer starts (tmla__tele_poll). */
+            a->cur.n_folded++;
+            a->cur.end_ms = now_ms != 0 ? now_ms : 1;
+            return;
         }
     }
+    a->cur.end_ms = now_ms;
     r[a->ring_n++] = a->cur;
     if (a->ring_n > a->stats.ring_high_water)
         a->stats.ring_high_water = a->ring_n;
@@ -148,6 +161,10 @@ send_one(struct tmla_agent *a, struct tmla__sum *s, uint32_t now_ms)
     }
     memset(&t, 0, sizeof t);
     t.seq = s->seq;
+    /* Entries get their numbers in ring order, so ring[0] holds the lowest
+     * number still held (acked ones are gone). */
+    t.lw = a->ring[0].seq != 0 && a->ring[0].seq < s->seq ? a->ring[0].seq
+                                                          : s->seq;
     t.model_version = s->model_version;
     t.period_s = (s->end_ms - s->start_ms + 500u) / 1000u;
     t.age_s = (now_ms - s->end_ms) / 1000u;
@@ -203,9 +220,12 @@ void
 tmla__tele_poll(struct tmla_agent *a, uint32_t now_ms)
 {
     uint32_t period_ms = a->cfg.summary_period_s * 1000u;
+    /* A period kept open by a full ring (tmla__tele_close) times its next
+     * close from where it should have ended. */
+    uint32_t base = a->cur.end_ms != 0 ? a->cur.end_ms : a->cur.start_ms;
 
-    if ((uint32_t)tmla__ms_diff(now_ms, a->cur.start_ms) >= period_ms &&
-        tmla__ms_diff(now_ms, a->cur.start_ms) > 0)
+    if ((uint32_t)tmla__ms_diff(now_ms, base) >= period_ms &&
+        tmla__ms_diff(now_ms, base) > 0)
         tmla__tele_close(a, now_ms);
     if (!a->connected)
         return;
@@ -221,48 +241,18 @@ tmla__tele_poll(struct tmla_agent *a, uint32_t now_ms)
     }
 }
 
-/* Gap repair (PROTOCOL.md 6: numbers increase by one; a gateway like tmld
- * stores only seq == its high-water + 1). The RAM ring loses unacknowledged
- * records at a reboot, a reboot skips the rest of a reserved block, and a
- * fold of sent entries drops a number: the gateway then acks hw below our
- * oldest record minus one, forever. Nothing above hw was stored by such a
- * gateway, so the held records give up their numbers and are numbered
- * again from hw + 1 when resent. Only after the oldest record was resent at
- * least once (a stale ack queued before a reconnect does not count), and
- * never below the highest ack seen. A gateway that stores gaps never acks
- * below them.
- * The other way round, an ack at or above every number handed out means
- * the gateway holds numbers from an earlier life of this device id (state
- * lost, device replaced): it would drop our records as duplicates, so
- * numbering continues above its ack. */
-static void
-renumber_from(struct tmla_agent *a, uint32_t next)
-{
-    for (int i = 0; i < a->ring_n; i++) {
-        a->ring[i].seq = 0;
-        a->ring[i].in_flight = false;
-    }
-    a->tele_next = next;
-    a->stats.renumbered++;
-}
-
+/* A cumulative ack frees every entry it covers. An ack at or above every
+ * number handed out comes from a gateway that stored numbers of an earlier
+ * life of this device id (state wiped, device replaced): it covers none of
+ * our records and is ignored; the gateway sees the restart in our hello
+ * (tele_next) and starts the stream again (PROTOCOL.md 6). */
 void
 tmla__tele_ack(struct tmla_agent *a, uint32_t seq)
 {
-    const struct tmla__sum *low = &a->ring[0];
-    uint32_t hw;
-
-    if (seq >= a->tele_next) {
-        if (seq < 0x80000000u) {
-            renumber_from(a, seq + 1);
-            a->tele_acked = seq;
-        }
-        return; /* none of our records is covered by it */
-    }
-    hw = seq > a->tele_acked ? seq : a->tele_acked;
-    if (a->ring_n > 0 && low->seq > hw + 1 && low->n_sends >= 2)
-        renumber_from(a, hw + 1);
-    a->tele_acked = hw;
+    if (seq >= a->tele_next)
+        return;
+    if (seq > a->tele_acked)
+        a->tele_acked = seq;
     while (a->ring_n > 0 && a->ring[0].seq != 0 && a->ring[0].seq <= seq)
         ring_remove(a, 0);
 }

@@ -76,7 +76,11 @@ static void
 ack_all(struct rig *r)
 {
     tml_heap_armed = 1;
-    (void)gw_ack(&r->a, false, 0, true, r->a.sample_next - 1, r->now);
+    /* Like a gateway, both streams: summaries that are never acked stay in
+     * the ring, and a full ring keeps the newest period (with its
+     * n_samples_dropped) open instead of folding sent ones. */
+    (void)gw_ack(&r->a, r->a.tele_next > 1, r->a.tele_next - 1, true,
+                 r->a.sample_next - 1, r->now);
     tml_heap_armed = 0;
 }
 

@@ -293,13 +293,19 @@ test_tele_r5_acks_lost_ring_stays_bounded(void **state)
     print_message("R5: ring high water %u of %d\n",
                   tmla_stats(&r->a)->ring_high_water, TMLA_TELE_RING);
     assert_int_equal(tmla_stats(&r->a)->ring_high_water, TMLA_TELE_RING);
-    /* Resent after the ack timeout: the survivors carry the folds. */
+    /* Resent after the ack timeout. Sent summaries are never folded (the
+     * gateway may hold them): the periods after the ring filled up merge
+     * into the open one, which carries the count. */
     rig_run(r, 1, r->cfg.ack_timeout_ms);
     n = teles(r->mp, 0, t, 64);
     for (size_t i = 0; i < r->a.ring_n; i++)
         folded += r->a.ring[i].n_folded;
+    folded += r->a.cur.n_folded;
     assert_int_equal(folded, 12 - TMLA_TELE_RING);
-    assert_int_equal(n, 12); /* distinct seqs */
+    assert_int_equal(n, TMLA_TELE_RING); /* distinct seqs: no gap, no fold */
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(t[i].seq, i + 1);
+    assert_int_equal(r->a.cur.n_inferences, 12 - TMLA_TELE_RING);
     assert_true(tmla_stats(&r->a)->tele_resent > 0);
 }
 
@@ -459,15 +465,42 @@ test_agent_init_rejects_bad_config_and_port(void **state)
     assert_false(st.online);
 }
 
-/* A gateway like tmld's store: a record is stored only if its seq is the
- * stream's high-water + 1 (go-back-N), and every batch is acked with the
- * high-water. */
+/* A gateway like tmld's store (daemon/store.c, PROTOCOL.md 6): a record is
+ * stored only if its seq is the stream's high-water + 1 (go-back-N), except
+ * that the numbers below a record's low-water are given up and counted;
+ * a hello from another boot whose next seq is at or below the high-water
+ * restarts the stream (counted). Every batch is acked with the high-water,
+ * unless drop_acks (acks lost on the way back). */
 struct strict_gw {
-    bool ack_zero; /* also ack a high-water of 0 (nothing stored yet) */
+    bool ack_zero;  /* also ack a high-water of 0 (nothing stored yet) */
+    bool drop_acks; /* store, but the acks never reach the device */
     size_t cursor;
     uint32_t hw_tele, hw_sample;
     uint32_t inferences, gaps, dups;
+    uint32_t skipped_tele, skipped_sample, resets;
+    uint32_t boot_count, boot_id; /* of the last hello */
 };
+
+static void
+strict_hello(struct strict_gw *g, const struct mp_msg *m)
+{
+    struct tml_hello h;
+    bool behind;
+
+    assert_int_equal(tml_hello_decode(m->payload, m->len, &h), TML_OK);
+    assert_true(h.boot_id != 0);
+    behind = (h.tele_next != 0 && h.tele_next <= g->hw_tele) ||
+             (h.sample_next != 0 && h.sample_next <= g->hw_sample);
+    if (behind && (h.boot_id != g->boot_id || h.boot_count < g->boot_count)) {
+        g->resets++;
+        if (h.tele_next <= g->hw_tele)
+            g->hw_tele = 0;
+        if (h.sample_next <= g->hw_sample)
+            g->hw_sample = 0;
+    }
+    g->boot_count = h.boot_count;
+    g->boot_id = h.boot_id;
+}
 
 static void
 strict_pump(struct rig *r, struct strict_gw *g, bool up, unsigned rounds)
@@ -477,38 +510,53 @@ strict_pump(struct rig *r, struct strict_gw *g, bool up, unsigned rounds)
 
         for (; g->cursor < r->mp->n_log; g->cursor++) {
             const struct mp_msg *m = &r->mp->log[g->cursor % MP_LOG];
-            uint32_t seq, *hw;
+            uint32_t seq, lw, n_inf = 0, *hw, *skipped;
 
             if (!up)
                 continue; /* the gateway is down: messages are lost */
+            if (m->kind == TML_KIND_HELLO) {
+                strict_hello(g, m);
+                continue;
+            }
             if (m->kind == TML_KIND_TELE) {
                 struct tml_tele t;
 
                 assert_int_equal(tml_tele_decode(m->payload, m->len, &t),
                                  TML_OK);
                 seq = t.seq;
+                lw = t.lw;
+                n_inf = t.n_inferences;
                 hw = &g->hw_tele;
-                if (seq == *hw + 1)
-                    g->inferences += t.n_inferences;
+                skipped = &g->skipped_tele;
             } else if (m->kind == TML_KIND_SAMPLE) {
                 struct tml_sample sm;
 
                 assert_int_equal(tml_sample_decode(m->payload, m->len, &sm),
                                  TML_OK);
                 seq = sm.seq;
+                lw = sm.lw;
                 hw = &g->hw_sample;
+                skipped = &g->skipped_sample;
             } else {
                 continue;
             }
             any = true;
-            if (seq == *hw + 1)
+            assert_true(lw >= 1 && lw <= seq); /* the agent always sends it */
+            if (seq > *hw + 1 && lw > *hw + 1) {
+                *skipped += lw - 1 - *hw;
+                *hw = lw - 1;
+            }
+            if (seq == *hw + 1) {
                 (*hw)++;
-            else if (seq <= *hw)
+                if (m->kind == TML_KIND_TELE)
+                    g->inferences += n_inf;
+            } else if (seq <= *hw) {
                 g->dups++;
-            else
+            } else {
                 g->gaps++;
+            }
         }
-        if (any) {
+        if (any && !g->drop_acks) {
             tml_heap_armed = 1;
             (void)gw_ack(&r->a, g->ack_zero || g->hw_tele > 0, g->hw_tele,
                          g->ack_zero || g->hw_sample > 0, g->hw_sample, r->now);
@@ -516,6 +564,17 @@ strict_pump(struct rig *r, struct strict_gw *g, bool up, unsigned rounds)
         }
         rig_run(r, 1, r->cfg.ack_timeout_ms);
     }
+}
+
+/* Time goes on while the gateway pumps, so new (empty) summaries keep
+ * closing: what the device still holds must all be above what the gateway
+ * stored (everything stored was acked and freed). */
+static void
+assert_nothing_stored_still_held(const struct rig *r,
+                                 const struct strict_gw *g)
+{
+    for (int i = 0; i < r->a.ring_n; i++)
+        assert_true(r->a.ring[i].seq == 0 || r->a.ring[i].seq > g->hw_tele);
 }
 
 static void
@@ -541,50 +600,126 @@ test_tele_gapless_gateway_keeps_receiving_after_reboots(void **state)
             strict_pump(r, &g, true, 1);
         }
         strict_pump(r, &g, true, 6);
+        assert_nothing_stored_still_held(r, &g); /* acked before the reboot */
         rig_boot(r); /* reboot: the next block of numbers starts at +64 */
     }
     strict_pump(r, &g, true, 6);
-    print_message("go-back-N gateway: tele hw %u, sample hw %u, %u gap "
-                  "records dropped and repaired over 3 reboots\n",
-                  g.hw_tele, g.hw_sample, g.gaps);
-    /* Every summary of every boot reached the gateway, in order. */
+    print_message("go-back-N gateway: tele hw %u, sample hw %u, %u tele and "
+                  "%u sample numbers given up (unused blocks) over 3 "
+                  "reboots, %u waits\n",
+                  g.hw_tele, g.hw_sample, g.skipped_tele, g.skipped_sample,
+                  g.gaps);
+    /* Every summary of every boot reached the gateway, in order, once. */
     assert_int_equal(g.inferences, recorded);
     assert_true(g.hw_tele >= 9);
     assert_true(g.hw_sample >= 1);
-    assert_true(g.gaps > 0); /* the reboots did cause gaps... */
-    /* ...and the device repaired them (counted on the device side). */
+    /* The reboots skipped the rest of each reserved block: given up at
+     * once (no record was waiting for them), not a stall, not a reset. */
+    assert_true(g.skipped_tele >= 2 * (TMLA_SEQ_BLOCK - 3));
+    assert_int_equal(g.gaps, 0);
+    assert_int_equal(g.resets, 0);
+    assert_nothing_stored_still_held(r, &g);
 }
 
+/* Reboot loss (issue 3): summaries held in RAM die with a reboot; the
+ * gateway gives their numbers up, counted, and goes on storing. */
 static void
-test_tele_gapless_gateway_after_records_lost_in_ram(void **state)
+test_tele_reboot_loss_is_given_up_and_counted(void **state)
 {
     struct rig *r = *state;
     struct strict_gw g = {0};
-    uint32_t hw_before;
+    struct tml_tele t[8];
+    uint32_t recorded = 0, lost = 0, first_after;
+    size_t from;
 
-    period(r);
-    strict_pump(r, &g, true, 2);
+    for (int p = 0; p < 4; p++) {
+        bool up = p == 0; /* the gateway is down for periods 2..4 */
+
+        tml_heap_armed = 1;
+        tmla_record(&r->a, 0, 9000, 1000);
+        tml_heap_armed = 0;
+        recorded++;
+        period(r);
+        strict_pump(r, &g, up, 1);
+        if (!up)
+            lost++;
+    }
     assert_int_equal(g.hw_tele, 1);
-    /* The gateway is down for two periods, then the device reboots: the
-     * two summaries it held are gone with its RAM. */
-    period(r);
-    period(r);
-    strict_pump(r, &g, false, 1);
-    hw_before = g.hw_tele;
+    assert_int_equal(r->a.ring_n, 3); /* sent, never acked: only in RAM */
+    g.cursor = r->mp->n_log; /* resends still in flight die with the link */
+    from = r->mp->n_log;
     rig_boot(r);
+    tml_heap_armed = 1;
+    tmla_record(&r->a, 0, 9000, 1000);
+    tml_heap_armed = 0;
+    recorded++;
     period(r);
-    strict_pump(r, &g, true, 6);
-    assert_true(g.hw_tele > hw_before);
-    assert_true(tmla_stats(&r->a)->renumbered >= 1);
-    /* And numbering goes on from there. */
-    hw_before = g.hw_tele;
-    period(r);
-    strict_pump(r, &g, true, 2);
-    assert_true(g.hw_tele > hw_before);
+    strict_pump(r, &g, true, 4);
+    assert_true(teles(r->mp, from, t, 8) >= 1);
+    first_after = t[0].seq;
+    assert_int_equal(t[0].lw, first_after);
+    print_message("reboot with 3 summaries unacked: first seq after it %u, "
+                  "%u numbers given up (3 lost records + the unused block)\n",
+                  first_after, g.skipped_tele);
+    assert_true(g.hw_tele >= first_after);
+    assert_int_equal(g.skipped_tele, first_after - 2);
+    assert_true(g.skipped_tele >= lost);
+    assert_int_equal(g.inferences, recorded - lost);
+    assert_int_equal(g.gaps, 0);
+    assert_nothing_stored_still_held(r, &g);
 }
 
+/* Issue 3 (b): the ring fills with summaries that were sent and stored but
+ * whose acks were lost. None of them may be folded away (its number would
+ * never come again, its counts would be counted twice): the next periods
+ * merge into the open one until the acks come through. */
 static void
-test_tele_device_with_lost_state_continues_above_gateway(void **state)
+test_tele_fold_after_send_keeps_numbers_and_counts(void **state)
+{
+    struct rig *r = *state;
+    struct strict_gw g = {.drop_acks = true};
+    uint32_t recorded = 0, periods = 10, folded = 0;
+    struct tml_tele t[64];
+    size_t n;
+
+    for (uint32_t p = 0; p < periods; p++) {
+        tml_heap_armed = 1;
+        for (uint32_t i = 0; i <= p; i++)
+            tmla_record(&r->a, i % 4, 9000, 1000);
+        tml_heap_armed = 0;
+        recorded += p + 1;
+        period(r);
+        strict_pump(r, &g, true, 1);
+    }
+    assert_int_equal(r->a.ring_n, TMLA_TELE_RING);
+    assert_int_equal(g.hw_tele, TMLA_TELE_RING); /* stored, acks lost */
+    assert_int_equal(r->a.cur.n_folded, periods - TMLA_TELE_RING);
+    g.drop_acks = false;
+    strict_pump(r, &g, true, 4);
+    period(r); /* the merged period closes into the freed ring */
+    strict_pump(r, &g, true, 4);
+    n = teles(r->mp, 0, t, 64);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(t[i].seq, i + 1); /* no number dropped */
+        folded += t[i].n_folded;
+    }
+    print_message("acks lost for %u periods: %zu summaries, %u periods "
+                  "merged, %u of %u inferences stored, %u numbers given up\n",
+                  periods, n, folded, g.inferences, recorded, g.skipped_tele);
+    assert_int_equal(g.inferences, recorded); /* once each */
+    assert_int_equal(folded, periods - TMLA_TELE_RING);
+    assert_int_equal(g.skipped_tele, 0);
+    assert_int_equal(g.gaps, 0);
+    assert_true(g.dups > 0); /* the stored ones were resent and absorbed */
+    assert_nothing_stored_still_held(r, &g);
+}
+
+/* Issue 4 (d): both state copies lost (or the device replaced under the
+ * same id): it starts again at seq 1, which the gateway has long stored.
+ * Its hello (another boot_id, tele_next 1) makes the gateway restart the
+ * stream, counted, instead of dropping the records as duplicates. */
+static void
+test_tele_wiped_state_is_a_visible_reset(void **state)
 {
     struct rig *r = *state;
     struct strict_gw g = {0};
@@ -598,10 +733,9 @@ test_tele_device_with_lost_state_continues_above_gateway(void **state)
         period(r);
         strict_pump(r, &g, true, 1);
     }
-    /* Both state copies lost (or the device replaced under the same id):
-     * it starts again at seq 1, which the gateway has long stored. */
     memset(r->mp->state, 0, sizeof r->mp->state);
     rig_boot(r);
+    assert_int_equal(r->a.tele_next, 1);
     hw_before = g.hw_tele;
     for (int p = 0; p < 3; p++) {
         tml_heap_armed = 1;
@@ -612,28 +746,42 @@ test_tele_device_with_lost_state_continues_above_gateway(void **state)
         strict_pump(r, &g, true, 1);
     }
     strict_pump(r, &g, true, 4);
-    print_message("state lost: gateway hw %u -> %u, %u duplicates dropped\n",
-                  hw_before, g.hw_tele, g.dups);
-    assert_true(g.hw_tele > hw_before);
+    print_message("state lost: gateway hw %u -> %u, %u reset, %u duplicates "
+                  "dropped\n",
+                  hw_before, g.hw_tele, g.resets, g.dups);
+    assert_int_equal(hw_before, 4);
+    assert_int_equal(g.resets, 1);
+    assert_true(g.hw_tele >= 3 && g.hw_tele < hw_before + 3);
     assert_int_equal(g.inferences, recorded); /* nothing lost as a "dup" */
+    assert_int_equal(r->a.ring_n, 0);
+    /* A hello of the same boot again (a QoS 1 resend): no second reset. */
+    r->a.hello_due = true;
+    rig_run(r, 1, 10);
+    strict_pump(r, &g, true, 1);
+    assert_int_equal(g.resets, 1);
+    assert_int_equal(g.inferences, recorded);
 }
 
+/* A device that has booted before starts above 1 (reserved block); a new
+ * gateway (or a new site) has stored nothing: the low-water of the first
+ * record tells it to give up the numbers below. */
 static void
-test_tele_fresh_gateway_acking_zero_gets_renumbered_records(void **state)
+test_tele_fresh_gateway_gives_up_numbers_below_low_water(void **state)
 {
     struct rig *r = *state;
     struct strict_gw g = {.ack_zero = true};
+    uint32_t first;
 
-    /* A device that has booted before starts above 1 (reserved block);
-     * a new gateway (or a new site) has stored nothing and acks 0. */
     period(r); /* seq 1 reserves a block, sent to another gateway */
     rig_boot(r);
     g.cursor = r->mp->n_log;
-    assert_true(r->a.tele_next > 2);
+    first = r->a.tele_next;
+    assert_true(first > 2);
     period(r);
     strict_pump(r, &g, true, 6);
-    assert_true(g.hw_tele >= 1);
-    assert_true(tmla_stats(&r->a)->renumbered >= 1);
+    assert_true(g.hw_tele >= first);
+    assert_int_equal(g.skipped_tele, first - 1);
+    assert_nothing_stored_still_held(r, &g);
 }
 
 int
@@ -652,9 +800,10 @@ main(void)
         T(test_tele_largest_hello_fits),
         T(test_agent_init_rejects_bad_config_and_port),
         T(test_tele_gapless_gateway_keeps_receiving_after_reboots),
-        T(test_tele_gapless_gateway_after_records_lost_in_ram),
-        T(test_tele_device_with_lost_state_continues_above_gateway),
-        T(test_tele_fresh_gateway_acking_zero_gets_renumbered_records),
+        T(test_tele_reboot_loss_is_given_up_and_counted),
+        T(test_tele_fold_after_send_keeps_numbers_and_counts),
+        T(test_tele_wiped_state_is_a_visible_reset),
+        T(test_tele_fresh_gateway_gives_up_numbers_below_low_water),
 #undef T
     };
 

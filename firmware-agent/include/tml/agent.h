@@ -20,11 +20,12 @@
  *
  * Delivery: every tele and sample record has a per-stream sequence number
  * that is never handed out twice, even across reboots (numbers are reserved
- * in blocks of TMLA_SEQ_BLOCK in the persisted state); the only exception
- * is the gap repair for gateways that store only contiguous numbers, which
- * renumbers records that gateway provably never stored. Records stay in
- * RAM until the gateway's cumulative down/ack covers them and are resent
- * after a reconnect or after ack_timeout_ms. See docs/agent.md.
+ * in blocks of TMLA_SEQ_BLOCK in the persisted state) and never changed
+ * once sent. Records stay in RAM until the gateway's cumulative down/ack
+ * covers them and are resent after a reconnect or after ack_timeout_ms;
+ * each carries the low-water (the lowest number still held), so the
+ * gateway gives up, counted, the numbers a reboot lost instead of waiting
+ * for them. See docs/agent.md.
  */
 #ifndef TML_AGENT_H
 #define TML_AGENT_H
@@ -137,7 +138,6 @@ struct tmla_stats {
     uint32_t bad_messages;        /* down messages that did not decode */
     uint32_t chunks_rejected;     /* wrong offer, outside window, oversize */
     uint32_t ring_high_water;     /* most tele entries held at once */
-    uint32_t renumbered;          /* gap repairs (see docs/agent.md) */
 };
 
 /* ---- the context (allocated by the firmware; fields are private) -------- */
@@ -207,6 +207,7 @@ struct tmla_agent {
     bool hello_due, load_due, persist_due, has_nonce;
     uint32_t now_ms;
     uint32_t hello_nonce;
+    uint32_t boot_id; /* random per boot, in hello (PROTOCOL.md 6) */
 
     /* telemetry */
     struct tmla__sum cur;
