@@ -360,6 +360,7 @@ static const char *const core_keys[] = {
     "ingest.offline_after", "ingest.max_devices", "ingest.malformed_log_interval",
     "log.level",
     "metrics.textfile", "metrics.interval",
+    "metrics.listen", "metrics.allow_remote", /* metrics.c checks them */
     NULL};
 
 static const char *const core_sections[] = {

@@ -822,3 +822,32 @@ th_wait_db(struct th *t, const char *sql, int64_t want, int timeout_ms)
             (long long)want);
     return -1;
 }
+
+int
+th_check_config(const char *text, char *err, size_t cap)
+{
+    char dir[] = "/tmp/tmld_check.XXXXXX";
+    if (mkdtemp(dir) == NULL)
+        return -1;
+    char conf[128], log[128], cmd[1024];
+    snprintf(conf, sizeof(conf), "%s/test.conf", dir);
+    snprintf(log, sizeof(log), "%s/err", dir);
+    FILE *f = fopen(conf, "w");
+    if (f != NULL) {
+        fputs(text, f);
+        fclose(f);
+    }
+    snprintf(cmd, sizeof(cmd),
+             "'%s/daemon/tmld' --check-config --config %s >/dev/null 2>%s",
+             env_or("TML_BINARY_DIR", "../.."), conf, log);
+    int st = f != NULL ? system(cmd) : -1;
+    f = fopen(log, "r");
+    size_t n = f ? fread(err, 1, cap - 1, f) : 0;
+    err[n] = '\0';
+    if (f)
+        fclose(f);
+    unlink(conf);
+    unlink(log);
+    rmdir(dir);
+    return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}

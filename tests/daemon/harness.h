@@ -82,6 +82,10 @@ int th_fixture_stop(void **state);
  * value is printed). */
 int th_wait_db(struct th *t, const char *sql, int64_t want, int timeout_ms);
 
+/* Runs `tmld --check-config` on text (written as test.conf in a temp dir);
+ * returns its exit status and its stderr in err (NUL-terminated), or -1. */
+int th_check_config(const char *text, char *err, size_t cap);
+
 /* ---- test devices ----------------------------------------------------------- */
 
 struct tdev {

@@ -225,55 +225,31 @@ test_rollup_retention_aggregates_count_against_the_cap(void **state)
     tdev_close(&v);
 }
 
-static int
-run_check(const char *text, char *err, size_t cap)
-{
-    char dir[] = "/tmp/tmld_rollup_check.XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    char conf[128], log[128], cmd[1024];
-    snprintf(conf, sizeof(conf), "%s/test.conf", dir);
-    snprintf(log, sizeof(log), "%s/err", dir);
-    FILE *f = fopen(conf, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-    snprintf(cmd, sizeof(cmd),
-             "'%s/daemon/tmld' --check-config --config %s >/dev/null 2>%s",
-             getenv("TML_BINARY_DIR") ? getenv("TML_BINARY_DIR") : "../..",
-             conf, log);
-    int st = system(cmd);
-    f = fopen(log, "r");
-    size_t n = f ? fread(err, 1, cap - 1, f) : 0;
-    err[n] = '\0';
-    if (f)
-        fclose(f);
-    unlink(conf);
-    unlink(log);
-    rmdir(dir);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void
 test_rollup_retention_rollup_days_validated(void **state)
 {
     (void)state;
     char err[4096];
     assert_int_equal(
-        run_check("[retention]\nrollup_days = 30\n", err, sizeof(err)), 0);
+        th_check_config("[retention]\nrollup_days = 30\n", err, sizeof(err)),
+        0);
     /* Default tele_days is 30. */
     assert_int_equal(
-        run_check("[retention]\n\nrollup_days = 7\n", err, sizeof(err)), 2);
+        th_check_config("[retention]\n\nrollup_days = 7\n", err, sizeof(err)),
+        2);
     assert_non_null(strstr(err, "test.conf:3: [retention] rollup_days: 7 is "
                                 "below tele_days (30)"));
-    assert_int_equal(
-        run_check("[retention]\nrollup_days = forever\n", err, sizeof(err)), 2);
+    assert_int_equal(th_check_config("[retention]\nrollup_days = forever\n",
+                                     err, sizeof(err)),
+                     2);
     assert_non_null(strstr(err, "test.conf:2: [retention] rollup_days: "
                                 "'forever' is not an integer"));
     assert_int_equal(
-        run_check("[retention]\nrollup_days = 0\n", err, sizeof(err)), 2);
+        th_check_config("[retention]\nrollup_days = 0\n", err, sizeof(err)), 2);
     /* Absent with a long tele_days: the default follows it. */
     assert_int_equal(
-        run_check("[retention]\ntele_days = 3000\n", err, sizeof(err)), 0);
+        th_check_config("[retention]\ntele_days = 3000\n", err, sizeof(err)),
+        0);
 }
 
 int
