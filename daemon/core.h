@@ -107,6 +107,7 @@ struct hello_rec {
     uint32_t agent_version, model_version, model_slot, slot_size, arena_size;
     uint32_t chunk_max, boot_count, last_ota_state, last_ota_reason;
     uint32_t last_ota_version, version_floor;
+    uint32_t tele_next, sample_next, boot_id; /* 0 = not declared */
     char hw[REC_NAME_MAX];
     char model[REC_NAME_MAX];
     size_t n_groups;
@@ -118,6 +119,7 @@ struct rec {
     struct device *dev; /* loop-thread object; the worker reads dev->name */
     int64_t recv_s;     /* wall clock at receipt (unix s) */
     uint32_t seq;       /* tele/sample stream sequence number */
+    uint32_t lw;        /* tele/sample low-water, 0 = not declared */
     uint8_t *data;      /* owned: tele body (CBOR) or sample chunk bytes */
     size_t data_len;
     union {
@@ -150,6 +152,10 @@ struct store_stats {
     uint64_t batches, commit_errors, tele, samples, duplicates, gaps;
     uint64_t last_commit_ms, max_commit_ms;
     uint64_t commit_hist[12]; /* commit latency buckets, see metrics.c */
+    /* Sequence numbers given up below a record's low-water, restarted
+     * numberings, and hellos of the current boot delivered again with a
+     * stale next seq (ignored); docs/tmld.md "Sequence gaps". */
+    uint64_t skipped, seq_resets, stale_hellos;
 };
 
 struct store;

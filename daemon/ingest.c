@@ -10,7 +10,9 @@
  * Acks: after a batch commits, store calls ingest_committed() once per device
  * the batch touched, and one cumulative down/ack goes out with the committed
  * high-water sequence of each stream the device sent (duplicates and gaps
- * included: the ack tells the device where to resume, go-back-N).
+ * included: the ack tells the device where to resume, go-back-N). The
+ * high-water may include numbers given up below a record's low-water
+ * (store.c): the device declared it no longer holds them.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -140,6 +142,9 @@ rec_from_hello(struct device *dev, const struct tml_hello *h)
     x->last_ota_reason = h->last_ota_reason;
     x->last_ota_version = h->last_ota_version;
     x->version_floor = h->version_floor;
+    x->tele_next = h->tele_next;
+    x->sample_next = h->sample_next;
+    x->boot_id = h->boot_id;
     copy_str(x->hw, sizeof(x->hw), h->hw);
     copy_str(x->model, sizeof(x->model), h->model);
     x->n_groups = h->n_groups < TML_MAX_GROUPS ? h->n_groups : TML_MAX_GROUPS;
@@ -158,6 +163,7 @@ rec_from_tele(struct device *dev, const struct tml_tele *t,
         return NULL;
     }
     r->seq = t->seq;
+    r->lw = t->lw;
     r->u.tele.model_version = t->model_version;
     r->u.tele.period_s = t->period_s;
     r->u.tele.n_inferences = t->n_inferences;
@@ -177,6 +183,7 @@ rec_from_sample(struct device *dev, const struct tml_sample *s)
         return NULL;
     }
     r->seq = s->seq;
+    r->lw = s->lw;
     r->u.sample.sample_id = s->sample_id;
     r->u.sample.model_version = s->model_version;
     r->u.sample.reason = s->reason;

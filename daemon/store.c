@@ -11,7 +11,15 @@
  * written in the same transaction):
  *   seq <= hw      already stored: counted as a duplicate, dropped;
  *   seq == hw + 1  stored, hw advances;
- *   seq >  hw + 1  a gap: dropped (go-back-N: the device resends in order).
+ *   seq >  hw + 1  a gap: dropped (go-back-N: the device resends in order),
+ *                  unless the record's low-water lw > hw + 1: the device no
+ *                  longer holds hw + 1 .. lw - 1 (lost at a reboot, or never
+ *                  used), so they are given up first, counted per device in
+ *                  stream_hw.*_skipped, hw = lw - 1, and the record is
+ *                  handled again by the two rules above.
+ * A hello whose next seq is at or below hw, from another boot than the last
+ * hello (boot_id, boot_count), means the device's numbering restarted: hw
+ * goes back to 0, counted in stream_hw.seq_resets (PROTOCOL.md 6).
  * Only after COMMIT returns does ingest publish the cumulative acks, so an
  * ack never covers a record that is not durable. A failed batch (I/O error,
  * disk full, the size cap) is rolled back entirely, nothing of it is acked,
@@ -38,6 +46,7 @@ struct touched {
     int64_t rowid;
     bool has_hw, hw_dirty, has_tele, has_sample;
     uint32_t tele_hw, sample_hw;
+    uint32_t tele_skip, sample_skip, resets, stale_hellos; /* this batch */
 };
 
 struct batch {
@@ -49,7 +58,8 @@ struct batch {
     int rc;
     char err[256];
     uint64_t commit_ms;
-    uint64_t n_tele, n_samples, n_dups, n_gaps;
+    uint64_t n_tele, n_samples, n_dups, n_gaps, n_skipped, n_resets;
+    uint64_t n_stale_hellos;
     uv_work_t work;
 };
 
@@ -65,6 +75,7 @@ enum {
     ST_GRP_ADD,
     ST_STATE,
     ST_SEEN,
+    ST_BOOT_GET,
     ST__COUNT
 };
 
@@ -74,9 +85,14 @@ static const char *const stmt_sql[ST__COUNT] = {
                    "VALUES (?1, ?2, ?2)",
     [ST_HW_GET] = "SELECT tele_hw, sample_hw FROM stream_hw "
                   "WHERE device_id = ?1",
-    [ST_HW_PUT] = "INSERT INTO stream_hw(device_id, tele_hw, sample_hw) "
-                  "VALUES (?1, ?2, ?3) ON CONFLICT(device_id) DO UPDATE SET "
-                  "tele_hw = excluded.tele_hw, sample_hw = excluded.sample_hw",
+    [ST_HW_PUT] = "INSERT INTO stream_hw(device_id, tele_hw, sample_hw, "
+                  "tele_skipped, sample_skipped, seq_resets) "
+                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(device_id) DO "
+                  "UPDATE SET tele_hw = excluded.tele_hw, "
+                  "sample_hw = excluded.sample_hw, "
+                  "tele_skipped = tele_skipped + excluded.tele_skipped, "
+                  "sample_skipped = sample_skipped + excluded.sample_skipped, "
+                  "seq_resets = seq_resets + excluded.seq_resets",
     [ST_TELE] = "INSERT INTO tele(device_id, seq, recv_at, model_version, "
                 "period_s, n_inferences, n_low_conf, n_flagged, n_errors, "
                 "lat_mean_us, body) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
@@ -89,8 +105,8 @@ static const char *const stmt_sql[ST__COUNT] = {
                  "model_slot = ?7, slot_size = ?8, arena_size = ?9, "
                  "chunk_max = ?10, boot_count = ?11, last_ota_state = ?12, "
                  "last_ota_reason = ?13, last_ota_version = ?14, "
-                 "version_floor = ?15, hello_at = ?2, online = 1 "
-                 "WHERE id = ?1",
+                 "version_floor = ?15, hello_at = ?2, online = 1, "
+                 "boot_id = coalesce(?16, boot_id) WHERE id = ?1",
     [ST_GRP_DEL] = "DELETE FROM device_groups WHERE device_id = ?1 AND "
                    "source = 'fw'",
     [ST_GRP_ADD] = "INSERT OR IGNORE INTO device_groups(device_id, grp, "
@@ -99,6 +115,7 @@ static const char *const stmt_sql[ST__COUNT] = {
                  "?3) WHERE id = ?1",
     [ST_SEEN] = "UPDATE devices SET last_seen = max(last_seen, ?2) "
                 "WHERE id = ?1",
+    [ST_BOOT_GET] = "SELECT boot_count, boot_id FROM devices WHERE id = ?1",
 };
 
 struct store {
@@ -548,6 +565,8 @@ apply_hello(struct store *s, const struct touched *t, const struct rec *r)
     sqlite3_bind_int64(st, 13, h->last_ota_reason);
     sqlite3_bind_int64(st, 14, h->last_ota_version);
     sqlite3_bind_int64(st, 15, h->version_floor);
+    if (h->boot_id != 0)
+        sqlite3_bind_int64(st, 16, h->boot_id);
     int rc = step_reset(st);
     if (rc != SQLITE_DONE)
         return rc;
@@ -563,6 +582,51 @@ apply_hello(struct store *s, const struct touched *t, const struct rec *r)
             return rc;
     }
     return SQLITE_DONE;
+}
+
+/* PROTOCOL.md 6, restarted numbering: a hello whose next seq is at or below
+ * what is stored for a stream, from another boot than the last hello seen
+ * (another boot_id, or a lower boot_count), restarts that stream at 0. The
+ * same boot's hello delivered again (QoS 1 resend after a reconnect,
+ * retained copy) carries a stale next seq too: only counted. */
+static int
+check_restart(struct store *s, struct batch *b, struct touched *t,
+              const struct rec *r)
+{
+    const struct hello_rec *h = r->u.hello;
+    if (h->tele_next == 0 && h->sample_next == 0)
+        return SQLITE_OK; /* an agent that does not declare them */
+    TRY(ensure_hw(s, t));
+    bool tele = h->tele_next != 0 && h->tele_next <= t->tele_hw;
+    bool sample = h->sample_next != 0 && h->sample_next <= t->sample_hw;
+    if (!tele && !sample)
+        return SQLITE_OK;
+    sqlite3_stmt *st = s->st[ST_BOOT_GET];
+    sqlite3_bind_int64(st, 1, t->rowid);
+    int rc = sqlite3_step(st);
+    int64_t boot_count = -1, boot_id = 0;
+    if (rc == SQLITE_ROW) {
+        if (sqlite3_column_type(st, 0) != SQLITE_NULL)
+            boot_count = sqlite3_column_int64(st, 0);
+        boot_id = sqlite3_column_int64(st, 1);
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return rc;
+    if (boot_id == (int64_t)h->boot_id && (int64_t)h->boot_count >= boot_count) {
+        t->stale_hellos++;
+        b->n_stale_hellos++;
+        return SQLITE_OK;
+    }
+    if (tele)
+        t->tele_hw = 0;
+    if (sample)
+        t->sample_hw = 0;
+    t->resets++;
+    t->hw_dirty = true;
+    b->n_resets++;
+    return SQLITE_OK;
 }
 
 static int
@@ -590,6 +654,17 @@ apply_rec(struct store *s, struct batch *b, struct rec *r)
             t->has_tele = true;
         else
             t->has_sample = true;
+        if (r->seq > *hw + 1 && r->lw > *hw + 1) {
+            /* The device no longer holds hw + 1 .. lw - 1: give them up. */
+            uint32_t n = r->lw - 1 - *hw;
+            if (is_tele)
+                t->tele_skip += n;
+            else
+                t->sample_skip += n;
+            b->n_skipped += n;
+            *hw = r->lw - 1;
+            t->hw_dirty = true;
+        }
         if (r->seq <= *hw) {
             b->n_dups++;
         } else if (r->seq == *hw + 1) {
@@ -606,6 +681,7 @@ apply_rec(struct store *s, struct batch *b, struct rec *r)
         return SQLITE_OK;
     }
     case REC_HELLO:
+        TRY(check_restart(s, b, t, r));
         TRY(apply_hello(s, t, r));
         return SQLITE_OK;
     case REC_STATE:
@@ -649,6 +725,9 @@ run_batch(struct store *s, struct batch *b)
         sqlite3_bind_int64(st, 1, t->rowid);
         sqlite3_bind_int64(st, 2, t->tele_hw);
         sqlite3_bind_int64(st, 3, t->sample_hw);
+        sqlite3_bind_int64(st, 4, t->tele_skip);
+        sqlite3_bind_int64(st, 5, t->sample_skip);
+        sqlite3_bind_int64(st, 6, t->resets);
         TRY(step_reset(st));
     }
     tmld_test_crash("after_insert_before_commit");
@@ -696,6 +775,28 @@ hist_add(struct store_stats *st, uint64_t ms)
     st->commit_hist[i]++;
 }
 
+/* What the low-water rule and restart detection did for one device in a
+ * committed batch: rare (a reboot, a wiped device), so one line each. */
+static void
+log_gaps(const struct touched *t)
+{
+    if (t->tele_skip != 0 || t->sample_skip != 0)
+        log_warn("ingest: dev=%s gave up %u tele and %u sample seqs below the "
+                 "device's low-water (lost at a reboot or never used); now "
+                 "at tele %u, sample %u",
+                 t->dev->name, t->tele_skip, t->sample_skip, t->tele_hw,
+                 t->sample_hw);
+    if (t->resets != 0)
+        log_warn("ingest: dev=%s restarted its sequence numbers (hello from "
+                 "a new boot with a next seq at or below what is stored: "
+                 "state wiped or device replaced); streams start again",
+                 t->dev->name);
+    if (t->stale_hellos != 0)
+        log_info("ingest: dev=%s an old hello of the current boot arrived "
+                 "again (stale next seq, ignored)",
+                 t->dev->name);
+}
+
 static void
 after_work_cb(uv_work_t *w, int status)
 {
@@ -711,6 +812,9 @@ after_work_cb(uv_work_t *w, int status)
         s->stats.samples += b->n_samples;
         s->stats.duplicates += b->n_dups;
         s->stats.gaps += b->n_gaps;
+        s->stats.skipped += b->n_skipped;
+        s->stats.seq_resets += b->n_resets;
+        s->stats.stale_hellos += b->n_stale_hellos;
         s->stats.last_commit_ms = b->commit_ms;
         if (b->commit_ms > s->stats.max_commit_ms)
             s->stats.max_commit_ms = b->commit_ms;
@@ -722,6 +826,7 @@ after_work_cb(uv_work_t *w, int status)
             if (t->dev == NULL)
                 continue;
             t->dev->rowid = t->rowid;
+            log_gaps(t);
             if (t->has_tele || t->has_sample)
                 ingest_committed(d, t->dev, t->has_tele, t->tele_hw,
                                  t->has_sample, t->sample_hw);

@@ -185,6 +185,10 @@ v_status(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
     cJSON_AddNumberToObject(in, "samples", (double)ss->samples);
     cJSON_AddNumberToObject(in, "duplicates", (double)ss->duplicates);
     cJSON_AddNumberToObject(in, "gaps", (double)ss->gaps);
+    /* docs/tmld.md "Sequence gaps" */
+    cJSON_AddNumberToObject(in, "skipped", (double)ss->skipped);
+    cJSON_AddNumberToObject(in, "seq_resets", (double)ss->seq_resets);
+    cJSON_AddNumberToObject(in, "stale_hellos", (double)ss->stale_hellos);
     cJSON_AddNumberToObject(in, "malformed", (double)is->malformed);
     cJSON_AddNumberToObject(in, "oversize", (double)is->oversize);
     cJSON_AddNumberToObject(in, "refused", (double)is->refused);
@@ -295,21 +299,30 @@ device_json(struct tmld *d, sqlite3 *db, sqlite3_stmt *st, bool full)
                             (double)sqlite3_column_int64(st, 16));
     cJSON_AddNumberToObject(o, "version_floor",
                             (double)sqlite3_column_int64(st, 17));
-    int64_t th = 0, sh = 0;
+    int64_t th = 0, sh = 0, tsk = 0, ssk = 0, rs = 0;
     sqlite3_stmt *hs = NULL;
     if (sqlite3_prepare_v2(db,
-                           "SELECT tele_hw, sample_hw FROM stream_hw WHERE "
+                           "SELECT tele_hw, sample_hw, tele_skipped, "
+                           "sample_skipped, seq_resets FROM stream_hw WHERE "
                            "device_id = ?1",
                            -1, &hs, NULL) == SQLITE_OK) {
         sqlite3_bind_int64(hs, 1, rowid);
         if (sqlite3_step(hs) == SQLITE_ROW) {
             th = sqlite3_column_int64(hs, 0);
             sh = sqlite3_column_int64(hs, 1);
+            tsk = sqlite3_column_int64(hs, 2);
+            ssk = sqlite3_column_int64(hs, 3);
+            rs = sqlite3_column_int64(hs, 4);
         }
     }
     sqlite3_finalize(hs);
     cJSON_AddNumberToObject(o, "tele_seq", (double)th);
     cJSON_AddNumberToObject(o, "sample_seq", (double)sh);
+    /* Sequence numbers given up below the device's low-water (lost at a
+     * reboot or never used) and restarted numberings (docs/tmld.md). */
+    cJSON_AddNumberToObject(o, "tele_skipped", (double)tsk);
+    cJSON_AddNumberToObject(o, "sample_skipped", (double)ssk);
+    cJSON_AddNumberToObject(o, "seq_resets", (double)rs);
     cJSON_AddNumberToObject(o, "malformed", v ? (double)v->n_malformed : 0);
     return o;
 }

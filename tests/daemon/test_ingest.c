@@ -13,6 +13,8 @@
 
 #include <cmocka.h>
 
+#include <tml/proto.h>
+
 #include "harness.h"
 
 static int
@@ -300,6 +302,161 @@ test_ingest_writes_metrics_textfile(void **state)
     tdev_close(&v);
 }
 
+/* ---- sequence gaps (PROTOCOL.md 6, docs/tmld.md "Sequence gaps") ------- */
+
+/* One tele record as the agent sends it: seq with low-water lw (0: an
+ * older agent that does not declare one). */
+static int
+tele_lw(struct tdev *v, uint32_t seq, uint32_t lw)
+{
+    struct tml_tele te;
+    memset(&te, 0, sizeof(te));
+    te.seq = seq;
+    te.lw = lw;
+    te.period_s = 60;
+    te.n_inferences = seq;
+    uint8_t buf[256];
+    size_t len;
+    if (tml_tele_encode(&te, buf, sizeof(buf), &len) != TML_OK)
+        return -1;
+    return tdev_raw(v, "tele", buf, len);
+}
+
+static int
+hello_boot(struct tdev *v, uint32_t tele_next, uint32_t boot_count,
+           uint32_t boot_id)
+{
+    struct tml_hello h;
+    memset(&h, 0, sizeof(h));
+    h.hw = (struct tml_str){"testhw", 6};
+    h.model = (struct tml_str){"", 0};
+    h.chunk_max = 1024;
+    h.boot_count = boot_count;
+    h.tele_next = tele_next;
+    h.sample_next = 1;
+    h.boot_id = boot_id;
+    uint8_t buf[256];
+    size_t len;
+    if (tml_hello_encode(&h, buf, sizeof(buf), &len) != TML_OK)
+        return -1;
+    return tdev_raw(v, "hello", buf, len);
+}
+
+#define DEV_SQL(dev, what)                                                     \
+    "SELECT " what " FROM stream_hw h JOIN devices d ON d.id = h.device_id "  \
+    "WHERE d.name = '" dev "'"
+#define ROWS_SQL(dev)                                                          \
+    "SELECT count(*) FROM tele t JOIN devices d ON d.id = t.device_id "      \
+    "WHERE d.name = '" dev "'"
+
+/* Issue 3: a record whose low-water is above the high-water + 1 makes tmld
+ * give up the numbers in between (the device lost them at a reboot),
+ * counted per device, in the same transaction; a low-water that still
+ * covers the missing number keeps go-back-N waiting; nothing is acked that
+ * is neither stored nor given up. */
+static void
+test_ingest_gives_up_seqs_below_low_water(void **state)
+{
+    struct th *t = *state;
+    struct tdev v;
+    char out[65536];
+    assert_int_equal(tdev_open(&v, t, "lowwater", false), 0);
+    assert_int_equal(tele_lw(&v, 1, 1), 0);
+    assert_int_equal(tele_lw(&v, 2, 1), 0);
+    assert_int_equal(tdev_wait_tele_ack(&v, 2, 5000), 0);
+    /* Reboot: 3 and 4 died in RAM; the first record after it is 5. */
+    assert_int_equal(tele_lw(&v, 5, 5), 0);
+    assert_int_equal(tdev_wait_tele_ack(&v, 5, 5000), 0);
+    assert_int_equal(th_db_int(t, DEV_SQL("lowwater", "tele_skipped")), 2);
+    assert_int_equal(th_db_int(t, ROWS_SQL("lowwater")), 3);
+    /* 6 lost, 7 still held (lw 7) but this one is 8: give up 6 only, then
+     * wait for 7. The ack says 6: given up, not 7 (not stored). */
+    assert_int_equal(tele_lw(&v, 8, 7), 0);
+    assert_int_equal(th_wait_db(t, DEV_SQL("lowwater", "tele_hw"), 6, 5000),
+                     0);
+    assert_int_equal(th_db_int(t, DEV_SQL("lowwater", "tele_skipped")), 3);
+    assert_int_equal(th_db_int(t, ROWS_SQL("lowwater")), 3);
+    assert_int_equal(tdev_wait_tele_ack(&v, 6, 5000), 0);
+    assert_int_equal(tdev_acked_tele(&v), 6);
+    assert_int_equal(tele_lw(&v, 7, 7), 0);
+    assert_int_equal(tele_lw(&v, 8, 7), 0);
+    assert_int_equal(tdev_wait_tele_ack(&v, 8, 5000), 0);
+    assert_int_equal(th_db_int(t, ROWS_SQL("lowwater")), 5);
+    /* An older agent (no low-water): plain go-back-N, 9 is awaited. */
+    assert_int_equal(tele_lw(&v, 10, 0), 0);
+    assert_int_equal(th_wait_status(t, "ingest.gaps", 2, 5000), 0);
+    assert_int_equal(th_db_int(t, ROWS_SQL("lowwater")), 5);
+    assert_int_equal(th_db_int(t, DEV_SQL("lowwater", "tele_hw")), 8);
+    /* Every stored row once; stored + given up = the high-water. */
+    assert_int_equal(th_db_int(t, "SELECT count(DISTINCT seq) FROM tele t "
+                                  "JOIN devices d ON d.id = t.device_id "
+                                  "WHERE d.name = 'lowwater'"),
+                     5);
+    assert_int_equal(th_db_int(t, DEV_SQL("lowwater", "tele_hw - "
+                                                      "tele_skipped")),
+                     5);
+    assert_int_equal(th_wait_status(t, "ingest.skipped", 3, 5000), 0);
+    assert_int_equal(th_ctl(t,
+                            "{\"id\":3,\"cmd\":\"device.show\",\"args\":"
+                            "{\"id\":\"lowwater\"}}",
+                            out, sizeof(out), 2000),
+                     0);
+    assert_non_null(strstr(out, "\"tele_skipped\":3"));
+    assert_non_null(strstr(out, "\"seq_resets\":0"));
+    printf("# tmld_ingest: low-water: 5 stored, 3 given up (skipped), "
+           "ack never above stored + given up\n");
+    tdev_close(&v);
+}
+
+/* Issue 4: a device whose numbering restarted at 1 (state wiped, device
+ * replaced) under a known id. Its hello from a new boot says tele_next 1,
+ * at or below what is stored: the stream starts again, counted, and its
+ * records are stored instead of dropped as duplicates. The same boot's
+ * hello delivered again (a QoS 1 resend) resets nothing. */
+static void
+test_ingest_restarted_numbering_is_reset_once(void **state)
+{
+    struct th *t = *state;
+    struct tdev v;
+    char out[65536];
+    assert_int_equal(tdev_open(&v, t, "wiped", false), 0);
+    assert_int_equal(hello_boot(&v, 1, 3, 111), 0);
+    for (uint32_t s = 1; s <= 4; s++)
+        assert_int_equal(tele_lw(&v, s, 1), 0);
+    assert_int_equal(tdev_wait_tele_ack(&v, 4, 5000), 0);
+    /* The first hello again (same boot): stale, ignored; 1 is a dup. */
+    assert_int_equal(hello_boot(&v, 1, 3, 111), 0);
+    assert_int_equal(tele_lw(&v, 1, 1), 0);
+    assert_int_equal(th_wait_status(t, "ingest.stale_hellos", 1, 5000), 0);
+    assert_int_equal(th_wait_status(t, "ingest.duplicates", 1, 5000), 0);
+    assert_int_equal(th_db_int(t, DEV_SQL("wiped", "seq_resets")), 0);
+    assert_int_equal(th_db_int(t, ROWS_SQL("wiped")), 4);
+    /* Wiped: boot count back to 1, a new boot id, numbering from 1. */
+    assert_int_equal(hello_boot(&v, 1, 1, 222), 0);
+    assert_int_equal(tele_lw(&v, 1, 1), 0);
+    assert_int_equal(tele_lw(&v, 2, 1), 0);
+    assert_int_equal(th_wait_db(t, ROWS_SQL("wiped"), 6, 5000), 0);
+    assert_int_equal(th_db_int(t, DEV_SQL("wiped", "seq_resets")), 1);
+    assert_int_equal(th_db_int(t, DEV_SQL("wiped", "tele_hw")), 2);
+    assert_int_equal(th_db_int(t, DEV_SQL("wiped", "tele_skipped")), 0);
+    /* Its own hello again after a reconnect: no second reset. */
+    assert_int_equal(hello_boot(&v, 3, 1, 222), 0);
+    assert_int_equal(tele_lw(&v, 3, 3), 0);
+    assert_int_equal(th_wait_db(t, ROWS_SQL("wiped"), 7, 5000), 0);
+    assert_int_equal(th_db_int(t, DEV_SQL("wiped", "seq_resets")), 1);
+    assert_int_equal(th_wait_status(t, "ingest.seq_resets", 1, 5000), 0);
+    assert_int_equal(th_ctl(t,
+                            "{\"id\":4,\"cmd\":\"device.show\",\"args\":"
+                            "{\"id\":\"wiped\"}}",
+                            out, sizeof(out), 2000),
+                     0);
+    assert_non_null(strstr(out, "\"seq_resets\":1"));
+    assert_non_null(strstr(out, "\"tele_seq\":3"));
+    printf("# tmld_ingest: restarted numbering: 1 reset, 1 stale hello "
+           "ignored, 7 rows (4 + 3 of the new life)\n");
+    tdev_close(&v);
+}
+
 int
 main(void)
 {
@@ -316,6 +473,10 @@ main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_ingest_writes_metrics_textfile,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_ingest_gives_up_seqs_below_low_water, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_ingest_restarted_numbering_is_reset_once, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

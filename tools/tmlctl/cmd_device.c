@@ -756,6 +756,13 @@ show_cmd(struct tmlctl *ctl, int argc, char **argv)
     printf("  committed  tele seq %.0f, sample seq %.0f; malformed %.0f\n",
            tmlctl_jnum(d, "tele_seq", 0), tmlctl_jnum(d, "sample_seq", 0),
            tmlctl_jnum(d, "malformed", 0));
+    /* Numbers given up below the device's low-water, restarted numberings
+     * (docs/tmld.md "Sequence gaps"); absent from an older tmld. */
+    if (cJSON_GetObjectItemCaseSensitive(d, "tele_skipped") != NULL)
+        printf("  seq gaps   given up tele %.0f, sample %.0f; restarts %.0f\n",
+               tmlctl_jnum(d, "tele_skipped", 0),
+               tmlctl_jnum(d, "sample_skipped", 0),
+               tmlctl_jnum(d, "seq_resets", 0));
     /* Recent summaries: tmld's hourly rollup for the last 24 hours. */
     const cJSON *rec = cJSON_GetObjectItemCaseSensitive(d, "recent");
     if (cJSON_GetArraySize(rec) > 0) {
