@@ -92,6 +92,20 @@ put_string(struct tml_enc *e, uint8_t major, const void *p, size_t len)
     put(e, p, len);
 }
 
+uint8_t *
+tml__enc_reserve_bytes(struct tml_enc *e, size_t len)
+{
+    put_head(e, 2, (uint64_t)len);
+    if (e->err == TML_OK && len > e->cap - e->len) {
+        e->err = TML_ERR_NOSPACE;
+    }
+    if (e->err != TML_OK) {
+        return NULL;
+    }
+    e->len += len;
+    return e->buf + e->len - len;
+}
+
 void
 tml_enc_bytes(struct tml_enc *e, const void *p, size_t len)
 {

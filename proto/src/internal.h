@@ -30,8 +30,7 @@ enum tml__ftype {
     TML__F_BOOL,     /* bool */
     TML__F_TEXT,     /* struct tml_str, length in lims[lim] */
     TML__F_BYTES,    /* struct tml_bin, length in lims[lim] */
-    TML__F_FIXBYTES, /* uint8_t[lims[lim].hi], exactly that many bytes */
-    TML__F_MAP       /* nested map described by the message's sub */
+    TML__F_FIXBYTES  /* uint8_t[lims[lim].hi], exactly that many bytes */
 };
 
 /* TML__F_ARRAY | U32/TEXT/BYTES: an array of that type; the count (size_t
@@ -51,8 +50,9 @@ struct tml__lim {
     uint32_t lo, hi;
 };
 
-/* The shared limits table (messages.c). */
+/* The shared limits table (messages.c); entry 0 is 0..UINT32_MAX. */
 extern const struct tml__lim tml__lims[];
+#define TML__L_ANY 0
 
 struct tml__field {
     uint8_t key;
@@ -70,8 +70,6 @@ struct tml__msg {
     uint64_t (*need)(const void *m);
     /* Cross-field rules; NULL = none. */
     enum tml_err (*check)(const void *m);
-    /* The layout of the TML__F_MAP field, if any. */
-    const struct tml__msg *sub;
 };
 
 TML_WUR enum tml_err tml__msg_encode(const struct tml__msg *desc,
@@ -80,6 +78,10 @@ TML_WUR enum tml_err tml__msg_encode(const struct tml__msg *desc,
 TML_WUR enum tml_err tml__msg_decode(const struct tml__msg *desc,
                                      const uint8_t *buf, size_t len,
                                      size_t max_len, void *out);
+
+/* Writes the head of a byte string of len bytes and reserves them: returns
+ * where the caller writes them, or NULL (e's error is then set). */
+uint8_t *tml__enc_reserve_bytes(struct tml_enc *e, size_t len);
 
 /* True if p[0..len) is well-formed UTF-8 (RFC 3629: no overlong forms, no
  * surrogates, nothing above U+10FFFF). */

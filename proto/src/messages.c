@@ -134,7 +134,7 @@ static const struct tml__field hello_fields[] = {
 };
 
 static const struct tml__msg hello_desc = {hello_fields, N(hello_fields), NULL,
-                                           NULL, NULL};
+                                           NULL};
 
 /* ---- up/state ------------------------------------------------------------ */
 
@@ -144,54 +144,9 @@ static const struct tml__field state_fields[] = {
 };
 
 static const struct tml__msg state_desc = {state_fields, N(state_fields), NULL,
-                                           NULL, NULL};
+                                           NULL};
 
-/* ---- up/tele ------------------------------------------------------------- */
-
-static const struct tml__field health_fields[] = {
-    U32(1, REQ, tml_health, free_ram, L_ANY),
-    U32(2, REQ, tml_health, supply_mv, L_ANY),
-    ROW(3, TML__F_I32, REQ, tml_health, temp_dc, 0, 0),
-    U32(4, REQ, tml_health, uptime_s, L_ANY),
-};
-
-static const struct tml__msg health_desc = {health_fields, N(health_fields),
-                                            NULL, NULL, NULL};
-
-static const struct tml__field tele_fields[] = {
-    ROW(0, TML__F_VERSION, REQ, tml_tele, seq, 0, 0),
-    U32(1, REQ, tml_tele, seq, L_POS),
-    U32(2, REQ, tml_tele, model_version, L_ANY),
-    U32(3, REQ, tml_tele, period_s, L_ANY),
-    U32(4, REQ, tml_tele, age_s, L_ANY),
-    U32(5, REQ, tml_tele, n_inferences, L_ANY),
-    U32(6, REQ, tml_tele, n_low_conf, L_ANY),
-    U32(7, REQ, tml_tele, n_flagged, L_ANY),
-    U32(8, REQ, tml_tele, n_errors, L_ANY),
-    U32(9, REQ, tml_tele, n_folded, L_ANY),
-    U32(10, REQ, tml_tele, n_samples_dropped, L_ANY),
-    U32(11, REQ, tml_tele, lat_min_us, L_ANY),
-    U32(12, REQ, tml_tele, lat_mean_us, L_ANY),
-    U32(13, REQ, tml_tele, lat_max_us, L_ANY),
-    ARRAY(14, TML__F_U32, OPT, tml_tele, class_counts, n_classes, A_CLASSES),
-    ARRAY(15, TML__F_U32, OPT, tml_tele, conf_hist, n_conf_bins, A_BINS),
-    ARRAY(16, TML__F_U32, OPT, tml_tele, lat_hist, n_lat_bins, A_BINS),
-    ROW(17, TML__F_MAP, HAS, tml_tele, health,
-        AUX(tml_tele, health, has_health), 0),
-    U32(18, OPT, tml_tele, lw, L_POS),
-};
-
-static enum tml_err
-tele_check(const void *m)
-{
-    const struct tml_tele *t = m;
-
-    /* A record is held until acked, so the low-water cannot be above it. */
-    return t->lw > t->seq ? TML_ERR_RANGE : TML_OK;
-}
-
-static const struct tml__msg tele_desc = {tele_fields, N(tele_fields), NULL,
-                                          tele_check, &health_desc};
+/* ---- up/tele: packed, see tele.c ---------------------------------------- */
 
 /* ---- up/sample ----------------------------------------------------------- */
 
@@ -228,7 +183,7 @@ static const struct tml__field sample_fields[] = {
 };
 
 static const struct tml__msg sample_desc = {sample_fields, N(sample_fields),
-                                            NULL, sample_check, NULL};
+                                            NULL, sample_check};
 
 /* ---- up/ota -------------------------------------------------------------- */
 
@@ -253,7 +208,7 @@ static const struct tml__field ota_up_fields[] = {
 };
 
 static const struct tml__msg ota_up_desc = {ota_up_fields, N(ota_up_fields),
-                                            ota_up_need, NULL, NULL};
+                                            ota_up_need, NULL};
 
 /* ---- down/ack ------------------------------------------------------------ */
 
@@ -272,7 +227,7 @@ static const struct tml__field ack_fields[] = {
 };
 
 static const struct tml__msg ack_desc = {ack_fields, N(ack_fields), NULL,
-                                         ack_check, NULL};
+                                         ack_check};
 
 /* ---- down/ota ------------------------------------------------------------ */
 
@@ -300,7 +255,7 @@ static const struct tml__field ota_down_fields[] = {
 };
 
 static const struct tml__msg ota_down_desc = {
-    ota_down_fields, N(ota_down_fields), ota_down_need, NULL, NULL};
+    ota_down_fields, N(ota_down_fields), ota_down_need, NULL};
 
 /* ---- down/cmd ------------------------------------------------------------ */
 
@@ -315,8 +270,7 @@ static const struct tml__field cmd_fields[] = {
     HAS_U32(7, tml_cmd, audit_ppm, has_audit_rate, L_PPM),
 };
 
-static const struct tml__msg cmd_desc = {cmd_fields, N(cmd_fields), NULL, NULL,
-                                         NULL};
+static const struct tml__msg cmd_desc = {cmd_fields, N(cmd_fields), NULL, NULL};
 
 /* ---- OTA manifest (COSE_Sign1 payload) ----------------------------------- */
 
@@ -366,7 +320,7 @@ static const struct tml__field manifest_fields[] = {
 };
 
 static const struct tml__msg manifest_desc = {
-    manifest_fields, N(manifest_fields), NULL, manifest_check, NULL};
+    manifest_fields, N(manifest_fields), NULL, manifest_check};
 
 /* ---- public functions ---------------------------------------------------- */
 
@@ -387,7 +341,6 @@ static const struct tml__msg manifest_desc = {
 
 DEFINE_MSG(hello, TML_MAX_MESSAGE)
 DEFINE_MSG(state, TML_MAX_MESSAGE)
-DEFINE_MSG(tele, TML_MAX_MESSAGE)
 DEFINE_MSG(sample, TML_MAX_MESSAGE)
 DEFINE_MSG(ota_up, TML_MAX_MESSAGE)
 DEFINE_MSG(ack, TML_MAX_MESSAGE)

@@ -90,13 +90,10 @@ emitted(const struct tml__field *f, const uint8_t *m, uint64_t need)
     }
 }
 
-static enum tml_err encode_map(struct tml_enc *e, const struct tml__msg *desc,
-                               const uint8_t *m);
-
 /* Encodes one value of type t at p with limits l. */
 static enum tml_err
-encode_item(struct tml_enc *e, const struct tml__msg *desc, unsigned t,
-            const struct tml__lim *l, const uint8_t *p)
+encode_item(struct tml_enc *e, unsigned t, const struct tml__lim *l,
+            const uint8_t *p)
 {
     enum tml_err err = TML_OK;
     uint32_t v = *p;
@@ -139,19 +136,15 @@ encode_item(struct tml_enc *e, const struct tml__msg *desc, unsigned t,
             tml_enc_bytes(e, b.p, b.len);
         }
         break;
-    case TML__F_FIXBYTES:
+    default: /* TML__F_FIXBYTES */
         tml_enc_bytes(e, p, l->hi);
-        break;
-    default: /* TML__F_MAP */
-        err = encode_map(e, desc->sub, p);
         break;
     }
     return err;
 }
 
 static enum tml_err
-encode_field(struct tml_enc *e, const struct tml__msg *desc,
-             const struct tml__field *f, const uint8_t *m)
+encode_field(struct tml_enc *e, const struct tml__field *f, const uint8_t *m)
 {
     const struct tml__lim *l = &tml__lims[f->lim];
     const uint8_t *p = m + f->off;
@@ -159,7 +152,7 @@ encode_field(struct tml_enc *e, const struct tml__msg *desc,
     size_t n, i;
 
     if (!IS_ARRAY(f)) {
-        return encode_item(e, desc, TYPE(f), l, p);
+        return encode_item(e, TYPE(f), l, p);
     }
     n = get_aux(p + f->aux, false);
     err = check_len(n, l);
@@ -167,8 +160,7 @@ encode_field(struct tml_enc *e, const struct tml__msg *desc,
         tml_enc_array(e, n);
     }
     for (i = 0; i < n && err == TML_OK; i++) {
-        err = encode_item(e, desc, TYPE(f), l + 1,
-                          p + i * elem_size(TYPE(f)));
+        err = encode_item(e, TYPE(f), l + 1, p + i * elem_size(TYPE(f)));
     }
     return err;
 }
@@ -190,7 +182,7 @@ encode_map(struct tml_enc *e, const struct tml__msg *desc, const uint8_t *m)
 
         if (emitted(f, m, need)) {
             tml_enc_uint(e, f->key);
-            err = encode_field(e, desc, f, m);
+            err = encode_field(e, f, m);
         }
     }
     /* Cross-field rules last, in the same order as the decoder. */
@@ -227,13 +219,10 @@ tml__msg_encode(const struct tml__msg *desc, const void *m, uint8_t *buf,
 
 /* ---- decoding ------------------------------------------------------------ */
 
-static enum tml_err decode_map(struct tml_dec *d, const struct tml__msg *desc,
-                               uint8_t *m);
-
 /* Decodes one value of type t into p with limits l. */
 static enum tml_err
-decode_item(struct tml_dec *d, const struct tml__msg *desc, unsigned t,
-            const struct tml__lim *l, uint8_t *p)
+decode_item(struct tml_dec *d, unsigned t, const struct tml__lim *l,
+            uint8_t *p)
 {
     struct tml_bin b = {NULL, 0};
     enum tml_err err;
@@ -277,9 +266,7 @@ decode_item(struct tml_dec *d, const struct tml__msg *desc, unsigned t,
         err = tml_dec_bool(d, &v);
         memcpy(p, &v, sizeof v);
         break;
-    case TML__F_TEXT:
-    case TML__F_BYTES:
-    case TML__F_FIXBYTES:
+    default: /* TML__F_TEXT, TML__F_BYTES, TML__F_FIXBYTES */
         /* struct tml_str and struct tml_bin have the same layout; the text
          * decoder checks UTF-8. */
         if (t == TML__F_TEXT) {
@@ -300,16 +287,12 @@ decode_item(struct tml_dec *d, const struct tml__msg *desc, unsigned t,
             memcpy(p, &b, sizeof b);
         }
         break;
-    default: /* TML__F_MAP */
-        err = decode_map(d, desc->sub, p);
-        break;
     }
     return err;
 }
 
 static enum tml_err
-decode_field(struct tml_dec *d, const struct tml__msg *desc,
-             const struct tml__field *f, uint8_t *m)
+decode_field(struct tml_dec *d, const struct tml__field *f, uint8_t *m)
 {
     const struct tml__lim *l = &tml__lims[f->lim];
     uint8_t *p = m + f->off;
@@ -318,7 +301,7 @@ decode_field(struct tml_dec *d, const struct tml__msg *desc,
     size_t i;
 
     if (!IS_ARRAY(f)) {
-        err = decode_item(d, desc, TYPE(f), l, p);
+        err = decode_item(d, TYPE(f), l, p);
         if (err == TML_OK && PRES(f) == TML__HAS) {
             bool has = true;
 
@@ -332,8 +315,7 @@ decode_field(struct tml_dec *d, const struct tml__msg *desc,
     }
     err = check_len(n, l);
     for (i = 0; i < n && err == TML_OK; i++) {
-        err = decode_item(d, desc, TYPE(f), l + 1,
-                          p + i * elem_size(TYPE(f)));
+        err = decode_item(d, TYPE(f), l + 1, p + i * elem_size(TYPE(f)));
     }
     tml_dec_leave(d);
     if (err == TML_OK) {
@@ -405,7 +387,7 @@ decode_map(struct tml_dec *d, const struct tml__msg *desc, uint8_t *m)
 
         err = next_key(d, desc, &seen, unknown, &n_unknown, &f);
         if (err == TML_OK && f != NULL) {
-            err = decode_field(d, desc, f, m);
+            err = decode_field(d, f, m);
         }
     }
     tml_dec_leave(d);

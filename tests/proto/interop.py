@@ -37,9 +37,9 @@ BROKEN = [
     ("hello", lambda m: m.pop(2)),                      # hw missing
     ("hello", lambda m: m.__setitem__(5, 2)),           # slot 2
     ("hello", lambda m: m.__setitem__(2, "x" * 33)),    # hw too long
-    ("tele", lambda m: m.__setitem__(1, 0)),            # seq 0
+    ("tele", lambda m: m.pop(1)),                       # summary missing
+    ("tele", lambda m: m.__setitem__(1, 7)),            # summary not bstr
     ("tele", lambda m: m.__setitem__(-1, 0)),           # negative key
-    ("tele", lambda m: m.__setitem__(18, 0)),           # low-water 0
     ("hello", lambda m: m.__setitem__(16, 0)),          # tele_next 0
     ("hello", lambda m: m.__setitem__(18, 0)),          # boot_id 0
     ("sample", lambda m: m.__setitem__(6, 10001)),      # confidence
@@ -62,6 +62,49 @@ SIG = bytes(range(1, 65))
 KID = b"opkey-01"
 
 
+def leb(v):
+    """Unsigned LEB128, shortest form."""
+    out = bytearray()
+    while True:
+        out.append((v & 0x7F) | (0x80 if v > 0x7F else 0))
+        v >>= 7
+        if not v:
+            return bytes(out)
+
+
+def hist(bins):
+    """PROTOCOL.md up/tele: header n | lo << 5 | k << 10, then bins lo..lo+k-1
+    (the window from the first to the last non-zero bin)."""
+    nz = [i for i, c in enumerate(bins) if c]
+    lo, k = (nz[0], nz[-1] - nz[0] + 1) if nz else (0, 0)
+    return leb(len(bins) | lo << 5 | k << 10) + b"".join(
+        leb(c) for c in bins[lo:lo + k])
+
+
+def tele_summary(seq, model_version=0, period_s=0, age_s=0, n_inferences=0,
+                 n_low_conf=0, n_flagged=0, n_errors=0, n_folded=0,
+                 n_dropped=0, lat=(0, 0, 0), classes=(), conf=(), lat_hist=(),
+                 health=None, lw=0):
+    """The packed summary of up/tele, written from PROTOCOL.md."""
+    flags = ((1 if health else 0) | (2 if lw else 0) | (4 if age_s else 0)
+             | (8 if n_flagged else 0) | (16 if n_errors else 0)
+             | (32 if n_folded else 0) | (64 if n_dropped else 0))
+    out = leb(flags) + leb(seq) + leb(model_version) + leb(period_s)
+    out += leb(age_s) if age_s else b""
+    out += leb(n_inferences) + leb(n_low_conf)
+    for v in (n_flagged, n_errors, n_folded, n_dropped):
+        out += leb(v) if v else b""
+    out += b"".join(leb(v) for v in lat)
+    out += leb(seq - lw) if lw else b""
+    out += leb(len(classes)) + b"".join(leb(c) for c in classes)
+    out += hist(list(conf)) + hist(list(lat_hist))
+    if health:
+        free_ram, supply_mv, temp_dc, uptime_s = health
+        zigzag = -2 * temp_dc - 1 if temp_dc < 0 else 2 * temp_dc
+        out += leb(free_ram) + leb(supply_mv) + leb(zigzag) + leb(uptime_s)
+    return out
+
+
 def cose(payload):
     prot = cbor2.dumps({1: -7, 4: KID})
     return [prot, {}, payload, SIG]
@@ -75,12 +118,14 @@ EXPECTED = {
                   14: [NAME32[i:] for i in range(8)], 15: U32, 16: U32,
                   17: U32, 18: U32},
     "state-online": {0: 1, 1: True},
-    "tele-min": {0: 1, 1: 1, **{k: 0 for k in range(2, 14)}},
-    "tele-max": {0: 1, 1: U32, 2: U32, 3: U32, 4: U32, 5: U32, 6: U32 - 1,
-                 7: 0x10000, 8: 0xFFFF, 9: 0x100, 10: 24, 11: 23, 12: U32,
-                 13: U32, 14: [U32 - i for i in range(32)],
-                 15: [1 << (2 * i) for i in range(16)], 16: [U32] * 16,
-                 17: {1: U32, 2: 3300, 3: -2**31, 4: U32}, 18: U32},
+    "tele-min": {0: 1, 1: tele_summary(1)},
+    "tele-max": {0: 1, 1: tele_summary(
+        U32, model_version=U32, period_s=U32, age_s=U32, n_inferences=U32,
+        n_low_conf=U32 - 1, n_flagged=0x10000, n_errors=0xFFFF,
+        n_folded=0x100, n_dropped=24, lat=(23, U32, U32),
+        classes=[U32 - i for i in range(32)],
+        conf=[1 << (2 * i) for i in range(16)], lat_hist=[U32] * 16,
+        health=(U32, 3300, -2**31, U32), lw=U32)},
     "sample-min": {0: 1, 1: 1, 2: 0, 3: 0, 4: 1, 5: 0, 6: 0, 8: 1, 9: [1],
                    10: 0, 11: 0, 12: 1, 13: 0, 14: CHUNK[:1]},
     "sample-max": {0: 1, 1: U32, 2: U32, 3: U32, 4: 3, 5: U32, 6: 10000,

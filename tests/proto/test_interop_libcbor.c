@@ -44,27 +44,6 @@ uint_item(uint64_t v)
     return cbor_build_uint64(v);
 }
 
-static cbor_item_t *
-int_item(int64_t v)
-{
-    uint64_t n;
-
-    if (v >= 0) {
-        return uint_item((uint64_t)v);
-    }
-    n = (uint64_t)(-(v + 1));
-    if (n <= 0xff) {
-        return cbor_build_negint8((uint8_t)n);
-    }
-    if (n <= 0xffff) {
-        return cbor_build_negint16((uint16_t)n);
-    }
-    if (n <= 0xffffffffu) {
-        return cbor_build_negint32((uint32_t)n);
-    }
-    return cbor_build_negint64(n);
-}
-
 /* Key/value pairs collected in ascending key order. */
 struct kvs {
     uint64_t k[32];
@@ -182,44 +161,98 @@ build_state(const struct tml_state *m, bool desc)
     return to_map(&s, desc);
 }
 
+/* up/tele's summary packed by this test's own writer, from PROTOCOL.md
+ * "up/tele" (not from proto/src/tele.c): unsigned LEB128 varints. */
+static size_t
+leb(uint8_t *p, size_t n, uint32_t v)
+{
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+static size_t
+leb_hist(uint8_t *p, size_t n, const uint32_t *h, size_t nb)
+{
+    size_t lo = 0, hi = nb, i;
+
+    while (hi > 0 && h[hi - 1] == 0) {
+        hi--;
+    }
+    while (lo < hi && h[lo] == 0) {
+        lo++;
+    }
+    n = leb(p, n, (uint32_t)(nb + 32 * lo + 1024 * (hi - lo)));
+    for (i = lo; i < hi; i++) {
+        n = leb(p, n, h[i]);
+    }
+    return n;
+}
+
 static cbor_item_t *
 build_tele(const struct tml_tele *m, bool desc)
 {
-    struct kvs s = {.n = 0}, h = {.n = 0};
+    struct kvs s = {.n = 0};
+    uint8_t p[512];
+    size_t n = 0, i;
+    uint32_t flags = 0;
+    cbor_item_t *b;
 
-    kv_u(&s, 0, 1);
-    kv_u(&s, 1, m->seq);
-    kv_u(&s, 2, m->model_version);
-    kv_u(&s, 3, m->period_s);
-    kv_u(&s, 4, m->age_s);
-    kv_u(&s, 5, m->n_inferences);
-    kv_u(&s, 6, m->n_low_conf);
-    kv_u(&s, 7, m->n_flagged);
-    kv_u(&s, 8, m->n_errors);
-    kv_u(&s, 9, m->n_folded);
-    kv_u(&s, 10, m->n_samples_dropped);
-    kv_u(&s, 11, m->lat_min_us);
-    kv_u(&s, 12, m->lat_mean_us);
-    kv_u(&s, 13, m->lat_max_us);
-    if (m->n_classes > 0) {
-        kv(&s, 14, u32_array(m->class_counts, m->n_classes));
+    flags |= m->has_health ? 1u : 0;
+    flags |= m->lw != 0 ? 2u : 0;
+    flags |= m->age_s != 0 ? 4u : 0;
+    flags |= m->n_flagged != 0 ? 8u : 0;
+    flags |= m->n_errors != 0 ? 16u : 0;
+    flags |= m->n_folded != 0 ? 32u : 0;
+    flags |= m->n_samples_dropped != 0 ? 64u : 0;
+    n = leb(p, n, flags);
+    n = leb(p, n, m->seq);
+    n = leb(p, n, m->model_version);
+    n = leb(p, n, m->period_s);
+    if (flags & 4u) {
+        n = leb(p, n, m->age_s);
     }
-    if (m->n_conf_bins > 0) {
-        kv(&s, 15, u32_array(m->conf_hist, m->n_conf_bins));
+    n = leb(p, n, m->n_inferences);
+    n = leb(p, n, m->n_low_conf);
+    if (flags & 8u) {
+        n = leb(p, n, m->n_flagged);
     }
-    if (m->n_lat_bins > 0) {
-        kv(&s, 16, u32_array(m->lat_hist, m->n_lat_bins));
+    if (flags & 16u) {
+        n = leb(p, n, m->n_errors);
     }
+    if (flags & 32u) {
+        n = leb(p, n, m->n_folded);
+    }
+    if (flags & 64u) {
+        n = leb(p, n, m->n_samples_dropped);
+    }
+    n = leb(p, n, m->lat_min_us);
+    n = leb(p, n, m->lat_mean_us);
+    n = leb(p, n, m->lat_max_us);
+    if (flags & 2u) {
+        n = leb(p, n, m->seq - m->lw);
+    }
+    n = leb(p, n, (uint32_t)m->n_classes);
+    for (i = 0; i < m->n_classes; i++) {
+        n = leb(p, n, m->class_counts[i]);
+    }
+    n = leb_hist(p, n, m->conf_hist, m->n_conf_bins);
+    n = leb_hist(p, n, m->lat_hist, m->n_lat_bins);
     if (m->has_health) {
-        kv_u(&h, 1, m->health.free_ram);
-        kv_u(&h, 2, m->health.supply_mv);
-        kv(&h, 3, int_item(m->health.temp_dc));
-        kv_u(&h, 4, m->health.uptime_s);
-        kv(&s, 17, to_map(&h, desc));
+        int64_t t = m->health.temp_dc;
+
+        n = leb(p, n, m->health.free_ram);
+        n = leb(p, n, m->health.supply_mv);
+        n = leb(p, n, (uint32_t)(t < 0 ? -2 * t - 1 : 2 * t));
+        n = leb(p, n, m->health.uptime_s);
     }
-    if (m->lw != 0) {
-        kv_u(&s, 18, m->lw);
-    }
+    b = cbor_build_bytestring(p, n);
+    assert_non_null(b);
+    kv_u(&s, 0, 1);
+    kv(&s, 1, b);
     return to_map(&s, desc);
 }
 
@@ -509,16 +542,12 @@ test_libcbor_parses_every_sample_we_write(void **state)
             assert_int_equal(cbor_get_int(v), TML_PROTO_VERSION);
         }
         if (strcmp(name, "tele-max") == 0) {
-            cbor_item_t *h = map_get(it, 17), *temp, *cc;
+            cbor_item_t *sum = map_get(it, 1);
 
-            assert_non_null(h);
-            temp = map_get(h, 3);
-            assert_true(cbor_isa_negint(temp));
-            assert_int_equal(cbor_get_int(temp), 0x7fffffffu); /* -1 - n */
-            cc = map_get(it, 14);
-            assert_int_equal(cbor_array_size(cc), TML_MAX_CLASSES);
-            assert_int_equal(cbor_get_int(cbor_array_handle(cc)[31]),
-                             0xffffffffu - 31);
+            /* One byte string; every optional flag set (PROTOCOL.md). */
+            assert_non_null(sum);
+            assert_true(cbor_isa_bytestring(sum));
+            assert_int_equal(cbor_bytestring_handle(sum)[0], 0x7f);
         }
         if (strcmp(name, "sample-max") == 0) {
             cbor_item_t *d = map_get(it, 14);

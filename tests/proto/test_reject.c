@@ -719,7 +719,7 @@ test_range_violations_rejected_by_both_sides(void **state)
     }
 }
 
-/* PROTOCOL.md 6: the low-water (tele key 18, sample key 15) is a seq, so
+/* PROTOCOL.md 6: the low-water (in tele's summary, sample key 15) is a seq, so
  * 1.., and never above the record's own seq; hello's next seqs are seqs. */
 static void
 test_low_water_above_seq_rejected_by_both_sides(void **state)
@@ -740,20 +740,29 @@ test_low_water_above_seq_rejected_by_both_sides(void **state)
                      TML_ERR_RANGE);
     t.lw = 5;
     assert_int_equal(tml_tele_encode(&t, msg, sizeof msg, &len), TML_OK);
-    n = split(msg, len, pairs, 32);
-    assert_int_equal(pairs[n - 1].key, 18);
-    ed.repl = n - 1;
-    ed.value = six;
-    ed.vlen = sizeof six;
-    olen = rebuild(msg, len, &ed, out, sizeof out);
-    assert_int_equal(tml_tele_decode(out, olen, &tout), TML_ERR_RANGE);
-    ed.value = zero;
-    olen = rebuild(msg, len, &ed, out, sizeof out);
-    assert_int_equal(tml_tele_decode(out, olen, &tout), TML_ERR_RANGE);
-    /* An old peer's record without key 18 decodes with lw 0. */
+    /* The packed summary (PROTOCOL.md "up/tele") written out by hand: flags
+     * (lw), seq 5, eight zero counters, lw back-distance 0, no classes, two
+     * empty histograms. */
+    {
+        static const uint8_t want[] = {0xa2, 0x00, 0x01, 0x01, 0x4d, 0x02,
+                                       0x05, 0,    0,    0,    0,    0,
+                                       0,    0,    0x00, 0,    0,    0};
+
+        assert_int_equal(len, sizeof want);
+        assert_memory_equal(msg, want, sizeof want);
+    }
+    memcpy(out, msg, len);
+    out[14] = 6; /* lw = 5 - 6 */
+    assert_int_equal(tml_tele_decode(out, len, &tout), TML_ERR_RANGE);
+    out[14] = 5; /* lw = 0 */
+    assert_int_equal(tml_tele_decode(out, len, &tout), TML_ERR_RANGE);
+    out[14] = 4; /* lw = 1 */
+    assert_int_equal(tml_tele_decode(out, len, &tout), TML_OK);
+    assert_int_equal(tout.lw, 1);
+    /* An old peer's record without lw decodes with lw 0. */
     t.lw = 0;
     assert_int_equal(tml_tele_encode(&t, msg, sizeof msg, &olen), TML_OK);
-    assert_int_equal(olen + 2, len); /* key 18 + value 5: two bytes */
+    assert_int_equal(olen + 1, len); /* the back-distance byte */
     assert_int_equal(tml_tele_decode(msg, olen, &tout), TML_OK);
     assert_int_equal(tout.lw, 0);
 
@@ -768,6 +777,7 @@ test_low_water_above_seq_rejected_by_both_sides(void **state)
     assert_int_equal(pairs[n - 1].key, 15);
     ed.repl = n - 1;
     ed.value = six;
+    ed.vlen = sizeof six;
     olen = rebuild(msg, len, &ed, out, sizeof out);
     assert_int_equal(tml_sample_decode(out, olen, &sout), TML_ERR_RANGE);
     ed.value = zero;
@@ -787,6 +797,104 @@ test_low_water_above_seq_rejected_by_both_sides(void **state)
     assert_int_equal(tml_hello_decode(msg, len, &hout), TML_OK);
     assert_int_equal(hout.tele_next, 7);
     assert_int_equal(hout.sample_next, 1);
+}
+
+/* up/tele's packed summary (PROTOCOL.md "up/tele"): every way its varint
+ * stream can be malformed or non-canonical is refused with its reason, and
+ * a valid hand-written stream decodes to the values it spells. */
+static void
+test_tele_summary_rejects_malformed_packing(void **state)
+{
+    /* Valid: flags health|age, seq 300, mv 2, period 60, age 1, n 5, low 1,
+     * lat 7/8/9, 2 classes {2, 3}, conf 10 bins window [8, 10) = {1, 4},
+     * lat 12 bins window [3, 4) = {5}, health 1000 mV 3300, -5 dC, 70 s. */
+    static const uint8_t good[] = {
+        0x05, 0xac, 0x02, 0x02, 0x3c, 0x01, 0x05, 0x01, 0x07, 0x08, 0x09,
+        0x02, 0x02, 0x03, 0x8a, 0x12, 0x01, 0x04, 0xec, 0x08, 0x05, 0xe8,
+        0x07, 0xe4, 0x19, 0x09, 0x46};
+    /* Flags 0x80 (a bit version 1 does not define), as a 2-byte varint. */
+    static const uint8_t unknown_flag[] = {0xa2, 0x00, 0x01, 0x01, 0x4d,
+                                           0x80, 0x01, 0x01, 0, 0, 0, 0,
+                                           0,    0,    0,    0, 0, 0};
+    static const struct {
+        const char *name;
+        size_t at;      /* byte of good[] replaced */
+        uint8_t with;   /* replacement */
+        size_t cut;     /* bytes dropped at the end (after the edit) */
+        int extra;      /* one byte appended */
+        enum tml_err want;
+    } cases[] = {
+        {"flagged counter is 0", 5, 0x00, 0, 0, TML_ERR_NON_MINIMAL},
+        {"seq 0", 1, 0x00, 0, 0, TML_ERR_RANGE},
+        {"non-shortest varint", 2, 0x00, 0, 0, TML_ERR_NON_MINIMAL},
+        {"class count over 32", 11, 0x21, 0, 0, TML_ERR_OVERSIZE},
+        {"window starts at a 0 bin", 16, 0x00, 0, 0, TML_ERR_NON_MINIMAL},
+        {"window past the bins", 15, 0x1a, 0, 0, TML_ERR_RANGE},
+        {"more than 16 bins", 18, 0xf1, 0, 0, TML_ERR_OVERSIZE},
+        {"truncated", 0, 0x05, 1, 0, TML_ERR_TRUNCATED},
+        {"trailing byte", 0, 0x05, 0, 1, TML_ERR_TRAILING},
+    };
+    uint8_t buf[64], sum[sizeof good + 1], re[64];
+    struct tml_tele t;
+    size_t i, n, ok = 0;
+
+    (void)state;
+    for (i = 0; i <= sizeof cases / sizeof cases[0]; i++) {
+        enum tml_err want = TML_OK;
+
+        memcpy(sum, good, sizeof good);
+        n = sizeof good;
+        if (i < sizeof cases / sizeof cases[0]) {
+            sum[cases[i].at] = cases[i].with;
+            n -= cases[i].cut;
+            sum[n] = 0x01;
+            n += (size_t)cases[i].extra;
+            want = cases[i].want;
+        }
+        buf[0] = 0xa2;
+        buf[1] = 0x00;
+        buf[2] = 0x01;
+        buf[3] = 0x01;
+        buf[4] = 0x58;
+        buf[5] = (uint8_t)n;
+        memcpy(buf + 6, sum, n);
+        if (tml_tele_decode(buf, 6 + n, &t) == want) {
+            ok++;
+        } else if (i < sizeof cases / sizeof cases[0]) {
+            print_error("%s: got %s\n", cases[i].name,
+                        tml_strerror(tml_tele_decode(buf, 6 + n, &t)));
+        }
+    }
+    assert_int_equal(ok, sizeof cases / sizeof cases[0] + 1);
+    assert_int_equal(tml_tele_decode(unknown_flag, sizeof unknown_flag, &t),
+                     TML_ERR_RANGE);
+    /* The valid stream, field by field. */
+    assert_int_equal(tml_tele_decode(buf, 6 + sizeof good, &t), TML_OK);
+    assert_int_equal(t.seq, 300);
+    assert_int_equal(t.model_version, 2);
+    assert_int_equal(t.period_s, 60);
+    assert_int_equal(t.age_s, 1);
+    assert_int_equal(t.n_inferences, 5);
+    assert_int_equal(t.n_low_conf, 1);
+    assert_int_equal(t.n_flagged + t.n_errors + t.n_folded, 0);
+    assert_int_equal(t.lat_min_us + t.lat_mean_us + t.lat_max_us, 24);
+    assert_int_equal(t.n_classes, 2);
+    assert_int_equal(t.class_counts[1], 3);
+    assert_int_equal(t.n_conf_bins, 10);
+    assert_int_equal(t.conf_hist[7] + t.conf_hist[8] + t.conf_hist[9], 5);
+    assert_int_equal(t.conf_hist[9], 4);
+    assert_int_equal(t.n_lat_bins, 12);
+    assert_int_equal(t.lat_hist[3], 5);
+    assert_true(t.has_health);
+    assert_int_equal(t.health.free_ram, 1000);
+    assert_int_equal(t.health.supply_mv, 3300);
+    assert_int_equal(t.health.temp_dc, -5);
+    assert_int_equal(t.health.uptime_s, 70);
+    assert_int_equal(t.lw, 0);
+    /* Re-encoding gives the same bytes (canonical form). */
+    assert_int_equal(tml_tele_encode(&t, re, sizeof re, &n), TML_OK);
+    assert_int_equal(n, 6 + sizeof good);
+    assert_memory_equal(re, buf, n);
 }
 
 static void
@@ -890,7 +998,7 @@ test_f2_catalogue_named_inputs_rejected_with_reason(void **state)
                                        0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
     static const uint8_t huge_map[] = {0xbb, 0xff, 0xff, 0xff, 0xff,
                                        0xff, 0xff, 0xff, 0xff};
-    static const uint8_t dup[] = {0xa3, 0x00, 0x01, 0x01, 0x01, 0x01, 0x02};
+    static const uint8_t dup[] = {0xa3, 0x00, 0x01, 0x01, 0x40, 0x01, 0x40};
     static const uint8_t non_short[] = {0xa2, 0x00, 0x18, 0x01, 0x01, 0x01};
     static const uint8_t tagged[] = {0xa2, 0x00, 0x01, 0x01, 0xc2, 0x41, 0x01};
     static const uint8_t nan[] = {0xa2, 0x00, 0x01, 0x01, 0xf9, 0x7e, 0x00};
@@ -956,6 +1064,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rebuild_without_edits_decodes),
+        cmocka_unit_test(test_tele_summary_rejects_malformed_packing),
         cmocka_unit_test(test_every_strict_prefix_is_truncated),
         cmocka_unit_test(test_trailing_bytes_rejected),
         cmocka_unit_test(test_missing_required_field_at_every_key),
