@@ -12,7 +12,10 @@
  *     request within HTTP_REQ_TIMEOUT_MS and the whole connection within
  *     HTTP_CONN_TIMEOUT_MS (a client that does not read its response is cut
  *     off), all non-blocking, so a slow or malicious client costs one slot
- *     for a few seconds and never stalls the loop. Only loopback addresses
+ *     for a few seconds and never stalls the loop. After the response the
+ *     write side is shut down and the connection closes at the client's EOF
+ *     (what it still sends is read and dropped), so unread request bytes
+ *     never turn the close into a reset that loses the response. Only loopback addresses
  *     are accepted unless [metrics] allow_remote = yes (no TLS, no auth).
  * Deliberately not done: keep-alive, HEAD, compression, TLS.
  */
@@ -429,8 +432,11 @@ client_close(struct mclient *c)
 static void
 shutdown_done(uv_shutdown_t *sd, int status)
 {
-    (void)status;
-    client_close(sd->data);
+    /* The client's EOF (read_cb) or the deadline (sweep_cb) closes: closing
+     * now, with request bytes still unread, would reset the connection and
+     * could discard the response before the client read it. */
+    if (status != 0)
+        client_close(sd->data);
 }
 
 static void
@@ -453,8 +459,8 @@ respond(struct mclient *c, enum metrics_http_verdict v)
     char *body = NULL;
     size_t blen = 0;
     c->is_answered = true;
+    c->len = 0; /* from now on the buffer only drains what the client sends */
     c->deadline_ms = tmld_now_ms(c->h->d) + HTTP_CONN_TIMEOUT_MS;
-    uv_read_stop((uv_stream_t *)&c->tcp);
     http_stats.requests++;
     if (v == MHTTP_METRICS && (body = metrics_render(c->h->d, &blen))) {
         status = metrics_http_status(v);
@@ -496,7 +502,7 @@ alloc_cb(uv_handle_t *hd, size_t suggested, uv_buf_t *buf)
     (void)suggested;
     struct mclient *c = hd->data;
     /* At most what the request may still grow by; a full buffer was
-     * already answered 431, so this is never empty. */
+     * answered 431 and emptied, so this is never empty. */
     *buf = uv_buf_init(c->req + c->len, (unsigned)(HTTP_REQ_MAX - c->len));
 }
 
@@ -507,6 +513,10 @@ read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     struct mclient *c = s->data;
     if (n < 0) {
         client_close(c);
+        return;
+    }
+    if (c->is_answered) {
+        c->len = 0; /* the rest of the request is read and dropped */
         return;
     }
     c->len += (size_t)n;

@@ -7,6 +7,7 @@
  * extra connections refused, and ingest goes on meanwhile (R15-style, like
  * the control socket); non-loopback addresses need allow_remote = yes.
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -14,6 +15,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 
 #include <arpa/inet.h>
@@ -131,13 +133,19 @@ static long
 http(int port, const char *req, size_t len, char *out, size_t cap)
 {
     int fd = connect_to(port);
-    if (fd < 0)
+    if (fd < 0) {
+        fprintf(stderr, "http: connect: %s\n", strerror(errno));
         return -1;
+    }
     if (write(fd, req, len) != (ssize_t)len) {
+        fprintf(stderr, "http: write: %s\n", strerror(errno));
         close(fd);
         return -1;
     }
     long n = read_all(fd, out, cap, 5000);
+    if (n <= 0)
+        fprintf(stderr, "http: %.40s...: %ld bytes (%s)\n", req, n,
+                strerror(errno));
     close(fd);
     return n;
 }
@@ -304,9 +312,8 @@ test_metrics_http_oversized_and_slow_clients_are_closed(void **state)
     assert_true(write(fd, big, (size_t)n) > 0);
     long r = read_all(fd, resp, sizeof(resp), 3000);
     close(fd);
-    assert_true(r >= 0);
-    if (r > 0) /* or a reset: the rest of the request was never read */
-        assert_non_null(strstr(resp, " 431 "));
+    assert_true(r > 0);
+    assert_non_null(strstr(resp, "HTTP/1.1 431 "));
     /* One request line without a newline, longer than the buffer. */
     memset(big, 'A', sizeof(big));
     fd = connect_to(m->port);
@@ -315,7 +322,8 @@ test_metrics_http_oversized_and_slow_clients_are_closed(void **state)
     assert_true(write(fd, big, sizeof(big)) > 0);
     r = read_all(fd, resp, sizeof(resp), 3000);
     close(fd);
-    assert_true(r >= 0);
+    assert_true(r > 0);
+    assert_non_null(strstr(resp, "HTTP/1.1 431 "));
 
     /* Slowloris: 8 clients (the cap) trickle an unfinished request; a 9th
      * is closed at once; ingest goes on; the 8 are cut off after about
@@ -337,8 +345,8 @@ test_metrics_http_oversized_and_slow_clients_are_closed(void **state)
     for (uint32_t s = 1; s <= 200; s++) {
         assert_int_equal(tdev_tele(&v, s), 0);
         if (s % 50 == 0)
-            for (int i = 0; i < 8; i++)
-                assert_true(write(slow[i], "b", 1) == 1);
+            for (int i = 0; i < 8; i++) /* a trickle, not a request */
+                (void)!write(slow[i], "b", 1);
     }
     assert_int_equal(tdev_wait_tele_ack(&v, 200, 5000), 0);
     uint64_t t_acked = th_now_ms() - t0;
@@ -402,6 +410,7 @@ test_metrics_http_listen_validated(void **state)
 int
 main(void)
 {
+    signal(SIGPIPE, SIG_IGN); /* a write to a closed test socket fails */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_metrics_http_listen_validated),
         cmocka_unit_test_setup_teardown(
