@@ -71,6 +71,7 @@ if(EXISTS ${PROJECT_SOURCE_DIR}/config)
           DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/doc/tmlfleet/examples
           COMPONENT gateway)
 endif()
+# Man pages: tmld.8 (daemon/), tmlctl.1 (tools/tmlctl/), by their section.
 file(GLOB_RECURSE TML_MANPAGES ${PROJECT_SOURCE_DIR}/docs/man/*.[1-8]
      ${PROJECT_SOURCE_DIR}/daemon/*.[1-8] ${PROJECT_SOURCE_DIR}/tools/*.[1-8])
 foreach(m ${TML_MANPAGES})
