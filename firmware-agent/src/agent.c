@@ -33,6 +33,16 @@ tmla_config_defaults(struct tmla_config *cfg)
     cfg->trial_max_boots = 2;
 }
 
+size_t
+tmla__strlen(const char *s)
+{
+    size_t n = 0;
+
+    while (s[n] != '\0')
+        n++;
+    return n;
+}
+
 static bool
 pow2(uint32_t v)
 {
@@ -54,15 +64,15 @@ config_ok(const struct tmla_config *c, const struct tmla_port *p)
         c->budget_period_s == 0 || c->conf_threshold_bp > 10000 ||
         c->max_payload < 160)
         return false;
-    id_len = strlen(c->device_id);
+    id_len = tmla__strlen(c->device_id);
     if (!tml_device_id_valid(c->device_id, id_len) ||
-        strlen(c->hw) > TML_MAX_NAME)
+        tmla__strlen(c->hw) > TML_MAX_NAME)
         return false;
     for (size_t i = 0; i < c->n_keys; i++)
         if (c->keys[i].kid_len == 0 || c->keys[i].kid_len > TML_MAX_KID)
             return false;
     for (size_t i = 0; i < c->n_groups; i++)
-        if (c->groups[i] == NULL || strlen(c->groups[i]) > TML_MAX_NAME)
+        if (c->groups[i] == NULL || tmla__strlen(c->groups[i]) > TML_MAX_NAME)
             return false;
     if (p->publish == NULL || p->flash_read == NULL || p->flash_write == NULL ||
         p->flash_erase == NULL || p->state_read == NULL ||
@@ -141,10 +151,10 @@ send_hello(struct tmla_agent *a)
     memset(&h, 0, sizeof h);
     h.agent_version = TMLA_AGENT_VERSION;
     h.hw.p = a->cfg.hw;
-    h.hw.len = strlen(a->cfg.hw);
+    h.hw.len = tmla__strlen(a->cfg.hw);
     if (m != NULL) {
         h.model.p = m->name;
-        h.model.len = strlen(m->name);
+        h.model.len = tmla__strlen(m->name);
         h.model_version = m->version;
         h.model_slot = m->slot;
     }
@@ -165,7 +175,7 @@ send_hello(struct tmla_agent *a)
     h.n_groups = a->cfg.n_groups;
     for (size_t i = 0; i < a->cfg.n_groups; i++) {
         h.groups[i].p = a->cfg.groups[i];
-        h.groups[i].len = strlen(a->cfg.groups[i]);
+        h.groups[i].len = tmla__strlen(a->cfg.groups[i]);
     }
     if (tml_hello_encode(&h, a->tx, sizeof a->tx, &n) != TML_OK ||
         tmla__publish(a, TML_KIND_HELLO, a->tx, n, true) != TMLA_PORT_OK)
@@ -228,7 +238,7 @@ tmla_on_message(struct tmla_agent *a, const char *topic, size_t topic_len,
 {
     struct tml_topic t;
     enum tml_err err;
-    size_t id_len = strlen(a->cfg.device_id);
+    size_t id_len = tmla__strlen(a->cfg.device_id);
 
     a->now_ms = now_ms;
     if (topic == NULL || (payload == NULL && len > 0))
@@ -342,7 +352,7 @@ tmla_topic(const struct tmla_agent *a, enum tml_dir dir, enum tml_kind kind,
 {
     size_t n;
 
-    return tml_topic_build(buf, cap, a->cfg.device_id, strlen(a->cfg.device_id),
+    return tml_topic_build(buf, cap, a->cfg.device_id, tmla__strlen(a->cfg.device_id),
                            dir, kind, &n);
 }
 

@@ -32,6 +32,9 @@ void tmla__state_commit(struct tmla_agent *a);
 uint32_t tmla__seq_take(struct tmla_agent *a, int stream, uint32_t n);
 
 /* agent.c */
+/* strlen as a loop: the agent then links no newlib strlen (220 bytes on a
+ * Cortex-M4) for the few short configuration strings it measures. */
+size_t tmla__strlen(const char *s);
 /* Publishes on tml/v1/<dev>/up/<kind> with QoS 1. Returns the port's code;
  * TMLA_PORT_AGAIN when not connected. */
 int tmla__publish(struct tmla_agent *a, enum tml_kind kind, const uint8_t *p,

@@ -470,10 +470,10 @@ verify_manifest(struct tmla_agent *a, const struct tml_bin *bytes,
     uint8_t hash[TML_SHA256_LEN];
     int k;
 
-    if (bytes->len > TML_MAX_MANIFEST ||
-        tml_cose_sign1_decode(bytes->p, bytes->len, &c) != TML_OK ||
-        c.alg != TML_COSE_ALG_ES256 || c.signature.len != TML_ES256_SIG_LEN ||
-        c.payload.len >= 65536 || c.protected_hdr.len >= 65536)
+    /* The decoder enforces alg ES256, a 64-byte signature and at most
+     * TML_MAX_MANIFEST bytes in all (so every string is < 64 KiB, as
+     * str_head needs). */
+    if (tml_cose_sign1_decode(bytes->p, bytes->len, &c) != TML_OK)
         return TML_OTA_R_BAD_MANIFEST;
     k = find_key(a, c.kid.p, c.kid.len);
     if (k < 0)
@@ -495,12 +495,12 @@ static uint8_t
 check_fit(const struct tmla_agent *a, const struct tml_manifest *m)
 {
     const struct tmla_config *c = &a->cfg;
-    uint64_t need;
 
-    if (m->hw.len != strlen(c->hw) || memcmp(m->hw.p, c->hw, m->hw.len) != 0)
+    /* tml_manifest_decode already enforced size >= 1, a name of at most
+     * TML_MAX_NAME bytes, and model_size + n_vectors * (vector_input_len +
+     * 4) == size with vector_input_len >= 1 when there are vectors. */
+    if (m->hw.len != tmla__strlen(c->hw) || memcmp(m->hw.p, c->hw, m->hw.len) != 0)
         return TML_OTA_R_WRONG_HW;
-    if (m->size == 0 || m->name.len > TML_MAX_NAME || m->model_size > m->size)
-        return TML_OTA_R_BAD_MANIFEST;
     if (m->size > a->port.slot_size)
         return TML_OTA_R_TOO_LARGE;
     if (m->arena_size > c->arena_size)
@@ -515,14 +515,8 @@ check_fit(const struct tmla_agent *a, const struct tml_manifest *m)
          memcmp(m->input_shape, c->input_shape,
                 m->n_shape * sizeof m->input_shape[0]) != 0))
         return TML_OTA_R_INPUT_SHAPE;
-    if (m->n_vectors > 0) {
-        need = (uint64_t)m->model_size +
-               (uint64_t)m->n_vectors * ((uint64_t)m->vector_input_len + 4u);
-        if (m->vector_input_len == 0 || need > m->size)
-            return TML_OTA_R_BAD_MANIFEST;
-        if (a->port.infer == NULL)
-            return TML_OTA_R_SELFTEST;
-    }
+    if (m->n_vectors > 0 && a->port.infer == NULL)
+        return TML_OTA_R_SELFTEST;
     return TML_OTA_R_NONE;
 }
 

@@ -55,7 +55,7 @@ extern const struct tml__lim tml__lims[];
 #define TML__L_ANY 0
 
 struct tml__field {
-    uint8_t key;
+    uint8_t key;  /* < 32 */
     uint8_t tf;   /* type | TML__F_ARRAY | presence << TML__PRES_SHIFT */
     uint16_t off; /* offset of the value in the struct */
     int8_t aux;   /* offset of the has_ bool or size_t count, minus off */
@@ -67,7 +67,7 @@ struct tml__msg {
     uint8_t n_fields;
     /* Keys (bit k = key k) that must be present given the decoded or
      * to-be-encoded struct, beyond the TML__REQ ones; NULL = none. */
-    uint64_t (*need)(const void *m);
+    uint32_t (*need)(const void *m);
     /* Cross-field rules; NULL = none. */
     enum tml_err (*check)(const void *m);
 };

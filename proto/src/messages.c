@@ -95,19 +95,7 @@ const struct tml__lim tml__lims[] = {
     ROW(k, (type) | TML__F_ARRAY, pres, st, fld, AUX(st, fld, count), lim)
 #define N(t) ((uint8_t)(sizeof(t) / sizeof((t)[0])))
 
-static uint64_t
-bits(unsigned a, unsigned b)
-{
-    uint64_t m = 0;
-
-    if (a != 0) {
-        m |= (uint64_t)1 << a;
-    }
-    if (b != 0) {
-        m |= (uint64_t)1 << b;
-    }
-    return m;
-}
+#define BIT(k) ((uint32_t)1 << (k))
 
 /* ---- up/hello ------------------------------------------------------------ */
 
@@ -187,13 +175,13 @@ static const struct tml__msg sample_desc = {sample_fields, N(sample_fields),
 
 /* ---- up/ota -------------------------------------------------------------- */
 
-static uint64_t
+static uint32_t
 ota_up_need(const void *m)
 {
     const struct tml_ota_up *o = m;
 
     /* REQUEST carries len; STATUS carries state and reason. */
-    return o->kind == TML_OTA_UP_REQUEST ? bits(5, 0) : bits(6, 7);
+    return o->kind == TML_OTA_UP_REQUEST ? BIT(5) : BIT(6) | BIT(7);
 }
 
 static const struct tml__field ota_up_fields[] = {
@@ -231,16 +219,16 @@ static const struct tml__msg ack_desc = {ack_fields, N(ack_fields), NULL,
 
 /* ---- down/ota ------------------------------------------------------------ */
 
-static uint64_t
+static uint32_t
 ota_down_need(const void *m)
 {
     const struct tml_ota_down *o = m;
 
     if (o->kind == TML_OTA_DOWN_OFFER) {
-        return bits(3, 0);
+        return BIT(3);
     }
     if (o->kind == TML_OTA_DOWN_CHUNK) {
-        return bits(4, 5);
+        return BIT(4) | BIT(5);
     }
     return 0;
 }

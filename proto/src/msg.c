@@ -25,10 +25,11 @@
 #define PRES(f) ((f)->tf >> TML__PRES_SHIFT)
 #define IS_ARRAY(f) (((f)->tf & TML__F_ARRAY) != 0)
 
-static uint64_t
+/* Table keys are < 32 (a row's key is a small protocol constant). */
+static uint32_t
 key_bit(uint8_t key)
 {
-    return (uint64_t)1 << key;
+    return (uint32_t)1 << key;
 }
 
 static enum tml_err
@@ -66,7 +67,7 @@ get_aux(const uint8_t *p, bool is_bool)
 
 /* Whether field f of struct m goes on the wire. */
 static bool
-emitted(const struct tml__field *f, const uint8_t *m, uint64_t need)
+emitted(const struct tml__field *f, const uint8_t *m, uint32_t need)
 {
     const uint8_t *p = m + f->off;
     uint32_t v = 0;
@@ -168,7 +169,7 @@ encode_field(struct tml_enc *e, const struct tml__field *f, const uint8_t *m)
 static enum tml_err
 encode_map(struct tml_enc *e, const struct tml__msg *desc, const uint8_t *m)
 {
-    uint64_t need = desc->need != NULL ? desc->need(m) : 0;
+    uint32_t need = desc->need != NULL ? desc->need(m) : 0;
     enum tml_err err = TML_OK;
     size_t n = 0;
     size_t i;
@@ -327,7 +328,7 @@ decode_field(struct tml_dec *d, const struct tml__field *f, uint8_t *m)
 /* Reads one map key. Returns the field it names in *f, or *f = NULL after
  * skipping the value of an unknown key. */
 static enum tml_err
-next_key(struct tml_dec *d, const struct tml__msg *desc, uint64_t *seen,
+next_key(struct tml_dec *d, const struct tml__msg *desc, uint32_t *seen,
          uint64_t *unknown, size_t *n_unknown, const struct tml__field **f)
 {
     uint64_t key = 0;
@@ -373,8 +374,8 @@ decode_map(struct tml_dec *d, const struct tml__msg *desc, uint8_t *m)
 {
     uint64_t unknown[TML__MAX_UNKNOWN];
     size_t n_unknown = 0;
-    uint64_t seen = 0;
-    uint64_t req;
+    uint32_t seen = 0;
+    uint32_t req;
     size_t n = 0;
     size_t i;
     enum tml_err err = tml_dec_map(d, &n);
