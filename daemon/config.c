@@ -360,7 +360,8 @@ static const char *const core_keys[] = {
     "ingest.offline_after", "ingest.max_devices", "ingest.malformed_log_interval",
     "log.level",
     "metrics.textfile", "metrics.interval",
-    "metrics.listen", "metrics.allow_remote", /* metrics.c checks them */
+    "metrics.listen", "metrics.allow_remote", "metrics.per_device",
+    /* the last three: checked by metrics.c */
     NULL};
 
 static const char *const core_sections[] = {

@@ -48,6 +48,88 @@ static struct {
     uint64_t requests, refused, timeouts, rejected;
 } http_stats;
 
+/* [metrics] per_device, read by the module's init (off: the per-device
+ * families are declared without samples). */
+static bool per_device;
+
+/* Writes s as a Prometheus label value (backslash, quote, newline
+ * escaped). */
+static void
+label_value(FILE *f, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"')
+            fputc('\\', f);
+        if (*s == '\n')
+            fputs("\\n", f);
+        else
+            fputc(*s, f);
+    }
+}
+
+/* Per device: the committed sequence figures stream_hw keeps (one bounded
+ * read of at most max_devices rows per family) and the malformed count the
+ * registry keeps in memory. Duplicates and gaps are counted for the whole
+ * gateway only (store.c keeps no per-device count of them). */
+static void
+render_devices(struct tmld *d, FILE *f)
+{
+    static const struct {
+        const char *name, *type, *help, *label;
+        int col;
+    } fam[] = {
+        {"tmld_device_tele_seq", "gauge",
+         "Highest telemetry sequence number committed.", NULL, 1},
+        {"tmld_device_sample_seq", "gauge",
+         "Highest sample sequence number committed.", NULL, 2},
+        {"tmld_device_seq_skipped_total", "counter",
+         "Sequence numbers given up below the device's low-water.", "tele",
+         3},
+        {"tmld_device_seq_skipped_total", NULL, NULL, "sample", 4},
+        {"tmld_device_seq_resets_total", "counter",
+         "Times the device's numbering restarted.", NULL, 5},
+    };
+    sqlite3_stmt *st = NULL;
+    if (per_device &&
+        sqlite3_prepare_v2(tmld_db_ro(d),
+                           "SELECT d.name, h.tele_hw, h.sample_hw, "
+                           "h.tele_skipped, h.sample_skipped, h.seq_resets "
+                           "FROM stream_hw h JOIN devices d ON d.id = "
+                           "h.device_id ORDER BY d.name LIMIT ?1",
+                           -1, &st, NULL) != SQLITE_OK) {
+        log_warn("metrics: per-device figures: %s",
+                 sqlite3_errmsg(tmld_db_ro(d)));
+        st = NULL;
+    }
+    for (size_t k = 0; k < sizeof(fam) / sizeof(fam[0]); k++) {
+        if (fam[k].type != NULL)
+            fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", fam[k].name,
+                    fam[k].help, fam[k].name, fam[k].type);
+        if (st == NULL)
+            continue;
+        sqlite3_bind_int64(st, 1, (int64_t)d->set.max_devices);
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            fprintf(f, "%s{device=\"", fam[k].name);
+            label_value(f, (const char *)sqlite3_column_text(st, 0));
+            if (fam[k].label != NULL)
+                fprintf(f, "\",stream=\"%s", fam[k].label);
+            fprintf(f, "\"} %lld\n",
+                    (long long)sqlite3_column_int64(st, fam[k].col));
+        }
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(st);
+    fprintf(f, "# HELP tmld_device_malformed_total Messages from the device "
+               "the decoder rejected, since start.\n"
+               "# TYPE tmld_device_malformed_total counter\n");
+    for (struct device *v = per_device ? registry_first(d) : NULL; v;
+         v = v->lnext) {
+        fputs("tmld_device_malformed_total{device=\"", f);
+        label_value(f, v->name);
+        fprintf(f, "\"} %llu\n", (unsigned long long)v->n_malformed);
+    }
+}
+
 static void
 render(struct tmld *d, FILE *f)
 {
@@ -79,6 +161,13 @@ render(struct tmld *d, FILE *f)
       s->duplicates);
     C("tmld_ingest_gaps_total",
       "Records dropped because an earlier one is missing.", s->gaps);
+    C("tmld_ingest_skipped_total",
+      "Sequence numbers given up below a record's low-water.", s->skipped);
+    C("tmld_ingest_seq_resets_total",
+      "Device numberings restarted (hello from a new boot).", s->seq_resets);
+    C("tmld_ingest_stale_hellos_total",
+      "Hellos of the current boot delivered again with a stale next seq.",
+      s->stale_hellos);
     C("tmld_ingest_malformed_total", "Messages rejected by the decoder.",
       in->malformed);
     C("tmld_ingest_oversize_total", "Messages over the size limit.",
@@ -182,6 +271,7 @@ render(struct tmld *d, FILE *f)
                     upstream_stream_name((enum ustream)i),
                     uc[i].is_backoff ? 1 : 0);
     }
+    render_devices(d, f);
     C("tmld_metrics_http_requests_total",
       "Requests answered by the metrics endpoint (any status).",
       http_stats.requests);
@@ -391,8 +481,9 @@ static int
 mhttp_check(struct tmld *d)
 {
     struct sockaddr_storage ss;
-    bool is_on;
-    return mhttp_config(d, &ss, &is_on);
+    bool is_on, b;
+    return mhttp_config(d, &ss, &is_on) +
+           (tmld_config_bool(d, "metrics", "per_device", false, &b) != 0);
 }
 
 static void
@@ -595,7 +686,8 @@ mhttp_init(struct tmld *d, void **state)
     struct sockaddr_storage ss;
     bool is_on = false;
     *state = NULL;
-    if (mhttp_config(d, &ss, &is_on) != 0)
+    if (mhttp_config(d, &ss, &is_on) != 0 ||
+        tmld_config_bool(d, "metrics", "per_device", false, &per_device) != 0)
         return -EINVAL;
     if (!is_on)
         return 0;
@@ -639,4 +731,6 @@ mhttp_fini(struct tmld *d, void *state)
     uv_close((uv_handle_t *)&h->sweep, mhttp_handle_closed);
 }
 
-TMLD_MODULE_CHECKED(metrics_http, mhttp_init, mhttp_fini, mhttp_check);
+/* A module (rather than metrics_start) so that its keys are checked with the
+ * other modules' and its listener opens before the broker link. */
+TMLD_MODULE_CHECKED(metrics, mhttp_init, mhttp_fini, mhttp_check);

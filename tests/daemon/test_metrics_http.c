@@ -64,7 +64,7 @@ setup(void **state)
     snprintf(m->prom, sizeof(m->prom), "%s/tmld.prom", m->t.dir);
     snprintf(m->t.extra, sizeof(m->t.extra),
              "[metrics]\nlisten = 127.0.0.1:%d\ntextfile = %s\n"
-             "interval = 1s\n"
+             "interval = 1s\nper_device = yes\n"
              "[upstream]\nurl = https://127.0.0.1:%d/ingest\n"
              "backoff_min = 50ms\nbackoff_max = 200ms\npoll = 100ms\n",
              m->port, m->prom, up);
@@ -216,6 +216,9 @@ test_metrics_http_serves_the_textfile_metrics(void **state)
     for (uint32_t s = 1; s <= 30; s++)
         assert_int_equal(tdev_tele(&v, s), 0);
     assert_int_equal(tdev_wait_tele_ack(&v, 30, 5000), 0);
+    static const uint8_t junk[] = {0xff, 0x00, 0x13};
+    assert_int_equal(tdev_raw(&v, "tele", junk, sizeof(junk)), 0);
+    assert_int_equal(th_wait_status(&m->t, "ingest.malformed", 1, 5000), 0);
 
     /* The forwarder cannot reach its endpoint: rows queue, sends retry. */
     double retries = 0;
@@ -237,6 +240,14 @@ test_metrics_http_serves_the_textfile_metrics(void **state)
     assert_int_equal(strtol(cl + 16, NULL, 10), (long)strlen(body));
     assert_true(sample(body, "tmld_ingest_tele_records_total") == 30);
     assert_true(sample(body, "tmld_devices_total") == 1);
+    /* Per device ([metrics] per_device = yes). */
+    assert_true(sample(body, "tmld_device_tele_seq{device=\"scraped\"}") == 30);
+    assert_true(sample(body, "tmld_device_sample_seq{device=\"scraped\"}") ==
+                0);
+    assert_true(sample(body, "tmld_device_seq_skipped_total{device="
+                             "\"scraped\",stream=\"tele\"}") == 0);
+    assert_true(sample(body, "tmld_device_malformed_total{device="
+                             "\"scraped\"}") == 1);
     assert_true(sample(body, "tmld_upstream_backlog_rows{stream=\"tele\"}") ==
                 30);
     /* 30 CBOR summaries of a few dozen bytes each. */
