@@ -352,7 +352,8 @@ tmla_topic(const struct tmla_agent *a, enum tml_dir dir, enum tml_kind kind,
 {
     size_t n;
 
-    return tml_topic_build(buf, cap, a->cfg.device_id, tmla__strlen(a->cfg.device_id),
+    return tml_topic_build(buf, cap, a->cfg.device_id,
+                           tmla__strlen(a->cfg.device_id),
                            dir, kind, &n);
 }
 

@@ -499,7 +499,8 @@ check_fit(const struct tmla_agent *a, const struct tml_manifest *m)
     /* tml_manifest_decode already enforced size >= 1, a name of at most
      * TML_MAX_NAME bytes, and model_size + n_vectors * (vector_input_len +
      * 4) == size with vector_input_len >= 1 when there are vectors. */
-    if (m->hw.len != tmla__strlen(c->hw) || memcmp(m->hw.p, c->hw, m->hw.len) != 0)
+    if (m->hw.len != tmla__strlen(c->hw) ||
+        memcmp(m->hw.p, c->hw, m->hw.len) != 0)
         return TML_OTA_R_WRONG_HW;
     if (m->size > a->port.slot_size)
         return TML_OTA_R_TOO_LARGE;

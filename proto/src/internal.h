@@ -21,12 +21,12 @@
  * detected by remembering them. More gives TML_ERR_OVERSIZE. */
 #define TML__MAX_UNKNOWN 16
 
-/* Value types (low 4 bits of tml__field.tf). */
+/* Value types (low 4 bits of tml__field.tf); lims[lim] is the limit the
+ * row's lim names. */
 enum tml__ftype {
     TML__F_VERSION,  /* uint that must equal TML_PROTO_VERSION (no storage) */
     TML__F_U32,      /* uint32_t in lims[lim] */
     TML__F_U8,       /* uint8_t in lims[lim] */
-    TML__F_I32,      /* int32_t, any value */
     TML__F_BOOL,     /* bool */
     TML__F_TEXT,     /* struct tml_str, length in lims[lim] */
     TML__F_BYTES,    /* struct tml_bin, length in lims[lim] */
@@ -46,12 +46,10 @@ enum tml__presence {
 };
 #define TML__PRES_SHIFT 5
 
-struct tml__lim {
-    uint32_t lo, hi;
-};
-
-/* The shared limits table (messages.c); entry 0 is 0..UINT32_MAX. */
-extern const struct tml__lim tml__lims[];
+/* The shared limits table (messages.c): limit i is lo[i]..hi[i]; limit 0
+ * is 0..UINT32_MAX. */
+extern const uint8_t tml__lim_lo[];
+extern const uint32_t tml__lim_hi[];
 #define TML__L_ANY 0
 
 struct tml__field {
@@ -59,7 +57,7 @@ struct tml__field {
     uint8_t tf;   /* type | TML__F_ARRAY | presence << TML__PRES_SHIFT */
     uint16_t off; /* offset of the value in the struct */
     int8_t aux;   /* offset of the has_ bool or size_t count, minus off */
-    uint8_t lim;  /* index into tml__lims */
+    uint8_t lim;  /* index into tml__lim_lo/hi */
 };
 
 struct tml__msg {

@@ -11,62 +11,43 @@
 
 #define U32MAX 0xffffffffu
 
-/* Indices into tml__lims. An array's count limits are followed by its
- * elements' limits (A_ entries take two slots). */
-enum {
-    L_ANY,      /* 0..U32MAX */
-    L_POS,      /* 1..U32MAX */
-    L_NAME,     /* 1..TML_MAX_NAME bytes */
-    L_NAME0,    /* 0..TML_MAX_NAME bytes */
-    L_BIT,      /* 0..1 */
-    L_CHUNK,    /* 1..TML_CHUNK_MAX */
-    L_OSTATE,   /* enum tml_ota_state */
-    L_OREASON,  /* enum tml_ota_reason */
-    L_BP,       /* basis points */
-    L_REASON,   /* enum tml_sample_reason */
-    L_DTYPE,    /* enum tml_dtype */
-    L_UPKIND,   /* enum tml_ota_up_kind */
-    L_DOWNKIND, /* enum tml_ota_down_kind */
-    L_CMDKIND,  /* enum tml_cmd_kind */
-    L_MANIFEST, /* 1..TML_MAX_MANIFEST bytes */
-    L_PPM,      /* parts per million */
-    L_SHA,      /* exactly TML_SHA256_LEN bytes */
-    A_GROUPS,   /* 0..TML_MAX_GROUPS names of 1..TML_MAX_NAME */
-    A_CLASSES = A_GROUPS + 2, /* 0..TML_MAX_CLASSES counts */
-    A_BINS = A_CLASSES + 2,   /* 0..TML_MAX_BINS counts */
-    A_SHAPE = A_BINS + 2,     /* 1..TML_MAX_SHAPE dimensions >= 1 */
-    A_REVOKE = A_SHAPE + 2    /* 0..TML_MAX_REVOKE key ids */
-};
+/* The limits (lo, hi) rows refer to by index. An array's count limits are
+ * followed by its elements' limits (the A_ entries and their _E twins). */
+#define LIMITS(X)                                                              \
+    X(L_ANY, 0, U32MAX) /* must stay first: TML__L_ANY */                      \
+    X(L_POS, 1, U32MAX)                                                        \
+    X(L_NAME, 1, TML_MAX_NAME)                                                 \
+    X(L_NAME0, 0, TML_MAX_NAME)                                                \
+    X(L_BIT, 0, 1)                                                             \
+    X(L_CHUNK, 1, TML_CHUNK_MAX)                                               \
+    X(L_OSTATE, 0, TML_OTA_REVERTED)                                           \
+    X(L_OREASON, 0, TML_OTA_R__COUNT - 1)                                      \
+    X(L_BP, 0, 10000)                                                          \
+    X(L_REASON, TML_REASON_FLAGGED, TML_REASON_AUDIT)                          \
+    X(L_DTYPE, TML_DTYPE_U8, TML_DTYPE_F32)                                    \
+    X(L_UPKIND, TML_OTA_UP_REQUEST, TML_OTA_UP_STATUS)                         \
+    X(L_DOWNKIND, TML_OTA_DOWN_OFFER, TML_OTA_DOWN_CANCEL)                     \
+    X(L_CMDKIND, TML_CMD_SET, TML_CMD_PING)                                    \
+    X(L_MANIFEST, 1, TML_MAX_MANIFEST)                                         \
+    X(L_PPM, 0, 1000000)                                                       \
+    X(L_SHA, TML_SHA256_LEN, TML_SHA256_LEN)                                   \
+    X(A_GROUPS, 0, TML_MAX_GROUPS)                                             \
+    X(A_GROUPS_E, 1, TML_MAX_NAME)                                             \
+    X(A_SHAPE, 1, TML_MAX_SHAPE)                                               \
+    X(A_SHAPE_E, 1, U32MAX)                                                    \
+    X(A_REVOKE, 0, TML_MAX_REVOKE)                                             \
+    X(A_REVOKE_E, 1, TML_MAX_KID)
 
-const struct tml__lim tml__lims[] = {
-    [L_ANY] = {0, U32MAX},
-    [L_POS] = {1, U32MAX},
-    [L_NAME] = {1, TML_MAX_NAME},
-    [L_NAME0] = {0, TML_MAX_NAME},
-    [L_BIT] = {0, 1},
-    [L_CHUNK] = {1, TML_CHUNK_MAX},
-    [L_OSTATE] = {0, TML_OTA_REVERTED},
-    [L_OREASON] = {0, TML_OTA_R__COUNT - 1},
-    [L_BP] = {0, 10000},
-    [L_REASON] = {TML_REASON_FLAGGED, TML_REASON_AUDIT},
-    [L_DTYPE] = {TML_DTYPE_U8, TML_DTYPE_F32},
-    [L_UPKIND] = {TML_OTA_UP_REQUEST, TML_OTA_UP_STATUS},
-    [L_DOWNKIND] = {TML_OTA_DOWN_OFFER, TML_OTA_DOWN_CANCEL},
-    [L_CMDKIND] = {TML_CMD_SET, TML_CMD_PING},
-    [L_MANIFEST] = {1, TML_MAX_MANIFEST},
-    [L_PPM] = {0, 1000000},
-    [L_SHA] = {TML_SHA256_LEN, TML_SHA256_LEN},
-    [A_GROUPS] = {0, TML_MAX_GROUPS},
-    [A_GROUPS + 1] = {1, TML_MAX_NAME},
-    [A_CLASSES] = {0, TML_MAX_CLASSES},
-    [A_CLASSES + 1] = {0, U32MAX},
-    [A_BINS] = {0, TML_MAX_BINS},
-    [A_BINS + 1] = {0, U32MAX},
-    [A_SHAPE] = {1, TML_MAX_SHAPE},
-    [A_SHAPE + 1] = {1, U32MAX},
-    [A_REVOKE] = {0, TML_MAX_REVOKE},
-    [A_REVOKE + 1] = {1, TML_MAX_KID},
-};
+#define LIM_ENUM(name, lo, hi) name,
+#define LIM_LO(name, lo, hi) lo,
+#define LIM_HI(name, lo, hi) hi,
+
+enum { LIMITS(LIM_ENUM) N_LIMITS };
+
+/* Lows fit a byte; two arrays instead of (lo, hi) pairs save 3 bytes a
+ * limit of the device's flash. */
+const uint8_t tml__lim_lo[] = {LIMITS(LIM_LO)};
+const uint32_t tml__lim_hi[] = {LIMITS(LIM_HI)};
 
 /* The distance from a value to its has_/count member, checked at compile
  * time to fit the row's int8_t. */
@@ -316,7 +297,7 @@ static const struct tml__msg manifest_desc = {
     enum tml_err tml_##name##_encode(const struct tml_##name *m, uint8_t *buf, \
                                      size_t cap, size_t *out_len)              \
     {                                                                          \
-        return tml__msg_encode(&name##_desc, m, buf, cap, max_len, out_len);            \
+        return tml__msg_encode(&name##_desc, m, buf, cap, max_len, out_len); \
     }                                                                          \
     enum tml_err tml_##name##_decode(const uint8_t *buf, size_t len,           \
                                      struct tml_##name *out)                   \

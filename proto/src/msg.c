@@ -33,12 +33,12 @@ key_bit(uint8_t key)
 }
 
 static enum tml_err
-check_len(size_t len, const struct tml__lim *l)
+check_len(size_t len, unsigned l)
 {
-    if (len > l->hi) {
+    if (len > tml__lim_hi[l]) {
         return TML_ERR_OVERSIZE;
     }
-    return len < l->lo ? TML_ERR_RANGE : TML_OK;
+    return len < tml__lim_lo[l] ? TML_ERR_RANGE : TML_OK;
 }
 
 /* Bytes one array element of type t takes in the C struct. */
@@ -93,13 +93,12 @@ emitted(const struct tml__field *f, const uint8_t *m, uint32_t need)
 
 /* Encodes one value of type t at p with limits l. */
 static enum tml_err
-encode_item(struct tml_enc *e, unsigned t, const struct tml__lim *l,
+encode_item(struct tml_enc *e, unsigned t, unsigned l,
             const uint8_t *p)
 {
     enum tml_err err = TML_OK;
     uint32_t v = *p;
     struct tml_bin b;
-    int32_t i32;
 
     switch (t) {
     case TML__F_VERSION:
@@ -109,12 +108,9 @@ encode_item(struct tml_enc *e, unsigned t, const struct tml__lim *l,
         memcpy(&v, p, sizeof v);
         /* fall through */
     case TML__F_U8:
-        err = v < l->lo || v > l->hi ? TML_ERR_RANGE : TML_OK;
+        err = v < tml__lim_lo[l] || v > tml__lim_hi[l] ? TML_ERR_RANGE
+                                                        : TML_OK;
         tml_enc_uint(e, v);
-        break;
-    case TML__F_I32:
-        memcpy(&i32, p, sizeof i32);
-        tml_enc_int(e, i32);
         break;
     case TML__F_BOOL:
         tml_enc_bool(e, v != 0);
@@ -138,7 +134,7 @@ encode_item(struct tml_enc *e, unsigned t, const struct tml__lim *l,
         }
         break;
     default: /* TML__F_FIXBYTES */
-        tml_enc_bytes(e, p, l->hi);
+        tml_enc_bytes(e, p, tml__lim_hi[l]);
         break;
     }
     return err;
@@ -147,7 +143,7 @@ encode_item(struct tml_enc *e, unsigned t, const struct tml__lim *l,
 static enum tml_err
 encode_field(struct tml_enc *e, const struct tml__field *f, const uint8_t *m)
 {
-    const struct tml__lim *l = &tml__lims[f->lim];
+    unsigned l = f->lim;
     const uint8_t *p = m + f->off;
     enum tml_err err;
     size_t n, i;
@@ -222,13 +218,12 @@ tml__msg_encode(const struct tml__msg *desc, const void *m, uint8_t *buf,
 
 /* Decodes one value of type t into p with limits l. */
 static enum tml_err
-decode_item(struct tml_dec *d, unsigned t, const struct tml__lim *l,
+decode_item(struct tml_dec *d, unsigned t, unsigned l,
             uint8_t *p)
 {
     struct tml_bin b = {NULL, 0};
     enum tml_err err;
     uint64_t u = 0;
-    int64_t i = 0;
     bool v = false;
 
     switch (t) {
@@ -241,7 +236,7 @@ decode_item(struct tml_dec *d, unsigned t, const struct tml__lim *l,
     case TML__F_U32:
     case TML__F_U8:
         err = tml_dec_uint(d, &u);
-        if (err == TML_OK && (u < l->lo || u > l->hi)) {
+        if (err == TML_OK && (u < tml__lim_lo[l] || u > tml__lim_hi[l])) {
             err = TML_ERR_RANGE;
         }
         if (err == TML_OK && t == TML__F_U8) {
@@ -250,17 +245,6 @@ decode_item(struct tml_dec *d, unsigned t, const struct tml__lim *l,
             uint32_t u32 = (uint32_t)u;
 
             memcpy(p, &u32, sizeof u32);
-        }
-        break;
-    case TML__F_I32:
-        err = tml_dec_int(d, &i);
-        if (err == TML_OK && (i < INT32_MIN || i > INT32_MAX)) {
-            err = TML_ERR_RANGE;
-        }
-        if (err == TML_OK) {
-            int32_t i32 = (int32_t)i;
-
-            memcpy(p, &i32, sizeof i32);
         }
         break;
     case TML__F_BOOL:
@@ -295,7 +279,7 @@ decode_item(struct tml_dec *d, unsigned t, const struct tml__lim *l,
 static enum tml_err
 decode_field(struct tml_dec *d, const struct tml__field *f, uint8_t *m)
 {
-    const struct tml__lim *l = &tml__lims[f->lim];
+    unsigned l = f->lim;
     uint8_t *p = m + f->off;
     enum tml_err err;
     size_t n = 0;
