@@ -851,3 +851,24 @@ th_check_config(const char *text, char *err, size_t cap)
     rmdir(dir);
     return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
+
+double
+tdev_ingest_rate(struct th *t, const char *id, uint32_t n)
+{
+    struct tdev v;
+    if (tdev_open(&v, t, id, false) != 0)
+        return -1;
+    uint64_t t0 = th_now_ms();
+    uint32_t next = 1;
+    while (tdev_acked_tele(&v) < n && th_now_ms() - t0 < 30000) {
+        uint32_t a = tdev_acked_tele(&v);
+        while (next <= n && next - a <= 64)
+            if (tdev_tele(&v, next++) != 0)
+                break;
+        th_sleep_ms(1);
+    }
+    uint32_t acked = tdev_acked_tele(&v);
+    double secs = (double)(th_now_ms() - t0) / 1000.0;
+    tdev_close(&v);
+    return acked == n ? n / secs : -1;
+}

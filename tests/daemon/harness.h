@@ -120,5 +120,9 @@ int tdev_raw(struct tdev *v, const char *kind, const void *buf, size_t len);
 /* Waits until acked_tele >= seq. Returns 0/-1. */
 int tdev_wait_tele_ack(struct tdev *v, uint32_t seq, int timeout_ms);
 uint32_t tdev_acked_tele(struct tdev *v);
+/* Opens device id, sends tele 1..n with at most 64 unacked, and returns the
+ * committed-and-acked rate in records/s, or -1 if not all n were acked
+ * within 30 s. */
+double tdev_ingest_rate(struct th *t, const char *id, uint32_t n);
 
 #endif
