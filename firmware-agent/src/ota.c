@@ -750,10 +750,10 @@ on_chunk(struct tmla_agent *a, const struct tml_ota_down *c, uint32_t now_ms)
                        TML_OTA_R_WRONG_OFFER);
         return;
     }
-    if (c->data.len == 0 || c->data.len > TML_CHUNK_MAX ||
-        c->offset != a->ota_offset || c->data.len > t->size - c->offset) {
-        /* Out of order, duplicate, oversized or past the end (S3, S9):
-         * dropped; the request timer asks again from ota_offset. */
+    /* tml_ota_down_decode already refused an empty or oversized chunk. */
+    if (c->offset != a->ota_offset || c->data.len > t->size - c->offset) {
+        /* Out of order, duplicate or past the end (S3, S9): dropped; the
+         * request timer asks again from ota_offset. */
         a->stats.chunks_rejected++;
         return;
     }
@@ -840,13 +840,9 @@ static void
 verify_slot(struct tmla_agent *a)
 {
     uint8_t d = dl_slot(a);
-    uint8_t digest[TML_SHA256_LEN];
 
     /* Read back what flash holds (S15: a write may fail silently). */
-    if (a->port.sha256_init(a->port.user, a->sha.b) != 0 ||
-        !hash_slot(a, d, a->ps.slot[d].size, a->sha.b) ||
-        a->port.sha256_final(a->port.user, a->sha.b, digest) != 0 ||
-        memcmp(digest, a->ps.slot[d].sha256, TML_SHA256_LEN) != 0) {
+    if (!slot_intact(a, d)) {
         fail(a, TML_OTA_R_FLASH);
         return;
     }
