@@ -10,10 +10,11 @@
 # the default config. Last line: "RESULT footprint flash=B ram=B ...".
 # The issue's budget is flash <= 10 KiB and RAM <= 3 KiB for agent + proto;
 # the table says how far off each is. With --check (the agent_size_arm
-# test) it exits 1 when RAM is over budget or the agent core alone grows
-# past its guard (10 KiB of linked code), or agent/proto call anything
-# outside <string.h> (malloc, stdio...), and 77 when the cross compiler is
-# missing.
+# test) it exits 1 when RAM is over budget, the whole flash figure grows
+# past its regression guard (17 KiB: measured 16,948 B in issue 3; raise it
+# only with a reason), the agent core alone grows past 10 KiB of linked
+# code, or agent/proto call anything outside <string.h> (malloc, stdio...),
+# and 77 when the cross compiler is missing.
 set -eu
 out=${1:?usage: size.sh OUTDIR [--check]}
 check=${2:-}
@@ -25,6 +26,7 @@ nm=${ARM_NM:-arm-none-eabi-nm}
 budget_flash=10240
 budget_ram=3072
 agent_guard=10240
+flash_guard=17408
 
 if ! command -v "$cc" >/dev/null 2>&1; then
     echo "size.sh: $cc not found; skipped"
@@ -110,6 +112,8 @@ printf '%-40s %8d %8d\n' "flash (.text+.data) agent+proto" "$flash" "$budget_fla
 printf '%-40s %8d %8d\n' "RAM (.data+.bss incl. context)" "$ram" "$budget_ram"
 printf '%-40s %8d %8s\n' "  agent core objects (linked)" "$agent_flash" "-"
 printf '%-40s %8d %8s\n' "  proto objects (linked)" "$proto_flash" "-"
+printf '%-40s %8d %8s\n' "  libc + main.c harness (the rest)" \
+    "$((flash - agent_flash - proto_flash))" "-"
 printf '%-40s %8d %8s\n' "  of which struct tmla_agent" "$ctx" "-"
 printf '%-40s %8d %8d\n' "flash agent+proto with -flto" "$lto_flash" "$budget_flash"
 printf '%-40s %8d %8s\n' "objects before gc (.text+.data)" "$objsize" "-"
@@ -142,6 +146,10 @@ if [ "$check" = "--check" ]; then
     if [ "$ram" -gt "$budget_ram" ] || [ "$agent_flash" -gt "$agent_guard" ] ||
        [ "$agent_flash" -eq 0 ] || [ -n "$bad" ]; then
         echo "size.sh: RAM $ram > $budget_ram or agent core $agent_flash > $agent_guard"
+        exit 1
+    fi
+    if [ "$flash" -gt "$flash_guard" ]; then
+        echo "size.sh: flash $flash > regression guard $flash_guard"
         exit 1
     fi
 fi
