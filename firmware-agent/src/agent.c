@@ -232,25 +232,40 @@ apply_cmd(struct tmla_agent *a, const struct tml_cmd *c)
         a->tokens = cfg->sample_burst;
 }
 
+/* The kind a topic names if it is exactly "tml/v1/<our id>/down/<kind>"
+ * (PROTOCOL.md "Topics"), else -1. Matched against our own id rather than
+ * parsed: every down kind is three letters, and the device then links no
+ * general topic parser. */
+static int
+down_kind(const struct tmla_agent *a, const char *t, size_t len)
+{
+    static const char names[] = "ackotacmd";
+    static const uint8_t kinds[] = {TML_KIND_ACK, TML_KIND_OTA, TML_KIND_CMD};
+    size_t id_len = tmla__strlen(a->cfg.device_id);
+
+    if (len != 7 + id_len + 6 + 3 || memcmp(t, "tml/v1/", 7) != 0 ||
+        memcmp(t + 7, a->cfg.device_id, id_len) != 0 ||
+        memcmp(t + 7 + id_len, "/down/", 6) != 0)
+        return -1;
+    for (int i = 0; i < 3; i++)
+        if (memcmp(t + len - 3, names + 3 * i, 3) == 0)
+            return kinds[i];
+    return -1;
+}
+
 enum tml_err
 tmla_on_message(struct tmla_agent *a, const char *topic, size_t topic_len,
                 const uint8_t *payload, size_t len, uint32_t now_ms)
 {
-    struct tml_topic t;
     enum tml_err err;
-    size_t id_len = tmla__strlen(a->cfg.device_id);
+    int kind;
 
     a->now_ms = now_ms;
     if (topic == NULL || (payload == NULL && len > 0))
         return TML_ERR_INVAL;
-    err = tml_topic_parse(topic, topic_len, &t);
-    if (err != TML_OK)
-        return err;
-    if (t.dir != TML_DIR_DOWN || t.dev.len != id_len ||
-        memcmp(t.dev.p, a->cfg.device_id, id_len) != 0)
-        return TML_ERR_TOPIC;
+    kind = down_kind(a, topic, topic_len);
 
-    switch (t.kind) {
+    switch (kind) {
     case TML_KIND_ACK: {
         struct tml_ack ack;
 
