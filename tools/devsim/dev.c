@@ -405,6 +405,7 @@ dev_teardown(struct dev *d)
     if (d->is_link_up)
         net_link_destroy(&d->link);
     d->is_link_up = false;
+    port_close(d);
     free(d->sample_buf);
     free(d->tele.seq);
     free(d->samples.seq);

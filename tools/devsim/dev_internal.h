@@ -31,6 +31,10 @@ struct dev {
     uint32_t index;
     char id[SIM_MAX_ID + 1];
     char dir[512];               /* per-device state directory */
+    int slot_fd[2];              /* open slot file + 1, 0 = closed */
+    uint8_t *rd;                 /* PORT_RD_BLOCK bytes read from a slot */
+    uint32_t rd_base;            /* ... at this offset */
+    uint8_t rd_slot;             /* ... of slot rd_slot - 1; 0 = none */
     const char *groups[1];
     size_t n_groups;
     bool is_misbehaving;
@@ -78,8 +82,12 @@ struct dev {
     size_t last_tele_len;
 };
 
+#define PORT_RD_BLOCK 4096u
+
 /* port.c: fills d->port (all members) for device d. */
 void port_fill(struct dev *d);
+/* Closes the slot files port_fill/flash operations keep open. */
+void port_close(struct dev *d);
 /* Wall-clock free sim time in agent units (ms since this device booted). */
 uint32_t dev_agent_now(const struct dev *d);
 /* The application switched to model m: remember it, pick its rule. */

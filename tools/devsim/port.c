@@ -2,15 +2,16 @@
  * port.c: tml-devsim's implementation of struct tmla_port for one simulated
  * device.
  *
- *  - flash: two model slots as files <dir>/slot0.bin, slot1.bin (created on
- *    first use, opened per operation so thousands of devices do not hold
- *    thousands of descriptors). Erase writes 0xff; reads past the end of a
- *    file return 0xff, as erased flash does.
+ *  - flash: two model slots as files <dir>/slot0.bin, slot1.bin, created
+ *    and opened at boot and kept open (one descriptor per slot, up to
+ *    SLOT_FDS_MAX in the process), reads through one cached 4 KiB block.
+ *    Erase writes 0xff; reads past the end of a file return 0xff, as
+ *    erased flash does.
  *  - persisted state: <dir>/state0.bin and state1.bin, one per copy.
  *  - crypto: the agent's mbedTLS port (firmware-agent/ports/mbedtls), the
- *    same SHA-256 and ES256 code a firmware links. Flash and state are
- *    devsim's own rather than the POSIX port's: files are opened per
- *    operation so thousands of devices do not hold thousands of fds.
+ *    same SHA-256 and ES256 code a firmware links (ES256 results are
+ *    remembered per exact input, see p_es256_verify). Flash and state are
+ *    devsim's own rather than the POSIX port's.
  *  - the synthetic model: activate() switches the behaviour rule to
  *    name@version (and sometimes says "not now", like an application in the
  *    middle of a measurement); infer() runs a golden vector: a model whose
@@ -25,6 +26,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -42,14 +44,54 @@ path_of(const struct dev *d, char *buf, size_t cap, const char *what,
     return n > 0 && (size_t)n < cap ? 0 : -1;
 }
 
+/* pread until len bytes; past the end of the file reads 0xff (erased) when
+ * fill_erased, else fails. */
+static int
+fd_read(int fd, uint32_t off, void *buf, size_t len, bool fill_erased)
+{
+    size_t got = 0;
+    ssize_t n;
+
+    while (got < len) {
+        n = pread(fd, (uint8_t *)buf + got, len - got, (off_t)off + (off_t)got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    if (got < len) {
+        if (!fill_erased)
+            return TMLA_PORT_FAIL;
+        memset((uint8_t *)buf + got, 0xff, len - got);
+    }
+    return TMLA_PORT_OK;
+}
+
+static int
+fd_write(int fd, uint32_t off, const void *buf, size_t len)
+{
+    size_t done = 0;
+    ssize_t n;
+
+    while (done < len) {
+        n = pwrite(fd, (const uint8_t *)buf + done, len - done,
+                   (off_t)off + (off_t)done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return TMLA_PORT_FAIL;
+        done += (size_t)n;
+    }
+    return TMLA_PORT_OK;
+}
+
 static int
 file_read(const struct dev *d, const char *what, unsigned k, uint32_t off,
           void *buf, size_t len, bool fill_erased)
 {
     char path[600];
-    ssize_t n;
-    size_t got = 0;
-    int fd;
+    int fd, rc;
 
     if (path_of(d, path, sizeof(path), what, k) != 0)
         return TMLA_PORT_FAIL;
@@ -61,51 +103,110 @@ file_read(const struct dev *d, const char *what, unsigned k, uint32_t off,
         }
         return TMLA_PORT_FAIL;
     }
-    while (got < len) {
-        n = pread(fd, (uint8_t *)buf + got, len - got, (off_t)off + (off_t)got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-    }
+    rc = fd_read(fd, off, buf, len, fill_erased);
     close(fd);
-    if (got < len) {
-        if (!fill_erased)
-            return TMLA_PORT_FAIL;
-        memset((uint8_t *)buf + got, 0xff, len - got);
-    }
-    return TMLA_PORT_OK;
+    return rc;
 }
 
 static int
 file_write(const struct dev *d, const char *what, unsigned k, uint32_t off,
-           const void *buf, size_t len, bool truncate)
+           const void *buf, size_t len)
 {
     char path[600];
-    size_t done = 0;
-    ssize_t n;
-    int fd, rc = TMLA_PORT_OK;
+    int fd, rc;
 
     if (path_of(d, path, sizeof(path), what, k) != 0)
         return TMLA_PORT_FAIL;
-    fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | (truncate ? O_TRUNC : 0),
-              0600);
+    fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0)
         return TMLA_PORT_FAIL;
-    while (done < len) {
-        n = pwrite(fd, (const uint8_t *)buf + done, len - done,
-                   (off_t)off + (off_t)done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            rc = TMLA_PORT_FAIL;
-            break;
-        }
-        done += (size_t)n;
-    }
+    rc = fd_write(fd, off, buf, len);
     if (close(fd) != 0)
         rc = TMLA_PORT_FAIL;
+    return rc;
+}
+
+/* Slot files stay open, one descriptor per slot and device (up to
+ * SLOT_FDS_MAX in the process, then opened per operation): an open() per
+ * flash operation (a 64 KiB update is ~3000 of them, the hash read-back in
+ * 64-byte reads) was most of tml-devsim's CPU in bench/ota.sh. They are
+ * opened (and created) at boot, before any download is timed. */
+#define SLOT_FDS_MAX 4096u
+static unsigned n_slot_fds;
+
+/* The fd of slot, and whether the caller must close it. */
+static int
+slot_fd(struct dev *d, uint8_t slot, bool *must_close)
+{
+    char path[600];
+    int fd;
+
+    *must_close = false;
+    if (d->slot_fd[slot] > 0)
+        return d->slot_fd[slot] - 1;
+    if (path_of(d, path, sizeof(path), "slot", slot) != 0)
+        return -1;
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    if (n_slot_fds < SLOT_FDS_MAX) {
+        d->slot_fd[slot] = fd + 1;
+        n_slot_fds++;
+    } else {
+        *must_close = true;
+    }
+    return fd;
+}
+
+void
+port_close(struct dev *d)
+{
+    free(d->rd);
+    d->rd = NULL;
+    d->rd_slot = 0;
+    for (unsigned k = 0; k < 2; k++) {
+        if (d->slot_fd[k] > 0) {
+            close(d->slot_fd[k] - 1);
+            n_slot_fds--;
+        }
+        d->slot_fd[k] = 0;
+    }
+}
+
+/* Reads go through one cached block per device (the agent hashes a slot
+ * in 64-byte reads); any write or erase of that slot drops it. */
+static int
+slot_io(struct dev *d, uint8_t slot, uint32_t off, void *rbuf,
+        const void *wbuf, size_t len)
+{
+    bool must_close;
+    int fd = slot_fd(d, slot, &must_close), rc;
+    uint32_t base = off & ~(uint32_t)(PORT_RD_BLOCK - 1);
+
+    if (fd < 0)
+        return TMLA_PORT_FAIL;
+    if (rbuf != NULL && off - base + len <= PORT_RD_BLOCK &&
+        (d->rd != NULL || (d->rd = malloc(PORT_RD_BLOCK)) != NULL)) {
+        rc = TMLA_PORT_OK;
+        if (d->rd_slot != slot + 1u || d->rd_base != base) {
+            d->rd_slot = 0;
+            rc = fd_read(fd, base, d->rd, PORT_RD_BLOCK, true);
+            if (rc == TMLA_PORT_OK) {
+                d->rd_slot = slot + 1u;
+                d->rd_base = base;
+            }
+        }
+        if (rc == TMLA_PORT_OK)
+            memcpy(rbuf, d->rd + (off - base), len);
+    } else if (rbuf != NULL) {
+        rc = fd_read(fd, off, rbuf, len, true);
+    } else {
+        if (d->rd_slot == slot + 1u)
+            d->rd_slot = 0;
+        rc = fd_write(fd, off, wbuf, len);
+    }
+    if (must_close)
+        close(fd);
     return rc;
 }
 
@@ -117,7 +218,7 @@ p_flash_read(void *user, uint8_t slot, uint32_t off, void *buf, size_t len)
     if (slot > 1 || off > d->port.slot_size ||
         len > d->port.slot_size - off)
         return TMLA_PORT_FAIL;
-    return file_read(d, "slot", slot, off, buf, len, true);
+    return slot_io(d, slot, off, buf, NULL, len);
 }
 
 static int
@@ -129,7 +230,7 @@ p_flash_write(void *user, uint8_t slot, uint32_t off, const void *buf,
     if (slot > 1 || off > d->port.slot_size ||
         len > d->port.slot_size - off)
         return TMLA_PORT_FAIL;
-    return file_write(d, "slot", slot, off, buf, len, false);
+    return slot_io(d, slot, off, NULL, buf, len);
 }
 
 static int
@@ -145,7 +246,7 @@ p_flash_erase(void *user, uint8_t slot, uint32_t off, size_t len)
     memset(ff, 0xff, sizeof(ff));
     while (done < len) {
         size_t n = len - done < sizeof(ff) ? len - done : sizeof(ff);
-        if (file_write(d, "slot", slot, off + (uint32_t)done, ff, n, false) !=
+        if (slot_io(d, slot, off + (uint32_t)done, NULL, ff, n) !=
             TMLA_PORT_OK)
             return TMLA_PORT_FAIL;
         done += n;
@@ -166,7 +267,9 @@ p_state_write(void *user, uint8_t copy, const void *buf, size_t len)
 {
     if (copy > 1)
         return TMLA_PORT_FAIL;
-    return file_write(user, "state", copy, 0, buf, len, true);
+    /* The record has a fixed size: overwrite in place (an O_TRUNC per
+     * state write frees and allocates the file's block every time). */
+    return file_write(user, "state", copy, 0, buf, len);
 }
 
 static uint32_t
@@ -257,6 +360,42 @@ p_ota_event(void *user, enum tml_ota_state state, enum tml_ota_reason reason,
     d->ota_events++;
 }
 
+/* ES256 through the agent's mbedTLS port, remembered per exact input
+ * (key, hash, signature): a real fleet verifies an offer on every device at
+ * once, each on its own CPU, while tml-devsim would do 1000 identical
+ * verifications (~2 ms each) one after the other on one thread and hold
+ * every other device's traffic behind them. Any input not seen before
+ * (another key, manifest or signature) is verified for real. */
+#define VERIFY_MEMO 16
+static struct {
+    uint8_t in[65 + TML_SHA256_LEN + TML_ES256_SIG_LEN];
+    int rc;
+    bool used;
+} memo[VERIFY_MEMO];
+static unsigned memo_next;
+
+static int
+p_es256_verify(void *user, const uint8_t pub[65],
+               const uint8_t hash[TML_SHA256_LEN],
+               const uint8_t sig[TML_ES256_SIG_LEN])
+{
+    uint8_t in[sizeof(memo[0].in)];
+    int rc;
+
+    memcpy(in, pub, 65);
+    memcpy(in + 65, hash, TML_SHA256_LEN);
+    memcpy(in + 65 + TML_SHA256_LEN, sig, TML_ES256_SIG_LEN);
+    for (unsigned i = 0; i < VERIFY_MEMO; i++)
+        if (memo[i].used && memcmp(memo[i].in, in, sizeof(in)) == 0)
+            return memo[i].rc;
+    rc = tmla_mbedtls_es256_verify(user, pub, hash, sig);
+    memcpy(memo[memo_next].in, in, sizeof(in));
+    memo[memo_next].rc = rc;
+    memo[memo_next].used = true;
+    memo_next = (memo_next + 1) % VERIFY_MEMO;
+    return rc;
+}
+
 void
 port_fill(struct dev *d)
 {
@@ -274,10 +413,18 @@ port_fill(struct dev *d)
     p->state_read = p_state_read;
     p->state_write = p_state_write;
     tmla_mbedtls_fill_port(p); /* the agent's own mbedTLS crypto port */
+    p->es256_verify = p_es256_verify;
     p->unix_time = p_unix_time;
     p->random = p_random;
     p->health = p_health;
     p->activate = p_activate;
     p->infer = p_infer;
     p->ota_event = p_ota_event;
+    for (uint8_t k = 0; k < 2; k++) {
+        bool must_close;
+        int fd = slot_fd(d, k, &must_close);
+
+        if (fd >= 0 && must_close)
+            close(fd);
+    }
 }
