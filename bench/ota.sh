@@ -165,10 +165,12 @@ chunk=$(raw_ctl device.show '{"id": "sim-0001"}' |
 # tmld must be gone or the two would keep kicking each other off.
 kill "$tmld_pid" 2>/dev/null || true
 wait "$tmld_pid" 2>/dev/null || true
-rawline=$(LD_PRELOAD=$preload "$raw" "$TB_PORT" "$TB_CA" "$TB_TMLD_CERT" "$TB_TMLD_KEY" \
+rawline=$(TML_BROKER_PID=$TB_PID LD_PRELOAD=$preload "$raw" "$TB_PORT" "$TB_CA" "$TB_TMLD_CERT" "$TB_TMLD_KEY" \
     "$work/devs" sim- 1 "$n" "$size" "$chunk" "${TML_BENCH_OTA_RAW_TIMEOUT:-300}") || {
     echo "bench/ota.sh: raw baseline failed: $rawline" >&2; exit 1; }
 raw_s=$(sed -n 's/.*deliver_s=\([0-9.]*\).*/\1/p' <<<"$rawline")
+c_raw=$(sed -n 's/.* deliver_cpu_s=\([0-9.]*\).*/\1/p' <<<"$rawline")
+c_rbroker=$(sed -n 's/.*broker_deliver_cpu_s=\([0-9.]*\).*/\1/p' <<<"$rawline")
 ratio=$($py -c "print(f'{$ota_s / max($raw_s, 1e-3):.2f}')")
 per_dev=$((bytes / (confirmed > 0 ? confirmed : 1)))
 
@@ -177,4 +179,5 @@ printf '%-34s %10d %10s %12d %12s\n' "raw broker push (baseline)" "$n" "$raw_s" 
 printf '%-34s %10d %10s %12d %12s\n' "tmld OTA (request, verify, confirm)" "$confirmed" "$ota_s" "$per_dev" "$ratio"
 echo "state=$state offers=$offers chunks=$chunks chunk_bytes=$chunk"
 echo "CPU during the OTA phase: tmld ${c_tmld}s, broker ${c_broker}s, tml-devsim ${c_dev}s (2 cores shared)"
-echo "RESULT ota devices=$n confirmed=$confirmed model_bytes=$size ota_s=$ota_s raw_s=$raw_s ratio=$ratio bytes_per_device=$per_dev chunks=$chunks chunk_bytes=$chunk offers=$offers state=$state nodelay=${TML_BENCH_OTA_NODELAY:-0} tmld_cpu_s=$c_tmld broker_cpu_s=$c_broker devsim_cpu_s=$c_dev"
+echo "CPU during the raw delivery: broker ${c_rbroker}s, ota_rawpush (1000 clients + publisher) ${c_raw}s"
+echo "RESULT ota devices=$n confirmed=$confirmed model_bytes=$size ota_s=$ota_s raw_s=$raw_s ratio=$ratio bytes_per_device=$per_dev chunks=$chunks chunk_bytes=$chunk offers=$offers state=$state nodelay=${TML_BENCH_OTA_NODELAY:-0} tmld_cpu_s=$c_tmld broker_cpu_s=$c_broker devsim_cpu_s=$c_dev raw_broker_cpu_s=$c_rbroker rawpush_cpu_s=$c_raw"
