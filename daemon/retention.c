@@ -161,29 +161,31 @@ evict_step(sqlite3 *db, int64_t excess)
     return rc == SQLITE_OK ? n : -rc;
 }
 
+/* The pruning statements (see retention.h): tele_hour's key starts with the
+ * hour, an ordered range read; tele_hourly's starts with the device, so
+ * the CROSS JOIN makes devices the outer loop (one key range per device)
+ * instead of the scan of tele_hourly SQLite picks without statistics. */
+const char *const retention_prune_sql[RETENTION_PRUNE_N] = {
+    "DELETE FROM tele_hour WHERE (hour, device_id, model_version) IN "
+    "(SELECT hour, device_id, model_version FROM tele_hour WHERE hour < ?1 "
+    "ORDER BY hour LIMIT 5000)",
+    "DELETE FROM tele_hour_ids WHERE hour IN (SELECT hour FROM "
+    "tele_hour_ids WHERE hour < ?1 ORDER BY hour LIMIT 5000)",
+    "DELETE FROM tele_hourly WHERE (device_id, hour, model_version) IN "
+    "(SELECT h.device_id, h.hour, h.model_version FROM devices d CROSS JOIN "
+    "tele_hourly h ON h.device_id = d.id AND h.hour < ?1 LIMIT 5000)",
+};
+
 /* Deletes at most STEP_ROWS rows of each hourly aggregate table with
  * hour < before_hour, oldest hours first. Returns rows deleted or a negative
  * SQLite code. */
 static int64_t
 prune_step(sqlite3 *db, int64_t before_hour)
 {
-    /* tele_hour's key starts with the hour: an ordered range read. */
-    static const char *const sql[] = {
-        "DELETE FROM tele_hour WHERE (hour, device_id, model_version) IN "
-        "(SELECT hour, device_id, model_version FROM tele_hour WHERE hour < "
-        "?1 ORDER BY hour LIMIT 5000)",
-        "DELETE FROM tele_hour_ids WHERE hour IN (SELECT hour FROM "
-        "tele_hour_ids WHERE hour < ?1 ORDER BY hour LIMIT 5000)",
-        /* tele_hourly's key starts with the device: one range per device
-         * instead of a scan of the whole table. */
-        "DELETE FROM tele_hourly WHERE (device_id, hour, model_version) IN "
-        "(SELECT h.device_id, h.hour, h.model_version FROM devices d JOIN "
-        "tele_hourly h ON h.device_id = d.id AND h.hour < ?1 LIMIT 5000)",
-    };
     int64_t total = 0;
-    for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]); i++) {
+    for (size_t i = 0; i < RETENTION_PRUNE_N; i++) {
         int64_t n = 0;
-        int rc = exec1(db, sql[i], before_hour, &n);
+        int rc = exec1(db, retention_prune_sql[i], before_hour, &n);
         if (rc != SQLITE_OK)
             return -rc;
         total += n;

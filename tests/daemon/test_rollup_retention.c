@@ -20,7 +20,9 @@
 
 #include <cmocka.h>
 
+#include "core.h"
 #include "harness.h"
+#include "retention.h"
 
 static int
 setup_horizon(void **state)
@@ -252,11 +254,43 @@ test_rollup_retention_rollup_days_validated(void **state)
         0);
 }
 
+/* Pruning reads by key: on a migrated database (no statistics, SQLite's
+ * worst case) no statement scans tele_hour, tele_hour_ids or tele_hourly
+ * (devices is the outer loop of the tele_hourly one, one key range per
+ * device). */
+static void
+test_rollup_retention_prune_plans_use_keys(void **state)
+{
+    (void)state;
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(":memory:", &db), SQLITE_OK);
+    assert_int_equal(store_migrate(db, ":memory:"), 0);
+    for (size_t i = 0; i < RETENTION_PRUNE_N; i++) {
+        char sql[1024], plan[2048] = "";
+        snprintf(sql, sizeof(sql), "EXPLAIN QUERY PLAN %s",
+                 retention_prune_sql[i]);
+        sqlite3_stmt *st = NULL;
+        assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            strncat(plan, (const char *)sqlite3_column_text(st, 3),
+                    sizeof(plan) - strlen(plan) - 2);
+            strcat(plan, ";");
+        }
+        sqlite3_finalize(st);
+        printf("# prune %zu: %s\n", i, plan);
+        assert_null(strstr(plan, "SCAN tele_hour"));
+        assert_null(strstr(plan, "SCAN h"));
+        assert_non_null(strstr(plan, "PRIMARY KEY"));
+    }
+    sqlite3_close(db);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rollup_retention_rollup_days_validated),
+        cmocka_unit_test(test_rollup_retention_prune_plans_use_keys),
         cmocka_unit_test_setup_teardown(
             test_rollup_retention_prunes_aggregates_past_horizon, setup_horizon,
             th_fixture_stop),
