@@ -84,17 +84,21 @@ qint(sqlite3 *db, const char *sql)
     return v;
 }
 
-/* Rolls up and deletes the oldest tele rows (by rowid, which follows
- * arrival) with recv_at < before, at most STEP_ROWS. Returns rows moved or
- * a negative SQLite code. */
+/* Rolls up and deletes the old rows (recv_at < before) among the oldest
+ * STEP_ROWS tele rows (by rowid, which follows arrival). Only that head is
+ * read: filtering the whole table for old rows scanned all of tele (10 M
+ * rows on a gateway with a long tele_days) on every run, inside the
+ * writer's transaction, even when nothing was old. Returns rows moved or a
+ * negative SQLite code. */
 static int64_t
 rollup_step(sqlite3 *db, int64_t before)
 {
     int64_t maxid = 0;
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(db,
-                                "SELECT max(id) FROM (SELECT id FROM tele "
-                                "WHERE recv_at < ?1 ORDER BY id LIMIT 5000)",
+                                "SELECT max(id) FROM (SELECT id, recv_at "
+                                "FROM tele ORDER BY id LIMIT 5000) WHERE "
+                                "recv_at < ?1",
                                 -1, &st, NULL);
     if (rc != SQLITE_OK)
         return -rc;
