@@ -272,13 +272,15 @@ tmla__sample_poll(struct tmla_agent *a, uint32_t now_ms)
         period_end(a, now_ms, (uint32_t)d / period_ms);
     if (!a->connected)
         return;
+    /* Go-back-N, as for summaries (tele.c): one overdue ack sends every
+     * pending sample again, lowest numbers first. */
     for (int i = 0; i < TMLA_SAMPLE_SLOTS; i++) {
         s = &a->samples[i];
         if (s->state == SLOT_PENDING && s->in_flight &&
             tmla__ms_diff(now_ms, s->sent_ms) >=
                 (int32_t)a->cfg.ack_timeout_ms) {
-            s->in_flight = false;
-            s->next_chunk = 0;
+            tmla__sample_unsend(a);
+            break;
         }
     }
     while ((s = next_pending(a)) != NULL) {

@@ -229,12 +229,21 @@ tmla__tele_poll(struct tmla_agent *a, uint32_t now_ms)
         tmla__tele_close(a, now_ms);
     if (!a->connected)
         return;
+    /* Go-back-N: when one summary's ack is overdue, a gateway that stores
+     * only in order dropped every later one as well, so all of them go
+     * again, oldest first. Resending only the overdue one would leave each
+     * later summary to wait for its own timeout, and a new summary sent
+     * meanwhile would be dropped in turn: a lag that never catches up. */
+    for (int i = 0; i < a->ring_n; i++)
+        if (a->ring[i].in_flight &&
+            tmla__ms_diff(now_ms, a->ring[i].sent_ms) >=
+                (int32_t)a->cfg.ack_timeout_ms) {
+            tmla__tele_unsend(a);
+            break;
+        }
     for (int i = 0; i < a->ring_n; i++) {
         struct tmla__sum *s = &a->ring[i];
 
-        if (s->in_flight &&
-            tmla__ms_diff(now_ms, s->sent_ms) >= (int32_t)a->cfg.ack_timeout_ms)
-            s->in_flight = false;
         /* In order: sequence numbers must grow along the ring. */
         if (!s->in_flight && !send_one(a, s, now_ms))
             break;

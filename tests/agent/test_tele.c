@@ -754,6 +754,35 @@ test_tele_fold_after_send_keeps_numbers_and_counts(void **state)
     assert_nothing_stored_still_held(r, &g);
 }
 
+/* Issue 3 (a), R4: a summary lost with the broker. The next ones reach a
+ * go-back-N gateway as gaps and are dropped too; when the lost one's ack is
+ * overdue every held summary goes again, in order, so the device catches
+ * up after one timeout instead of lagging one timeout per summary. */
+static void
+test_tele_one_timeout_resends_everything_held(void **state)
+{
+    struct rig *r = *state;
+    struct strict_gw g = {0};
+
+    /* As in tml-devsim's tests: the ack timeout is longer than a period,
+     * so a later summary goes out before an earlier one is overdue. */
+    r->cfg.ack_timeout_ms = r->a.cfg.ack_timeout_ms =
+        r->cfg.summary_period_s * 1000u * 5 / 3;
+    period(r);
+    g.cursor = r->mp->n_log; /* seq 1 is lost on the way */
+    period(r); /* seq 2: a gap at the gateway */
+    period(r); /* seq 1 is overdue before seq 3 is sent */
+    /* The gateway gets, in order: 2 (gap), then 1 and 2 again, then 3.
+     * Resending only the overdue 1 would store 1 and drop 3 as a gap. */
+    strict_pump(r, &g, true, 1);
+    print_message("after one ack timeout: gateway hw %u, %u gap drops\n",
+                  g.hw_tele, g.gaps);
+    assert_true(g.hw_tele >= 3);
+    assert_int_equal(g.gaps, 1);
+    assert_int_equal(g.skipped_tele, 0);
+    assert_nothing_stored_still_held(r, &g);
+}
+
 /* Issue 4 (d): both state copies lost (or the device replaced under the
  * same id): it starts again at seq 1, which the gateway has long stored.
  * Its hello (another boot_id, tele_next 1) makes the gateway restart the
@@ -842,6 +871,7 @@ main(void)
         T(test_tele_gapless_gateway_keeps_receiving_after_reboots),
         T(test_tele_reboot_loss_is_given_up_and_counted),
         T(test_tele_fold_after_send_keeps_numbers_and_counts),
+        T(test_tele_one_timeout_resends_everything_held),
         T(test_tele_wiped_state_is_a_visible_reset),
         T(test_tele_fresh_gateway_gives_up_numbers_below_low_water),
 #undef T
