@@ -80,6 +80,11 @@ struct dev {
     uint32_t ota_events;
     uint8_t last_tele[TMLA_TX_BUF];
     size_t last_tele_len;
+    /* Inferences that died in RAM at simulated reboots (read from the
+     * agent's context just before it is thrown away, which a real device
+     * could not do): never sent (open period, unsent summaries), and sent
+     * but not acked (the gateway may or may not have stored them). */
+    uint64_t lost_unsent, lost_held;
 };
 
 #define PORT_RD_BLOCK 4096u
