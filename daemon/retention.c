@@ -5,7 +5,8 @@
  * transaction and, in bounded steps:
  *   1. rolls telemetry older than tele_days up into tele_hourly (per device,
  *      hour and model version) and deletes the rolled-up rows;
- *   2. evicts samples beyond samples_max, oldest first, keeping the ones the
+ *   2. evicts samples beyond samples_max (their total is one row,
+ *      samples_bytes, kept by triggers), oldest first, keeping the ones the
  *      application flagged as misclassified longest;
  *   3. prunes the hourly aggregates (tele_hour and tele_hour_ids of
  *      db/0002_query.sql, tele_hourly of step 1) older than rollup_days;
@@ -220,8 +221,8 @@ ret_run(sqlite3 *db, void *arg)
             break;
     }
     for (int i = 0; i < MAX_PASSES && j->samples_max > 0; i++) {
-        int64_t total = qint(db, "SELECT coalesce(sum(length(data)), 0) "
-                                 "FROM samples");
+        /* Kept by db/0005_samples_bytes.sql's triggers: one row read. */
+        int64_t total = qint(db, "SELECT total FROM samples_bytes");
         if ((uint64_t)total <= j->samples_max)
             break;
         n = evict_step(db, total - (int64_t)j->samples_max);

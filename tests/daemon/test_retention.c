@@ -93,6 +93,9 @@ test_retention_keeps_samples_within_budget_flagged_longest(void **state)
         th_sleep_ms(100);
     }
     assert_true(bytes <= 16 * 1024);
+    /* The trigger-kept total (db/0005) retention reads is exact. */
+    assert_int_equal(th_db_int(t, "SELECT total FROM samples_bytes"),
+                     th_db_int(t, "SELECT sum(length(data)) FROM samples"));
     /* All 60 flagged ones survive; the oldest audit ones went first. */
     assert_int_equal(th_db_int(t, "SELECT count(*) FROM samples WHERE "
                                   "reason = 1"),

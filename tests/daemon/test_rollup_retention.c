@@ -285,12 +285,63 @@ test_rollup_retention_prune_plans_use_keys(void **state)
     sqlite3_close(db);
 }
 
+/* db/0005_samples_bytes: the total is backfilled from the samples already
+ * stored and follows inserts and deletes. */
+static void
+test_rollup_retention_samples_bytes_kept_by_triggers(void **state)
+{
+    (void)state;
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(":memory:", &db), SQLITE_OK);
+    size_t before = 0;
+    while (before < tmld_n_migrations && tmld_migrations[before].version < 5)
+        before++;
+    assert_int_equal(
+        store_migrate_list(db, ":memory:", tmld_migrations, before), 0);
+    static const char ins[] =
+        "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k "
+        "WHERE i < 50) INSERT INTO samples(device_id, seq, recv_at, "
+        "sample_id, model_version, reason, predicted, confidence_bp, dtype, "
+        "shape, rate_hz, total_len, offset, data) SELECT 1, i, 0, i, 1, 3, "
+        "1, 5000, 1, '16', 16000, 100, 0, zeroblob(i) FROM k";
+    assert_int_equal(sqlite3_exec(db, ins, NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(store_migrate(db, ":memory:"), 0);
+    sqlite3_stmt *st = NULL;
+    static const char q[] = "SELECT (SELECT total FROM samples_bytes), "
+                            "(SELECT coalesce(sum(length(data)), 0) FROM "
+                            "samples)";
+    assert_int_equal(sqlite3_prepare_v2(db, q, -1, &st, NULL), SQLITE_OK);
+    static const char *const steps[] = {
+        NULL, /* backfill: 1 + 2 + ... + 50 */
+        "DELETE FROM samples WHERE seq <= 10",
+        "UPDATE samples SET seq = seq + 100 WHERE seq > 45",
+        "DELETE FROM samples",
+    };
+    int64_t want_total[] = {1275, 1220, 1220, 0};
+    for (size_t i = 0; i < 4; i++) {
+        if (steps[i] != NULL)
+            assert_int_equal(sqlite3_exec(db, steps[i], NULL, NULL, NULL),
+                             SQLITE_OK);
+        if (i == 2)
+            assert_int_equal(sqlite3_exec(db, ins, NULL, NULL, NULL),
+                             SQLITE_OK); /* 50 more: 1220 + 1275 */
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        int64_t total = sqlite3_column_int64(st, 0);
+        assert_int_equal(total, sqlite3_column_int64(st, 1));
+        assert_int_equal(total, i == 2 ? 1220 + 1275 : want_total[i]);
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rollup_retention_rollup_days_validated),
         cmocka_unit_test(test_rollup_retention_prune_plans_use_keys),
+        cmocka_unit_test(test_rollup_retention_samples_bytes_kept_by_triggers),
         cmocka_unit_test_setup_teardown(
             test_rollup_retention_prunes_aggregates_past_horizon, setup_horizon,
             th_fixture_stop),
