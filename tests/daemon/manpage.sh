@@ -29,7 +29,10 @@ if command -v man >/dev/null 2>&1; then
     fi
 fi
 # No hyphenation and long lines, so that names are whole words.
-groff -man -Tascii -rHY=0 -rLL=250n "$page" 2>/dev/null | col -bx >"$tmp/text"
+# Overstrikes (bold, underline) removed without col(1), which may be absent.
+bs=$(printf '\010')
+GROFF_NO_SGR=1 groff -man -Tascii -rHY=0 -rLL=250n "$page" 2>/dev/null |
+    sed "s/.$bs//g" >"$tmp/text"
 [ -s "$tmp/text" ] || { echo "empty rendering"; exit 1; }
 
 "$tmld" --help >"$tmp/help" || { echo "tmld --help failed"; exit 1; }
