@@ -28,26 +28,8 @@
 static int
 setup(void **state)
 {
-    struct th *t = calloc(1, sizeof(*t));
-    if (t == NULL ||
-        th_setup(t, "[control]\nidle_timeout = 1s\nmax_clients = 8\n") != 0 ||
-        th_tmld_start(t, NULL, 10000) != 0) {
-        if (t)
-            th_teardown(t);
-        free(t);
-        return -1;
-    }
-    *state = t;
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    struct th *t = *state;
-    th_teardown(t);
-    free(t);
-    return 0;
+    return th_fixture_start(state,
+                            "[control]\nidle_timeout = 1s\nmax_clients = 8\n");
 }
 
 static int
@@ -266,16 +248,16 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_ctl_envelope_ids_and_error_codes,
-                                        setup, teardown),
+                                        setup, th_fixture_stop),
         cmocka_unit_test_setup_teardown(
             test_ctl_pipelined_requests_each_get_their_answer, setup,
-            teardown),
+            th_fixture_stop),
         cmocka_unit_test_setup_teardown(
-            test_ctl_oversized_line_is_refused_and_closed, setup, teardown),
+            test_ctl_oversized_line_is_refused_and_closed, setup, th_fixture_stop),
         cmocka_unit_test_setup_teardown(
-            test_ctl_caps_connections_and_reaps_idle_ones, setup, teardown),
+            test_ctl_caps_connections_and_reaps_idle_ones, setup, th_fixture_stop),
         cmocka_unit_test_setup_teardown(
-            test_ctl_r15_slow_clients_do_not_slow_ingest, setup, teardown),
+            test_ctl_r15_slow_clients_do_not_slow_ingest, setup, th_fixture_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
