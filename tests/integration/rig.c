@@ -892,6 +892,8 @@ rig_summary_load(struct rig_summary *s, const char *path)
         d->flaps = jnum(it, "flaps");
         d->reboots = jnum(it, "reboots");
         d->seq_reused = jnum(it, "seq_reused");
+        d->lost_unsent = jnum(it, "lost_unsent");
+        d->lost_held = jnum(it, "lost_held");
         d->relinks = jnum(it, "relinks");
         d->last_pub_seq = jnum(it, "last_pub_seq");
         d->publishes = jnum(it, "publishes");

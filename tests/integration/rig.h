@@ -145,6 +145,7 @@ struct rig_devsum {
     uint64_t relinks, publishes, last_pub_seq;
     uint64_t last_seq, ack_seq, bad_in, garbage_sent, replays_sent;
     uint64_t model_version;
+    uint64_t lost_unsent, lost_held; /* inferences in RAM at reboots */
     char ota_state[24], model[40];
 };
 
