@@ -98,6 +98,10 @@ usage(FILE *f)
         "                        and replayed records (0)\n"
         "  --ack-timeout MS      resend unacked records after MS (agent\n"
         "                        default)\n"
+        "  --ota-chunk B         OTA chunk bytes the agent asks for (1024)\n"
+        "  --ota-window N        chunks per OTA request (4)\n"
+        "  --ota-flood N         publish every OTA chunk request N more\n"
+        "                        times (a device stuck in a loop) (0)\n"
         "  --seed N              random seed (1)\n"
         "bounds and output:\n"
         "  --duration S          produce for S seconds\n"
@@ -118,7 +122,8 @@ enum opt_id {
     O_CLASSES, O_BEHAVIOUR, O_SUMMARY_PERIOD, O_INPUT_BYTES, O_FLAP_MEAN,
     O_FLAP_DOWN, O_REBOOT_MEAN, O_SEED, O_DURATION, O_COUNT, O_DRAIN,
     O_STATUS, O_JSON, O_SAMPLE_BUDGET, O_BUDGET_PERIOD, O_CONF_THRESHOLD,
-    O_MISBEHAVE, O_ACK_TIMEOUT, O_RESERVE_FDS, O_HELP
+    O_MISBEHAVE, O_ACK_TIMEOUT, O_RESERVE_FDS, O_OTA_CHUNK, O_OTA_WINDOW,
+    O_OTA_FLOOD, O_HELP
 };
 
 static const struct option long_opts[] = {
@@ -159,6 +164,9 @@ static const struct option long_opts[] = {
     {"conf-threshold", required_argument, NULL, O_CONF_THRESHOLD},
     {"misbehave", required_argument, NULL, O_MISBEHAVE},
     {"ack-timeout", required_argument, NULL, O_ACK_TIMEOUT},
+    {"ota-chunk", required_argument, NULL, O_OTA_CHUNK},
+    {"ota-window", required_argument, NULL, O_OTA_WINDOW},
+    {"ota-flood", required_argument, NULL, O_OTA_FLOOD},
     {"reserve-fds", required_argument, NULL, O_RESERVE_FDS},
     {"help", no_argument, NULL, O_HELP},
     {NULL, 0, NULL, 0},
@@ -403,6 +411,15 @@ parse_args(struct sim_opts *o, int argc, char **argv)
             break;
         case O_ACK_TIMEOUT:
             rc = arg_u32("ack-timeout", optarg, 3600000, &o->ack_timeout_ms);
+            break;
+        case O_OTA_CHUNK:
+            rc = arg_u32("ota-chunk", optarg, TML_CHUNK_MAX, &o->ota_chunk);
+            break;
+        case O_OTA_WINDOW:
+            rc = arg_u32("ota-window", optarg, 64, &o->ota_window);
+            break;
+        case O_OTA_FLOOD:
+            rc = arg_u32("ota-flood", optarg, 1000, &o->ota_flood);
             break;
         case O_MISBEHAVE:
             rc = arg_double("misbehave", optarg, 1.0, &o->misbehave);
