@@ -440,6 +440,15 @@ reboot(struct dev *d)
     char err[256];
 
     d->reboots++;
+    if (d->is_agent_up) {
+        d->lost_unsent += d->agent.cur.n_inferences;
+        for (int i = 0; i < d->agent.ring_n; i++) {
+            if (d->agent.ring[i].seq == 0)
+                d->lost_unsent += d->agent.ring[i].n_inferences;
+            else
+                d->lost_held += d->agent.ring[i].n_inferences;
+        }
+    }
     d->tele.has_rebooted = d->samples.has_rebooted = true;
     d->tele.reboot_floor = d->tele.max_sent;
     d->samples.reboot_floor = d->samples.max_sent;
@@ -680,17 +689,27 @@ dev_is_drained(const struct dev *d)
 
     if (o->count > 0 && d->n_inferences < o->count)
         return false;
-    /* Acked by seq, not by the first-use log: after a go-back-N rewind the
-     * agent renumbers records, and only "the newest seq it published is
-     * covered by an ack" says nothing is pending. */
-    if (d->tele.last_pub > d->tele.ack || d->samples.last_pub > d->samples.ack)
+    /* Every number ever sent is covered by an ack (the agent never
+     * renumbers; numbers a reboot lost are acked once the gateway gives
+     * them up below the low-water). The last publish is not enough: after a
+     * reconnect it may be a resend of an older record, with newer ones
+     * still waiting to go out again. */
+    if (d->tele.max_sent > d->tele.ack || d->samples.max_sent > d->samples.ack)
         return false;
     /* An update in progress (downloading, verifying, in trial) finishes
      * before the run ends, so a test sees its terminal state. */
     if (d->ota_state != TML_OTA_IDLE && d->ota_state != TML_OTA_CONFIRMED &&
         d->ota_state != TML_OTA_FAILED && d->ota_state != TML_OTA_REVERTED)
         return false;
-    /* The summary holding the last inference has been sent. */
+    /* The summary holding the last inference has been closed and sent: a
+     * summary first sent after the last inference may still be an older
+     * one queued during an outage, so the agent's context is asked too
+     * (as the reboot accounting does): no inference in the open period,
+     * a number on every queued summary. */
+    if (d->is_agent_up &&
+        (d->agent.cur.n_inferences != 0 ||
+         (d->agent.ring_n > 0 && d->agent.ring[d->agent.ring_n - 1].seq == 0)))
+        return false;
     return d->n_inferences == 0 || d->last_tele_new_ms > d->last_infer_ms;
 }
 
@@ -714,6 +733,7 @@ dev_add_totals(const struct dev *d, struct sim_totals *t)
     t->disconnects += d->disconnects;
     t->flaps += d->flaps;
     t->reboots += d->reboots;
+    t->lost_on_reboot += d->lost_unsent + d->lost_held;
     if (d->is_link_up && d->link.is_connected)
         t->connected++;
 }
@@ -740,7 +760,8 @@ dev_write_json(const struct dev *d, FILE *f)
             "\"agent_bad_messages\": %u, \"ring_high_water\": %u, "
             "\"state_writes\": %u, \"seq_reused\": %llu, \"relinks\": "
             "%llu, \"last_pub_seq\": %u, \"samples_ack_seq\": %u, "
-            "\"samples_last_pub_seq\": %u}",
+            "\"samples_last_pub_seq\": %u, \"lost_unsent\": %llu, "
+            "\"lost_held\": %llu}",
             d->id, d->n_groups ? d->groups[0] : "", d->tele.n,
             d->tele.n_acked, (unsigned long long)d->tele.resent,
             (unsigned long long)d->folded, d->tele.max_sent, d->tele.ack,
@@ -765,5 +786,6 @@ dev_write_json(const struct dev *d, FILE *f)
             st->ring_high_water, st->state_writes,
             (unsigned long long)(d->tele.reused + d->samples.reused),
             (unsigned long long)d->relinks, d->tele.last_pub, d->samples.ack,
-            d->samples.last_pub);
+            d->samples.last_pub, (unsigned long long)d->lost_unsent,
+            (unsigned long long)d->lost_held);
 }
