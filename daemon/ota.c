@@ -22,6 +22,12 @@
 
 #define OTA_DEFAULT_TICK_MS 100
 #define OTA_MAX_CHUNKS_PER_REQUEST 8
+/* A request on the same link within this time of the last serve asks for
+ * chunks still in flight (the agent answers a repeated offer with the same
+ * request): only what was not served yet goes out. Well below the agent's
+ * request timeout (10 s), after which a lost window is asked for again and
+ * served in full. */
+#define OTA_ECHO_MS 2000
 
 /* The live module instance, so that a worker-thread completion that
  * outlived the module (shutdown) can tell. */
@@ -313,10 +319,34 @@ serve_chunks(struct ota *o, struct ota_rollout *orr, struct rollout_dev *d,
             orr->bytes_resent += again;
             if (offset + (uint32_t)n > d->served_hi)
                 d->served_hi = offset + (uint32_t)n;
+            orr->dirty[idx] = true; /* served_hi, counters: persisted */
         }
         offset += (uint32_t)n;
         len -= (uint32_t)n;
     }
+}
+
+/* Per-device request token bucket: request_rate per second, up to
+ * request_burst saved. */
+static bool
+take_token(struct ota *o, struct rollout_dev *d, uint64_t now)
+{
+    uint64_t cap = (uint64_t)o->request_burst * 1000u;
+    uint64_t t = d->bucket_milli;
+
+    if (d->bucket_ms == 0)
+        t = cap;
+    else if (now > d->bucket_ms)
+        t += (now - d->bucket_ms) * o->request_rate;
+    d->bucket_ms = now;
+    if (t > cap)
+        t = cap;
+    if (t < 1000) {
+        d->bucket_milli = (uint32_t)t;
+        return false;
+    }
+    d->bucket_milli = (uint32_t)(t - 1000);
+    return true;
 }
 
 static void
@@ -367,6 +397,15 @@ on_ota_up(struct tmld *td, const char *dev, enum tml_kind kind,
                                     m.reason, m.offset, now);
         return;
     }
+    if (!take_token(o, d, now)) {
+        /* A device asking faster than any download needs (a loop): its
+         * requests are dropped until the bucket refills; the agent asks
+         * again after its request timeout. */
+        o->c.limited++;
+        orr->requests_limited++;
+        orr->rollout_dirty = true;
+        return;
+    }
     if (is_rb) {
         if (d->state == RDEV_ROLLBACK && orr->rb_art != NULL)
             serve_chunks(o, orr, d, orr->rb_art, m.offer_id, m.offset,
@@ -375,11 +414,25 @@ on_ota_up(struct tmld *td, const char *dev, enum tml_kind kind,
     }
     rc = rollout_on_request(&orr->r, dev, m.offer_id, m.offset, now);
     if (rc == 0) {
-        if (m.offset < d->served_hi) {
+        uint32_t from = m.offset, end = m.offset + m.len;
+
+        if (end < from)
+            end = UINT32_MAX;
+        if (!d->fresh_link && from < d->served_hi &&
+            now - d->last_serve_ms < OTA_ECHO_MS) {
+            /* Still in flight on this link: serve only what is new. */
+            from = d->served_hi < end ? d->served_hi : end;
+            if (from == end)
+                o->c.echoes++;
+        } else if (from < d->served_hi) {
             d->rewinds++;
             orr->rewinds++;
         }
-        serve_chunks(o, orr, d, orr->art, m.offer_id, m.offset, m.len);
+        d->fresh_link = false;
+        if (from < end) {
+            d->last_serve_ms = now;
+            serve_chunks(o, orr, d, orr->art, m.offer_id, from, end - from);
+        }
     } else if (rc == -ECANCELED) {
         struct tml_ota_down c;
         memset(&c, 0, sizeof(c));
@@ -454,7 +507,15 @@ on_hello(struct tmld *td, const char *dev, enum tml_kind kind,
                                     h.last_ota_state, h.last_ota_reason,
                                     orr->model.size, now);
         /* A hello is a (re)boot or reconnect: whatever was in flight is
-         * offered again so the agent resumes from its stored offset. */
+         * offered again so the agent resumes from its stored offset; its
+         * next request is served in full. Mid-transfer it is an
+         * interruption (the re-sent accounting's denominator). */
+        d->fresh_link = true;
+        if (d->state == RDEV_OFFERED || d->state == RDEV_DOWNLOADING) {
+            d->resumes++;
+            orr->resumes++;
+            orr->dirty[dev_index(&orr->r, d)] = true;
+        }
         (void)rollout_on_presence(&orr->r, dev, false, 0, now);
         (void)rollout_on_presence(&orr->r, dev, true, h.model_version, now);
     }
@@ -579,7 +640,8 @@ load_keys(struct tmld *td, struct ota_store *s, bool report)
 }
 
 static int
-read_policy(struct tmld *td, struct rollout_policy *p, uint64_t *tick_ms)
+read_policy(struct tmld *td, struct rollout_policy *p, uint64_t *tick_ms,
+            uint32_t *rate, uint32_t *burst)
 {
     uint64_t v, ms;
     int64_t i;
@@ -613,6 +675,15 @@ read_policy(struct tmld *td, struct rollout_policy *p, uint64_t *tick_ms)
     p->health.min_inferences = (uint64_t)i;
     bad |= tmld_config_ms(td, "ota", "tick", OTA_DEFAULT_TICK_MS, 10, 10000,
                           &ms);
+    /* Chunk requests per device: one device alone on loopback makes
+     * ~30/s with the agent's window of 4, a few hundred with a window of
+     * 1; a device stuck in a loop makes thousands. */
+    bad |= tmld_config_int(td, "ota", "request_rate", 512, 1, 100000, &i);
+    if (rate != NULL)
+        *rate = (uint32_t)i;
+    bad |= tmld_config_int(td, "ota", "request_burst", 128, 1, 100000, &i);
+    if (burst != NULL)
+        *burst = (uint32_t)i;
     *tick_ms = ms;
     bad |= tmld_config_size(td, "ota", "cache_size", 64u << 20, 1u << 20,
                             4ull << 30, &v);
@@ -629,7 +700,7 @@ ota_check(struct tmld *td)
 
     memset(&s, 0, sizeof(s));
     problems += load_keys(td, &s, true);
-    if (read_policy(td, &p, &tick) != 0)
+    if (read_policy(td, &p, &tick, NULL, NULL) != 0)
         problems++;
     return problems;
 }
@@ -644,7 +715,8 @@ ota_init(struct tmld *td, void **state)
     if (o == NULL)
         return -ENOMEM;
     o->d = td;
-    if (read_policy(td, &o->defaults, &o->tick_ms) != 0) {
+    if (read_policy(td, &o->defaults, &o->tick_ms, &o->request_rate,
+                    &o->request_burst) != 0) {
         rc = -EINVAL;
         goto fail;
     }

@@ -48,7 +48,8 @@ struct ota_rollout {
     bool rollout_dirty;
     bool is_finished_logged;
     uint64_t bytes_sent, chunks_sent, offers_sent;
-    uint64_t bytes_resent, rewinds; /* see struct rollout_dev */
+    uint64_t bytes_resent, rewinds, resumes; /* see struct rollout_dev */
+    uint64_t requests_limited; /* chunk requests over a device's rate */
     uint64_t bytes_flushed; /* bytes_sent as of the last rollout flush */
     struct health_result last_gate;
     bool has_gate;
@@ -65,6 +66,7 @@ struct ota_upload {
 struct ota_counters {
     uint64_t offers, chunks, chunk_bytes, cancels, rollbacks;
     uint64_t stale_offer, unknown_offer, malformed, expired_refused;
+    uint64_t echoes, limited; /* requests served nothing / refused */
 };
 
 struct ota {
@@ -73,6 +75,7 @@ struct ota {
     struct tmld_timer *tick;
     uint64_t tick_ms;
     struct rollout_policy defaults;
+    uint32_t request_rate, request_burst; /* per device, requests/s */
     struct ota_rollout *rollouts[OTA_MAX_ROLLOUTS];
     size_t n_rollouts;
     uint32_t next_rollout_id;

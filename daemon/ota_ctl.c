@@ -604,6 +604,9 @@ rollout_json(struct ota_rollout *orr, bool with_devices, int64_t limit)
     cJSON_AddNumberToObject(j, "offers_sent", (double)orr->offers_sent);
     cJSON_AddNumberToObject(j, "bytes_resent", (double)orr->bytes_resent);
     cJSON_AddNumberToObject(j, "rewinds", (double)orr->rewinds);
+    cJSON_AddNumberToObject(j, "resumes", (double)orr->resumes);
+    cJSON_AddNumberToObject(j, "requests_limited",
+                            (double)orr->requests_limited);
     cJSON_AddBoolToObject(j, "rollback_available", orr->rb_art != NULL);
     rollout_counts(r, -1, c);
     cJSON_AddItemToObject(j, "counts", counts_json(c));
@@ -647,6 +650,8 @@ rollout_json(struct ota_rollout *orr, bool with_devices, int64_t limit)
             cJSON_AddNumberToObject(dj, "attempts", d->attempts);
             cJSON_AddNumberToObject(dj, "resent", d->resent_bytes);
             cJSON_AddNumberToObject(dj, "rewinds", d->rewinds);
+            cJSON_AddNumberToObject(dj, "resumes", d->resumes);
+            cJSON_AddNumberToObject(dj, "served_hi", d->served_hi);
             cJSON_AddBoolToObject(dj, "online", d->online);
             cJSON_AddItemToArray(devs, dj);
         }

@@ -293,6 +293,7 @@ struct dev_row {
     uint32_t offer_id;
     uint8_t wave, state, reason;
     uint32_t offset, attempts;
+    uint32_t served_hi, resent, rewinds, resumes;
 };
 
 struct rollout_row {
@@ -306,7 +307,7 @@ struct rollout_row {
     char reason[ROLLOUT_REASON_MAX];
     uint32_t cur_wave;
     int64_t tele_since_id, created_at;
-    uint64_t bytes_sent;
+    uint64_t bytes_sent, bytes_resent, rewinds, resumes, requests_limited;
     size_t n_waves;
     uint32_t wave_pct[ROLLOUT_MAX_WAVES];
     uint8_t wave_state[ROLLOUT_MAX_WAVES];
@@ -343,11 +344,16 @@ flush_fn(sqlite3 *db, void *arg)
         db,
         "INSERT INTO rollouts(id, artifact, rollback_artifact, model, "
         "version, grp, policy, state, reason, cur_wave, tele_since_id, "
-        "bytes_sent, created_at, updated_at) "
-        "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14) "
+        "bytes_sent, created_at, updated_at, bytes_resent, rewinds, "
+        "resumes, requests_limited) "
+        "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,"
+        "?18) "
         "ON CONFLICT(id) DO UPDATE SET state=excluded.state, "
         "reason=excluded.reason, cur_wave=excluded.cur_wave, "
-        "bytes_sent=excluded.bytes_sent, updated_at=excluded.updated_at",
+        "bytes_sent=excluded.bytes_sent, updated_at=excluded.updated_at, "
+        "bytes_resent=excluded.bytes_resent, rewinds=excluded.rewinds, "
+        "resumes=excluded.resumes, "
+        "requests_limited=excluded.requests_limited",
         -1, &ro, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v2(
@@ -361,12 +367,15 @@ flush_fn(sqlite3 *db, void *arg)
         rc = sqlite3_prepare_v2(
             db,
             "INSERT INTO rollout_devices(rollout_id, device, offer_id, wave, "
-            "state, reason, offset, attempts, updated_at) "
-            "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9) "
+            "state, reason, offset, attempts, updated_at, served_hi, "
+            "resent, rewinds, resumes) "
+            "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13) "
             "ON CONFLICT DO UPDATE SET wave=excluded.wave, "
             "state=excluded.state, reason=excluded.reason, "
             "offset=excluded.offset, attempts=excluded.attempts, "
-            "updated_at=excluded.updated_at",
+            "updated_at=excluded.updated_at, served_hi=excluded.served_hi, "
+            "resent=excluded.resent, rewinds=excluded.rewinds, "
+            "resumes=excluded.resumes",
             -1, &dv, NULL);
     for (size_t i = 0; rc == SQLITE_OK && i < j->n; i++) {
         const struct rollout_row *r = &j->rows[i];
@@ -386,6 +395,10 @@ flush_fn(sqlite3 *db, void *arg)
             sqlite3_bind_int64(ro, 12, (int64_t)r->bytes_sent);
             sqlite3_bind_int64(ro, 13, r->created_at);
             sqlite3_bind_int64(ro, 14, j->now_s);
+            sqlite3_bind_int64(ro, 15, (int64_t)r->bytes_resent);
+            sqlite3_bind_int64(ro, 16, (int64_t)r->rewinds);
+            sqlite3_bind_int64(ro, 17, (int64_t)r->resumes);
+            sqlite3_bind_int64(ro, 18, (int64_t)r->requests_limited);
             if (sqlite3_step(ro) != SQLITE_DONE) {
                 rc = sqlite3_errcode(db);
                 break;
@@ -417,6 +430,10 @@ flush_fn(sqlite3 *db, void *arg)
             sqlite3_bind_int64(dv, 7, dr->offset);
             sqlite3_bind_int64(dv, 8, dr->attempts);
             sqlite3_bind_int64(dv, 9, j->now_s);
+            sqlite3_bind_int64(dv, 10, dr->served_hi);
+            sqlite3_bind_int64(dv, 11, dr->resent);
+            sqlite3_bind_int64(dv, 12, dr->rewinds);
+            sqlite3_bind_int64(dv, 13, dr->resumes);
             if (sqlite3_step(dv) != SQLITE_DONE)
                 rc = sqlite3_errcode(db);
         }
@@ -465,6 +482,10 @@ snapshot(struct ota_rollout *orr, struct rollout_row *row)
     row->tele_since_id = orr->tele_since_id;
     row->created_at = orr->created_at;
     row->bytes_sent = orr->bytes_sent;
+    row->bytes_resent = orr->bytes_resent;
+    row->rewinds = orr->rewinds;
+    row->resumes = orr->resumes;
+    row->requests_limited = orr->requests_limited;
     row->n_waves = r->pol.n_waves;
     for (size_t w = 0; w < r->pol.n_waves; w++) {
         row->wave_pct[w] = r->pol.wave_pct[w];
@@ -495,6 +516,10 @@ snapshot(struct ota_rollout *orr, struct rollout_row *row)
             dr->reason = d->reason;
             dr->offset = d->offset;
             dr->attempts = d->attempts;
+            dr->served_hi = d->served_hi;
+            dr->resent = d->resent_bytes;
+            dr->rewinds = d->rewinds;
+            dr->resumes = d->resumes;
         }
     }
     return true;
@@ -540,6 +565,27 @@ ota_db_flush(struct ota *o)
 }
 
 /* ---- restore --------------------------------------------------------------------- */
+
+/* The re-sent accounting of one device (columns 6..9 of st). A restart
+ * of tmld is an interruption of every download in flight: its window may
+ * be lost, and the next request is served in full. */
+static void
+restore_counters(struct ota_rollout *orr, struct rollout_dev *d,
+                 sqlite3_stmt *st)
+{
+    if (d == NULL)
+        return;
+    d->served_hi = (uint32_t)sqlite3_column_int64(st, 6);
+    d->resent_bytes = (uint32_t)sqlite3_column_int64(st, 7);
+    d->rewinds = (uint32_t)sqlite3_column_int64(st, 8);
+    d->resumes = (uint32_t)sqlite3_column_int64(st, 9);
+    d->fresh_link = true;
+    if (d->state == RDEV_OFFERED || d->state == RDEV_DOWNLOADING) {
+        d->resumes++;
+        orr->resumes++;
+        orr->dirty[d - orr->r.devs] = true;
+    }
+}
 
 static void
 restore_one(struct ota *o, sqlite3_stmt *rs)
@@ -589,6 +635,10 @@ restore_one(struct ota *o, sqlite3_stmt *rs)
     orr->tele_since_id = sqlite3_column_int64(rs, 9);
     orr->created_at = sqlite3_column_int64(rs, 10);
     orr->bytes_sent = (uint64_t)sqlite3_column_int64(rs, 11);
+    orr->bytes_resent = (uint64_t)sqlite3_column_int64(rs, 12);
+    orr->rewinds = (uint64_t)sqlite3_column_int64(rs, 13);
+    orr->resumes = (uint64_t)sqlite3_column_int64(rs, 14);
+    orr->requests_limited = (uint64_t)sqlite3_column_int64(rs, 15);
     if (ota_store_get(&o->store, artifact, &orr->art) != 0) {
         log_err("ota: rollout=%u: artifact %s unreadable or no longer "
                 "verifies; not restored",
@@ -603,7 +653,8 @@ restore_one(struct ota *o, sqlite3_stmt *rs)
     /* Rebuild in offer-id order: offer ids are base + insertion index. */
     if (sqlite3_prepare_v2(tmld_db_ro(o->d),
                            "SELECT device, wave, state, reason, offset, "
-                           "attempts FROM rollout_devices WHERE "
+                           "attempts, served_hi, resent, rewinds, resumes "
+                           "FROM rollout_devices WHERE "
                            "rollout_id=?1 ORDER BY offer_id",
                            -1, &st, NULL) != SQLITE_OK)
         goto fail;
@@ -622,6 +673,7 @@ restore_one(struct ota *o, sqlite3_stmt *rs)
                                    (uint32_t)sqlite3_column_int64(st, 5)) !=
                 0)
             goto fail;
+        restore_counters(orr, rollout_find(&orr->r, dev), st);
     }
     sqlite3_finalize(st);
     st = NULL;
@@ -667,8 +719,9 @@ ota_db_restore(struct ota *o)
     if (sqlite3_prepare_v2(tmld_db_ro(o->d),
                            "SELECT id, artifact, rollback_artifact, model, "
                            "cur_wave, grp, policy, state, reason, "
-                           "tele_since_id, created_at, bytes_sent FROM "
-                           "rollouts WHERE state IN (0, 1) ORDER BY id "
+                           "tele_since_id, created_at, bytes_sent, "
+                           "bytes_resent, rewinds, resumes, requests_limited "
+                           "FROM rollouts WHERE state IN (0, 1) ORDER BY id "
                            "LIMIT 32",
                            -1, &rs, NULL) != SQLITE_OK) {
         sqlite3_finalize(rs);

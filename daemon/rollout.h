@@ -109,11 +109,17 @@ struct rollout_dev {
     uint32_t attempts;    /* offers made (1 = first attempt) */
     uint32_t offer_id;    /* fixed for this device in this rollout */
     uint64_t deadline_ms; /* progress deadline, 0 = none */
-    /* Re-sent accounting (ota.c, this process only): the highest image
-     * byte served, bytes served again below it, and requests that went
-     * back (one per interruption: reboot, lost chunks, broker or tmld
-     * restart). */
-    uint32_t served_hi, resent_bytes, rewinds;
+    /* Re-sent accounting (ota.c; persisted, db/0101_ota_resent.sql): the
+     * highest image byte served, bytes served again below it (lost in
+     * flight or already stored), requests that went back, and
+     * interruptions seen (reconnects or reboots mid-transfer, tmld
+     * restarts). */
+    uint32_t served_hi, resent_bytes, rewinds, resumes;
+    /* Serving (ota.c, memory only): when the last chunks went out, whether
+     * the link is new since (a hello), and the request token bucket. */
+    uint64_t last_serve_ms, bucket_ms;
+    uint32_t bucket_milli; /* tokens x 1000 */
+    bool fresh_link;
 };
 
 struct rollout_wave {
