@@ -17,6 +17,16 @@
 
 #include "tml/proto.h"
 
+/* -ffreestanding implies -fno-builtin, so GCC calls memcpy even for the
+ * 1..8-byte copies in and out of a struct member that the table codec
+ * makes everywhere; TML__MEMCPY lets GCC and clang inline those again (a
+ * variable length still becomes a call). Any other compiler: memcpy. */
+#if defined(__GNUC__)
+#define TML__MEMCPY __builtin_memcpy
+#else
+#define TML__MEMCPY memcpy
+#endif
+
 /* Most unknown (skipped) keys one map may carry; duplicates among them are
  * detected by remembering them. More gives TML_ERR_OVERSIZE. */
 #define TML__MAX_UNKNOWN 16

@@ -56,10 +56,10 @@ get_aux(const uint8_t *p, bool is_bool)
     bool b = false;
 
     if (is_bool) {
-        memcpy(&b, p, sizeof b);
+        TML__MEMCPY(&b, p, sizeof b);
         return b;
     }
-    memcpy(&n, p, sizeof n);
+    TML__MEMCPY(&n, p, sizeof n);
     return n;
 }
 
@@ -84,7 +84,7 @@ emitted(const struct tml__field *f, const uint8_t *m, uint32_t need)
             return get_aux(p + f->aux, false) != 0;
         }
         if (TYPE(f) == TML__F_U32) {
-            memcpy(&v, p, sizeof v);
+            TML__MEMCPY(&v, p, sizeof v);
             return v != 0;
         }
         return *p != 0; /* U8, BOOL */
@@ -105,7 +105,7 @@ encode_item(struct tml_enc *e, unsigned t, unsigned l,
         tml_enc_uint(e, TML_PROTO_VERSION);
         break;
     case TML__F_U32:
-        memcpy(&v, p, sizeof v);
+        TML__MEMCPY(&v, p, sizeof v);
         /* fall through */
     case TML__F_U8:
         err = v < tml__lim_lo[l] || v > tml__lim_hi[l] ? TML_ERR_RANGE
@@ -118,7 +118,7 @@ encode_item(struct tml_enc *e, unsigned t, unsigned l,
     case TML__F_TEXT:
     case TML__F_BYTES:
         /* struct tml_str and struct tml_bin have the same layout. */
-        memcpy(&b, p, sizeof b);
+        TML__MEMCPY(&b, p, sizeof b);
         err = check_len(b.len, l);
         if (err == TML_OK && b.len != 0 && b.p == NULL) {
             err = TML_ERR_INVAL;
@@ -244,12 +244,12 @@ decode_item(struct tml_dec *d, unsigned t, unsigned l,
         } else if (err == TML_OK) {
             uint32_t u32 = (uint32_t)u;
 
-            memcpy(p, &u32, sizeof u32);
+            TML__MEMCPY(p, &u32, sizeof u32);
         }
         break;
     case TML__F_BOOL:
         err = tml_dec_bool(d, &v);
-        memcpy(p, &v, sizeof v);
+        TML__MEMCPY(p, &v, sizeof v);
         break;
     default: /* TML__F_TEXT, TML__F_BYTES, TML__F_FIXBYTES */
         /* struct tml_str and struct tml_bin have the same layout; the text
@@ -267,9 +267,9 @@ decode_item(struct tml_dec *d, unsigned t, unsigned l,
             err = check_len(b.len, l);
         }
         if (err == TML_OK && t == TML__F_FIXBYTES) {
-            memcpy(p, b.p, b.len);
+            TML__MEMCPY(p, b.p, b.len);
         } else if (err == TML_OK) {
-            memcpy(p, &b, sizeof b);
+            TML__MEMCPY(p, &b, sizeof b);
         }
         break;
     }
@@ -290,7 +290,7 @@ decode_field(struct tml_dec *d, const struct tml__field *f, uint8_t *m)
         if (err == TML_OK && PRES(f) == TML__HAS) {
             bool has = true;
 
-            memcpy(p + f->aux, &has, sizeof has);
+            TML__MEMCPY(p + f->aux, &has, sizeof has);
         }
         return err;
     }
@@ -304,7 +304,7 @@ decode_field(struct tml_dec *d, const struct tml__field *f, uint8_t *m)
     }
     tml_dec_leave(d);
     if (err == TML_OK) {
-        memcpy(p + f->aux, &n, sizeof n);
+        TML__MEMCPY(p + f->aux, &n, sizeof n);
     }
     return err;
 }

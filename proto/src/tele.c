@@ -49,7 +49,7 @@ get32(const struct tml_tele *t, size_t off)
 {
     uint32_t v;
 
-    memcpy(&v, (const uint8_t *)t + off, sizeof v);
+    TML__MEMCPY(&v, (const uint8_t *)t + off, sizeof v);
     return v;
 }
 
@@ -256,7 +256,7 @@ unpack(const struct tml_bin *b, struct tml_tele *t)
             if (v == 0 && scal_flag[i] != 0 && r.err == TML_OK) {
                 r.err = TML_ERR_NON_MINIMAL; /* flagged but 0 */
             }
-            memcpy((uint8_t *)t + scal_off[i], &v, sizeof v);
+            TML__MEMCPY((uint8_t *)t + scal_off[i], &v, sizeof v);
         }
     }
     if (r.err == TML_OK && t->seq == 0) {
