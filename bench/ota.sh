@@ -111,6 +111,7 @@ LD_PRELOAD=$preload "$devsim" --port "$TB_PORT" --cafile "$TB_CA" --ca-cert "$TB
     --ca-key "$TB_CA_KEY" --state-dir "$work/devs" --devices "$n" \
     --groups "fleet:$n" --trust-key "$work/fleet.pub" --hw devsim \
     --rate 1 --summary-period 30 --duration 900 --drain 1 --status 0 \
+    --ota-chunk "${TML_BENCH_OTA_CHUNK:-1024}" --ota-window "${TML_BENCH_OTA_WINDOW:-4}" \
     >"$work/devsim.log" 2>&1 &
 devsim_pid=$!
 pids+=("$devsim_pid")
@@ -134,14 +135,32 @@ head -c "$size" /dev/urandom >"$work/model.bin"
 t0=$(date +%s.%N)
 c_tmld0=$(cpu_s "$tmld_pid"); c_broker0=$(cpu_s "$TB_PID"); c_dev0=$(cpu_s "$devsim_pid")
 id=$($py -c "import json; print(json.load(open('$work/deploy.json'))['rollout']['id'])")
-state=running
-for _ in $(seq 1 6000); do
-    raw_ctl rollout.show "{\"id\": $id}" >"$work/show.json" 2>/dev/null || true
-    state=$($py -c "import json; print(json.load(open('$work/show.json'))['rollout']['state'])" 2>/dev/null || echo running)
-    [ "$state" != running ] && break
-    sleep 0.1
-done
+# One poller on one control connection every 20 ms (a python start per poll
+# cost 50-200 ms of end-detection error on a loaded machine).
+$py - "$work/tmld.sock" "$id" "$work/show.json" <<'PY' || true
+import json, socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+f = s.makefile('rwb')
+end = time.time() + 600
+n = 0
+while time.time() < end:
+    n += 1
+    f.write((json.dumps({"id": n, "cmd": "rollout.show",
+                         "args": {"id": int(sys.argv[2])}}) + "\n").encode())
+    f.flush()
+    line = f.readline()
+    r = json.loads(line)
+    if r.get("ok") and r["result"]["rollout"]["state"] != "running":
+        r["result"]["t_end"] = time.time()
+        open(sys.argv[3], "w").write(json.dumps(r["result"]))
+        break
+    time.sleep(0.02)
+PY
 t1=$(date +%s.%N)
+state=$($py -c "import json; print(json.load(open('$work/show.json'))['rollout']['state'])" 2>/dev/null || echo running)
+t1=$($py -c "import json; print(json.load(open('$work/show.json'))['t_end'])" 2>/dev/null || echo "$t1")
 c_tmld=$($py -c "print(f'{$(cpu_s "$tmld_pid") - $c_tmld0:.2f}')")
 c_broker=$($py -c "print(f'{$(cpu_s "$TB_PID") - $c_broker0:.2f}')")
 c_dev=$($py -c "print(f'{$(cpu_s "$devsim_pid") - $c_dev0:.2f}')")
@@ -180,4 +199,4 @@ printf '%-34s %10d %10s %12d %12s\n' "tmld OTA (request, verify, confirm)" "$con
 echo "state=$state offers=$offers chunks=$chunks chunk_bytes=$chunk"
 echo "CPU during the OTA phase: tmld ${c_tmld}s, broker ${c_broker}s, tml-devsim ${c_dev}s (2 cores shared)"
 echo "CPU during the raw delivery: broker ${c_rbroker}s, ota_rawpush (1000 clients + publisher) ${c_raw}s"
-echo "RESULT ota devices=$n confirmed=$confirmed model_bytes=$size ota_s=$ota_s raw_s=$raw_s ratio=$ratio bytes_per_device=$per_dev chunks=$chunks chunk_bytes=$chunk offers=$offers state=$state nodelay=${TML_BENCH_OTA_NODELAY:-0} tmld_cpu_s=$c_tmld broker_cpu_s=$c_broker devsim_cpu_s=$c_dev raw_broker_cpu_s=$c_rbroker rawpush_cpu_s=$c_raw"
+echo "RESULT ota window=${TML_BENCH_OTA_WINDOW:-4} devices=$n confirmed=$confirmed model_bytes=$size ota_s=$ota_s raw_s=$raw_s ratio=$ratio bytes_per_device=$per_dev chunks=$chunks chunk_bytes=$chunk offers=$offers state=$state nodelay=${TML_BENCH_OTA_NODELAY:-0} tmld_cpu_s=$c_tmld broker_cpu_s=$c_broker devsim_cpu_s=$c_dev raw_broker_cpu_s=$c_rbroker rawpush_cpu_s=$c_raw"
