@@ -327,7 +327,11 @@ struct tml_state {
  *               includes 10000;
  *   latency:    bin 0 covers [0, 1 ms), bin i >= 1 covers [2^(i-1), 2^i) ms,
  *               the last bin is open-ended.
- * Arrays with n_* == 0 are omitted on the wire. */
+ * On the wire the numbers are packed into one byte string of LEB128 varints
+ * (PROTOCOL.md "up/tele"): counters that are 0 and usually are cost a flag
+ * bit, a histogram only the window from its first to its last non-zero bin.
+ * tml_tele_encode refuses seq 0, lw > seq and more than TML_MAX_CLASSES
+ * classes or TML_MAX_BINS bins. */
 
 struct tml_health {
     uint32_t free_ram;  /* bytes */
