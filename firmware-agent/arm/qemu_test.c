@@ -71,7 +71,8 @@ check(int cond, const char *what)
     failures += !cond;
 }
 
-/* ---- an in-RAM port --------------------------------------------------------- */
+/* ---- an in-RAM port ---------------------------------------------------------
+ */
 
 #define SLOT 8192u
 
@@ -84,8 +85,7 @@ static struct {
 } ram;
 
 static int
-p_publish(void *u, const char *t, const uint8_t *p, size_t n, uint8_t q,
-          bool r)
+p_publish(void *u, const char *t, const uint8_t *p, size_t n, uint8_t q, bool r)
 {
     size_t tl = strlen(t);
 
@@ -226,7 +226,8 @@ static const struct tmla_port port = {
     .health = p_health,
 };
 
-/* ---- checks ----------------------------------------------------------------- */
+/* ---- checks -----------------------------------------------------------------
+ */
 
 static struct tmla_agent agent;
 static uint8_t sample_buf[1024];
@@ -326,8 +327,8 @@ agent_runs(void)
                     18000 + (i * 53) % 8000);
     now += 60000;
     tmla_poll(&agent, now);
-    check(ram.n_tele == 1 && tml_tele_decode(ram.tele, ram.tele_len, &t) ==
-                                  TML_OK &&
+    check(ram.n_tele == 1 &&
+              tml_tele_decode(ram.tele, ram.tele_len, &t) == TML_OK &&
               t.n_inferences == 1000 && t.n_low_conf == 50 &&
               t.class_counts[2] == 250 && t.has_health &&
               t.health.temp_dc == -45,
@@ -362,8 +363,8 @@ agent_runs(void)
         static uint8_t sig[TML_ES256_SIG_LEN];
 
         check(tml_cose_sign1_encode((const uint8_t *)"k", 1, sig_payload, 1,
-                                    sig, manifest, sizeof manifest, &n) ==
-                  TML_OK,
+                                    sig, manifest, sizeof manifest,
+                                    &n) == TML_OK,
               "COSE_Sign1 built");
     }
     memset(&o, 0, sizeof o);

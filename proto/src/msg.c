@@ -93,8 +93,7 @@ emitted(const struct tml__field *f, const uint8_t *m, uint32_t need)
 
 /* Encodes one value of type t at p with limits l. */
 static enum tml_err
-encode_item(struct tml_enc *e, unsigned t, unsigned l,
-            const uint8_t *p)
+encode_item(struct tml_enc *e, unsigned t, unsigned l, const uint8_t *p)
 {
     enum tml_err err = TML_OK;
     uint32_t v = *p;
@@ -108,8 +107,7 @@ encode_item(struct tml_enc *e, unsigned t, unsigned l,
         TML__MEMCPY(&v, p, sizeof v);
         /* fall through */
     case TML__F_U8:
-        err = v < tml__lim_lo[l] || v > tml__lim_hi[l] ? TML_ERR_RANGE
-                                                        : TML_OK;
+        err = v < tml__lim_lo[l] || v > tml__lim_hi[l] ? TML_ERR_RANGE : TML_OK;
         tml_enc_uint(e, v);
         break;
     case TML__F_BOOL:
@@ -123,8 +121,7 @@ encode_item(struct tml_enc *e, unsigned t, unsigned l,
         if (err == TML_OK && b.len != 0 && b.p == NULL) {
             err = TML_ERR_INVAL;
         }
-        if (err == TML_OK && t == TML__F_TEXT &&
-            !tml__utf8_valid(b.p, b.len)) {
+        if (err == TML_OK && t == TML__F_TEXT && !tml__utf8_valid(b.p, b.len)) {
             err = TML_ERR_TYPE;
         }
         if (err == TML_OK && t == TML__F_TEXT) {
@@ -218,8 +215,7 @@ tml__msg_encode(const struct tml__msg *desc, const void *m, uint8_t *buf,
 
 /* Decodes one value of type t into p with limits l. */
 static enum tml_err
-decode_item(struct tml_dec *d, unsigned t, unsigned l,
-            uint8_t *p)
+decode_item(struct tml_dec *d, unsigned t, unsigned l, uint8_t *p)
 {
     struct tml_bin b = {NULL, 0};
     enum tml_err err;

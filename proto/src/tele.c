@@ -33,14 +33,15 @@
 
 /* The scalar counters in stream order, with the flag that makes each
  * optional (0 = always present). */
-static const uint8_t scal_off[] = {
-    TOFF(seq),        TOFF(model_version), TOFF(period_s),
-    TOFF(age_s),      TOFF(n_inferences),  TOFF(n_low_conf),
-    TOFF(n_flagged),  TOFF(n_errors),      TOFF(n_folded),
-    TOFF(n_samples_dropped), TOFF(lat_min_us), TOFF(lat_mean_us),
-    TOFF(lat_max_us)};
-static const uint8_t scal_flag[] = {0, 0, 0, F_AGE, 0, 0, F_FLAGGED,
-                                    F_ERRORS, F_FOLDED, F_DROPPED, 0, 0, 0};
+static const uint8_t scal_off[] = {TOFF(seq),          TOFF(model_version),
+                                   TOFF(period_s),     TOFF(age_s),
+                                   TOFF(n_inferences), TOFF(n_low_conf),
+                                   TOFF(n_flagged),    TOFF(n_errors),
+                                   TOFF(n_folded),     TOFF(n_samples_dropped),
+                                   TOFF(lat_min_us),   TOFF(lat_mean_us),
+                                   TOFF(lat_max_us)};
+static const uint8_t scal_flag[] = {
+    0, 0, 0, F_AGE, 0, 0, F_FLAGGED, F_ERRORS, F_FOLDED, F_DROPPED, 0, 0, 0};
 
 #define N_SCAL (sizeof scal_off / sizeof scal_off[0])
 
@@ -133,8 +134,8 @@ pack(const struct tml_tele *t, uint8_t *p)
     if (fl & F_HEALTH) {
         const struct tml_health *h = &t->health;
         /* Zigzag: small temperatures of either sign stay short. */
-        uint32_t z = ((uint32_t)h->temp_dc << 1) ^
-                     (uint32_t)(h->temp_dc < 0 ? -1 : 0);
+        uint32_t z =
+            ((uint32_t)h->temp_dc << 1) ^ (uint32_t)(h->temp_dc < 0 ? -1 : 0);
 
         n = put_v(p, n, h->free_ram);
         n = put_v(p, n, h->supply_mv);
