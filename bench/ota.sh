@@ -14,55 +14,27 @@ cd "$(dirname "$0")/.."
 build=${TML_BUILD_DIR:-$PWD/build-bench}
 n=${TML_BENCH_OTA_DEVICES:-1000}
 size=${TML_BENCH_OTA_BYTES:-65536}
-tmld=$build/daemon/tmld
-tmlctl=$build/tools/tmlctl/tmlctl
-devsim=$build/tools/devsim/tml-devsim
 raw=$build/bench/ota/ota_rawpush
-py=/usr/bin/python3
-for b in "$tmld" "$tmlctl" "$devsim" "$raw"; do
+work=$(mktemp -d /tmp/tml-bench-ota-XXXXXX)
+# shellcheck source=tests/lib/fleetrig.sh
+. tests/lib/fleetrig.sh
+fr_init "$work" "$build" "$PWD"
+remove_work() { [ -n "${TML_BENCH_KEEP:-}" ] || rm -rf "$work"; }
+FR_AT_EXIT=remove_work
+for b in "$TMLD" "$TMLCTL" "$DEVSIM" "$raw"; do
     [ -x "$b" ] || { echo "bench/ota.sh: $b not built" >&2; exit 1; }
 done
-work=$(mktemp -d /tmp/tml-bench-ota-XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    sleep 0.3
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    tests/lib/testbroker stop "$work/broker" >/dev/null 2>&1 || true
-    [ -n "${TML_BENCH_KEEP:-}" ] || rm -rf "$work"
-}
-trap cleanup EXIT
+py=$PY
 
 cpu_s() { # PID: user+system CPU seconds so far
     awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' \
         "/proc/$1/stat" 2>/dev/null || echo 0
 }
-
-raw_ctl() {
-    local args=${2:-'{}'}
-    $py - "$work/tmld.sock" "$1" "$args" <<'PY'
-import json, socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(10)
-s.connect(sys.argv[1])
-s.sendall((json.dumps({"id": 1, "cmd": sys.argv[2],
-                       "args": json.loads(sys.argv[3])}) + "\n").encode())
-buf = b""
-while not buf.endswith(b"\n"):
-    c = s.recv(1 << 20)
-    if not c:
-        break
-    buf += c
-r = json.loads(buf)
-if not r.get("ok"):
-    sys.exit(1)
-print(json.dumps(r.get("result", {})))
-PY
-}
+raw_ctl() { fr_raw "$@"; }
 
 # TML_BENCH_OTA_NODELAY=1: TCP_NODELAY everywhere (broker setting plus an
-# LD_PRELOAD shim for tmld, tml-devsim and the raw pusher), to measure what
-# Nagle + delayed ACKs cost.
+# LD_PRELOAD shim for tmld and the raw pusher; tml-devsim sets it itself),
+# to measure what Nagle + delayed ACKs cost.
 preload=""
 if [ -n "${TML_BENCH_OTA_NODELAY:-}" ]; then
     echo "set_tcp_nodelay true" >"$work/nodelay.conf"
@@ -71,65 +43,25 @@ if [ -n "${TML_BENCH_OTA_NODELAY:-}" ]; then
 fi
 # TML_BENCH_OTA_BROKER_CONF: extra mosquitto settings (e.g. a file with
 # "set_tcp_nodelay true") to compare broker tunings in the same way.
-tests/lib/testbroker start "$work/broker" ${TML_BENCH_OTA_BROKER_CONF:-} >/dev/null
-# shellcheck disable=SC1091
-. "$work/broker/env"
-pids+=("$TB_PID")
-"$tmlctl" keygen --out "$work/fleet" >/dev/null
-mkdir -p "$work/state"
-cat >"$work/tmld.conf" <<EOF
-[mqtt]
-host = 127.0.0.1
-port = $TB_PORT
-cafile = $TB_CA
-certfile = $TB_TMLD_CERT
-keyfile = $TB_TMLD_KEY
-client_id = tmld
+fr_broker "${TML_BENCH_OTA_BROKER_CONF:-}"
+fr_keygen fleet
+fr_tmld_conf warning "device_timeout = 120s"
+fr_start_tmld LD_PRELOAD="$preload"
+tmld_pid=$TMLD_PID
+fr_wait_tmld || { echo "bench/ota.sh: tmld did not start" >&2; exit 1; }
 
-[db]
-path = $work/state/tmld.db
-
-[control]
-socket = $work/tmld.sock
-
-[log]
-level = warning
-
-[ota]
-trusted_keys = $work/fleet.pub
-device_timeout = 120s
-EOF
-LD_PRELOAD=$preload "$tmld" --config "$work/tmld.conf" --foreground >"$work/tmld.log" 2>&1 &
-tmld_pid=$!
-pids+=("$tmld_pid")
-for _ in $(seq 1 100); do
-    raw_ctl status >/dev/null 2>&1 && break
-    sleep 0.1
-done
-
-LD_PRELOAD=$preload "$devsim" --port "$TB_PORT" --cafile "$TB_CA" --ca-cert "$TB_CA" \
-    --ca-key "$TB_CA_KEY" --state-dir "$work/devs" --devices "$n" \
-    --groups "fleet:$n" --trust-key "$work/fleet.pub" --hw devsim \
-    --rate 1 --summary-period 30 --duration 900 --drain 1 --status 0 \
-    --ota-chunk "${TML_BENCH_OTA_CHUNK:-1024}" --ota-window "${TML_BENCH_OTA_WINDOW:-4}" \
-    >"$work/devsim.log" 2>&1 &
-devsim_pid=$!
-pids+=("$devsim_pid")
-online=0
-for _ in $(seq 1 600); do
-    online=$(raw_ctl devices '{"group": "fleet", "limit": 10000}' 2>/dev/null |
-        $py -c "import json,sys; print(sum(1 for x in json.load(sys.stdin)['devices'] if x['online']))" \
-        2>/dev/null || echo 0)
-    [ "$online" = "$n" ] && break
-    sleep 0.5
-done
-[ "$online" = "$n" ] || { echo "bench/ota.sh: only $online of $n online" >&2; exit 1; }
+fr_devsim 1 "$n" fleet --rate 1 --summary-period 30 --duration 900 \
+    --drain 1 --status 0 \
+    --ota-chunk "${TML_BENCH_OTA_CHUNK:-1024}" \
+    --ota-window "${TML_BENCH_OTA_WINDOW:-4}"
+devsim_pid=$DS_PID
+fr_wait_online fleet "$n" 600 || exit 1
 
 head -c "$size" /dev/urandom >"$work/model.bin"
-"$tmlctl" sign "$work/model.bin" --key "$work/fleet.key" --name bench \
+"$TMLCTL" sign "$work/model.bin" --key "$work/fleet.key" --name bench \
     --version 2 --hw devsim --input-shape 16 --classes 4 \
     -o "$work/model.tmlb" >/dev/null
-"$tmlctl" --socket "$work/tmld.sock" -q --json deploy "$work/model.tmlb" \
+"$TMLCTL" --socket "$work/tmld.sock" -q --json deploy "$work/model.tmlb" \
     --group fleet --waves 100 --no-gate --max-concurrent "$n" \
     >"$work/deploy.json"
 t0=$(date +%s.%N)

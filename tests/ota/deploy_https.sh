@@ -22,22 +22,11 @@
 set -euo pipefail
 
 DIR=$1
-B=${TML_BINARY_DIR:?}
 S=${TML_SOURCE_DIR:?}
-TMLD=$B/daemon/tmld
-TMLCTL=$B/tools/tmlctl/tmlctl
-DEVSIM=$B/tools/devsim/tml-devsim
-PY=/usr/bin/python3
+# shellcheck source=tests/lib/fleetrig.sh
+. "$S/tests/lib/fleetrig.sh"
+fr_init "$DIR" "${TML_BINARY_DIR:?}" "$S"
 SRV=$S/tests/ota/bundle_server.py
-PIDS=()
-
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    sleep 0.2
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    "$S/tests/lib/testbroker" stop "$DIR/broker" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
 
 fail() {
     echo "HTTPS FAIL: $*" >&2
@@ -46,48 +35,16 @@ fail() {
     exit 1
 }
 
-for f in "$TMLD" "$TMLCTL" "$DEVSIM"; do
-    [ -x "$f" ] || { echo "HTTPS SKIP: $f not built"; exit 77; }
-done
-
+fr_require
 ctl() { "$TMLCTL" --socket "$DIR/tmld.sock" "$@"; }
 
-mkdir -p "$DIR/state" "$DIR/www"
-"$S/tests/lib/testbroker" start "$DIR/broker" >/dev/null
-# shellcheck disable=SC1091
-. "$DIR/broker/env"
-PIDS+=("$TB_PID")
-
-ctl keygen --out "$DIR/fleet" >/dev/null
-cat >"$DIR/tmld.conf" <<EOC
-[mqtt]
-host = 127.0.0.1
-port = $TB_PORT
-cafile = $TB_CA
-certfile = $TB_TMLD_CERT
-keyfile = $TB_TMLD_KEY
-client_id = tmld
-
-[db]
-path = $DIR/state/tmld.db
-
-[control]
-socket = $DIR/tmld.sock
-
-[log]
-level = info
-
-[ota]
-trusted_keys = $DIR/fleet.pub
-EOC
-"$TMLD" --config "$DIR/tmld.conf" --foreground >>"$DIR/tmld.log" 2>&1 &
-PIDS+=("$!")
-"$DEVSIM" --port "$TB_PORT" --cafile "$TB_CA" --ca-cert "$TB_CA" \
-    --ca-key "$TB_CA_KEY" --state-dir "$DIR/devs" --first 1 --devices 1 \
-    --groups "turbines:1" --trust-key "$DIR/fleet.pub" --hw devsim \
-    --rate 5 --summary-period 1 --duration 100 --drain 1 --status 0 \
-    >>"$DIR/devsim.log" 2>&1 &
-PIDS+=("$!")
+mkdir -p "$DIR/www"
+fr_broker
+fr_keygen fleet
+fr_tmld_conf info
+fr_start_tmld
+fr_devsim 1 1 turbines --rate 5 --summary-period 1 --duration 100 \
+    --drain 1 --status 0
 
 # Certificates, bundles, servers (one with the right CA, one not).
 $PY "$SRV" --dir "$DIR/www" --gen-certs
@@ -114,9 +71,9 @@ b[len(b) - 1000] ^= 0x01
 open(sys.argv[2] + "/tampered.tmlb", "wb").write(bytes(b))
 PYEOF
 $PY "$SRV" --dir "$DIR/www" --port-file "$DIR/port" &
-PIDS+=("$!")
+FR_PIDS+=("$!")
 $PY "$SRV" --dir "$DIR/www" --port-file "$DIR/wrong-port" --wrong-cert &
-PIDS+=("$!")
+FR_PIDS+=("$!")
 for _ in $(seq 1 100); do
     [ -f "$DIR/port" ] && [ -f "$DIR/wrong-port" ] && break
     sleep 0.1

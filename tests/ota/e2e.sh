@@ -59,21 +59,10 @@ set -euo pipefail
 DIR=$1
 N=${2:-20}
 MODE=${3:-basic}
-B=${TML_BINARY_DIR:?}
 S=${TML_SOURCE_DIR:?}
-TMLD=$B/daemon/tmld
-TMLCTL=$B/tools/tmlctl/tmlctl
-DEVSIM=$B/tools/devsim/tml-devsim
-PY=/usr/bin/python3
-PIDS=()
-
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    sleep 0.2
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    "$S/tests/lib/testbroker" stop "$DIR/broker" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
+# shellcheck source=tests/lib/fleetrig.sh
+. "$S/tests/lib/fleetrig.sh"
+fr_init "$DIR" "${TML_BINARY_DIR:?}" "$S"
 
 fail() {
     echo "E2E FAIL: $*" >&2
@@ -88,66 +77,14 @@ ctl() { "$TMLCTL" --socket "$DIR/tmld.sock" "$@"; }
 jq_py() { $PY -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 # raw CMD [ARGS_JSON]: one control request (docs/ctl-protocol.md), prints
 # the result object.
-raw() {
-    local args=${2:-'{}'}
-    $PY - "$DIR/tmld.sock" "$1" "$args" <<'PYEOF'
-import json, socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(5)
-s.connect(sys.argv[1])
-s.sendall((json.dumps({"id": 1, "cmd": sys.argv[2],
-                       "args": json.loads(sys.argv[3])}) + "\n").encode())
-buf = b""
-while not buf.endswith(b"\n"):
-    c = s.recv(65536)
-    if not c:
-        break
-    buf += c
-r = json.loads(buf)
-if not r.get("ok"):
-    sys.exit(1)
-print(json.dumps(r.get("result", {})))
-PYEOF
-}
+raw() { fr_raw "$@"; }
 
-for f in "$TMLD" "$TMLCTL" "$DEVSIM"; do
-    [ -x "$f" ] || { echo "E2E SKIP: $f not built"; exit 77; }
-done
+fr_require
+fr_broker
+fr_keygen fleet rogue
 
-mkdir -p "$DIR/state"
-"$S/tests/lib/testbroker" start "$DIR/broker" >/dev/null
-# shellcheck disable=SC1091
-. "$DIR/broker/env"
-PIDS+=("$TB_PID")
-
-ctl keygen --out "$DIR/fleet" >/dev/null
-ctl keygen --out "$DIR/rogue" >/dev/null
-
-cat >"$DIR/tmld.conf" <<EOF
-[mqtt]
-host = 127.0.0.1
-port = $TB_PORT
-cafile = $TB_CA
-certfile = $TB_TMLD_CERT
-keyfile = $TB_TMLD_KEY
-client_id = tmld
-
-[db]
-path = $DIR/state/tmld.db
-
-[control]
-socket = $DIR/tmld.sock
-
-[log]
-level = info
-
-[ota]
-trusted_keys = $DIR/fleet.pub
-soak = 2s
-gate_retry = 1s
-gate_max_wait = 60s
-device_timeout = 10s
-EOF
+fr_tmld_conf info "soak = 2s" "gate_retry = 1s" "gate_max_wait = 60s" \
+    "device_timeout = 10s"
 
 # The bad model: confidence far lower, so the low-confidence rate (under
 # the agent's 5000 bp threshold) jumps from about 1 % to well over 3x.
@@ -176,11 +113,7 @@ confirm = reject
 selftest_fail_share = 30%
 EOF
 
-start_tmld() {
-    "$TMLD" --config "$DIR/tmld.conf" --foreground >>"$DIR/tmld.log" 2>&1 &
-    TMLD_PID=$!
-    PIDS+=("$TMLD_PID")
-}
+start_tmld() { fr_start_tmld; }
 DEVSIM_EXTRA=""
 RATE=25
 [ "$MODE" = threefold ] && RATE=50
@@ -193,24 +126,15 @@ OTA_WINDOW=${E2E_OTA_WINDOW:-1}
 [ "$MODE" = faults ] &&
     DEVSIM_EXTRA="--reboot-mean 40 --ota-chunk $OTA_CHUNK --ota-window $OTA_WINDOW"
 start_tmld
-for _ in $(seq 1 100); do
-    [ -S "$DIR/tmld.sock" ] && raw status >/dev/null 2>&1 && break
-    sleep 0.1
-done
-raw status >/dev/null 2>&1 || fail "tmld did not start"
+fr_wait_tmld || fail "tmld did not start"
 
 # devsim FIRST COUNT EXTRA...: COUNT devices from index FIRST; sets DS_PID.
 devsim() {
     local first=$1 count=$2
     shift 2
-    "$DEVSIM" --port "$TB_PORT" --cafile "$TB_CA" --ca-cert "$TB_CA" \
-        --ca-key "$TB_CA_KEY" --state-dir "$DIR/devs" --first "$first" \
-        --devices "$count" --groups "turbines:$count" \
-        --trust-key "$DIR/fleet.pub" --hw devsim \
-        --behaviour "$DIR/behaviour.ini" --rate "$RATE" --summary-period 1 \
-        --duration 170 --drain 1 --status 0 "$@" >>"$DIR/devsim.log" 2>&1 &
-    DS_PID=$!
-    PIDS+=("$DS_PID")
+    fr_devsim "$first" "$count" turbines --behaviour "$DIR/behaviour.ini" \
+        --rate "$RATE" --summary-period 1 --duration 170 --drain 1 \
+        --status 0 "$@"
 }
 # faults: every device runs in its own tml-devsim process, and the first
 # 10 % of the devices seen mid-download are power-cut (SIGKILL: RAM lost,
@@ -487,7 +411,7 @@ while left > 0 and time.time() < end:
     time.sleep(0.005)
 PYEOF
     CUTTER=$!
-    PIDS+=("$CUTTER")
+    FR_PIDS+=("$CUTTER")
     # tmld kill -9 once a few devices confirmed and the power cuts are
     # done (the cutter cannot see a download while tmld is down).
     for _ in $(seq 1 400); do
@@ -517,7 +441,7 @@ PYEOF
     sleep 1
     mosquitto -c "$DIR/broker/mosquitto.conf" >>"$DIR/broker/mosquitto.out" 2>&1 &
     TB_PID=$!
-    PIDS+=("$TB_PID")
+    FR_PIDS+=("$TB_PID")
     echo "E2E broker_killed_at_confirmed=$c"
     state=running
     for _ in $(seq 1 1200); do
@@ -529,7 +453,7 @@ PYEOF
     wait "$CUTTER" || true
     cut=0
     while read -r id off pid; do
-        PIDS+=("$pid")
+        FR_PIDS+=("$pid")
         cut=$((cut + 1))
         echo "E2E power_cut dev=$id at_offset=$off"
     done <"$DIR/cut.out"
