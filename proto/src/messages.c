@@ -59,9 +59,12 @@ const uint32_t tml__lim_hi[] = {LIMITS(LIM_HI)};
                                    offsetof(struct st, aux))                  \
                                       ? 1                                     \
                                       : -1]))
+/* A row; its key must be < 32 (msg.c keeps seen keys in a 32-bit mask),
+ * checked at compile time. */
 #define ROW(k, type, pres, st, fld, aux, lim)                                  \
     {                                                                          \
-        k, (uint8_t)((type) | (TML__##pres) << TML__PRES_SHIFT),               \
+        (uint8_t)((k) + 0 * sizeof(char[(k) < 32 ? 1 : -1])),                  \
+            (uint8_t)((type) | (TML__##pres) << TML__PRES_SHIFT),              \
             (uint16_t)offsetof(struct st, fld), aux, lim                       \
     }
 /* The version row (key 0) stores nothing; its offset is unused. */
