@@ -359,8 +359,9 @@ tml_dec_tag(struct tml_dec *d, uint64_t *tag)
 enum tml_err
 tml_dec_skip(struct tml_dec *d)
 {
-    /* left[k]: items still to skip at nesting level k below the start. */
-    uint64_t left[TML_CBOR_MAX_DEPTH + 1];
+    /* left[k]: items still to skip at nesting level k below the start
+     * (container() bounds every count by the bytes left, so size_t). */
+    size_t left[TML_CBOR_MAX_DEPTH + 1];
     size_t top = 0;
     struct tml_dec t = *d;
     enum tml_err err = TML_OK;
@@ -402,7 +403,7 @@ tml_dec_skip(struct tml_dec *d)
                 t.depth++;
                 left[top]--;
                 top++;
-                left[top] = h.major == 4 ? h.arg : 2 * h.arg;
+                left[top] = (size_t)(h.major == 4 ? h.arg : 2 * h.arg);
                 continue;
             }
             break;
