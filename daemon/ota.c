@@ -471,6 +471,27 @@ on_hello(struct tmld *td, const char *dev, enum tml_kind kind,
         return;
     memset(hw, 0, sizeof(hw));
     memcpy(hw, h.hw.p, h.hw.len < TML_MAX_NAME ? h.hw.len : TML_MAX_NAME);
+    /* A group with no rollout in memory: its latest finished one comes
+     * back from the tables and the artifact store for a device that does
+     * not have that model (joined late, or was away for longer than
+     * [ota] finished_keep). */
+    for (size_t g = 0; g < h.n_groups; g++) {
+        char grp[TML_MAX_NAME + 1], model[TML_MAX_NAME + 1];
+        bool live = false;
+
+        if (h.groups[g].len == 0 || h.groups[g].len > TML_MAX_NAME)
+            continue;
+        memcpy(grp, h.groups[g].p, h.groups[g].len);
+        grp[h.groups[g].len] = '\0';
+        for (size_t i = 0; i < o->n_rollouts && !live; i++)
+            live = strcmp(o->rollouts[i]->group, grp) == 0;
+        if (live)
+            continue;
+        memset(model, 0, sizeof(model));
+        memcpy(model, h.model.p,
+               h.model.len < TML_MAX_NAME ? h.model.len : TML_MAX_NAME);
+        (void)ota_db_load_group(o, grp, model, h.model_version);
+    }
     for (size_t i = 0; i < o->n_rollouts; i++) {
         struct ota_rollout *orr = o->rollouts[i];
         struct rollout_dev *d = rollout_find(&orr->r, dev);
@@ -584,7 +605,10 @@ tick_cb(struct tmld *td, void *arg)
     for (size_t i = 0; i < o->n_rollouts;) {
         struct ota_rollout *orr = o->rollouts[i];
         if (orr->is_finished_logged && !orr->rollout_dirty &&
-            now - orr->r.waves[0].started_ms > 3600000u) {
+            now - orr->r.waves[0].started_ms > o->finished_keep_ms) {
+            log_info("ota: rollout=%u finished: out of memory (a late "
+                     "device loads it again)",
+                     orr->r.id);
             o->rollouts[i] = o->rollouts[--o->n_rollouts];
             ota_rollout_free(o, orr);
             continue;
@@ -641,7 +665,7 @@ load_keys(struct tmld *td, struct ota_store *s, bool report)
 
 static int
 read_policy(struct tmld *td, struct rollout_policy *p, uint64_t *tick_ms,
-            uint32_t *rate, uint32_t *burst)
+            uint32_t *rate, uint32_t *burst, uint64_t *keep)
 {
     uint64_t v, ms;
     int64_t i;
@@ -684,6 +708,8 @@ read_policy(struct tmld *td, struct rollout_policy *p, uint64_t *tick_ms,
     bad |= tmld_config_int(td, "ota", "request_burst", 128, 1, 100000, &i);
     if (burst != NULL)
         *burst = (uint32_t)i;
+    bad |= tmld_config_ms(td, "ota", "finished_keep", 3600000, 0,
+                          30 * 86400000ull, keep != NULL ? keep : &ms);
     *tick_ms = ms;
     bad |= tmld_config_size(td, "ota", "cache_size", 64u << 20, 1u << 20,
                             4ull << 30, &v);
@@ -700,7 +726,7 @@ ota_check(struct tmld *td)
 
     memset(&s, 0, sizeof(s));
     problems += load_keys(td, &s, true);
-    if (read_policy(td, &p, &tick, NULL, NULL) != 0)
+    if (read_policy(td, &p, &tick, NULL, NULL, NULL) != 0)
         problems++;
     return problems;
 }
@@ -716,7 +742,7 @@ ota_init(struct tmld *td, void **state)
         return -ENOMEM;
     o->d = td;
     if (read_policy(td, &o->defaults, &o->tick_ms, &o->request_rate,
-                    &o->request_burst) != 0) {
+                    &o->request_burst, &o->finished_keep_ms) != 0) {
         rc = -EINVAL;
         goto fail;
     }

@@ -76,6 +76,7 @@ struct ota {
     uint64_t tick_ms;
     struct rollout_policy defaults;
     uint32_t request_rate, request_burst; /* per device, requests/s */
+    uint64_t finished_keep_ms; /* a finished rollout stays in memory */
     struct ota_rollout *rollouts[OTA_MAX_ROLLOUTS];
     size_t n_rollouts;
     uint32_t next_rollout_id;
@@ -130,6 +131,12 @@ uint32_t ota_db_max_rollout_id(struct ota *o);
 int64_t ota_db_tele_high_water(struct ota *o);
 /* Rebuilds running/paused rollouts from the tables (at start-up). */
 void ota_db_restore(struct ota *o);
+/* Loads group's latest finished rollout back into memory (its artifact
+ * from the store on disk) unless a device running model@model_version
+ * already has it or it is live. Returns it, or NULL. */
+struct ota_rollout *ota_db_load_group(struct ota *o, const char *group,
+                                      const char *model,
+                                      uint32_t model_version);
 /* Sums telemetry after orr->tele_since_id of orr's targets into canary
  * (model version = the rollout's) and baseline (any other version).
  * Returns 0 or a negative errno. */

@@ -711,16 +711,55 @@ fail:
     ota_rollout_free(o, orr);
 }
 
+#define RESTORE_COLS                                                           \
+    "id, artifact, rollback_artifact, model, cur_wave, grp, policy, state, "   \
+    "reason, tele_since_id, created_at, bytes_sent, bytes_resent, rewinds, "   \
+    "resumes, requests_limited, version"
+
+struct ota_rollout *
+ota_db_load_group(struct ota *o, const char *group, const char *model,
+                  uint32_t model_version)
+{
+    sqlite3_stmt *rs = NULL;
+    struct ota_rollout *orr = NULL;
+
+    if (o->n_rollouts == OTA_MAX_ROLLOUTS ||
+        sqlite3_prepare_v2(tmld_db_ro(o->d),
+                           "SELECT " RESTORE_COLS " FROM rollouts WHERE "
+                           "grp=?1 AND state=3 ORDER BY id DESC LIMIT 1",
+                           -1, &rs, NULL) != SQLITE_OK) {
+        sqlite3_finalize(rs);
+        return NULL;
+    }
+    sqlite3_bind_text(rs, 1, group, -1, SQLITE_STATIC);
+    if (sqlite3_step(rs) == SQLITE_ROW) {
+        uint32_t id = (uint32_t)sqlite3_column_int64(rs, 0);
+        const char *name = (const char *)sqlite3_column_text(rs, 3);
+        bool has = name != NULL && strcmp(name, model) == 0 &&
+                   model_version >= (uint32_t)sqlite3_column_int64(rs, 16);
+
+        /* Only for a device that does not run that model yet; the
+         * artifact comes from the content-addressed store on disk. */
+        if (!has && ota_find_rollout(o, id) == NULL) {
+            restore_one(o, rs);
+            orr = ota_find_rollout(o, id);
+            if (orr != NULL)
+                log_info("ota: rollout=%u (finished) loaded again from the "
+                         "store for a device joining group %s",
+                         id, group);
+        }
+    }
+    sqlite3_finalize(rs);
+    return orr;
+}
+
 void
 ota_db_restore(struct ota *o)
 {
     sqlite3_stmt *rs = NULL;
 
     if (sqlite3_prepare_v2(tmld_db_ro(o->d),
-                           "SELECT id, artifact, rollback_artifact, model, "
-                           "cur_wave, grp, policy, state, reason, "
-                           "tele_since_id, created_at, bytes_sent, "
-                           "bytes_resent, rewinds, resumes, requests_limited "
+                           "SELECT " RESTORE_COLS " "
                            "FROM rollouts WHERE state IN (0, 1) ORDER BY id "
                            "LIMIT 32",
                            -1, &rs, NULL) != SQLITE_OK) {

@@ -3,7 +3,7 @@
 # (tests/lib/testbroker), a real tmld and tml-devsim devices running the
 # real libtmlagent (issue 5 "must show", reduced for the default suite).
 #
-#   e2e.sh DIR N_DEVICES [basic|faults|threefold]
+#   e2e.sh DIR N_DEVICES [basic|faults|threefold|gates|fleet|rollback|late]
 #
 # basic (default):
 # 1. good:  model kws v7 (64 KiB) to group turbines in waves 10,50,100:
@@ -83,8 +83,10 @@ fr_require
 fr_broker
 fr_keygen fleet rogue
 
+KEEP="finished_keep = 1h"
+[ "$MODE" = late ] && KEEP="finished_keep = 1s"
 fr_tmld_conf info "soak = 2s" "gate_retry = 1s" "gate_max_wait = 60s" \
-    "device_timeout = 10s"
+    "device_timeout = 10s" "$KEEP"
 
 # The bad model: confidence far lower, so the low-confidence rate (under
 # the agent's 5000 bp threshold) jumps from about 1 % to well over 3x.
@@ -194,6 +196,51 @@ stop_tmld() {
 rollout_field() { # ID PYEXPR
     raw rollout.show "{\"id\": $1, \"devices\": true}" | jq_py "$2"
 }
+
+if [ "$MODE" = late ]; then
+    # Issue 5: a device that joins the group after the rollout finished and
+    # left tmld's memory ([ota] finished_keep = 1s here, 1 h by default)
+    # still gets the group's model: tmld loads the finished rollout back
+    # from its tables and the artifact from the store on disk.
+    ctl -q --json deploy "$DIR/kws-7.tmlb" --group turbines --waves 100 \
+        --no-gate >"$DIR/deploy.json" || fail "deploy failed"
+    state=running
+    for _ in $(seq 1 300); do
+        state=$(rollout_field 1 "d['rollout']['state']" 2>/dev/null || echo running)
+        [ "$state" = done ] && break
+        sleep 0.1
+    done
+    [ "$state" = done ] || fail "rollout state $state"
+    for _ in $(seq 1 100); do
+        grep -q "rollout=1 finished: out of memory" "$DIR/tmld.log" && break
+        sleep 0.1
+    done
+    grep -q "rollout=1 finished: out of memory" "$DIR/tmld.log" ||
+        fail "the finished rollout stayed in memory"
+    t0=$(date +%s.%N)
+    devsim $((N + 1)) 1
+    late=$(printf 'sim-%04d' $((N + 1)))
+    st=none
+    for _ in $(seq 1 300); do
+        st=$(rollout_field 1 "[x['state'] for x in d['rollout']['device_states'] if x['id'] == '$late'][0]" 2>/dev/null || echo none)
+        [ "$st" = confirmed ] && break
+        sleep 0.1
+    done
+    t1=$(date +%s.%N)
+    [ "$st" = confirmed ] || fail "late device $late: $st"
+    grep -q "rollout=1 (finished) loaded again from the store" "$DIR/tmld.log" ||
+        fail "no reload from the store logged"
+    want=$(sha256sum "$DIR/kws7.bin" | cut -d' ' -f1)
+    got=none
+    for s in "$DIR/devs/$late/slot0.bin" "$DIR/devs/$late/slot1.bin"; do
+        [ -f "$s" ] && [ "$(head -c 65536 "$s" | sha256sum | cut -d' ' -f1)" = "$want" ] && got=ok
+    done
+    [ "$got" = ok ] || fail "late device slot does not hold kws v7"
+    echo "E2E late_device=$late confirmed_s=$($PY -c "print(f'{$t1-$t0:.1f}')") hash_ok=1"
+    stop_tmld
+    echo "E2E OK"
+    exit 0
+fi
 
 if [ "$MODE" = threefold ]; then
     # Issue 5: a model that raises the low-confidence rate by about 3x is

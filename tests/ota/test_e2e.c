@@ -213,6 +213,25 @@ test_ota_e2e_rollback_redeploys_previous_model(void **state)
     assert_non_null(strstr(out, "E2E OK"));
 }
 
+/* Issue 5: a device joining the group after the rollout finished and left
+ * tmld's memory gets the group's model, loaded again from the tables and
+ * the artifact store on disk. */
+static void
+test_ota_e2e_late_device_served_from_store(void **state)
+{
+    static char out[65536];
+    int rc;
+
+    (void)state;
+    rc = run_script("3", "late", 90, out, sizeof(out));
+    if (rc == 77)
+        skip();
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "E2E late_device=sim-0004"));
+    assert_non_null(strstr(out, "hash_ok=1"));
+    assert_non_null(strstr(out, "E2E OK"));
+}
+
 int
 main(int argc, char **argv)
 {
@@ -235,6 +254,9 @@ main(int argc, char **argv)
     const struct CMUnitTest rollback[] = {
         cmocka_unit_test(test_ota_e2e_rollback_redeploys_previous_model),
     };
+    const struct CMUnitTest late[] = {
+        cmocka_unit_test(test_ota_e2e_late_device_served_from_store),
+    };
 
     atexit(kill_child);
     if (argc > 1 && strcmp(argv[1], "gates") == 0)
@@ -246,6 +268,8 @@ main(int argc, char **argv)
     if (argc > 1 && strcmp(argv[1], "rollback") == 0)
         return cmocka_run_group_tests_name("ota_e2e_rollback", rollback,
                                            NULL, NULL);
+    if (argc > 1 && strcmp(argv[1], "late") == 0)
+        return cmocka_run_group_tests_name("ota_e2e_late", late, NULL, NULL);
     if (argc > 1 && strcmp(argv[1], "faults") == 0)
         return cmocka_run_group_tests_name("ota_e2e_faults", faults, NULL,
                                            NULL);
