@@ -709,8 +709,8 @@ test_tele_reboot_loss_is_given_up_and_counted(void **state)
     assert_nothing_stored_still_held(r, &g);
 }
 
-/* Issue 3 (b): the ring fills with summaries that were sent and stored but
- * whose acks were lost. None of them may be folded away (its number would
+/* Issue 3 (b), R5 device side: the ring fills with summaries that were sent
+ * and stored but whose acks were lost. None of them may be folded away (its number would
  * never come again, its counts would be counted twice): the next periods
  * merge into the open one until the acks come through. */
 static void
