@@ -57,6 +57,16 @@ period(struct rig *r)
     rig_run(r, 1, r->cfg.summary_period_s * 1000u);
 }
 
+/* One inference (class 0), then the period closes. */
+static void
+infer_and_close(struct rig *r)
+{
+    tml_heap_armed = 1;
+    tmla_record(&r->a, 0, 9000, 1000);
+    tml_heap_armed = 0;
+    period(r);
+}
+
 static void
 test_tele_summary_arithmetic(void **state)
 {
@@ -324,10 +334,7 @@ test_tele_r5_acks_lost_ring_stays_bounded(void **state)
 
     /* Connected, every summary sent, no ack ever comes back. */
     for (int p = 0; p < 12; p++) {
-        tml_heap_armed = 1;
-        tmla_record(&r->a, 0, 9000, 1000);
-        tml_heap_armed = 0;
-        period(r);
+        infer_and_close(r);
     }
     assert_true(r->a.ring_n <= TMLA_TELE_RING);
     print_message("R5: ring high water %u of %d\n",
@@ -675,11 +682,8 @@ test_tele_reboot_loss_is_given_up_and_counted(void **state)
     for (int p = 0; p < 4; p++) {
         bool up = p == 0; /* the gateway is down for periods 2..4 */
 
-        tml_heap_armed = 1;
-        tmla_record(&r->a, 0, 9000, 1000);
-        tml_heap_armed = 0;
         recorded++;
-        period(r);
+        infer_and_close(r);
         strict_pump(r, &g, up, 1);
         if (!up)
             lost++;
@@ -689,11 +693,8 @@ test_tele_reboot_loss_is_given_up_and_counted(void **state)
     g.cursor = r->mp->n_log; /* resends still in flight die with the link */
     from = r->mp->n_log;
     rig_boot(r);
-    tml_heap_armed = 1;
-    tmla_record(&r->a, 0, 9000, 1000);
-    tml_heap_armed = 0;
     recorded++;
-    period(r);
+    infer_and_close(r);
     strict_pump(r, &g, true, 4);
     assert_true(teles(r->mp, from, t, 8) >= 1);
     first_after = t[0].seq;
@@ -795,11 +796,8 @@ test_tele_wiped_state_is_a_visible_reset(void **state)
     uint32_t recorded = 0, hw_before;
 
     for (int p = 0; p < 4; p++) {
-        tml_heap_armed = 1;
-        tmla_record(&r->a, 0, 9000, 1000);
-        tml_heap_armed = 0;
         recorded++;
-        period(r);
+        infer_and_close(r);
         strict_pump(r, &g, true, 1);
     }
     memset(r->mp->state, 0, sizeof r->mp->state);
@@ -807,11 +805,8 @@ test_tele_wiped_state_is_a_visible_reset(void **state)
     assert_int_equal(r->a.tele_next, 1);
     hw_before = g.hw_tele;
     for (int p = 0; p < 3; p++) {
-        tml_heap_armed = 1;
-        tmla_record(&r->a, 0, 9000, 1000);
-        tml_heap_armed = 0;
         recorded++;
-        period(r);
+        infer_and_close(r);
         strict_pump(r, &g, true, 1);
     }
     strict_pump(r, &g, true, 4);

@@ -317,9 +317,9 @@ tele_lw(struct tdev *v, uint32_t seq, uint32_t lw)
     te.n_inferences = seq;
     uint8_t buf[256];
     size_t len;
-    if (tml_tele_encode(&te, buf, sizeof(buf), &len) != TML_OK)
-        return -1;
-    return tdev_raw(v, "tele", buf, len);
+    return tml_tele_encode(&te, buf, sizeof(buf), &len) == TML_OK
+               ? tdev_raw(v, "tele", buf, len)
+               : -1;
 }
 
 static int
@@ -337,9 +337,9 @@ hello_boot(struct tdev *v, uint32_t tele_next, uint32_t boot_count,
     h.boot_id = boot_id;
     uint8_t buf[256];
     size_t len;
-    if (tml_hello_encode(&h, buf, sizeof(buf), &len) != TML_OK)
-        return -1;
-    return tdev_raw(v, "hello", buf, len);
+    return tml_hello_encode(&h, buf, sizeof(buf), &len) == TML_OK
+               ? tdev_raw(v, "hello", buf, len)
+               : -1;
 }
 
 #define DEV_SQL(dev, what)                                                     \
