@@ -195,6 +195,9 @@ static void test_package_contents(void **state)
 #ifdef TML_HAVE_TMLCTL_MAN
     assert_listed(f, "/usr/share/man/man1/tmlctl.1");
 #endif
+#ifdef TML_HAVE_TMLD_MAN
+    assert_listed(f, "/usr/share/man/man8/tmld.8");
+#endif
 #ifdef TML_HAVE_TMLCTL_COMPLETION
     assert_listed(f, "/usr/share/bash-completion/completions/tmlctl");
 #endif
