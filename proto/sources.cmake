@@ -11,4 +11,5 @@ set(TML_PROTO_SOURCES
     ${TML_PROTO_DIR}/src/msg.c
     ${TML_PROTO_DIR}/src/messages.c
     ${TML_PROTO_DIR}/src/tele.c
+    ${TML_PROTO_DIR}/src/tele_v1.c
     ${TML_PROTO_DIR}/src/cose.c)

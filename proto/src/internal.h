@@ -56,6 +56,73 @@ enum tml__presence {
 };
 #define TML__PRES_SHIFT 5
 
+/* ---- message tables (messages.c; tele_v1.c for the old tele map) ------- */
+
+#define U32MAX 0xffffffffu
+
+/* The limits (lo, hi) rows refer to by index. An array's count limits are
+ * followed by its elements' limits (the A_ entries and their _E twins). */
+#define LIMITS(X)                                                              \
+    X(L_ANY, 0, U32MAX) /* must stay first: TML__L_ANY */                      \
+    X(L_POS, 1, U32MAX)                                                        \
+    X(L_NAME, 1, TML_MAX_NAME)                                                 \
+    X(L_NAME0, 0, TML_MAX_NAME)                                                \
+    X(L_BIT, 0, 1)                                                             \
+    X(L_CHUNK, 1, TML_CHUNK_MAX)                                               \
+    X(L_OSTATE, 0, TML_OTA_REVERTED)                                           \
+    X(L_OREASON, 0, TML_OTA_R__COUNT - 1)                                      \
+    X(L_BP, 0, 10000)                                                          \
+    X(L_REASON, TML_REASON_FLAGGED, TML_REASON_AUDIT)                          \
+    X(L_DTYPE, TML_DTYPE_U8, TML_DTYPE_F32)                                    \
+    X(L_UPKIND, TML_OTA_UP_REQUEST, TML_OTA_UP_STATUS)                         \
+    X(L_DOWNKIND, TML_OTA_DOWN_OFFER, TML_OTA_DOWN_CANCEL)                     \
+    X(L_CMDKIND, TML_CMD_SET, TML_CMD_PING)                                    \
+    X(L_MANIFEST, 1, TML_MAX_MANIFEST)                                         \
+    X(L_PPM, 0, 1000000)                                                       \
+    X(L_SHA, TML_SHA256_LEN, TML_SHA256_LEN)                                   \
+    X(A_GROUPS, 0, TML_MAX_GROUPS)                                             \
+    X(A_GROUPS_E, 1, TML_MAX_NAME)                                             \
+    X(A_SHAPE, 1, TML_MAX_SHAPE)                                               \
+    X(A_SHAPE_E, 1, U32MAX)                                                    \
+    X(A_REVOKE, 0, TML_MAX_REVOKE)                                             \
+    X(A_REVOKE_E, 1, TML_MAX_KID)
+
+#define LIM_ENUM(name, lo, hi) name,
+#define LIM_LO(name, lo, hi) lo,
+#define LIM_HI(name, lo, hi) hi,
+
+enum { LIMITS(LIM_ENUM) N_LIMITS };
+
+/* The distance from a value to its has_/count member, checked at compile
+ * time to fit the row's int8_t. */
+#define AUX(st, fld, aux)                                                      \
+    (int8_t)((int)offsetof(struct st, aux) - (int)offsetof(struct st, fld) +  \
+             0 * (int)sizeof(char[(offsetof(struct st, aux) + 128 >=          \
+                                   offsetof(struct st, fld) &&                \
+                                   offsetof(struct st, fld) + 127 >=          \
+                                   offsetof(struct st, aux))                  \
+                                      ? 1                                     \
+                                      : -1]))
+/* A row; its key must be < 32 (msg.c keeps seen keys in a 32-bit mask),
+ * checked at compile time. */
+#define ROW(k, type, pres, st, fld, aux, lim)                                  \
+    {                                                                          \
+        (uint8_t)((k) + 0 * sizeof(char[(k) < 32 ? 1 : -1])),                  \
+            (uint8_t)((type) | (TML__##pres) << TML__PRES_SHIFT),              \
+            (uint16_t)offsetof(struct st, fld), aux, lim                       \
+    }
+/* The version row (key 0) stores nothing; its offset is unused. */
+#define U32(k, pres, st, fld, lim) ROW(k, TML__F_U32, pres, st, fld, 0, lim)
+#define U8(k, pres, st, fld, lim) ROW(k, TML__F_U8, pres, st, fld, 0, lim)
+#define TEXT(k, pres, st, fld, lim) ROW(k, TML__F_TEXT, pres, st, fld, 0, lim)
+#define BYTES(k, pres, st, fld, lim)                                           \
+    ROW(k, TML__F_BYTES, pres, st, fld, 0, lim)
+#define HAS_U32(k, st, fld, has, lim)                                          \
+    ROW(k, TML__F_U32, HAS, st, fld, AUX(st, fld, has), lim)
+#define ARRAY(k, type, pres, st, fld, count, lim)                              \
+    ROW(k, (type) | TML__F_ARRAY, pres, st, fld, AUX(st, fld, count), lim)
+#define N(t) ((uint8_t)(sizeof(t) / sizeof((t)[0])))
+
 /* The shared limits table (messages.c): limit i is lo[i]..hi[i]; limit 0
  * is 0..UINT32_MAX. */
 extern const uint8_t tml__lim_lo[];
@@ -86,6 +153,11 @@ TML_WUR enum tml_err tml__msg_encode(const struct tml__msg *desc,
 TML_WUR enum tml_err tml__msg_decode(const struct tml__msg *desc,
                                      const uint8_t *buf, size_t len,
                                      size_t max_len, void *out);
+
+/* up/tele version 2 (tele.c): the map {0: 2, 1: packed summary}. Only
+ * tml_tele_decode (tele_v1.c) calls it, after reading key 0. */
+TML_WUR enum tml_err tml__tele_v2_decode(const uint8_t *buf, size_t len,
+                                         struct tml_tele *out);
 
 /* Writes the head of a byte string of len bytes and reserves them: returns
  * where the caller writes them, or NULL (e's error is then set). */

@@ -13,6 +13,10 @@
  * varints are in shortest form. The decoder accepts exactly that, so what
  * it accepts re-encodes to the same bytes (the fuzz harness checks it).
  * struct tml_tele is unchanged: the gateway sees the same fields.
+ *
+ * Key 0 is 2 (TML_TELE_VERSION): version 1 was a map of CBOR integers,
+ * which tele_v1.c still decodes for agents that predate this form. The
+ * device links only the encoder.
  */
 #include <stddef.h>
 #include <string.h>
@@ -167,7 +171,7 @@ tml_tele_encode(const struct tml_tele *t, uint8_t *buf, size_t cap,
     tml_enc_init(&e, buf, cap);
     tml_enc_map(&e, 2);
     tml_enc_uint(&e, 0);
-    tml_enc_uint(&e, TML_PROTO_VERSION);
+    tml_enc_uint(&e, TML_TELE_VERSION);
     tml_enc_uint(&e, 1);
     p = tml__enc_reserve_bytes(&e, n);
     if (p != NULL) {
@@ -293,31 +297,33 @@ unpack(const struct tml_bin *b, struct tml_tele *t)
     return r.err;
 }
 
-/* The map around the summary goes through the generic decoder (version,
- * unknown and duplicate keys, must-understand keys). */
+/* The map around the summary goes through the generic decoder (unknown and
+ * duplicate keys, must-understand keys). Key 0 is read as a plain number:
+ * the generic version row means TML_PROTO_VERSION, tele's is
+ * TML_TELE_VERSION (tml_tele_decode has dispatched on it already). */
 struct tele_wire {
+    uint32_t version;
     struct tml_bin summary;
 };
 
 static const struct tml__field wire_fields[] = {
-    {0, TML__F_VERSION, 0, 0, 0},
-    {1, TML__F_BYTES, (uint16_t)offsetof(struct tele_wire, summary), 0,
-     TML__L_ANY},
+    U32(0, REQ, tele_wire, version, TML__L_ANY),
+    BYTES(1, REQ, tele_wire, summary, TML__L_ANY),
 };
 
 static const struct tml__msg wire_desc = {wire_fields, 2, NULL, NULL};
 
 enum tml_err
-tml_tele_decode(const uint8_t *buf, size_t len, struct tml_tele *out)
+tml__tele_v2_decode(const uint8_t *buf, size_t len, struct tml_tele *out)
 {
-    struct tele_wire w = {{NULL, 0}};
+    struct tele_wire w = {0, {NULL, 0}};
     enum tml_err err;
 
-    if (out == NULL) {
-        return TML_ERR_INVAL;
-    }
     memset(out, 0, sizeof *out);
     err = tml__msg_decode(&wire_desc, buf, len, TML_MAX_MESSAGE, &w);
+    if (err == TML_OK && w.version != TML_TELE_VERSION) {
+        err = TML_ERR_VERSION;
+    }
     if (err == TML_OK) {
         err = unpack(&w.summary, out);
     }

@@ -14,7 +14,11 @@ and sig_structure.bin, the C Sig_structure of cose-sign1.cbor. This script
   4. validates every message against the CDDL of proto/PROTOCOL.md (parsed
      by cddl_check.py), and checks that the CDDL rejects broken variants;
   5. writes py-<name>.cbor: the same values, keys in reverse order, for the
-     C side to decode.
+     C side to decode;
+  6. writes py-v1-<name>.cbor (canonical, as version 1 agents sent it) and
+     py-v1r-<name>.cbor (keys reversed) for the tele samples: the same
+     numbers in tele's version 1 map form, checked against the CDDL, for
+     the C side to decode and re-encode as version 2.
 Exit status 0 on success; prints every mismatch.
 """
 import os
@@ -49,6 +53,22 @@ BROKEN = [
     ("cmd", lambda m: m.__setitem__(7, 1000001)),       # audit ppm
     ("manifest", lambda m: m.__setitem__(5, b"x" * 31)),  # sha256 size
     ("state", lambda m: m.__setitem__(0, 2)),           # version 2
+    ("tele", lambda m: m.__setitem__(0, 1)),            # packed as v1
+    ("tele", lambda m: m.__setitem__(0, 3)),            # version 3
+]
+
+# Broken version 1 tele maps (from tele-v1-max): rule tele must refuse them.
+BROKEN_V1 = [
+    lambda m: m.pop(13),                                # lat_max missing
+    lambda m: m.__setitem__(1, 0),                      # seq 0
+    lambda m: m.__setitem__(18, 0),                     # lw 0
+    lambda m: m.__setitem__(2, 2**32),                  # u32 overflow
+    lambda m: m.__setitem__(14, [1] * 33),              # 33 classes
+    lambda m: m.__setitem__(15, [1] * 17),              # 17 bins
+    lambda m: m.__setitem__(17, {1: 1, 2: 2, 4: 4}),    # temp missing
+    lambda m: m.__setitem__(17, {1: 1, 2: 2, 3: 2**31, 4: 4}),  # temp i32
+    lambda m: m.__setitem__(-1, 0),                     # negative key
+    lambda m: m.__setitem__(0, 3),                      # version 3
 ]
 
 U32 = 0xFFFFFFFF
@@ -105,6 +125,38 @@ def tele_summary(seq, model_version=0, period_s=0, age_s=0, n_inferences=0,
     return out
 
 
+def tele_v1(seq, model_version=0, period_s=0, age_s=0, n_inferences=0,
+            n_low_conf=0, n_flagged=0, n_errors=0, n_folded=0, n_dropped=0,
+            lat=(0, 0, 0), classes=(), conf=(), lat_hist=(), health=None,
+            lw=0):
+    """The same summary in tele's version 1 map form, written from
+    PROTOCOL.md "up/tele, version 1" (what agents before the packed form
+    send)."""
+    m = {0: 1, 1: seq, 2: model_version, 3: period_s, 4: age_s,
+         5: n_inferences, 6: n_low_conf, 7: n_flagged, 8: n_errors,
+         9: n_folded, 10: n_dropped, 11: lat[0], 12: lat[1], 13: lat[2]}
+    for key, v in ((14, classes), (15, conf), (16, lat_hist)):
+        if v:
+            m[key] = list(v)
+    if health:
+        m[17] = dict(zip((1, 2, 3, 4), health))
+    if lw:
+        m[18] = lw
+    return m
+
+
+TELE_MIN = {"seq": 1}
+TELE_MAX = {"seq": U32, "model_version": U32, "period_s": U32,
+            "age_s": U32, "n_inferences": U32, "n_low_conf": U32 - 1,
+            "n_flagged": 0x10000, "n_errors": 0xFFFF, "n_folded": 0x100,
+            "n_dropped": 24, "lat": (23, U32, U32),
+            "classes": [U32 - i for i in range(32)],
+            "conf": [1 << (2 * i) for i in range(16)],
+            "lat_hist": [U32] * 16, "health": (U32, 3300, -2**31, U32),
+            "lw": U32}
+TELE_V1 = {"tele-min": tele_v1(**TELE_MIN), "tele-max": tele_v1(**TELE_MAX)}
+
+
 def cose(payload):
     prot = cbor2.dumps({1: -7, 4: KID})
     return [prot, {}, payload, SIG]
@@ -118,14 +170,8 @@ EXPECTED = {
                   14: [NAME32[i:] for i in range(8)], 15: U32, 16: U32,
                   17: U32, 18: U32},
     "state-online": {0: 1, 1: True},
-    "tele-min": {0: 1, 1: tele_summary(1)},
-    "tele-max": {0: 1, 1: tele_summary(
-        U32, model_version=U32, period_s=U32, age_s=U32, n_inferences=U32,
-        n_low_conf=U32 - 1, n_flagged=0x10000, n_errors=0xFFFF,
-        n_folded=0x100, n_dropped=24, lat=(23, U32, U32),
-        classes=[U32 - i for i in range(32)],
-        conf=[1 << (2 * i) for i in range(16)], lat_hist=[U32] * 16,
-        health=(U32, 3300, -2**31, U32), lw=U32)},
+    "tele-min": {0: 2, 1: tele_summary(**TELE_MIN)},
+    "tele-max": {0: 2, 1: tele_summary(**TELE_MAX)},
     "sample-min": {0: 1, 1: 1, 2: 0, 3: 0, 4: 1, 5: 0, 6: 0, 8: 1, 9: [1],
                    10: 0, 11: 0, 12: 1, 13: 0, 14: CHUNK[:1]},
     "sample-max": {0: 1, 1: U32, 2: U32, 3: U32, 4: 3, 5: U32, 6: 10000,
@@ -206,9 +252,30 @@ def main():
         if cddl_check.matches(rules, ("ref", RULE[kind]), m):
             print(f"CDDL accepts a broken {kind}: {m}")
             bad += 1
-    print(f"interop.py: {len(EXPECTED)} messages checked against cbor2 and "
-          f"{len(rules)} CDDL rules, {len(BROKEN)} broken variants, "
-          f"{bad} mismatches")
+    # tele's version 1 map form: valid under rule tele (and only under its
+    # tele-v1 branch), broken variants refused; files for the C side.
+    for name, v1 in TELE_V1.items():
+        for rule, want in (("tele", True), ("tele-v1", True),
+                           ("tele-v2", False)):
+            if cddl_check.matches(rules, ("ref", rule), v1) != want:
+                print(f"v1 {name}: CDDL rule {rule} gives {not want}")
+                bad += 1
+        if cddl_check.matches(rules, ("ref", "tele-v1"), EXPECTED[name]):
+            print(f"{name}: version 2 matches CDDL rule tele-v1")
+            bad += 1
+        with open(os.path.join(d, "py-v1-" + name + ".cbor"), "wb") as f:
+            f.write(cbor2.dumps(v1, canonical=True))
+        with open(os.path.join(d, "py-v1r-" + name + ".cbor"), "wb") as f:
+            f.write(cbor2.dumps(reverse_keys(v1)))
+    for edit in BROKEN_V1:
+        m = dict(TELE_V1["tele-max"])
+        edit(m)
+        if cddl_check.matches(rules, ("ref", "tele"), m):
+            print(f"CDDL accepts a broken version 1 tele: {m}")
+            bad += 1
+    print(f"interop.py: {len(EXPECTED)} messages and {len(TELE_V1)} version 1 "
+          f"teles checked against cbor2 and {len(rules)} CDDL rules, "
+          f"{len(BROKEN) + len(BROKEN_V1)} broken variants, {bad} mismatches")
     return 1 if bad else 0
 
 

@@ -251,7 +251,7 @@ build_tele(const struct tml_tele *m, bool desc)
     }
     b = cbor_build_bytestring(p, n);
     assert_non_null(b);
-    kv_u(&s, 0, 1);
+    kv_u(&s, 0, TML_TELE_VERSION);
     kv(&s, 1, b);
     return to_map(&s, desc);
 }
@@ -539,7 +539,8 @@ test_libcbor_parses_every_sample_we_write(void **state)
             cbor_item_t *v = map_get(it, 0);
 
             assert_non_null(v);
-            assert_int_equal(cbor_get_int(v), TML_PROTO_VERSION);
+            assert_int_equal(cbor_get_int(v), which == 2 ? TML_TELE_VERSION
+                                                         : TML_PROTO_VERSION);
         }
         if (strcmp(name, "tele-max") == 0) {
             cbor_item_t *sum = map_get(it, 1);

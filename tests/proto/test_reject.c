@@ -443,12 +443,13 @@ test_text_keys_rejected(void **state)
     assert_int_equal(sample_decode(which, out, olen), TML_ERR_TYPE);
 }
 
+/* Key 0 other than the message's version (1; tele 2, whose version 1 map
+ * form proto_tele_v1 covers) is TML_ERR_VERSION. */
 static void
 test_wrong_version_rejected(void **state)
 {
-    static const uint8_t v2[] = {0x02};
-    static const uint8_t v0[] = {0x00};
-    size_t len, olen;
+    static const uint8_t versions[] = {0x00, 0x02, 0x03, 0x17};
+    size_t len, olen, v;
     int i, which;
 
     (void)state;
@@ -456,14 +457,17 @@ test_wrong_version_rejected(void **state)
     {
         struct edit ed = NO_EDIT;
 
-        ed.repl = 0;
-        ed.value = v2;
-        ed.vlen = 1;
-        olen = rebuild(msg, len, &ed, out, sizeof out);
-        assert_int_equal(sample_decode(which, out, olen), TML_ERR_VERSION);
-        ed.value = v0;
-        olen = rebuild(msg, len, &ed, out, sizeof out);
-        assert_int_equal(sample_decode(which, out, olen), TML_ERR_VERSION);
+        for (v = 0; v < sizeof versions; v++) {
+            if (which == 2 && versions[v] == TML_TELE_VERSION) {
+                continue;
+            }
+            ed.repl = 0;
+            ed.value = &versions[v];
+            ed.vlen = 1;
+            olen = rebuild(msg, len, &ed, out, sizeof out);
+            assert_int_equal(sample_decode(which, out, olen),
+                             TML_ERR_VERSION);
+        }
     }
 }
 
@@ -744,7 +748,7 @@ test_low_water_above_seq_rejected_by_both_sides(void **state)
      * (lw), seq 5, eight zero counters, lw back-distance 0, no classes, two
      * empty histograms. */
     {
-        static const uint8_t want[] = {0xa2, 0x00, 0x01, 0x01, 0x4d, 0x02,
+        static const uint8_t want[] = {0xa2, 0x00, 0x02, 0x01, 0x4d, 0x02,
                                        0x05, 0,    0,    0,    0,    0,
                                        0,    0,    0x00, 0,    0,    0};
 
@@ -813,7 +817,7 @@ test_tele_summary_rejects_malformed_packing(void **state)
         0x02, 0x02, 0x03, 0x8a, 0x12, 0x01, 0x04, 0xec, 0x08, 0x05, 0xe8,
         0x07, 0xe4, 0x19, 0x09, 0x46};
     /* Flags 0x80 (a bit version 1 does not define), as a 2-byte varint. */
-    static const uint8_t unknown_flag[] = {0xa2, 0x00, 0x01, 0x01, 0x4d,
+    static const uint8_t unknown_flag[] = {0xa2, 0x00, 0x02, 0x01, 0x4d,
                                            0x80, 0x01, 0x01, 0, 0, 0, 0,
                                            0,    0,    0,    0, 0, 0};
     static const struct {
@@ -853,7 +857,7 @@ test_tele_summary_rejects_malformed_packing(void **state)
         }
         buf[0] = 0xa2;
         buf[1] = 0x00;
-        buf[2] = 0x01;
+        buf[2] = TML_TELE_VERSION;
         buf[3] = 0x01;
         buf[4] = 0x58;
         buf[5] = (uint8_t)n;
@@ -998,11 +1002,11 @@ test_f2_catalogue_named_inputs_rejected_with_reason(void **state)
                                        0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
     static const uint8_t huge_map[] = {0xbb, 0xff, 0xff, 0xff, 0xff,
                                        0xff, 0xff, 0xff, 0xff};
-    static const uint8_t dup[] = {0xa3, 0x00, 0x01, 0x01, 0x40, 0x01, 0x40};
+    static const uint8_t dup[] = {0xa3, 0x00, 0x02, 0x01, 0x40, 0x01, 0x40};
     static const uint8_t non_short[] = {0xa2, 0x00, 0x18, 0x01, 0x01, 0x01};
-    static const uint8_t tagged[] = {0xa2, 0x00, 0x01, 0x01, 0xc2, 0x41, 0x01};
-    static const uint8_t nan[] = {0xa2, 0x00, 0x01, 0x01, 0xf9, 0x7e, 0x00};
-    static const uint8_t flt[] = {0xa2, 0x00, 0x01, 0x01, 0xfa, 0x3f, 0x80,
+    static const uint8_t tagged[] = {0xa2, 0x00, 0x02, 0x01, 0xc2, 0x41, 0x01};
+    static const uint8_t nan[] = {0xa2, 0x00, 0x02, 0x01, 0xf9, 0x7e, 0x00};
+    static const uint8_t flt[] = {0xa2, 0x00, 0x02, 0x01, 0xfa, 0x3f, 0x80,
                                   0x00, 0x00};
     static const uint8_t neg_key[] = {0xa1, 0x20, 0x00};
     struct {

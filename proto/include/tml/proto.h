@@ -45,6 +45,10 @@ extern "C" {
 /* ---- limits (compile-time; a firmware build may lower the #ifndef ones) -- */
 
 #define TML_PROTO_VERSION 1u
+/* Key 0 of up/tele: 2 since the summary travels packed (PROTOCOL.md 3 and
+ * "up/tele"); tml_tele_encode writes 2, tml_tele_decode accepts 2 and the
+ * version 1 map of older agents. Every other message stays at 1. */
+#define TML_TELE_VERSION 2u
 
 #ifndef TML_CBOR_MAX_DEPTH
 #define TML_CBOR_MAX_DEPTH 8 /* nesting of arrays/maps, top level = 1 */
@@ -331,7 +335,9 @@ struct tml_state {
  * (PROTOCOL.md "up/tele"): counters that are 0 and usually are cost a flag
  * bit, a histogram only the window from its first to its last non-zero bin.
  * tml_tele_encode refuses seq 0, lw > seq and more than TML_MAX_CLASSES
- * classes or TML_MAX_BINS bins. */
+ * classes or TML_MAX_BINS bins. It writes version 2 (TML_TELE_VERSION);
+ * tml_tele_decode (gateway side, tele_v1.c) also decodes the version 1 map
+ * of agents that predate the packed form, with all of its rules. */
 
 struct tml_health {
     uint32_t free_ram;  /* bytes */
