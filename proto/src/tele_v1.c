@@ -202,11 +202,16 @@ tml_tele_decode(const uint8_t *buf, size_t len, struct tml_tele *out)
         return TML_ERR_INVAL;
     }
     memset(out, 0, sizeof *out);
-    /* Key 0 decides the form. Where it cannot be read (malformed input
-     * before it, no key 0, oversized input) the version 2 decoder reports
-     * the error as every other message does. */
-    if (buf != NULL && len <= TML_MAX_MESSAGE &&
-        find_key(buf, len, 0, &v) == TML_OK) {
+    /* Key 0 decides the form; a well-formed map without it has no form
+     * (TML_ERR_MISSING, whatever its other keys hold). Where key 0 cannot
+     * be read (malformed input before it, oversized input) the version 2
+     * decoder reports the error as every other message does. */
+    err = buf != NULL && len <= TML_MAX_MESSAGE ? find_key(buf, len, 0, &v)
+                                                : TML_ERR_INVAL;
+    if (err == TML_ERR_MISSING) {
+        return err;
+    }
+    if (err == TML_OK) {
         tml_dec_init(&d, v.p, v.len);
         err = tml_dec_uint(&d, &version);
         if (err == TML_ERR_TYPE ||

@@ -21,60 +21,10 @@
 #include <tml/proto.h>
 
 #include "harness.h"
+#include "samples.h"
 #include "upstream.h"
 
 #define N_V1 20 /* records 1..20 in version 1, 21..40 in version 2 */
-
-/* The version 1 map, written here from PROTOCOL.md, not by proto/. */
-static size_t
-encode_v1(const struct tml_tele *t, uint8_t *buf, size_t cap)
-{
-    const uint32_t head[] = {t->seq,         t->model_version,
-                             t->period_s,    t->age_s,
-                             t->n_inferences, t->n_low_conf,
-                             t->n_flagged,   t->n_errors,
-                             t->n_folded,    t->n_samples_dropped,
-                             t->lat_min_us,  t->lat_mean_us,
-                             t->lat_max_us};
-    const uint32_t *arr[] = {t->class_counts, t->conf_hist, t->lat_hist};
-    const size_t n_arr[] = {t->n_classes, t->n_conf_bins, t->n_lat_bins};
-    struct tml_enc e;
-    size_t len = 0, i, k;
-
-    tml_enc_init(&e, buf, cap);
-    tml_enc_map(&e, 14 + 3 + (t->has_health ? 1 : 0) + (t->lw != 0 ? 1 : 0));
-    tml_enc_uint(&e, 0);
-    tml_enc_uint(&e, 1);
-    for (i = 0; i < 13; i++) {
-        tml_enc_uint(&e, i + 1);
-        tml_enc_uint(&e, head[i]);
-    }
-    for (k = 0; k < 3; k++) {
-        tml_enc_uint(&e, 14 + k);
-        tml_enc_array(&e, n_arr[k]);
-        for (i = 0; i < n_arr[k]; i++) {
-            tml_enc_uint(&e, arr[k][i]);
-        }
-    }
-    if (t->has_health) {
-        tml_enc_uint(&e, 17);
-        tml_enc_map(&e, 4);
-        tml_enc_uint(&e, 1);
-        tml_enc_uint(&e, t->health.free_ram);
-        tml_enc_uint(&e, 2);
-        tml_enc_uint(&e, t->health.supply_mv);
-        tml_enc_uint(&e, 3);
-        tml_enc_int(&e, t->health.temp_dc);
-        tml_enc_uint(&e, 4);
-        tml_enc_uint(&e, t->health.uptime_s);
-    }
-    if (t->lw != 0) {
-        tml_enc_uint(&e, 18);
-        tml_enc_uint(&e, t->lw);
-    }
-    assert_int_equal(tml_enc_finish(&e, &len), TML_OK);
-    return len;
-}
 
 /* Record seq of the test device: every number derived from seq. */
 static void
@@ -140,7 +90,8 @@ test_v1_tele_stored_acked_and_decoded_again(void **state)
     assert_int_equal(tdev_hello(&v, NULL, 3), 0);
     for (s = 1; s <= N_V1; s++) {
         record(s, &te);
-        len = encode_v1(&te, buf, sizeof buf);
+        len = sample_tele_v1_encode(&te, buf, sizeof buf);
+        assert_true(len > 0);
         assert_int_equal(tdev_raw(&v, "tele", buf, len), 0);
     }
     assert_int_equal(tdev_wait_tele_ack(&v, N_V1, 10000), 0);
@@ -155,7 +106,8 @@ test_v1_tele_stored_acked_and_decoded_again(void **state)
     assert_true(malformed == 0);
     /* Version 3 is unknown: malformed (TML_ERR_VERSION), not acked. */
     record(2 * N_V1 + 1, &te);
-    len = encode_v1(&te, buf, sizeof buf);
+    len = sample_tele_v1_encode(&te, buf, sizeof buf);
+    assert_true(len > 0);
     assert_int_equal(buf[2], 0x01); /* map header, key 0, version */
     buf[2] = 0x03;
     assert_int_equal(tml_tele_decode(buf, len, &got), TML_ERR_VERSION);

@@ -186,6 +186,60 @@ sample_ota_up(struct tml_ota_up *m, uint8_t kind, bool max)
     }
 }
 
+size_t
+sample_tele_v1_encode(const struct tml_tele *t, uint8_t *buf, size_t cap)
+{
+    const uint32_t head[] = {
+        t->seq,        t->model_version,   t->period_s,   t->age_s,
+        t->n_inferences, t->n_low_conf,    t->n_flagged,  t->n_errors,
+        t->n_folded,   t->n_samples_dropped, t->lat_min_us, t->lat_mean_us,
+        t->lat_max_us};
+    const uint32_t *arr[] = {t->class_counts, t->conf_hist, t->lat_hist};
+    const size_t n_arr[] = {t->n_classes, t->n_conf_bins, t->n_lat_bins};
+    struct tml_enc e;
+    size_t len = 0, i, k, n = 14;
+
+    for (k = 0; k < 3; k++) {
+        n += n_arr[k] != 0;
+    }
+    n += (t->has_health ? 1u : 0u) + (t->lw != 0 ? 1u : 0u);
+    tml_enc_init(&e, buf, cap);
+    tml_enc_map(&e, n);
+    tml_enc_uint(&e, 0);
+    tml_enc_uint(&e, 1);
+    for (i = 0; i < 13; i++) {
+        tml_enc_uint(&e, i + 1);
+        tml_enc_uint(&e, head[i]);
+    }
+    for (k = 0; k < 3; k++) {
+        if (n_arr[k] == 0) {
+            continue;
+        }
+        tml_enc_uint(&e, 14 + k);
+        tml_enc_array(&e, n_arr[k]);
+        for (i = 0; i < n_arr[k]; i++) {
+            tml_enc_uint(&e, arr[k][i]);
+        }
+    }
+    if (t->has_health) {
+        tml_enc_uint(&e, 17);
+        tml_enc_map(&e, 4);
+        tml_enc_uint(&e, 1);
+        tml_enc_uint(&e, t->health.free_ram);
+        tml_enc_uint(&e, 2);
+        tml_enc_uint(&e, t->health.supply_mv);
+        tml_enc_uint(&e, 3);
+        tml_enc_int(&e, t->health.temp_dc);
+        tml_enc_uint(&e, 4);
+        tml_enc_uint(&e, t->health.uptime_s);
+    }
+    if (t->lw != 0) {
+        tml_enc_uint(&e, 18);
+        tml_enc_uint(&e, t->lw);
+    }
+    return tml_enc_finish(&e, &len) == TML_OK ? len : 0;
+}
+
 void
 sample_ack(struct tml_ack *m, bool max)
 {

@@ -45,6 +45,14 @@ extern const uint8_t sample_kid[8];
 const char *sample_encode(int i, struct samples_store *st, uint8_t *buf,
                           size_t cap, size_t *len, int *which);
 
+/* Encodes t in up/tele's version 1 map form (PROTOCOL.md "up/tele,
+ * version 1"), written from the document, not by proto/: what agents
+ * before the packed summary send. Arrays and health only when non-empty,
+ * lw when non-zero, keys ascending. Returns the length, 0 if cap is too
+ * small. */
+size_t sample_tele_v1_encode(const struct tml_tele *t, uint8_t *buf,
+                             size_t cap);
+
 /* Decodes buf with decoder `which`; returns its result. */
 enum tml_err sample_decode(int which, const uint8_t *buf, size_t len);
 

@@ -1063,6 +1063,208 @@ test_f2_catalogue_named_inputs_rejected_with_reason(void **state)
     assert_int_equal(ok, n);
 }
 
+/* up/tele version 1, the map form of agents older than the packed summary
+ * (PROTOCOL.md "up/tele, version 1"): tml_tele_decode still accepts it,
+ * with every rule its decoder had (the per-key vectors this file ran on
+ * tele before a9260fb, and the health map's), and it is the same summary
+ * as version 2. */
+struct v1_case {
+    const char *name;
+    size_t key;            /* pair replaced (SIZE_MAX: none) */
+    const uint8_t *value;  /* its new value */
+    size_t vlen;
+    const uint8_t *extra;  /* raw pairs appended */
+    size_t elen, n_extra;
+    enum tml_err want;
+};
+
+#define V1_VAL(name, key, v, want) {name, key, v, sizeof v, NULL, 0, 0, want}
+#define V1_EXTRA(name, x, n, want)                                            \
+    {name, (size_t)-1, NULL, 0, x, sizeof x, n, want}
+
+static void
+test_tele_v1_map_form_keeps_every_rule(void **state)
+{
+    /* What an agent of d50a232 (before lw) sent as tele-min. */
+    static const uint8_t old_min[] = {
+        0xae, 0x00, 0x01, 0x01, 0x01, 0x02, 0x00, 0x03, 0x00, 0x04,
+        0x00, 0x05, 0x00, 0x06, 0x00, 0x07, 0x00, 0x08, 0x00, 0x09,
+        0x00, 0x0a, 0x00, 0x0b, 0x00, 0x0c, 0x00, 0x0d, 0x00};
+    static const uint8_t text[] = {0x61, 0x78}, zero[] = {0x00},
+                         v0[] = {0x00}, v2[] = {0x02}, v3[] = {0x03},
+                         five[] = {0x05},
+                         two32[] = {0x1b, 0, 0, 0, 1, 0, 0, 0, 0},
+                         nonmin[] = {0x18, 0x05}, tag[] = {0xc2, 0x41, 0x01},
+                         flt[] = {0xf9, 0x3c, 0x00},
+                         a_nonmin[] = {0x82, 0x18, 0x01, 0x01},
+                         a_big[] = {0x81, 0x1b, 0, 0, 0, 1, 0, 0, 0, 0},
+                         a_text[] = {0x81, 0x61, 0x78},
+                         a_indef[] = {0x9f, 0x01, 0xff},
+                         a_empty[] = {0x80},
+                         h_no_temp[] = {0xa3, 1, 1, 2, 2, 4, 4},
+                         h_no_ram[] = {0xa3, 2, 2, 3, 3, 4, 4},
+                         h_hot[] = {0xa4, 1, 1, 2, 2, 3, 0x1a, 0x80, 0, 0, 0,
+                                    4, 4},
+                         h_cold[] = {0xa4, 1, 1, 2, 2, 3, 0x3a, 0x80, 0, 0, 0,
+                                     4, 4},
+                         h_text[] = {0xa4, 1, 1, 2, 2, 3, 0x61, 0x78, 4, 4},
+                         h_dup[] = {0xa5, 1, 1, 2, 2, 3, 3, 4, 4, 4, 4},
+                         h_neg[] = {0xa5, 1, 1, 2, 2, 3, 3, 4, 4, 0x20, 0},
+                         h_nonmin[] = {0xa4, 1, 0x18, 1, 2, 2, 3, 3, 4, 4},
+                         h_unknown[] = {0xa5, 1, 1, 2, 2, 3, 0x24, 4, 4, 5,
+                                        0x61, 0x78},
+                         h_array[] = {0x84, 1, 2, 3, 4},
+                         x_neg[] = {0x20, 0x00}, x_unknown[] = {0x13, 0x61,
+                                                              0x78},
+                         x_dup[] = {0x13, 0x00, 0x13, 0x00},
+                         x_12[] = {0x13, 0, 0x14, 0, 0x15, 0, 0x16, 0,
+                                   0x17, 0, 0x18, 0x18, 0, 0x18, 0x19, 0,
+                                   0x18, 0x1a, 0, 0x18, 0x1b, 0, 0x18, 0x1c,
+                                   0, 0x18, 0x1d, 0, 0x18, 0x1e, 0},
+                         x_13[] = {0x13, 0, 0x14, 0, 0x15, 0, 0x16, 0,
+                                   0x17, 0, 0x18, 0x18, 0, 0x18, 0x19, 0,
+                                   0x18, 0x1a, 0, 0x18, 0x1b, 0, 0x18, 0x1c,
+                                   0, 0x18, 0x1d, 0, 0x18, 0x1e, 0, 0x18,
+                                   0x1f, 0};
+    static uint8_t a33[2 + 33], a17[1 + 17];
+    const struct v1_case cases[] = {
+        V1_VAL("version 0", 0, v0, TML_ERR_VERSION),
+        V1_VAL("version 3", 0, v3, TML_ERR_VERSION),
+        V1_VAL("version 2 around a map body", 0, v2, TML_ERR_TYPE),
+        V1_VAL("seq 0", 1, zero, TML_ERR_RANGE),
+        V1_VAL("seq non-minimal", 1, nonmin, TML_ERR_NON_MINIMAL),
+        V1_VAL("lw above seq", 1, five, TML_ERR_RANGE),
+        V1_VAL("u32 given 2^32", 2, two32, TML_ERR_RANGE),
+        V1_VAL("tag", 3, tag, TML_ERR_UNSUPPORTED),
+        V1_VAL("float", 4, flt, TML_ERR_UNSUPPORTED),
+        V1_VAL("33 classes", 14, a33, TML_ERR_OVERSIZE),
+        V1_VAL("no classes", 14, a_empty, TML_OK),
+        V1_VAL("17 confidence bins", 15, a17, TML_ERR_OVERSIZE),
+        V1_VAL("17 latency bins", 16, a17, TML_ERR_OVERSIZE),
+        V1_VAL("bin non-minimal", 15, a_nonmin, TML_ERR_NON_MINIMAL),
+        V1_VAL("bin 2^32", 16, a_big, TML_ERR_RANGE),
+        V1_VAL("class text", 14, a_text, TML_ERR_TYPE),
+        V1_VAL("indefinite array", 14, a_indef, TML_ERR_INDEFINITE),
+        V1_VAL("health without temp", 17, h_no_temp, TML_ERR_MISSING),
+        V1_VAL("health without free_ram", 17, h_no_ram, TML_ERR_MISSING),
+        V1_VAL("temp 2^31", 17, h_hot, TML_ERR_RANGE),
+        V1_VAL("temp -2^31 - 1", 17, h_cold, TML_ERR_RANGE),
+        V1_VAL("temp text", 17, h_text, TML_ERR_TYPE),
+        V1_VAL("health duplicate key", 17, h_dup, TML_ERR_DUPLICATE),
+        V1_VAL("health negative key", 17, h_neg, TML_ERR_UNKNOWN_CRITICAL),
+        V1_VAL("health non-minimal", 17, h_nonmin, TML_ERR_NON_MINIMAL),
+        V1_VAL("health unknown key", 17, h_unknown, TML_OK),
+        V1_VAL("health array", 17, h_array, TML_ERR_TYPE),
+        V1_VAL("lw 0", 18, zero, TML_ERR_RANGE),
+        V1_EXTRA("negative key", x_neg, 1, TML_ERR_UNKNOWN_CRITICAL),
+        V1_EXTRA("unknown key", x_unknown, 1, TML_OK),
+        V1_EXTRA("unknown key twice", x_dup, 2, TML_ERR_DUPLICATE),
+        V1_EXTRA("12 unknown keys", x_12, 12, TML_OK),
+        V1_EXTRA("13 unknown keys (+ 14..17)", x_13, 13, TML_ERR_OVERSIZE),
+    };
+    struct tml_tele t, got;
+    uint8_t v2buf[TML_MAX_MESSAGE];
+    size_t i, len, olen, v2len = 0, n = 0, ok = 0, key;
+    int max;
+
+    (void)state;
+    a33[0] = 0x98;
+    a33[1] = 33;
+    memset(a33 + 2, 0x01, 33);
+    a17[0] = 0x91;
+    memset(a17 + 1, 0x01, 17);
+    /* Same summary as version 2, for both samples and the old agent's. */
+    for (max = 0; max <= 1; max++) {
+        sample_tele(&t, max != 0);
+        len = sample_tele_v1_encode(&t, msg, sizeof msg);
+        assert_true(len > 0);
+        assert_int_equal(tml_tele_decode(msg, len, &got), TML_OK);
+        assert_int_equal(tml_tele_encode(&got, out, sizeof out, &olen),
+                         TML_OK);
+        assert_int_equal(tml_tele_encode(&t, v2buf, sizeof v2buf, &v2len),
+                         TML_OK);
+        assert_int_equal(olen, v2len);
+        assert_memory_equal(out, v2buf, olen);
+        print_message("tele-%s: version 1 %zu B, version 2 %zu B\n",
+                      max ? "max" : "min", len, v2len);
+    }
+    assert_int_equal(tml_tele_decode(old_min, sizeof old_min, &got), TML_OK);
+    sample_tele(&t, false);
+    assert_int_equal(tml_tele_encode(&got, out, sizeof out, &olen), TML_OK);
+    assert_int_equal(tml_tele_encode(&t, v2buf, sizeof v2buf, &v2len), TML_OK);
+    assert_int_equal(olen, v2len);
+    assert_memory_equal(out, v2buf, olen);
+
+    /* tele-max in version 1: keys 0..18, pair i is key i. */
+    sample_tele(&t, true);
+    len = sample_tele_v1_encode(&t, msg, sizeof msg);
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct edit ed = NO_EDIT;
+        enum tml_err err;
+
+        ed.repl = cases[i].key;
+        ed.value = cases[i].value;
+        ed.vlen = cases[i].vlen;
+        ed.extra = cases[i].extra;
+        ed.elen = cases[i].elen;
+        ed.n_extra = cases[i].n_extra;
+        olen = rebuild(msg, len, &ed, out, sizeof out);
+        if (cases[i].key == 1 && cases[i].value == five) {
+            assert_int_equal(tml_tele_decode(out, olen, &got), TML_ERR_RANGE);
+        }
+        err = tml_tele_decode(out, olen, &got);
+        n++;
+        ok += err == cases[i].want;
+        if (err != cases[i].want) {
+            print_error("v1 %s: got %s, want %s\n", cases[i].name,
+                        tml_strerror(err), tml_strerror(cases[i].want));
+        }
+    }
+    /* Every key: dropped (0..13 are required), twice, of the wrong type. */
+    for (key = 0; key <= 18; key++) {
+        struct edit ed = NO_EDIT;
+        enum tml_err want[3];
+        enum tml_err err;
+        int k;
+
+        want[0] = key <= 13 ? TML_ERR_MISSING : TML_OK;
+        want[1] = TML_ERR_DUPLICATE;
+        want[2] = key == 0 ? TML_ERR_VERSION : TML_ERR_TYPE;
+        for (k = 0; k < 3; k++) {
+            ed = NO_EDIT;
+            if (k == 0) {
+                ed.drop = key;
+            } else if (k == 1) {
+                ed.dup = key;
+            } else {
+                ed.repl = key;
+                ed.value = text;
+                ed.vlen = sizeof text;
+            }
+            olen = rebuild(msg, len, &ed, out, sizeof out);
+            err = tml_tele_decode(out, olen, &got);
+            n++;
+            ok += err == want[k];
+            if (err != want[k]) {
+                print_error("v1 key %zu %s: got %s\n", key,
+                            k == 0 ? "dropped" : k == 1 ? "twice" : "text",
+                            tml_strerror(err));
+            }
+        }
+    }
+    /* Truncation at every byte, one trailing byte. */
+    for (i = 0; i < len; i++) {
+        n++;
+        ok += tml_tele_decode(msg, i, &got) == TML_ERR_TRUNCATED;
+    }
+    msg[len] = 0x00;
+    n++;
+    ok += tml_tele_decode(msg, len + 1, &got) == TML_ERR_TRAILING;
+    print_message("tele version 1: %zu/%zu vectors decoded or rejected with "
+                  "the expected reason\n", ok, n);
+    assert_int_equal(ok, n);
+}
+
 int
 main(void)
 {
@@ -1091,6 +1293,7 @@ main(void)
         cmocka_unit_test(test_every_byte_flip_gives_defined_result),
         cmocka_unit_test(
             test_f2_catalogue_named_inputs_rejected_with_reason),
+        cmocka_unit_test(test_tele_v1_map_form_keeps_every_rule),
     };
 
     return cmocka_run_group_tests_name("proto_reject", tests, setup, NULL);
