@@ -108,7 +108,11 @@ tmla_init(struct tmla_agent *a, const struct tmla_config *cfg,
     a->tele_next = a->ps.seq_hi[TMLA__STREAM_TELE] + 1;
     a->sample_next = a->ps.seq_hi[TMLA__STREAM_SAMPLE] + 1;
     a->ps.boot_count++;
+    /* Must differ between boots (PROTOCOL.md 6): the port's random, and the
+     * wall clock when there is one, for a PRNG seeded the same every boot. */
     a->boot_id = a->port.random(a->port.user);
+    if (a->port.unix_time != NULL)
+        a->boot_id ^= a->port.unix_time(a->port.user) * 2654435761u;
     if (a->boot_id == 0)
         a->boot_id = 1; /* 0 means "not declared" on the wire */
     /* Counts the boot and, for a model in trial, the trial boot (ota.c may
