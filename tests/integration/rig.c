@@ -371,10 +371,12 @@ push(uint32_t **v, size_t *n, size_t *cap, uint32_t x)
 }
 
 /* Marks seq in a per-device byte map, advances the contiguous prefix and
- * counts an arrival above a hole. */
+ * counts an arrival above a hole. As tmld (PROTOCOL.md 6), numbers below
+ * the record's low-water lw are given up: the device no longer holds them
+ * (lost at a reboot, or never used), so the prefix jumps over them. */
 static bool
 mark_seen(uint8_t **map, size_t *cap, uint32_t *contig, uint32_t *holes,
-          uint32_t seq)
+          uint32_t seq, uint32_t lw)
 {
     if (seq >= *cap) {
         size_t c = *cap ? *cap : 256;
@@ -388,14 +390,18 @@ mark_seen(uint8_t **map, size_t *cap, uint32_t *contig, uint32_t *holes,
         *map = p;
         *cap = c;
     }
-    if ((*map)[seq])
-        return false;
-    (*map)[seq] = 1;
-    if (seq > *contig + 1)
-        (*holes)++;
+    bool fresh = !(*map)[seq];
+
+    if (lw > *contig + 1 && lw <= seq)
+        *contig = lw - 1;
+    if (fresh) {
+        (*map)[seq] = 1;
+        if (seq > *contig + 1)
+            (*holes)++;
+    }
     while (*contig + 1 < *cap && (*map)[*contig + 1])
         (*contig)++;
-    return true;
+    return fresh;
 }
 
 static long
@@ -525,7 +531,7 @@ gw_on_message(struct mosquitto *m, void *user,
         }
         /* Each seq counts once, on its first arrival, whatever the order. */
         if (mark_seen(&d->seen, &d->seen_cap, &d->contig, &d->holes,
-                      te.seq)) {
+                      te.seq, te.lw)) {
             d->inferences += te.n_inferences;
             if (d->offer != NULL && d->offer_version != 0 &&
                 te.model_version == d->offer_version) {
@@ -553,7 +559,7 @@ gw_on_message(struct mosquitto *m, void *user,
             d->max_sample = sa.seq;
         push(&d->sseq, &d->sn, &d->scap, sa.seq);
         (void)mark_seen(&d->sseen, &d->sseen_cap, &d->scontig, &d->sholes,
-                        sa.seq);
+                        sa.seq, sa.lw);
         ack.sample_seq = g->ack_highwater ? d->max_sample : d->scontig;
         ack.has_sample = ack.sample_seq > 0;
     } else if (t.kind == TML_KIND_HELLO) {
