@@ -708,9 +708,11 @@ read_policy(struct tmld *td, struct rollout_policy *p, uint64_t *tick_ms,
     bad |= tmld_config_int(td, "ota", "request_burst", 128, 1, 100000, &i);
     if (burst != NULL)
         *burst = (uint32_t)i;
-    bad |= tmld_config_ms(td, "ota", "finished_keep", 3600000, 0,
-                          30 * 86400000ull, keep != NULL ? keep : &ms);
     *tick_ms = ms;
+    bad |= tmld_config_ms(td, "ota", "finished_keep", 3600000, 0,
+                          30 * 86400000ull, &ms);
+    if (keep != NULL)
+        *keep = ms;
     bad |= tmld_config_size(td, "ota", "cache_size", 64u << 20, 1u << 20,
                             4ull << 30, &v);
     return bad != 0 ? -EINVAL : 0;
