@@ -5,7 +5,8 @@
  *   8 manifest  9 cose  10 topic  11 cbor (generic skip + pull walk)
  * Besides "no crash, no UB" (ASan/UBSan), every input a decoder accepts
  * must re-encode, and the re-encoding must decode and re-encode to the same
- * bytes: accepted input is always something our encoder can produce.
+ * bytes: accepted input is always something our encoder can produce, or
+ * (tele) a version 1 map, which re-encodes as the never longer version 2.
  */
 #include <stdint.h>
 #include <stdlib.h>

@@ -6,7 +6,8 @@
  * no stdio, no globals, no clock. Callers provide every buffer.
  *
  * Messages are CBOR maps (RFC 8949) with small unsigned integer keys; key 0 is
- * always the protocol version (TML_PROTO_VERSION). The normative description
+ * the message's version: TML_PROTO_VERSION, up/tele TML_TELE_VERSION
+ * (PROTOCOL.md 3). The normative description
  * (CDDL, units, limits, topics, QoS, OTA exchange) is proto/PROTOCOL.md.
  *
  * Decoding rules, enforced by every decoder:
