@@ -214,9 +214,8 @@ tml_tele_decode(const uint8_t *buf, size_t len, struct tml_tele *out)
     if (err == TML_OK) {
         tml_dec_init(&d, v.p, v.len);
         err = tml_dec_uint(&d, &version);
-        if (err == TML_ERR_TYPE ||
-            (err == TML_OK && version != TELE_V1 &&
-             version != TML_TELE_VERSION)) {
+        if (err == TML_ERR_TYPE || (err == TML_OK && version != TELE_V1 &&
+                                    version != TML_TELE_VERSION)) {
             return TML_ERR_VERSION;
         }
         if (err == TML_OK && version == TELE_V1) {

@@ -160,11 +160,10 @@ test_v1_tele_stored_acked_and_decoded_again(void **state)
         assert_int_equal(got.health.temp_dc, te.health.temp_dc);
         assert_int_equal(got.lw, 1);
         line.len = 0;
-        assert_int_equal(upstream_tele_line(&line, sqlite3_column_int64(st, 0),
-                                            "old-agent", seq,
-                                            sqlite3_column_int64(st, 2), body,
-                                            blen),
-                         0);
+        assert_int_equal(
+            upstream_tele_line(&line, sqlite3_column_int64(st, 0), "old-agent",
+                               seq, sqlite3_column_int64(st, 2), body, blen),
+            0);
         assert_int_equal(ubuf_put(&line, "", 1), 0);
         n_b64 += strstr((const char *)line.p, "body_b64") != NULL;
         snprintf(want, sizeof want, "\"temp_dc\":%d", (int)te.health.temp_dc);
