@@ -495,6 +495,96 @@ test_libcbor_builds_identical_bytes_for_every_message(void **state)
     }
 }
 
+/* up/tele version 1, the map form of agents older than the packed summary,
+ * built by libcbor from PROTOCOL.md "up/tele, version 1". */
+static cbor_item_t *
+build_tele_v1(const struct tml_tele *m, bool desc)
+{
+    const uint32_t head[] = {
+        m->seq,          m->model_version,     m->period_s,
+        m->age_s,        m->n_inferences,      m->n_low_conf,
+        m->n_flagged,    m->n_errors,          m->n_folded,
+        m->n_samples_dropped, m->lat_min_us,   m->lat_mean_us,
+        m->lat_max_us};
+    struct kvs s = {.n = 0};
+    size_t i;
+
+    kv_u(&s, 0, 1);
+    for (i = 0; i < 13; i++) {
+        kv_u(&s, i + 1, head[i]);
+    }
+    if (m->n_classes != 0) {
+        kv(&s, 14, u32_array(m->class_counts, m->n_classes));
+    }
+    if (m->n_conf_bins != 0) {
+        kv(&s, 15, u32_array(m->conf_hist, m->n_conf_bins));
+    }
+    if (m->n_lat_bins != 0) {
+        kv(&s, 16, u32_array(m->lat_hist, m->n_lat_bins));
+    }
+    if (m->has_health) {
+        struct kvs h = {.n = 0};
+        int64_t t = m->health.temp_dc;
+
+        kv_u(&h, 1, m->health.free_ram);
+        kv_u(&h, 2, m->health.supply_mv);
+        uint64_t mag = (uint64_t)(t < 0 ? -1 - t : t);
+
+        /* Shortest form: libcbor writes the width it is given. */
+        kv(&h, 3,
+           t >= 0       ? uint_item(mag)
+           : mag <= 0xff ? cbor_build_negint8((uint8_t)mag)
+           : mag <= 0xffff ? cbor_build_negint16((uint16_t)mag)
+                          : cbor_build_negint32((uint32_t)mag));
+        kv_u(&h, 4, m->health.uptime_s);
+        kv(&s, 17, to_map(&h, desc));
+    }
+    if (m->lw != 0) {
+        kv_u(&s, 18, m->lw);
+    }
+    return to_map(&s, desc);
+}
+
+/* What libcbor writes in tele's version 1 form (keys ascending, as old
+ * agents did, and descending) decodes to the summary it was built from:
+ * re-encoded it gives our version 2 bytes of that summary. */
+static void
+test_libcbor_tele_v1_decodes_to_the_same_summary(void **state)
+{
+    static const int32_t temps[] = {0, -1, -24, -25, -65537, INT32_MIN};
+    static uint8_t ours[TML_MAX_MESSAGE], re[TML_MAX_MESSAGE];
+    struct tml_tele t, back;
+    size_t i, olen, rlen, llen, n = 0;
+    int max, desc;
+
+    (void)state;
+    for (max = 0; max <= 1; max++) {
+        for (i = 0; i < (max ? sizeof temps / sizeof temps[0] : 1); i++) {
+            for (desc = 0; desc <= 1; desc++) {
+                cbor_item_t *it;
+                unsigned char *lb;
+
+                sample_tele(&t, max != 0);
+                t.health.temp_dc = max ? temps[i] : 0;
+                it = build_tele_v1(&t, desc != 0);
+                lb = ser(it, &llen);
+                assert_int_equal(tml_tele_encode(&t, ours, sizeof ours, &olen),
+                                 TML_OK);
+                assert_int_equal(tml_tele_decode(lb, llen, &back), TML_OK);
+                assert_int_equal(
+                    tml_tele_encode(&back, re, sizeof re, &rlen), TML_OK);
+                assert_int_equal(rlen, olen);
+                assert_memory_equal(re, ours, olen);
+                free(lb);
+                cbor_decref(&it);
+                n++;
+            }
+        }
+    }
+    print_message("libcbor: %zu version 1 teles decode to their summary\n",
+                  n);
+}
+
 static cbor_item_t *
 map_get(cbor_item_t *map, uint64_t key)
 {
@@ -574,6 +664,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_libcbor_builds_identical_bytes_for_every_message),
         cmocka_unit_test(test_libcbor_parses_every_sample_we_write),
+        cmocka_unit_test(test_libcbor_tele_v1_decodes_to_the_same_summary),
     };
 
     return cmocka_run_group_tests_name("proto_interop_libcbor", tests, setup,
