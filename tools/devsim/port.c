@@ -358,6 +358,12 @@ p_ota_event(void *user, enum tml_ota_state state, enum tml_ota_reason reason,
     d->ota_reason = (uint8_t)reason;
     d->ota_version = version;
     d->ota_events++;
+    /* The next step of an update (hash the slot, activate, run the golden
+     * vectors) happens in the agent's next poll: poll at once, as a
+     * firmware's main loop would, not at the 200 ms telemetry cadence. */
+    if (state == TML_OTA_VERIFYING || state == TML_OTA_READY ||
+        state == TML_OTA_ACTIVATING || state == TML_OTA_TRIAL)
+        d->next_poll_ms = d->sim->now_ms;
 }
 
 /* ES256 through the agent's mbedTLS port, remembered per exact input
