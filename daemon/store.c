@@ -654,7 +654,9 @@ apply_rec(struct store *s, struct batch *b, struct rec *r)
             t->has_tele = true;
         else
             t->has_sample = true;
-        if (r->seq > *hw + 1 && r->lw > *hw + 1) {
+        /* In 64 bits: at hw = UINT32_MAX, hw + 1 must not wrap to 0. */
+        uint64_t next = (uint64_t)*hw + 1;
+        if (r->seq > next && r->lw > next) {
             /* The device no longer holds hw + 1 .. lw - 1: give them up. */
             uint32_t n = r->lw - 1 - *hw;
             if (is_tele)
@@ -667,7 +669,7 @@ apply_rec(struct store *s, struct batch *b, struct rec *r)
         }
         if (r->seq <= *hw) {
             b->n_dups++;
-        } else if (r->seq == *hw + 1) {
+        } else if (r->seq == (uint64_t)*hw + 1) {
             TRY(is_tele ? insert_tele(s, t, r) : insert_sample(s, t, r));
             *hw = r->seq;
             t->hw_dirty = true;
