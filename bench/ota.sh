@@ -50,10 +50,13 @@ fr_start_tmld LD_PRELOAD="$preload"
 tmld_pid=$TMLD_PID
 fr_wait_tmld || { echo "bench/ota.sh: tmld did not start" >&2; exit 1; }
 
+# The agent's OTA defaults (4096 B chunks, 1 per request) unless
+# TML_BENCH_OTA_CHUNK / TML_BENCH_OTA_WINDOW set others.
+ota_flags=()
+[ -n "${TML_BENCH_OTA_CHUNK:-}" ] && ota_flags+=(--ota-chunk "$TML_BENCH_OTA_CHUNK")
+[ -n "${TML_BENCH_OTA_WINDOW:-}" ] && ota_flags+=(--ota-window "$TML_BENCH_OTA_WINDOW")
 fr_devsim 1 "$n" fleet --rate 1 --summary-period 30 --duration 900 \
-    --drain 1 --status 0 \
-    --ota-chunk "${TML_BENCH_OTA_CHUNK:-1024}" \
-    --ota-window "${TML_BENCH_OTA_WINDOW:-4}"
+    --drain 1 --status 0 "${ota_flags[@]}"
 devsim_pid=$DS_PID
 fr_wait_online fleet "$n" 600 || exit 1
 
@@ -131,4 +134,4 @@ printf '%-34s %10d %10s %12d %12s\n' "tmld OTA (request, verify, confirm)" "$con
 echo "state=$state offers=$offers chunks=$chunks chunk_bytes=$chunk"
 echo "CPU during the OTA phase: tmld ${c_tmld}s, broker ${c_broker}s, tml-devsim ${c_dev}s (2 cores shared)"
 echo "CPU during the raw delivery: broker ${c_rbroker}s, ota_rawpush (1000 clients + publisher) ${c_raw}s"
-echo "RESULT ota window=${TML_BENCH_OTA_WINDOW:-4} devices=$n confirmed=$confirmed model_bytes=$size ota_s=$ota_s raw_s=$raw_s ratio=$ratio bytes_per_device=$per_dev chunks=$chunks chunk_bytes=$chunk offers=$offers state=$state nodelay=${TML_BENCH_OTA_NODELAY:-0} tmld_cpu_s=$c_tmld broker_cpu_s=$c_broker devsim_cpu_s=$c_dev raw_broker_cpu_s=$c_rbroker rawpush_cpu_s=$c_raw"
+echo "RESULT ota window=${TML_BENCH_OTA_WINDOW:-default} devices=$n confirmed=$confirmed model_bytes=$size ota_s=$ota_s raw_s=$raw_s ratio=$ratio bytes_per_device=$per_dev chunks=$chunks chunk_bytes=$chunk offers=$offers state=$state nodelay=${TML_BENCH_OTA_NODELAY:-0} tmld_cpu_s=$c_tmld broker_cpu_s=$c_broker devsim_cpu_s=$c_dev raw_broker_cpu_s=$c_rbroker rawpush_cpu_s=$c_raw"

@@ -8,7 +8,9 @@
  *   ota_rawpush PORT CA TMLD_CERT TMLD_KEY CERT_DIR PREFIX FIRST N BYTES
  *               CHUNK TIMEOUT_S
  *
- * At most 4 chunks are in flight per client (the agent's request window).
+ * At most 4 chunks are in flight per client, whatever the agent's request
+ * window (its default is 1 chunk): the broker gets the pipelining it can
+ * use, so the baseline is not slowed down to the devices' pace.
  * Device i is PREFIX + %04u (FIRST + i), its certificate and key are
  * CERT_DIR/<id>/device.crt and device.key (as tml-devsim writes them).
  * Every client runs non-threaded in one epoll loop. Prints
@@ -238,9 +240,9 @@ main(int argc, char **argv)
                 n_clients);
         return 1;
     }
-    /* Deliver with a window of WINDOW chunks in flight per client (the
-     * agent asks for 4 chunks per request): a plain push of everything at
-     * once only measures how the broker copes with huge queues. */
+    /* Deliver with a window of WINDOW chunks in flight per client: a
+     * plain push of everything at once only measures how the broker copes
+     * with huge queues. */
     for (int rounds = 0; n_done < n_clients && now_s() - t0 < timeout &&
                          rounds < 10000000;
          rounds++) {

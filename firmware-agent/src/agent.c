@@ -24,8 +24,8 @@ tmla_config_defaults(struct tmla_config *cfg)
     cfg->detail_every = 1;
     cfg->max_payload = TML_MAX_MESSAGE;
     cfg->ack_timeout_ms = 30000;
-    cfg->ota_chunk = 1024;
-    cfg->ota_window = 4;
+    cfg->ota_chunk = TML_CHUNK_MAX; /* one 4 KiB chunk per request: */
+    cfg->ota_window = 1;            /* a cut link loses <= 1 chunk */
     cfg->ota_request_timeout_ms = 10000;
     cfg->ota_min_rate_bps = 64;
     cfg->ota_grace_ms = 60000;

@@ -120,13 +120,21 @@ DEVSIM_EXTRA=""
 RATE=25
 [ "$MODE" = threefold ] && RATE=50
 [ "$MODE" = gates ] && RATE=100
-# faults: one chunk per request, so at most one chunk is in flight when a
-# link dies (issue 5: < 2 chunks re-sent per interruption); the agent's
-# default window of 4 loses up to 4.
-OTA_CHUNK=${E2E_OTA_CHUNK:-1024}
-OTA_WINDOW=${E2E_OTA_WINDOW:-1}
-[ "$MODE" = faults ] &&
-    DEVSIM_EXTRA="--reboot-mean 40 --ota-chunk $OTA_CHUNK --ota-window $OTA_WINDOW"
+# faults: the agent's defaults (one 4 KiB chunk per request, so at most one
+# chunk is in flight when a link dies: issue 5, < 2 chunks re-sent per
+# interruption). E2E_OTA_CHUNK / E2E_OTA_WINDOW override them to compare
+# (a window of 4 loses up to 4 chunks).
+OTA_FLAGS=""
+OTA_PYFLAGS=""
+if [ -n "${E2E_OTA_CHUNK:-}" ]; then
+    OTA_FLAGS="--ota-chunk $E2E_OTA_CHUNK"
+    OTA_PYFLAGS="\"--ota-chunk\", \"$E2E_OTA_CHUNK\","
+fi
+if [ -n "${E2E_OTA_WINDOW:-}" ]; then
+    OTA_FLAGS="$OTA_FLAGS --ota-window $E2E_OTA_WINDOW"
+    OTA_PYFLAGS="$OTA_PYFLAGS \"--ota-window\", \"$E2E_OTA_WINDOW\","
+fi
+[ "$MODE" = faults ] && DEVSIM_EXTRA="--reboot-mean 40 $OTA_FLAGS"
 start_tmld
 fr_wait_tmld || fail "tmld did not start"
 
@@ -450,7 +458,7 @@ while left > 0 and time.time() < end:
                 "--behaviour", "$DIR/behaviour.ini", "--rate", "$RATE",
                 "--summary-period", "1", "--duration", "170", "--drain", "1",
                 "--status", "0", "--reboot-mean", "40", "--seed", "99",
-                "--ota-chunk", "$OTA_CHUNK", "--ota-window", "$OTA_WINDOW"],
+                $OTA_PYFLAGS],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL)
             out.write(f"{x['id']} {x['offset']} {p.pid}\\n")
@@ -521,6 +529,9 @@ PYEOF
     # interruption tmld saw (a device's reconnect or reboot mid-transfer, a
     # tmld restart with the device mid-transfer).
     raw rollout.show '{"id": 1, "devices": true}' >"$DIR/faults.json"
+    # The chunk the devices asked for (hello chunk_max = their ota_chunk).
+    OTA_CHUNK=$(raw device.show '{"id": "sim-0002"}' |
+        jq_py "d['device']['chunk_max']") || fail "no chunk_max for sim-0002"
     $PY - "$DIR/faults.json" "$OTA_CHUNK" <<'PYEOF'
 import json, sys
 d = json.load(open(sys.argv[1]))['rollout']

@@ -97,9 +97,9 @@ struct tmla_config {
     uint32_t max_payload;            /* largest message the transport carries,
                                         default TML_MAX_MESSAGE */
     uint32_t ack_timeout_ms;         /* resend unacked records, default 30000 */
-    uint32_t ota_chunk;              /* requested chunk bytes, default 1024,
-                                        <= TML_CHUNK_MAX */
-    uint32_t ota_window;             /* chunks per request, default 4 */
+    uint32_t ota_chunk;              /* requested chunk bytes, default and
+                                        max TML_CHUNK_MAX (4096) */
+    uint32_t ota_window;             /* chunks per request, default 1 */
     uint32_t ota_request_timeout_ms; /* re-request, default 10000 */
     uint32_t ota_min_rate_bps;       /* slow retrieval (S10): a download must
                                         average at least this rate after
