@@ -6,11 +6,11 @@
  * OTA transfer through this broker sits on.
  *
  *   ota_rawpush PORT CA TMLD_CERT TMLD_KEY CERT_DIR PREFIX FIRST N BYTES
- *               CHUNK TIMEOUT_S
+ *               CHUNK TIMEOUT_S [WINDOW]
  *
- * At most 4 chunks are in flight per client, whatever the agent's request
- * window (its default is 1 chunk): the broker gets the pipelining it can
- * use, so the baseline is not slowed down to the devices' pace.
+ * At most WINDOW chunks (default 4) are in flight per client: bench/ota.sh
+ * runs it with the devices' request window (same chunk size, same window)
+ * and with 4, the deeper pipelining a plain push can use.
  * Device i is PREFIX + %04u (FIRST + i), its certificate and key are
  * CERT_DIR/<id>/device.crt and device.key (as tml-devsim writes them).
  * Every client runs non-threaded in one epoll loop. Prints
@@ -39,7 +39,7 @@ struct client {
 };
 
 static struct client *clients;
-#define WINDOW 4
+static unsigned window = 4; /* chunks in flight per client */
 
 static unsigned n_clients, n_subscribed, n_done;
 static uint64_t want_bytes;
@@ -179,10 +179,18 @@ pump(struct pollfd *fds, struct mosquitto *pub, int timeout_ms)
 int
 main(int argc, char **argv)
 {
-    if (argc != 12) {
+    if (argc != 12 && argc != 13) {
         fprintf(stderr, "usage: ota_rawpush PORT CA TMLD_CERT TMLD_KEY "
-                        "CERT_DIR PREFIX FIRST N BYTES CHUNK TIMEOUT_S\n");
+                        "CERT_DIR PREFIX FIRST N BYTES CHUNK TIMEOUT_S "
+                        "[WINDOW]\n");
         return 2;
+    }
+    if (argc == 13) {
+        window = (unsigned)atoi(argv[12]);
+        if (window == 0 || window > 64) {
+            fprintf(stderr, "ota_rawpush: WINDOW must be 1..64\n");
+            return 2;
+        }
     }
     int port = atoi(argv[1]);
     const char *ca = argv[2], *dir = argv[5], *prefix = argv[6];
@@ -240,7 +248,7 @@ main(int argc, char **argv)
                 n_clients);
         return 1;
     }
-    /* Deliver with a window of WINDOW chunks in flight per client: a
+    /* Deliver with a window of chunks in flight per client: a
      * plain push of everything at once only measures how the broker copes
      * with huge queues. */
     for (int rounds = 0; n_done < n_clients && now_s() - t0 < timeout &&
@@ -249,7 +257,7 @@ main(int argc, char **argv)
         for (unsigned i = 0; i < n_clients; i++) {
             struct client *c = &clients[i];
             while (c->sent < want_bytes &&
-                   c->sent - c->got < (uint64_t)WINDOW * chunk) {
+                   c->sent - c->got < (uint64_t)window * chunk) {
                 uint64_t off = c->sent;
                 unsigned len = want_bytes - off < chunk
                                    ? (unsigned)(want_bytes - off)
