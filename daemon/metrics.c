@@ -504,7 +504,6 @@ client_closed(uv_handle_t *hd)
             break;
         }
     }
-    h->n_clients--;
     free(c->resp);
     free(c);
     if (mhttp_running != h)
@@ -517,6 +516,11 @@ client_close(struct mclient *c)
     if (c->is_closing)
         return;
     c->is_closing = true;
+    /* The slot is free now: uv_close closes the socket at once (the peer
+     * sees EOF) but runs client_closed only in the loop's closing phase,
+     * after this iteration's accepts, which would refuse a client that
+     * connected in between. */
+    c->h->n_clients--;
     uv_close((uv_handle_t *)&c->tcp, client_closed);
 }
 
