@@ -872,3 +872,51 @@ tdev_ingest_rate(struct th *t, const char *id, uint32_t n)
     tdev_close(&v);
     return acked == n ? n / secs : -1;
 }
+
+int
+th_fixture_setup(void **state)
+{
+    return th_fixture_start(state, NULL);
+}
+
+int
+th_fixture_teardown(void **state)
+{
+    return th_fixture_stop(state);
+}
+
+int
+tdev_tele_lw(struct tdev *v, uint32_t seq, uint32_t lw)
+{
+    struct tml_tele te;
+    memset(&te, 0, sizeof(te));
+    te.seq = seq;
+    te.lw = lw;
+    te.period_s = 60;
+    te.n_inferences = seq;
+    uint8_t buf[256];
+    size_t len;
+    return tml_tele_encode(&te, buf, sizeof(buf), &len) == TML_OK
+               ? tdev_raw(v, "tele", buf, len)
+               : -1;
+}
+
+int
+tdev_hello_boot(struct tdev *v, uint32_t tele_next, uint32_t boot_count,
+                uint32_t boot_id)
+{
+    struct tml_hello h;
+    memset(&h, 0, sizeof(h));
+    h.hw = (struct tml_str){"testhw", 6};
+    h.model = (struct tml_str){"", 0};
+    h.chunk_max = 1024;
+    h.boot_count = boot_count;
+    h.tele_next = tele_next;
+    h.sample_next = 1;
+    h.boot_id = boot_id;
+    uint8_t buf[256];
+    size_t len;
+    return tml_hello_encode(&h, buf, sizeof(buf), &len) == TML_OK
+               ? tdev_raw(v, "hello", buf, len)
+               : -1;
+}

@@ -78,6 +78,9 @@ void th_dump_log(struct th *t);
  * th_fixture_stop tears it down and frees it. */
 int th_fixture_start(void **state, const char *extra_ini);
 int th_fixture_stop(void **state);
+/* The same with no extra configuration, in cmocka's fixture signature. */
+int th_fixture_setup(void **state);
+int th_fixture_teardown(void **state);
 /* Polls th_db_int(sql) until it equals want; 0, or -1 on timeout (the last
  * value is printed). */
 int th_wait_db(struct th *t, const char *sql, int64_t want, int timeout_ms);
@@ -117,6 +120,13 @@ int tdev_sample(struct tdev *v, uint32_t seq, uint32_t sample_id,
                 uint32_t reason);
 /* Publishes raw bytes on up/<kind>. */
 int tdev_raw(struct tdev *v, const char *kind, const void *buf, size_t len);
+/* A bare tele as the agent sends it: seq with low-water lw (0: an older
+ * agent that declares none), n_inferences = seq. */
+int tdev_tele_lw(struct tdev *v, uint32_t seq, uint32_t lw);
+/* A hello declaring the next tele seq, boot count and boot id (sample
+ * numbering at 1). */
+int tdev_hello_boot(struct tdev *v, uint32_t tele_next, uint32_t boot_count,
+                    uint32_t boot_id);
 /* Waits until acked_tele >= seq. Returns 0/-1. */
 int tdev_wait_tele_ack(struct tdev *v, uint32_t seq, int timeout_ms);
 uint32_t tdev_acked_tele(struct tdev *v);

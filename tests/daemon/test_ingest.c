@@ -85,9 +85,8 @@ test_ingest_stores_every_record_exactly_once(void **state)
     assert_int_equal((int)v, N_DEV);
 
     char out[65536];
-    assert_int_equal(th_ctl(t, "{\"id\":7,\"cmd\":\"groups\"}", out,
-                            sizeof(out), 2000),
-                     0);
+    assert_int_equal(
+        th_ctl(t, "{\"id\":7,\"cmd\":\"groups\"}", out, sizeof(out), 2000), 0);
     if (strstr(out, "{\"name\":\"pumps\",\"devices\":4") == NULL)
         fprintf(stderr, "groups: %s\n", out);
     assert_non_null(strstr(out, "{\"name\":\"pumps\",\"devices\":4"));
@@ -202,8 +201,7 @@ test_ingest_counts_malformed_and_keeps_going(void **state)
     const uint8_t truncated[] = {0xa3, 0x00, 0x01, 0x01}; /* map of 3, cut */
     for (uint32_t s = 1; s <= 20; s++) {
         assert_int_equal(tdev_raw(&bad, "tele", garbage, sizeof(garbage)), 0);
-        assert_int_equal(tdev_raw(&bad, "sample", truncated,
-                                  sizeof(truncated)),
+        assert_int_equal(tdev_raw(&bad, "sample", truncated, sizeof(truncated)),
                          0);
         assert_int_equal(tdev_raw(&bad, "hello", "", 0), 0);
         assert_int_equal(tdev_tele(&good, s), 0);
@@ -224,8 +222,8 @@ test_ingest_counts_malformed_and_keeps_going(void **state)
     assert_non_null(strstr(out, "\"malformed\":61"));
     /* Rate-limited logging: far fewer lines than rejections. */
     char cmd[512];
-    snprintf(cmd, sizeof(cmd),
-             "test $(grep -c 'dev=broken' '%s') -le 5", t->log);
+    snprintf(cmd, sizeof(cmd), "test $(grep -c 'dev=broken' '%s') -le 5",
+             t->log);
     assert_int_equal(system(cmd), 0);
     tdev_close(&bad);
     tdev_close(&good);
@@ -304,49 +302,11 @@ test_ingest_writes_metrics_textfile(void **state)
 
 /* ---- sequence gaps (PROTOCOL.md 6, docs/tmld.md "Sequence gaps") ------- */
 
-/* One tele record as the agent sends it: seq with low-water lw (0: an
- * older agent that does not declare one). */
-static int
-tele_lw(struct tdev *v, uint32_t seq, uint32_t lw)
-{
-    struct tml_tele te;
-    memset(&te, 0, sizeof(te));
-    te.seq = seq;
-    te.lw = lw;
-    te.period_s = 60;
-    te.n_inferences = seq;
-    uint8_t buf[256];
-    size_t len;
-    return tml_tele_encode(&te, buf, sizeof(buf), &len) == TML_OK
-               ? tdev_raw(v, "tele", buf, len)
-               : -1;
-}
-
-static int
-hello_boot(struct tdev *v, uint32_t tele_next, uint32_t boot_count,
-           uint32_t boot_id)
-{
-    struct tml_hello h;
-    memset(&h, 0, sizeof(h));
-    h.hw = (struct tml_str){"testhw", 6};
-    h.model = (struct tml_str){"", 0};
-    h.chunk_max = 1024;
-    h.boot_count = boot_count;
-    h.tele_next = tele_next;
-    h.sample_next = 1;
-    h.boot_id = boot_id;
-    uint8_t buf[256];
-    size_t len;
-    return tml_hello_encode(&h, buf, sizeof(buf), &len) == TML_OK
-               ? tdev_raw(v, "hello", buf, len)
-               : -1;
-}
-
 #define DEV_SQL(dev, what)                                                     \
-    "SELECT " what " FROM stream_hw h JOIN devices d ON d.id = h.device_id "  \
+    "SELECT " what " FROM stream_hw h JOIN devices d ON d.id = h.device_id "   \
     "WHERE d.name = '" dev "'"
 #define ROWS_SQL(dev)                                                          \
-    "SELECT count(*) FROM tele t JOIN devices d ON d.id = t.device_id "      \
+    "SELECT count(*) FROM tele t JOIN devices d ON d.id = t.device_id "        \
     "WHERE d.name = '" dev "'"
 
 /* Issue 3: a record whose low-water is above the high-water + 1 makes tmld
@@ -361,29 +321,28 @@ test_ingest_gives_up_seqs_below_low_water(void **state)
     struct tdev v;
     char out[65536];
     assert_int_equal(tdev_open(&v, t, "lowwater", false), 0);
-    assert_int_equal(tele_lw(&v, 1, 1), 0);
-    assert_int_equal(tele_lw(&v, 2, 1), 0);
+    assert_int_equal(tdev_tele_lw(&v, 1, 1), 0);
+    assert_int_equal(tdev_tele_lw(&v, 2, 1), 0);
     assert_int_equal(tdev_wait_tele_ack(&v, 2, 5000), 0);
     /* Reboot: 3 and 4 died in RAM; the first record after it is 5. */
-    assert_int_equal(tele_lw(&v, 5, 5), 0);
+    assert_int_equal(tdev_tele_lw(&v, 5, 5), 0);
     assert_int_equal(tdev_wait_tele_ack(&v, 5, 5000), 0);
     assert_int_equal(th_db_int(t, DEV_SQL("lowwater", "tele_skipped")), 2);
     assert_int_equal(th_db_int(t, ROWS_SQL("lowwater")), 3);
     /* 6 lost, 7 still held (lw 7) but this one is 8: give up 6 only, then
      * wait for 7. The ack says 6: given up, not 7 (not stored). */
-    assert_int_equal(tele_lw(&v, 8, 7), 0);
-    assert_int_equal(th_wait_db(t, DEV_SQL("lowwater", "tele_hw"), 6, 5000),
-                     0);
+    assert_int_equal(tdev_tele_lw(&v, 8, 7), 0);
+    assert_int_equal(th_wait_db(t, DEV_SQL("lowwater", "tele_hw"), 6, 5000), 0);
     assert_int_equal(th_db_int(t, DEV_SQL("lowwater", "tele_skipped")), 3);
     assert_int_equal(th_db_int(t, ROWS_SQL("lowwater")), 3);
     assert_int_equal(tdev_wait_tele_ack(&v, 6, 5000), 0);
     assert_int_equal(tdev_acked_tele(&v), 6);
-    assert_int_equal(tele_lw(&v, 7, 7), 0);
-    assert_int_equal(tele_lw(&v, 8, 7), 0);
+    assert_int_equal(tdev_tele_lw(&v, 7, 7), 0);
+    assert_int_equal(tdev_tele_lw(&v, 8, 7), 0);
     assert_int_equal(tdev_wait_tele_ack(&v, 8, 5000), 0);
     assert_int_equal(th_db_int(t, ROWS_SQL("lowwater")), 5);
     /* An older agent (no low-water): plain go-back-N, 9 is awaited. */
-    assert_int_equal(tele_lw(&v, 10, 0), 0);
+    assert_int_equal(tdev_tele_lw(&v, 10, 0), 0);
     assert_int_equal(th_wait_status(t, "ingest.gaps", 2, 5000), 0);
     assert_int_equal(th_db_int(t, ROWS_SQL("lowwater")), 5);
     assert_int_equal(th_db_int(t, DEV_SQL("lowwater", "tele_hw")), 8);
@@ -420,28 +379,28 @@ test_ingest_restarted_numbering_is_reset_once(void **state)
     struct tdev v;
     char out[65536];
     assert_int_equal(tdev_open(&v, t, "wiped", false), 0);
-    assert_int_equal(hello_boot(&v, 1, 3, 111), 0);
+    assert_int_equal(tdev_hello_boot(&v, 1, 3, 111), 0);
     for (uint32_t s = 1; s <= 4; s++)
-        assert_int_equal(tele_lw(&v, s, 1), 0);
+        assert_int_equal(tdev_tele_lw(&v, s, 1), 0);
     assert_int_equal(tdev_wait_tele_ack(&v, 4, 5000), 0);
     /* The first hello again (same boot): stale, ignored; 1 is a dup. */
-    assert_int_equal(hello_boot(&v, 1, 3, 111), 0);
-    assert_int_equal(tele_lw(&v, 1, 1), 0);
+    assert_int_equal(tdev_hello_boot(&v, 1, 3, 111), 0);
+    assert_int_equal(tdev_tele_lw(&v, 1, 1), 0);
     assert_int_equal(th_wait_status(t, "ingest.stale_hellos", 1, 5000), 0);
     assert_int_equal(th_wait_status(t, "ingest.duplicates", 1, 5000), 0);
     assert_int_equal(th_db_int(t, DEV_SQL("wiped", "seq_resets")), 0);
     assert_int_equal(th_db_int(t, ROWS_SQL("wiped")), 4);
     /* Wiped: boot count back to 1, a new boot id, numbering from 1. */
-    assert_int_equal(hello_boot(&v, 1, 1, 222), 0);
-    assert_int_equal(tele_lw(&v, 1, 1), 0);
-    assert_int_equal(tele_lw(&v, 2, 1), 0);
+    assert_int_equal(tdev_hello_boot(&v, 1, 1, 222), 0);
+    assert_int_equal(tdev_tele_lw(&v, 1, 1), 0);
+    assert_int_equal(tdev_tele_lw(&v, 2, 1), 0);
     assert_int_equal(th_wait_db(t, ROWS_SQL("wiped"), 6, 5000), 0);
     assert_int_equal(th_db_int(t, DEV_SQL("wiped", "seq_resets")), 1);
     assert_int_equal(th_db_int(t, DEV_SQL("wiped", "tele_hw")), 2);
     assert_int_equal(th_db_int(t, DEV_SQL("wiped", "tele_skipped")), 0);
     /* Its own hello again after a reconnect: no second reset. */
-    assert_int_equal(hello_boot(&v, 3, 1, 222), 0);
-    assert_int_equal(tele_lw(&v, 3, 3), 0);
+    assert_int_equal(tdev_hello_boot(&v, 3, 1, 222), 0);
+    assert_int_equal(tdev_tele_lw(&v, 3, 3), 0);
     assert_int_equal(th_wait_db(t, ROWS_SQL("wiped"), 7, 5000), 0);
     assert_int_equal(th_db_int(t, DEV_SQL("wiped", "seq_resets")), 1);
     assert_int_equal(th_wait_status(t, "ingest.seq_resets", 1, 5000), 0);

@@ -22,55 +22,6 @@
 
 #include "harness.h"
 
-static int
-setup(void **state)
-{
-    return th_fixture_start(state, NULL);
-}
-
-static int
-teardown(void **state)
-{
-    return th_fixture_stop(state);
-}
-
-/* One tele record with seq and low-water lw (0: none), n_inferences = seq. */
-static int
-send_tele(struct tdev *v, uint32_t seq, uint32_t lw)
-{
-    struct tml_tele te;
-    uint8_t buf[256];
-    size_t len;
-    memset(&te, 0, sizeof(te));
-    te.seq = seq;
-    te.lw = lw;
-    te.period_s = 60;
-    te.n_inferences = seq;
-    return tml_tele_encode(&te, buf, sizeof(buf), &len) == TML_OK
-               ? tdev_raw(v, "tele", buf, len)
-               : -1;
-}
-
-static int
-send_hello(struct tdev *v, uint32_t tele_next, uint32_t boot_count,
-           uint32_t boot_id)
-{
-    struct tml_hello h;
-    uint8_t buf[256];
-    size_t len;
-    memset(&h, 0, sizeof(h));
-    h.hw = (struct tml_str){"testhw", 6};
-    h.model = (struct tml_str){"", 0};
-    h.chunk_max = 1024;
-    h.boot_count = boot_count;
-    h.tele_next = tele_next;
-    h.sample_next = 1;
-    h.boot_id = boot_id;
-    return tml_hello_encode(&h, buf, sizeof(buf), &len) == TML_OK
-               ? tdev_raw(v, "hello", buf, len)
-               : -1;
-}
-
 #define HW_SQL(dev, what)                                                      \
     "SELECT " what " FROM stream_hw h JOIN devices d ON d.id = h.device_id "   \
     "WHERE d.name = '" dev "'"
@@ -95,15 +46,15 @@ test_review_top_seq_resend_is_a_duplicate(void **state)
     struct th *t = *state;
     struct tdev v;
     assert_int_equal(tdev_open(&v, t, "top", false), 0);
-    assert_int_equal(send_tele(&v, 1, 1), 0);
+    assert_int_equal(tdev_tele_lw(&v, 1, 1), 0);
     assert_int_equal(tdev_wait_tele_ack(&v, 1, 5000), 0);
     /* Reboots lost everything up to the top: 2 .. UINT32_MAX - 1 given up. */
-    assert_int_equal(send_tele(&v, UINT32_MAX, UINT32_MAX), 0);
+    assert_int_equal(tdev_tele_lw(&v, UINT32_MAX, UINT32_MAX), 0);
     assert_int_equal(tdev_wait_tele_ack(&v, UINT32_MAX, 5000), 0);
     assert_int_equal(th_db_int(t, ROWS_SQL("top", "")), 2);
     /* The same record again (lost ack), then an old one delayed in flight. */
-    assert_int_equal(send_tele(&v, UINT32_MAX, UINT32_MAX), 0);
-    assert_int_equal(send_tele(&v, 7, 7), 0);
+    assert_int_equal(tdev_tele_lw(&v, UINT32_MAX, UINT32_MAX), 0);
+    assert_int_equal(tdev_tele_lw(&v, 7, 7), 0);
     assert_int_equal(th_wait_status(t, "ingest.duplicates", 2, 5000), 0);
     assert_int_equal(th_db_int(t, ROWS_SQL("top", "")), 2);
     assert_int_equal(th_db_int(t, HW_SQL("top", "tele_hw")), UINT32_MAX);
@@ -123,21 +74,21 @@ test_review_stale_low_water_arriving_late(void **state)
     struct tdev v;
     assert_int_equal(tdev_open(&v, t, "stale-lw", false), 0);
     for (uint32_t s = 1; s <= 3; s++)
-        assert_int_equal(send_tele(&v, s, 1), 0);
+        assert_int_equal(tdev_tele_lw(&v, s, 1), 0);
     assert_int_equal(tdev_wait_tele_ack(&v, 3, 5000), 0);
     /* Reboot: 4..9 lost; 10 comes with lw 10. */
-    assert_int_equal(send_tele(&v, 10, 10), 0);
+    assert_int_equal(tdev_tele_lw(&v, 10, 10), 0);
     assert_int_equal(tdev_wait_tele_ack(&v, 10, 5000), 0);
     /* Old copies: 3 (lw 1), 5 (lw 4: never stored, given up), 10 again. */
-    assert_int_equal(send_tele(&v, 3, 1), 0);
-    assert_int_equal(send_tele(&v, 5, 4), 0);
-    assert_int_equal(send_tele(&v, 10, 10), 0);
+    assert_int_equal(tdev_tele_lw(&v, 3, 1), 0);
+    assert_int_equal(tdev_tele_lw(&v, 5, 4), 0);
+    assert_int_equal(tdev_tele_lw(&v, 10, 10), 0);
     assert_int_equal(th_wait_status(t, "ingest.duplicates", 3, 5000), 0);
     /* A next record of the new boot whose lw (10) is below hw + 1. */
-    assert_int_equal(send_tele(&v, 12, 10), 0);
+    assert_int_equal(tdev_tele_lw(&v, 12, 10), 0);
     assert_int_equal(th_wait_status(t, "ingest.gaps", 1, 5000), 0);
-    assert_int_equal(send_tele(&v, 11, 10), 0);
-    assert_int_equal(send_tele(&v, 12, 10), 0);
+    assert_int_equal(tdev_tele_lw(&v, 11, 10), 0);
+    assert_int_equal(tdev_tele_lw(&v, 12, 10), 0);
     assert_int_equal(tdev_wait_tele_ack(&v, 12, 5000), 0);
     assert_int_equal(th_db_int(t, ROWS_SQL("stale-lw", "")), 6);
     assert_int_equal(th_db_int(t, HW_SQL("stale-lw", "tele_skipped")), 6);
@@ -158,17 +109,17 @@ test_review_old_boot_hello_replayed_late_does_not_reset(void **state)
     struct th *t = *state;
     struct tdev v;
     assert_int_equal(tdev_open(&v, t, "replay", false), 0);
-    assert_int_equal(send_hello(&v, 1, 5, 555), 0);
+    assert_int_equal(tdev_hello_boot(&v, 1, 5, 555), 0);
     for (uint32_t s = 1; s <= 4; s++)
-        assert_int_equal(send_tele(&v, s, 1), 0);
+        assert_int_equal(tdev_tele_lw(&v, s, 1), 0);
     assert_int_equal(tdev_wait_tele_ack(&v, 4, 5000), 0);
     /* Reboot: boot 6 reserves from 65. */
-    assert_int_equal(send_hello(&v, 65, 6, 666), 0);
-    assert_int_equal(send_tele(&v, 65, 65), 0);
+    assert_int_equal(tdev_hello_boot(&v, 65, 6, 666), 0);
+    assert_int_equal(tdev_tele_lw(&v, 65, 65), 0);
     assert_int_equal(tdev_wait_tele_ack(&v, 65, 5000), 0);
     /* Boot 5's hello again (a broker or bridge redelivery). */
-    assert_int_equal(send_hello(&v, 1, 5, 555), 0);
-    assert_int_equal(send_tele(&v, 65, 65), 0); /* resend: a duplicate */
+    assert_int_equal(tdev_hello_boot(&v, 1, 5, 555), 0);
+    assert_int_equal(tdev_tele_lw(&v, 65, 65), 0); /* resend: a duplicate */
     th_sleep_ms(500);
     assert_int_equal(th_db_int(t, HW_SQL("replay", "seq_resets")), 0);
     assert_int_equal(th_db_int(t, ROWS_SQL("replay", "")), 5);
@@ -187,17 +138,17 @@ test_review_old_life_record_after_restart_is_not_acked_over_new(void **state)
     struct th *t = *state;
     struct tdev v;
     assert_int_equal(tdev_open(&v, t, "oldlife", false), 0);
-    assert_int_equal(send_hello(&v, 1, 3, 111), 0);
+    assert_int_equal(tdev_hello_boot(&v, 1, 3, 111), 0);
     for (uint32_t s = 1; s <= 8; s++)
-        assert_int_equal(send_tele(&v, s, 1), 0);
+        assert_int_equal(tdev_tele_lw(&v, s, 1), 0);
     assert_int_equal(tdev_wait_tele_ack(&v, 8, 5000), 0);
     /* Wiped: new boot id, boot count 1, numbering from 1. */
-    assert_int_equal(send_hello(&v, 1, 1, 222), 0);
+    assert_int_equal(tdev_hello_boot(&v, 1, 1, 222), 0);
     assert_int_equal(th_wait_status(t, "ingest.seq_resets", 1, 5000), 0);
     /* The old life's record 8 (lw 8) arrives late. */
-    assert_int_equal(send_tele(&v, 8, 8), 0);
+    assert_int_equal(tdev_tele_lw(&v, 8, 8), 0);
     for (uint32_t s = 1; s <= 3; s++)
-        assert_int_equal(send_tele(&v, s, 1), 0);
+        assert_int_equal(tdev_tele_lw(&v, s, 1), 0);
     th_sleep_ms(1000);
     /* The new life's 1..3 must be stored (8 old + 3 new), not acked unseen. */
     assert_int_equal(th_db_int(t, ROWS_SQL("oldlife", " AND t.seq <= 3")),
@@ -219,22 +170,22 @@ test_review_restart_hello_lost_in_crash_loses_nothing(void **state)
     struct th *t = *state;
     struct tdev v;
     assert_int_equal(tdev_open(&v, t, "lostho", false), 0);
-    assert_int_equal(send_hello(&v, 1, 3, 111), 0);
-    assert_int_equal(send_tele(&v, 1, 1), 0);
-    assert_int_equal(send_tele(&v, 2, 1), 0);
+    assert_int_equal(tdev_hello_boot(&v, 1, 3, 111), 0);
+    assert_int_equal(tdev_tele_lw(&v, 1, 1), 0);
+    assert_int_equal(tdev_tele_lw(&v, 2, 1), 0);
     assert_int_equal(tdev_wait_tele_ack(&v, 2, 5000), 0);
     assert_int_equal(th_tmld_stop(t, SIGTERM, 5000), 0);
     const char *env[] = {"TMLD_TEST_CRASH_AT=after_insert_before_commit",
                          "TMLD_TEST_CRASH_AFTER=1", NULL};
     assert_int_equal(th_tmld_start(t, env, 10000), 0);
     /* Wiped: numbering from 1, new boot. tmld dies in the hello's batch. */
-    assert_int_equal(send_hello(&v, 1, 1, 222), 0);
+    assert_int_equal(tdev_hello_boot(&v, 1, 1, 222), 0);
     int ws = th_tmld_wait_exit(t, 5000);
     assert_true(ws != -1 && WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL);
     assert_int_equal(th_tmld_start(t, NULL, 10000), 0);
     /* The device resends its unacked records, not its hello. */
     for (uint32_t s = 1; s <= 3; s++)
-        assert_int_equal(send_tele(&v, s, 1), 0);
+        assert_int_equal(tdev_tele_lw(&v, s, 1), 0);
     th_sleep_ms(1500);
     printf("# lost hello: boot_id %lld, seq_resets %lld, tele_hw %lld, "
            "rows <= 2: %lld, acked %u\n",
@@ -254,18 +205,20 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
-            test_review_top_seq_resend_is_a_duplicate, setup, teardown),
+            test_review_top_seq_resend_is_a_duplicate, th_fixture_setup,
+            th_fixture_teardown),
         cmocka_unit_test_setup_teardown(
-            test_review_stale_low_water_arriving_late, setup, teardown),
+            test_review_stale_low_water_arriving_late, th_fixture_setup,
+            th_fixture_teardown),
         cmocka_unit_test_setup_teardown(
-            test_review_old_boot_hello_replayed_late_does_not_reset, setup,
-            teardown),
+            test_review_old_boot_hello_replayed_late_does_not_reset,
+            th_fixture_setup, th_fixture_teardown),
         cmocka_unit_test_setup_teardown(
             test_review_old_life_record_after_restart_is_not_acked_over_new,
-            setup, teardown),
+            th_fixture_setup, th_fixture_teardown),
         cmocka_unit_test_setup_teardown(
-            test_review_restart_hello_lost_in_crash_loses_nothing, setup,
-            teardown),
+            test_review_restart_hello_lost_in_crash_loses_nothing,
+            th_fixture_setup, th_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -60,18 +60,6 @@ record(uint32_t seq, struct tml_tele *t)
     t->lw = 1;
 }
 
-static int
-setup(void **state)
-{
-    return th_fixture_start(state, NULL);
-}
-
-static int
-teardown(void **state)
-{
-    return th_fixture_stop(state);
-}
-
 static void
 test_v1_tele_stored_acked_and_decoded_again(void **state)
 {
@@ -187,7 +175,8 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
-            test_v1_tele_stored_acked_and_decoded_again, setup, teardown),
+            test_v1_tele_stored_acked_and_decoded_again, th_fixture_setup,
+            th_fixture_teardown),
     };
 
     return cmocka_run_group_tests_name("tmld_tele_v1", tests, NULL, NULL);
