@@ -11,7 +11,7 @@ TML_DEB_PACKAGES=(
     libmbedtls-dev openssl
     libuv1-dev libcmocka-dev libinih-dev libcjson-dev libcbor-dev
     python3 python3-cryptography python3-cbor2
-    gcc-arm-none-eabi libnewlib-arm-none-eabi
+    gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
     sox faketime iproute2 systemd dpkg-dev file
 )
 
