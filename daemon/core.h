@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "migrations.h"
 #include "tmld.h"
@@ -315,5 +316,16 @@ void testvfs_install(void);
 
 /* main.c runs this. */
 int tmld_main(int argc, char **argv);
+
+/* Read-only control queries are bounded in time: between query_guard_start
+ * and query_guard_end a progress handler interrupts any statement on db
+ * after QUERY_MAX_MS (it then fails with SQLITE_INTERRUPT; the verb answers
+ * "busy"), so a large table cannot stall the loop (verbs.c). */
+#define QUERY_MAX_MS 500
+struct query_guard {
+    struct timespec start;
+};
+void query_guard_start(sqlite3 *db, struct query_guard *g);
+void query_guard_end(sqlite3 *db);
 
 #endif /* TMLD_CORE_H */

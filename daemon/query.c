@@ -12,23 +12,6 @@
 #include "core.h"
 #include "query.h"
 
-#define QUERY_MAX_MS 500
-
-struct qguard {
-    struct timespec start;
-};
-
-static int
-progress_cb(void *arg)
-{
-    struct qguard *g = arg;
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    int64_t ms = (now.tv_sec - g->start.tv_sec) * 1000 +
-                 (now.tv_nsec - g->start.tv_nsec) / 1000000;
-    return ms > QUERY_MAX_MS;
-}
-
 static void
 v_tele_query(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
              void *arg)
@@ -59,9 +42,8 @@ v_tele_query(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
     }
     sqlite3 *db = tmld_db_ro(d);
     sqlite3_stmt *st = NULL;
-    struct qguard g;
-    clock_gettime(CLOCK_MONOTONIC, &g.start);
-    sqlite3_progress_handler(db, 10000, progress_cb, &g);
+    struct query_guard g;
+    query_guard_start(db, &g);
     int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
     cJSON *r = cJSON_CreateObject();
     cJSON_AddNumberToObject(r, "since", (double)since);
@@ -101,7 +83,7 @@ v_tele_query(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
                                     : 0);
         cJSON_AddItemToArray(a, o);
     }
-    sqlite3_progress_handler(db, 0, NULL, NULL);
+    query_guard_end(db);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) {
         cJSON_Delete(r);

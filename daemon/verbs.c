@@ -15,18 +15,13 @@
 #include "core.h"
 #include "retention.h"
 
-#define QUERY_MAX_MS 500
 #define LIST_DEFAULT 1000
 #define LIST_MAX 10000
-
-struct qguard {
-    struct timespec start;
-};
 
 static int
 progress_cb(void *arg)
 {
-    struct qguard *g = arg;
+    struct query_guard *g = arg;
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     int64_t ms = (now.tv_sec - g->start.tv_sec) * 1000 +
@@ -34,15 +29,15 @@ progress_cb(void *arg)
     return ms > QUERY_MAX_MS;
 }
 
-static void
-guard_start(sqlite3 *db, struct qguard *g)
+void
+query_guard_start(sqlite3 *db, struct query_guard *g)
 {
     clock_gettime(CLOCK_MONOTONIC, &g->start);
     sqlite3_progress_handler(db, 10000, progress_cb, g);
 }
 
-static void
-guard_end(sqlite3 *db)
+void
+query_guard_end(sqlite3 *db)
 {
     sqlite3_progress_handler(db, 0, NULL, NULL);
 }
@@ -80,8 +75,8 @@ list_query(struct tmld *d, sqlite3 *db, const char *sql, const char *csql,
            int64_t offset, cJSON *r, const char *key, list_row_fn row_fn)
 {
     sqlite3_stmt *st = NULL, *cs = NULL;
-    struct qguard g;
-    guard_start(db, &g);
+    struct query_guard g;
+    query_guard_start(db, &g);
     int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v2(db, csql, -1, &cs, NULL);
@@ -107,7 +102,7 @@ list_query(struct tmld *d, sqlite3 *db, const char *sql, const char *csql,
         while ((rc = sqlite3_step(st)) == SQLITE_ROW)
             cJSON_AddItemToArray(a, row_fn(d, db, st));
     }
-    guard_end(db);
+    query_guard_end(db);
     sqlite3_finalize(st);
     sqlite3_finalize(cs);
     return rc;
@@ -478,8 +473,8 @@ v_groups(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
     (void)args, (void)arg;
     sqlite3 *db = tmld_db_ro(d);
     sqlite3_stmt *st = NULL;
-    struct qguard g;
-    guard_start(db, &g);
+    struct query_guard g;
+    query_guard_start(db, &g);
     int rc = sqlite3_prepare_v2(
         db,
         "SELECT g.grp, count(*), sum(d.online) FROM device_groups g JOIN "
@@ -499,7 +494,7 @@ v_groups(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
                                 (double)sqlite3_column_int64(st, 2));
         cJSON_AddItemToArray(a, o);
     }
-    guard_end(db);
+    query_guard_end(db);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) {
         cJSON_Delete(r);
@@ -528,8 +523,8 @@ v_tele_summary(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
     int64_t since = tmld_wall_s() - since_s;
     sqlite3 *db = tmld_db_ro(d);
     sqlite3_stmt *st = NULL;
-    struct qguard g;
-    guard_start(db, &g);
+    struct query_guard g;
+    query_guard_start(db, &g);
     int rc = sqlite3_prepare_v2(
         db,
         "SELECT t.model_version, count(DISTINCT t.device_id), count(*), "
@@ -567,7 +562,7 @@ v_tele_summary(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
                                     : 0);
         cJSON_AddItemToArray(a, o);
     }
-    guard_end(db);
+    query_guard_end(db);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) {
         cJSON_Delete(r);
