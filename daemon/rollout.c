@@ -614,6 +614,32 @@ ask_gate(struct rollout *r, uint64_t now_ms)
     r->ops.gate(r->ops.ctx, r, r->cur_wave, r->waves[0].started_ms);
 }
 
+/* Whether some target of any wave is still pending (it was offline when
+ * its turn came). Keeps r->reason saying how many, persisted on a change
+ * only. */
+static bool
+waiting_for_offline(struct rollout *r)
+{
+    char why[ROLLOUT_REASON_MAX];
+    uint32_t n = 0;
+
+    for (size_t i = 0; i < r->n_devs; i++) {
+        if (r->devs[i].state == RDEV_PENDING)
+            n++;
+    }
+    if (n == 0)
+        return false;
+    snprintf(why, sizeof(why),
+             "last wave: waiting for %u offline device%s (offered the model "
+             "when back)",
+             n, n == 1 ? "" : "s");
+    if (strcmp(why, r->reason) != 0) {
+        memcpy(r->reason, why, sizeof(why));
+        changed(r, NULL);
+    }
+    return true;
+}
+
 static void
 advance_waves(struct rollout *r, uint64_t now_ms)
 {
@@ -632,6 +658,14 @@ advance_waves(struct rollout *r, uint64_t now_ms)
                     finished = false;
             }
             if (!finished)
+                return;
+            /* The last wave: the rollout is done only when every target
+             * of every wave has finished. A device that was offline when
+             * its turn came (a reboot at deploy time, a will just before
+             * the last confirm, a tmld restart) is still a target: it is
+             * offered the model when it is back, and until then the
+             * rollout runs and says whom it waits for. */
+            if (w + 1 == r->pol.n_waves && waiting_for_offline(r))
                 return;
             wv->done_ms = now_ms;
             if (w + 1 == r->pol.n_waves) {
@@ -875,6 +909,14 @@ rollout_on_presence(struct rollout *r, const char *id, bool online,
         d->state == RDEV_PENDING) {
         set_dev(r, d, RDEV_CONFIRMED, TML_OTA_R_ALREADY_INSTALLED, 0);
         return 0;
+    }
+    /* A rollout that finished with this device pending (restored from the
+     * tables of an older tmld, which finished without offline devices):
+     * the last wave reopens for it, as for a device that joins late. */
+    if (d->state == RDEV_PENDING && r->state == ROLLOUT_DONE && r->started) {
+        r->state = ROLLOUT_RUNNING;
+        r->waves[r->cur_wave].state = WAVE_ACTIVE;
+        changed(r, NULL);
     }
     /* Back from a reconnect or reboot mid-download: the same offer again,
      * so the agent resumes at its persisted offset (no new attempt). */

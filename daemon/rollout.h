@@ -15,6 +15,11 @@
  * gate_retry_ms, pause after gate_max_wait_ms) or fail (the rollout pauses
  * and the wave's devices on the new model are offered the previous one).
  *
+ * The rollout is done only when every target of every wave has finished:
+ * a device that was offline when its turn came is offered the model when it
+ * is back, and meanwhile the rollout stays running with a reason saying how
+ * many devices it waits for (abort ends it without them).
+ *
  * Everything the rollout does to the outside goes through struct
  * rollout_ops; time always comes in as an argument (monotonic ms). The
  * host (ota.c) persists every change it is told about through ops->changed.
