@@ -49,27 +49,49 @@ dl_slot(const struct tmla_agent *a)
     return a->ps.active == TMLA__NO_SLOT ? 0 : (uint8_t)(a->ps.active ^ 1u);
 }
 
+/* Publishes one up/ota message about the current download position: a
+ * status (len 0) or a request for len bytes. Returns the port's code. */
+static int
+send_up(struct tmla_agent *a, uint8_t kind, uint32_t offer_id,
+        uint32_t version, uint32_t len, uint8_t state, uint8_t reason)
+{
+    struct tml_ota_up u;
+    size_t n;
+
+    memset(&u, 0, sizeof u);
+    u.kind = kind;
+    u.offer_id = offer_id;
+    u.version = version;
+    u.offset = a->ota_offset;
+    u.len = len;
+    u.state = state;
+    u.reason = reason;
+    if (tml_ota_up_encode(&u, a->tx, sizeof a->tx, &n) != TML_OK)
+        return TMLA_PORT_FAIL;
+    return tmla__publish(a, TML_KIND_OTA, a->tx, n, false);
+}
+
 static void
 publish_status(struct tmla_agent *a, uint32_t offer_id, uint32_t version,
                uint8_t state, uint8_t reason)
 {
-    struct tml_ota_up u;
-    size_t n;
-    bool current = state == a->ota_state && offer_id == a->ota_offer_id;
-    int rc = TMLA_PORT_FAIL;
+    int rc = send_up(a, TML_OTA_UP_STATUS, offer_id, version, 0, state,
+                     reason);
 
-    memset(&u, 0, sizeof u);
-    u.kind = TML_OTA_UP_STATUS;
-    u.offer_id = offer_id;
-    u.version = version;
-    u.offset = a->ota_offset;
-    u.state = state;
-    u.reason = reason;
-    if (tml_ota_up_encode(&u, a->tx, sizeof a->tx, &n) == TML_OK)
-        rc = tmla__publish(a, TML_KIND_OTA, a->tx, n, false);
     /* Only the current state is worth repeating from tmla_poll. */
-    if (current)
+    if (state == a->ota_state && offer_id == a->ota_offer_id)
         a->status_due = rc != TMLA_PORT_OK;
+}
+
+/* Tells the port's ota_event and the gateway (up/ota). */
+static void
+report(struct tmla_agent *a, uint32_t offer_id, uint32_t version,
+       uint8_t state, uint8_t reason)
+{
+    if (a->port.ota_event != NULL)
+        a->port.ota_event(a->port.user, (enum tml_ota_state)state,
+                          (enum tml_ota_reason)reason, version);
+    publish_status(a, offer_id, version, state, reason);
 }
 
 static void
@@ -77,14 +99,12 @@ set_state(struct tmla_agent *a, uint8_t state, uint8_t reason)
 {
     a->ota_state = state;
     a->ota_reason = reason;
-    if (a->port.ota_event != NULL)
-        a->port.ota_event(a->port.user, (enum tml_ota_state)state,
-                          (enum tml_ota_reason)reason, a->ota_version);
-    publish_status(a, a->ota_offer_id, a->ota_version, state, reason);
-    /* The active model or its trial flag changed: tell the gateway's
-     * registry with a fresh hello (model, slot, last OTA result). */
-    if (state == TML_OTA_TRIAL || state == TML_OTA_CONFIRMED ||
-        state == TML_OTA_REVERTED)
+    report(a, a->ota_offer_id, a->ota_version, state, reason);
+    /* The active model or its trial flag changed (TRIAL, CONFIRMED,
+     * REVERTED): tell the gateway's registry with a fresh hello (model,
+     * slot, last OTA result). */
+    if ((1u << state) & ((1u << TML_OTA_TRIAL) | (1u << TML_OTA_CONFIRMED) |
+                         (1u << TML_OTA_REVERTED)))
         a->hello_due = true;
 }
 
@@ -93,10 +113,7 @@ static void
 refuse(struct tmla_agent *a, uint32_t offer_id, uint32_t version,
        uint8_t reason)
 {
-    if (a->port.ota_event != NULL)
-        a->port.ota_event(a->port.user, TML_OTA_FAILED,
-                          (enum tml_ota_reason)reason, version);
-    publish_status(a, offer_id, version, TML_OTA_FAILED, reason);
+    report(a, offer_id, version, TML_OTA_FAILED, reason);
 }
 
 static void
@@ -106,39 +123,61 @@ commit_update(struct tmla_agent *a)
     tmla__state_commit(a);
 }
 
+/* Persists the result of a step of the update (hello's last OTA result)
+ * with whatever else the caller changed in a->ps, in one record. */
+static void
+persist(struct tmla_agent *a, uint8_t state, uint8_t reason)
+{
+    a->ps.last_state = state;
+    a->ps.last_reason = reason;
+    commit_update(a);
+}
+
+/* persist, then report the new state. */
+static void
+finish(struct tmla_agent *a, uint8_t state, uint8_t reason)
+{
+    persist(a, state, reason);
+    set_state(a, state, reason);
+}
+
 static void
 fail(struct tmla_agent *a, uint8_t reason)
 {
     a->ps.valid &= (uint8_t) ~(1u << dl_slot(a));
     a->ps.dl = 0;
-    a->ps.last_state = TML_OTA_FAILED;
-    a->ps.last_reason = reason;
     a->ota_hashing = false;
-    commit_update(a);
-    set_state(a, TML_OTA_FAILED, reason);
+    finish(a, TML_OTA_FAILED, reason);
 }
 
+static bool slot_intact(struct tmla_agent *a, uint8_t s);
+
+/* Drops the active model for reason: the other slot becomes active if it
+ * holds a verified image (at boot only if it still hashes right, S15),
+ * else none. At boot (tmla_init saves the record, and the application
+ * loads whatever tmla_active_model() says after init) it is reported from
+ * tmla_poll; otherwise it is persisted, the application is asked to load
+ * the other model, and reported. */
 static void
 revert(struct tmla_agent *a, uint8_t reason, uint32_t now_ms, bool booting)
 {
-    uint8_t cur = a->ps.active, old = (uint8_t)(cur ^ 1u);
+    struct tmla__pstate *ps = &a->ps;
+    uint8_t cur = ps->active, old = (uint8_t)(cur ^ 1u);
 
-    a->ps.valid &= (uint8_t) ~(1u << cur);
-    a->ps.active = (a->ps.valid & (1u << old)) ? old : TMLA__NO_SLOT;
-    a->ps.trial = 0;
-    a->ps.vectors_ok = 0;
-    a->ps.last_state = TML_OTA_REVERTED;
-    a->ps.last_reason = reason;
-    a->ota_version = a->ps.slot[cur].version;
+    ps->valid &= (uint8_t) ~(1u << cur);
+    if (booting && (ps->valid & (1u << old)) && !slot_intact(a, old))
+        ps->valid = 0;
+    ps->active = (ps->valid & (1u << old)) ? old : TMLA__NO_SLOT;
+    ps->trial = 0;
+    ps->vectors_ok = 0;
+    a->ota_version = ps->slot[cur].version;
     if (booting) {
-        /* tmla_init saves the record and the application loads whatever
-         * tmla_active_model() says after init. */
-        a->ota_state = TML_OTA_REVERTED;
-        a->ota_reason = reason;
+        ps->last_state = a->ota_state = TML_OTA_REVERTED;
+        ps->last_reason = a->ota_reason = reason;
         a->status_due = true;
         return;
     }
-    commit_update(a);
+    persist(a, TML_OTA_REVERTED, reason);
     tmla__tele_close(a, now_ms); /* summaries are per model */
     /* The application goes back to the old model now, or from tmla_poll
      * if it cannot at this moment. */
@@ -153,10 +192,7 @@ static void
 confirm(struct tmla_agent *a)
 {
     a->ps.trial = 0;
-    a->ps.last_state = TML_OTA_CONFIRMED;
-    a->ps.last_reason = TML_OTA_R_NONE;
-    commit_update(a);
-    set_state(a, TML_OTA_CONFIRMED, TML_OTA_R_NONE);
+    finish(a, TML_OTA_CONFIRMED, TML_OTA_R_NONE);
 }
 
 uint32_t
@@ -175,11 +211,36 @@ tmla__ota_interval(const struct tmla_agent *a, uint32_t size)
     return iv > TMLA_OTA_CHECKPOINT ? TMLA_OTA_CHECKPOINT : iv;
 }
 
-static bool hash_slot(struct tmla_agent *a, uint8_t d, uint32_t len, void *ctx);
+/* Reads bytes [off, off + len) of slot d in blocks: with ctx, hashes them
+ * into ctx (a started SHA-256); with ctx NULL, checks they are erased.
+ * Returns 0 (hashed, or all erased), 1 (not erased) or -1 (a read or
+ * hash call failed). */
+static int
+scan(struct tmla_agent *a, uint8_t d, uint32_t off, uint32_t len, void *ctx)
+{
+    uint8_t buf[READ_BLOCK];
+
+    while (len > 0) {
+        uint32_t n = len < READ_BLOCK ? len : READ_BLOCK;
+
+        if (a->port.flash_read(a->port.user, d, off, buf, n) != 0 ||
+            (ctx != NULL &&
+             a->port.sha256_update(a->port.user, ctx, buf, n) != 0))
+            return -1;
+        for (uint32_t i = 0; ctx == NULL && i < n; i++)
+            if (buf[i] != 0xffu)
+                return 1;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
 
 /* Progress marks layout for an image of size bytes: granule *g (ota_chunk
- * rounded up to write_align), first mark at *off. False when the slot has
- * no room for them (then only the checkpoints apply). */
+ * rounded up to write_align), the mark area at *off (MARKS_HDR bytes of
+ * offer id padded to write_align, then one write_align unit per granule).
+ * False when the slot has no room for them (then only the checkpoints
+ * apply). */
 static bool
 marks_layout(const struct tmla_agent *a, uint32_t size, uint32_t *g,
              uint32_t *off)
@@ -198,9 +259,10 @@ marks_layout(const struct tmla_agent *a, uint32_t size, uint32_t *g,
     return true;
 }
 
-/* The mark area starts with the offer id (marks_hdr_len bytes), written
- * right after the erase: marks left from another download are never
- * trusted (power cut between the state write and the erase). */
+/* The mark area starts with the offer id (marks_hdr_len bytes, in the
+ * device's own byte order), written right after the erase: marks left from
+ * another download are never trusted (power cut between the state write
+ * and the erase). */
 static uint32_t
 marks_hdr_len(const struct tmla_agent *a)
 {
@@ -228,8 +290,7 @@ marks_erase(struct tmla_agent *a, uint8_t d, uint32_t size)
         }
     }
     memset(hdr, 0xff, sizeof hdr);
-    for (uint32_t i = 0; i < MARKS_HDR; i++)
-        hdr[i] = (uint8_t)(a->ota_offer_id >> (8u * i));
+    memcpy(hdr, &a->ota_offer_id, MARKS_HDR);
     a->stats.flash_ops++;
     if (a->port.flash_write(a->port.user, d, off, hdr, marks_hdr_len(a)) != 0)
         a->ota_marks = UINT32_MAX;
@@ -246,10 +307,10 @@ marks_write(struct tmla_agent *a, uint8_t d, uint32_t size, uint32_t written)
     if (a->ota_marks == UINT32_MAX || !marks_layout(a, size, &g, &off))
         return;
     memset(unit, 0, sizeof unit);
-    while ((uint64_t)(a->ota_marks + 1u) * g <= written) {
+    off += marks_hdr_len(a);
+    while (a->ota_marks < written / g) {
         a->stats.flash_ops++;
-        if (a->port.flash_write(a->port.user, d,
-                                off + marks_hdr_len(a) + a->ota_marks * al,
+        if (a->port.flash_write(a->port.user, d, off + a->ota_marks * al,
                                 unit, al) != 0) {
             a->ota_marks = UINT32_MAX;
             return;
@@ -258,51 +319,27 @@ marks_write(struct tmla_agent *a, uint8_t d, uint32_t size, uint32_t written)
     }
 }
 
-static bool
-all_erased(struct tmla_agent *a, uint8_t d, uint32_t off, uint32_t len)
-{
-    uint8_t buf[READ_BLOCK];
-
-    while (len > 0) {
-        uint32_t n = len < READ_BLOCK ? len : READ_BLOCK;
-        if (a->port.flash_read(a->port.user, d, off, buf, n) != 0)
-            return false;
-        for (uint32_t i = 0; i < n; i++)
-            if (buf[i] != 0xffu)
-                return false;
-        off += n;
-        len -= n;
-    }
-    return true;
-}
-
 /* Resume offset after a reboot: the checkpoint, or further by the marks. */
 static uint32_t
 marks_resume(struct tmla_agent *a, uint8_t d, uint32_t size, uint32_t cp)
 {
-    uint32_t g, off, k, res, es = a->port.erase_size;
+    uint32_t g, off, k, n, res, es = a->port.erase_size;
     uint32_t al = a->port.write_align, page_end;
-    uint8_t unit[TMLA_MAX_WRITE_ALIGN];
-
     uint8_t hdr[MARKS_HDR];
-    uint32_t id = 0;
 
     a->ota_marks = UINT32_MAX;
     if (!marks_layout(a, size, &g, &off) ||
-        a->port.flash_read(a->port.user, d, off, hdr, MARKS_HDR) != 0)
-        return cp;
-    for (uint32_t i = 0; i < MARKS_HDR; i++)
-        id |= (uint32_t)hdr[i] << (8u * i);
-    if (id != a->ps.dl_offer_id)
+        a->port.flash_read(a->port.user, d, off, hdr, MARKS_HDR) != 0 ||
+        memcmp(hdr, &a->ps.dl_offer_id, MARKS_HDR) != 0)
         return cp;
     off += marks_hdr_len(a);
-    for (k = 0; (uint64_t)(k + 1u) * g <= size; k++) {
-        bool erased = true;
-        if (a->port.flash_read(a->port.user, d, off + k * al, unit, al) != 0)
+    n = size / g;
+    for (k = 0; k < n; k++) {
+        int r = scan(a, d, off + k * al, al, NULL);
+
+        if (r < 0)
             return cp;
-        for (uint32_t i = 0; i < al; i++)
-            erased = erased && unit[i] == 0xffu;
-        if (erased)
+        if (r == 0)
             break;
     }
     a->ota_marks = k;
@@ -315,7 +352,7 @@ marks_resume(struct tmla_agent *a, uint8_t d, uint32_t size, uint32_t cp)
     page_end = (res + es - 1u) & ~(es - 1u);
     if (page_end > size)
         page_end = size;
-    if (res % es != 0 && !all_erased(a, d, res, page_end - res)) {
+    if (res % es != 0 && scan(a, d, res, page_end - res, NULL) != 0) {
         /* tmla_init persists the page start before the first poll erases
          * the marks (they claim bytes of a page about to be erased). */
         res &= ~(es - 1u);
@@ -332,7 +369,7 @@ slot_intact(struct tmla_agent *a, uint8_t s)
     uint8_t digest[TML_SHA256_LEN];
 
     return a->port.sha256_init(a->port.user, a->sha.b) == 0 &&
-           hash_slot(a, s, a->ps.slot[s].size, a->sha.b) &&
+           scan(a, s, 0, a->ps.slot[s].size, a->sha.b) == 0 &&
            a->port.sha256_final(a->port.user, a->sha.b, digest) == 0 &&
            memcmp(digest, a->ps.slot[s].sha256, TML_SHA256_LEN) == 0;
 }
@@ -341,52 +378,37 @@ void
 tmla__ota_boot(struct tmla_agent *a, uint32_t now_ms)
 {
     struct tmla__pstate *ps = &a->ps;
+    const struct tmla_model *act = tmla_active_model(a);
     uint8_t d = dl_slot(a);
 
     a->ota_state = TML_OTA_IDLE;
     /* Check what the application is about to load: flash can rot, or a
      * write can have failed silently. A model that no longer verifies is
      * dropped and the other slot takes over if it is whole (S15). */
-    if (tmla_active_model(a) != NULL && !slot_intact(a, ps->active)) {
-        uint8_t bad = ps->active, other = (uint8_t)(bad ^ 1u);
-
-        ps->valid &= (uint8_t) ~(1u << bad);
-        ps->trial = 0;
-        ps->active = TMLA__NO_SLOT;
-        if ((ps->valid & (1u << other)) && slot_intact(a, other))
-            ps->active = other;
-        else
-            ps->valid = 0;
-        ps->last_state = TML_OTA_REVERTED;
-        ps->last_reason = TML_OTA_R_FLASH;
-        a->ota_state = TML_OTA_REVERTED;
-        a->ota_reason = TML_OTA_R_FLASH;
-        a->ota_version = ps->slot[bad].version;
-        a->status_due = true;
+    if (act != NULL && !slot_intact(a, ps->active)) {
+        revert(a, TML_OTA_R_FLASH, now_ms, true);
         return;
     }
-    if (ps->trial && tmla_active_model(a) != NULL) {
-        a->ota_version = ps->slot[ps->active].version;
+    if (ps->trial && act != NULL) {
+        a->ota_version = act->version;
         a->ota_state = TML_OTA_TRIAL;
         a->trial_ms = now_ms;
         if (++ps->trial_boots > a->cfg.trial_max_boots)
             revert(a, TML_OTA_R_TRIAL_TIMEOUT, now_ms, true);
-    } else if (ps->dl) {
-        ps->trial = 0;
+        return;
+    }
+    ps->trial = 0;
+    a->ota_version = ps->slot[d].version;
+    if (ps->dl) {
         /* Resume at the last checkpoint; the stream hash is rebuilt from
          * flash by the first poll. */
         a->ota_state = TML_OTA_DOWNLOADING;
         a->ota_offer_id = ps->dl_offer_id;
-        a->ota_version = ps->slot[d].version;
         a->ota_offset = marks_resume(a, d, ps->slot[d].size,
                                      ps->dl_checkpoint);
     } else if (ps->last_state == TML_OTA_READY && (ps->valid & (1u << d))) {
         /* Verified before the reboot: hash it again before activating. */
-        ps->trial = 0;
         a->ota_state = TML_OTA_VERIFYING;
-        a->ota_version = ps->slot[d].version;
-    } else {
-        ps->trial = 0;
     }
 }
 
@@ -410,29 +432,19 @@ find_key(const struct tmla_agent *a, const uint8_t *kid, size_t len)
     return -1;
 }
 
-/* CBOR byte/text string head (RFC 8949 3.1) for the Sig_structure. */
+/* Bytes of the head of a CBOR byte string of len bytes (RFC 8949 3.1;
+ * manifests are < 64 KiB, TML_MAX_MANIFEST). */
 static size_t
-str_head(uint8_t *out, uint8_t major, size_t len)
+str_head_len(size_t len)
 {
-    uint8_t mt = (uint8_t)(major << 5);
-
-    if (len < 24) {
-        out[0] = (uint8_t)(mt | len);
-        return 1;
-    }
-    if (len < 256) {
-        out[0] = mt | 24;
-        out[1] = (uint8_t)len;
-        return 2;
-    }
-    out[0] = mt | 25; /* manifests are < 64 KiB (TML_MAX_MANIFEST) */
-    out[1] = (uint8_t)(len >> 8);
-    out[2] = (uint8_t)len;
-    return 3;
+    return len < 24 ? 1 : len < 256 ? 2 : 3;
 }
 
 /* SHA-256 of Sig_structure = ["Signature1", protected, h'', payload]
- * (RFC 9052 4.4), streamed so no copy of the manifest is needed. */
+ * (RFC 9052 4.4), streamed so no copy of the manifest is needed. The
+ * protected header and the payload are hashed with their byte string heads
+ * as they stand in the COSE_Sign1 just before them: the decoder accepts
+ * only shortest-form heads, which are what the Sig_structure needs. */
 static bool
 sig_hash(struct tmla_agent *a, const struct tml_cose_sign1 *c,
          uint8_t out[TML_SHA256_LEN])
@@ -440,26 +452,22 @@ sig_hash(struct tmla_agent *a, const struct tml_cose_sign1 *c,
     static const uint8_t head[] = {0x84, 0x6a, 'S', 'i', 'g', 'n',
                                    'a',  't',  'u', 'r', 'e', '1'};
     static const uint8_t empty = 0x40;
+    size_t hp = str_head_len(c->protected_hdr.len);
+    size_t hq = str_head_len(c->payload.len);
+    const uint8_t *part[4] = {head, c->protected_hdr.p - hp, &empty,
+                              c->payload.p - hq};
+    size_t len[4] = {sizeof head, c->protected_hdr.len + hp, 1,
+                     c->payload.len + hq};
     union {
         uint64_t align;
         uint8_t b[TMLA_SHA256_CTX_SIZE];
     } ctx;
-    uint8_t h[3];
     void *u = a->port.user;
-    bool ok;
+    bool ok = a->port.sha256_init(u, ctx.b) == 0;
 
-    ok = a->port.sha256_init(u, ctx.b) == 0 &&
-         a->port.sha256_update(u, ctx.b, head, sizeof head) == 0 &&
-         a->port.sha256_update(u, ctx.b, h,
-                               str_head(h, 2, c->protected_hdr.len)) == 0 &&
-         a->port.sha256_update(u, ctx.b, c->protected_hdr.p,
-                               c->protected_hdr.len) == 0 &&
-         a->port.sha256_update(u, ctx.b, &empty, 1) == 0 &&
-         a->port.sha256_update(u, ctx.b, h, str_head(h, 2, c->payload.len)) ==
-             0 &&
-         a->port.sha256_update(u, ctx.b, c->payload.p, c->payload.len) == 0 &&
-         a->port.sha256_final(u, ctx.b, out) == 0;
-    return ok;
+    for (size_t i = 0; ok && i < 4; i++)
+        ok = a->port.sha256_update(u, ctx.b, part[i], len[i]) == 0;
+    return ok && a->port.sha256_final(u, ctx.b, out) == 0;
 }
 
 static uint8_t
@@ -524,23 +532,15 @@ check_fit(const struct tmla_agent *a, const struct tml_manifest *m)
 static void
 request(struct tmla_agent *a, uint32_t now_ms)
 {
-    struct tml_ota_up u;
-    uint32_t size = a->ps.slot[dl_slot(a)].size;
+    uint32_t len = a->ps.slot[dl_slot(a)].size - a->ota_offset;
     uint32_t want = a->cfg.ota_chunk * a->cfg.ota_window;
-    size_t n;
 
-    memset(&u, 0, sizeof u);
-    u.kind = TML_OTA_UP_REQUEST;
-    u.offer_id = a->ota_offer_id;
-    u.version = a->ota_version;
-    u.offset = a->ota_offset;
-    u.len = size - a->ota_offset < want ? size - a->ota_offset : want;
+    if (len > want)
+        len = want;
     a->ota_req_ms = now_ms;
-    if (u.len == 0 ||
-        tml_ota_up_encode(&u, a->tx, sizeof a->tx, &n) != TML_OK ||
-        tmla__publish(a, TML_KIND_OTA, a->tx, n, false) != TMLA_PORT_OK)
-        return;
-    a->ota_req_end = u.offset + u.len;
+    if (len != 0 && send_up(a, TML_OTA_UP_REQUEST, a->ota_offer_id,
+                            a->ota_version, len, 0, 0) == TMLA_PORT_OK)
+        a->ota_req_end = a->ota_offset + len;
 }
 
 static void
@@ -820,22 +820,6 @@ tmla__ota_message(struct tmla_agent *a, const struct tml_ota_down *m,
     }
 }
 
-/* Hashes bytes [0, len) of slot d from flash into ctx (already started). */
-static bool
-hash_slot(struct tmla_agent *a, uint8_t d, uint32_t len, void *ctx)
-{
-    uint8_t buf[READ_BLOCK];
-
-    for (uint32_t off = 0; off < len; off += READ_BLOCK) {
-        uint32_t n = len - off < READ_BLOCK ? len - off : READ_BLOCK;
-
-        if (a->port.flash_read(a->port.user, d, off, buf, n) != 0 ||
-            a->port.sha256_update(a->port.user, ctx, buf, n) != 0)
-            return false;
-    }
-    return true;
-}
-
 static void
 verify_slot(struct tmla_agent *a)
 {
@@ -922,12 +906,12 @@ tmla__ota_poll(struct tmla_agent *a, uint32_t now_ms)
              * again, up to it. Then rebuild the stream hash from flash. */
             if (a->ota_marks != UINT32_MAX &&
                 marks_layout(a, size, &g, &off) &&
-                (uint64_t)a->ota_marks * g > a->ota_offset) {
+                a->ota_marks > a->ota_offset / g) {
                 marks_erase(a, dl_slot(a), size);
                 marks_write(a, dl_slot(a), size, a->ota_offset);
             }
             if (a->port.sha256_init(a->port.user, a->sha.b) != 0 ||
-                !hash_slot(a, dl_slot(a), a->ota_offset, a->sha.b)) {
+                scan(a, dl_slot(a), 0, a->ota_offset, a->sha.b) != 0) {
                 fail(a, TML_OTA_R_FLASH);
                 break;
             }
@@ -945,7 +929,6 @@ tmla__ota_poll(struct tmla_agent *a, uint32_t now_ms)
         if (a->ota_req_end <= a->ota_offset ||
             tmla__ms_diff(now_ms, a->ota_req_ms) >=
                 (int32_t)a->cfg.ota_request_timeout_ms) {
-            a->ota_retries++;
             request(a, now_ms);
         }
         break;
