@@ -38,6 +38,7 @@ static const struct tml__field hello_fields[] = {
     U32(16, OPT, tml_hello, tele_next, L_POS),
     U32(17, OPT, tml_hello, sample_next, L_POS),
     U32(18, OPT, tml_hello, boot_id, L_POS),
+    U32(19, OPT, tml_hello, epoch, L_POS),
 };
 
 static const struct tml__msg hello_desc = {hello_fields, N(hello_fields), NULL,
@@ -87,6 +88,7 @@ static const struct tml__field sample_fields[] = {
     U32(13, REQ, tml_sample, offset, L_ANY),
     BYTES(14, REQ, tml_sample, data, L_CHUNK),
     U32(15, OPT, tml_sample, lw, L_POS),
+    U32(16, OPT, tml_sample, epoch, L_POS),
 };
 
 static const struct tml__msg sample_desc = {sample_fields, N(sample_fields),
@@ -131,6 +133,7 @@ static const struct tml__field ack_fields[] = {
     ROW(0, TML__F_VERSION, REQ, tml_ack, has_tele, 0, 0),
     HAS_U32(1, tml_ack, tele_seq, has_tele, L_ANY),
     HAS_U32(2, tml_ack, sample_seq, has_sample, L_ANY),
+    U32(3, OPT, tml_ack, epoch, L_POS),
 };
 
 static const struct tml__msg ack_desc = {ack_fields, N(ack_fields), NULL,

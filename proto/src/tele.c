@@ -14,6 +14,9 @@
  * it accepts re-encodes to the same bytes (the fuzz harness checks it).
  * struct tml_tele is unchanged: the gateway sees the same fields.
  *
+ * Key 2, optional, is the numbering epoch (PROTOCOL.md 6), outside the
+ * summary so that a gateway that predates it ignores it.
+ *
  * Key 0 is 2 (TML_TELE_VERSION): version 1 was a map of CBOR integers,
  * which tele_v1.c still decodes for agents that predate this form. The
  * device links only the encoder.
@@ -169,13 +172,17 @@ tml_tele_encode(const struct tml_tele *t, uint8_t *buf, size_t cap,
     }
     n = pack(t, NULL);
     tml_enc_init(&e, buf, cap);
-    tml_enc_map(&e, 2);
+    tml_enc_map(&e, t->epoch != 0 ? 3 : 2);
     tml_enc_uint(&e, 0);
     tml_enc_uint(&e, TML_TELE_VERSION);
     tml_enc_uint(&e, 1);
     p = tml__enc_reserve_bytes(&e, n);
     if (p != NULL) {
         (void)pack(t, p);
+    }
+    if (t->epoch != 0) {
+        tml_enc_uint(&e, 2);
+        tml_enc_uint(&e, t->epoch);
     }
     /* The largest summary (~430 bytes) is far below TML_MAX_MESSAGE. */
     return tml_enc_finish(&e, out_len);
@@ -304,19 +311,21 @@ unpack(const struct tml_bin *b, struct tml_tele *t)
 struct tele_wire {
     uint32_t version;
     struct tml_bin summary;
+    uint32_t epoch;
 };
 
 static const struct tml__field wire_fields[] = {
     U32(0, REQ, tele_wire, version, TML__L_ANY),
     BYTES(1, REQ, tele_wire, summary, TML__L_ANY),
+    U32(2, OPT, tele_wire, epoch, L_POS),
 };
 
-static const struct tml__msg wire_desc = {wire_fields, 2, NULL, NULL};
+static const struct tml__msg wire_desc = {wire_fields, 3, NULL, NULL};
 
 enum tml_err
 tml__tele_v2_decode(const uint8_t *buf, size_t len, struct tml_tele *out)
 {
-    struct tele_wire w = {0, {NULL, 0}};
+    struct tele_wire w = {0, {NULL, 0}, 0};
     enum tml_err err;
 
     memset(out, 0, sizeof *out);
@@ -327,5 +336,6 @@ tml__tele_v2_decode(const uint8_t *buf, size_t len, struct tml_tele *out)
     if (err == TML_OK) {
         err = unpack(&w.summary, out);
     }
+    out->epoch = w.epoch;
     return err;
 }

@@ -540,7 +540,7 @@ enum tml_err
 gw_ack(struct tmla_agent *a, bool has_tele, uint32_t tele, bool has_sample,
        uint32_t sample, uint32_t now_ms)
 {
-    struct tml_ack k = {has_tele, tele, has_sample, sample};
+    struct tml_ack k = {has_tele, tele, has_sample, sample, 0};
     uint8_t buf[64];
     size_t n;
 

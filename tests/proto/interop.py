@@ -46,6 +46,9 @@ BROKEN = [
     ("tele", lambda m: m.__setitem__(-1, 0)),           # negative key
     ("hello", lambda m: m.__setitem__(16, 0)),          # tele_next 0
     ("hello", lambda m: m.__setitem__(18, 0)),          # boot_id 0
+    ("hello", lambda m: m.__setitem__(19, 0)),          # epoch 0
+    ("tele", lambda m: m.__setitem__(2, 0)),            # epoch 0
+    ("sample", lambda m: m.__setitem__(16, 0)),         # epoch 0
     ("sample", lambda m: m.__setitem__(6, 10001)),      # confidence
     ("sample", lambda m: m.__setitem__(14, b"")),       # empty chunk
     ("ota_up", lambda m: m.__setitem__(1, 3)),          # kind 3
@@ -168,18 +171,18 @@ EXPECTED = {
     "hello-max": {0: 1, 1: U32, 2: NAME32, 3: NAME32, 4: U32, 5: 1, 6: U32,
                   7: U32, 8: 4096, 9: U32, 10: 9, 11: 21, 12: U32, 13: U32,
                   14: [NAME32[i:] for i in range(8)], 15: U32, 16: U32,
-                  17: U32, 18: U32},
+                  17: U32, 18: U32, 19: U32},
     "state-online": {0: 1, 1: True},
     "tele-min": {0: 2, 1: tele_summary(**TELE_MIN)},
-    "tele-max": {0: 2, 1: tele_summary(**TELE_MAX)},
+    "tele-max": {0: 2, 1: tele_summary(**TELE_MAX), 2: U32},
     "sample-min": {0: 1, 1: 1, 2: 0, 3: 0, 4: 1, 5: 0, 6: 0, 8: 1, 9: [1],
                    10: 0, 11: 0, 12: 1, 13: 0, 14: CHUNK[:1]},
     "sample-max": {0: 1, 1: U32, 2: U32, 3: U32, 4: 3, 5: U32, 6: 10000,
                    7: 0, 8: 5, 9: [U32] * 4, 10: 16000, 11: U32, 12: U32,
-                   13: U32 - 4096, 14: CHUNK, 15: U32},
+                   13: U32 - 4096, 14: CHUNK, 15: U32, 16: U32},
     "ota_up-request": {0: 1, 1: 1, 2: U32, 3: U32, 4: U32, 5: U32},
     "ota_up-status": {0: 1, 1: 2, 2: U32, 3: U32, 4: U32, 6: 9, 7: 21},
-    "ack-both": {0: 1, 1: U32, 2: U32},
+    "ack-both": {0: 1, 1: U32, 2: U32, 3: U32},
     "ota_down-offer": {0: 1, 1: 1, 2: U32,
                        3: cbor2.dumps(cose(cbor2.dumps(MANIFEST_MIN)))},
     "ota_down-chunk": {0: 1, 1: 2, 2: U32, 4: U32, 5: CHUNK},

@@ -80,6 +80,7 @@ sample_hello(struct tml_hello *m, bool max)
     m->tele_next = 0xffffffffu;
     m->sample_next = 0xffffffffu;
     m->boot_id = 0xffffffffu;
+    m->epoch = 0xffffffffu;
 }
 
 void
@@ -128,6 +129,7 @@ sample_tele(struct tml_tele *m, bool max)
     m->health.temp_dc = INT32_MIN;
     m->health.uptime_s = 0xffffffffu;
     m->lw = 0xffffffffu;
+    m->epoch = 0xffffffffu;
 }
 
 void
@@ -166,6 +168,7 @@ sample_sample(struct tml_sample *m, const struct samples_store *st, bool max)
     m->offset = 0xffffffffu - TML_CHUNK_MAX;
     m->data.len = TML_CHUNK_MAX;
     m->lw = 0xffffffffu;
+    m->epoch = 0xffffffffu;
 }
 
 void
@@ -249,6 +252,7 @@ sample_ack(struct tml_ack *m, bool max)
         m->tele_seq = 0xffffffffu;
         m->has_sample = true;
         m->sample_seq = 0xffffffffu;
+        m->epoch = 0xffffffffu;
     }
 }
 

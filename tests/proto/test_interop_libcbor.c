@@ -148,6 +148,9 @@ build_hello(const struct tml_hello *m, bool desc)
     if (m->boot_id != 0) {
         kv_u(&s, 18, m->boot_id);
     }
+    if (m->epoch != 0) {
+        kv_u(&s, 19, m->epoch);
+    }
     return to_map(&s, desc);
 }
 
@@ -253,6 +256,9 @@ build_tele(const struct tml_tele *m, bool desc)
     assert_non_null(b);
     kv_u(&s, 0, TML_TELE_VERSION);
     kv(&s, 1, b);
+    if (m->epoch != 0) {
+        kv_u(&s, 2, m->epoch);
+    }
     return to_map(&s, desc);
 }
 
@@ -280,6 +286,9 @@ build_sample(const struct tml_sample *m, bool desc)
     kv(&s, 14, bytes(m->data));
     if (m->lw != 0) {
         kv_u(&s, 15, m->lw);
+    }
+    if (m->epoch != 0) {
+        kv_u(&s, 16, m->epoch);
     }
     return to_map(&s, desc);
 }
@@ -314,6 +323,9 @@ build_ack(const struct tml_ack *m, bool desc)
     }
     if (m->has_sample) {
         kv_u(&s, 2, m->sample_seq);
+    }
+    if (m->epoch != 0) {
+        kv_u(&s, 3, m->epoch);
     }
     return to_map(&s, desc);
 }
@@ -566,6 +578,7 @@ test_libcbor_tele_v1_decodes_to_the_same_summary(void **state)
 
                 sample_tele(&t, max != 0);
                 t.health.temp_dc = max ? temps[i] : 0;
+                t.epoch = 0; /* version 1 has no epoch */
                 it = build_tele_v1(&t, desc != 0);
                 lb = ser(it, &llen);
                 assert_int_equal(tml_tele_encode(&t, ours, sizeof ours, &olen),

@@ -608,12 +608,13 @@ test_oversize_strings_arrays_and_messages(void **state)
         static uint8_t v[3 + TML_CHUNK_MAX + 1];
         struct edit ed = NO_EDIT;
 
-        /* data (key 14), before the low-water (key 15) of the max sample */
-        assert_int_equal(pairs[n - 2].key, 14);
+        /* data (key 14), before the low-water (key 15) and the epoch
+         * (key 16) of the max sample */
+        assert_int_equal(pairs[n - 3].key, 14);
         v[0] = 0x59;
         v[1] = (TML_CHUNK_MAX + 1) >> 8;
         v[2] = (TML_CHUNK_MAX + 1) & 0xff;
-        ed.repl = n - 2;
+        ed.repl = n - 3;
         ed.value = v;
         ed.vlen = sizeof v;
         olen = rebuild(msg, len, &ed, out, sizeof out);
@@ -725,6 +726,56 @@ test_range_violations_rejected_by_both_sides(void **state)
 
 /* PROTOCOL.md 6: the low-water (in tele's summary, sample key 15) is a seq, so
  * 1.., and never above the record's own seq; hello's next seqs are seqs. */
+/* The numbering epoch (PROTOCOL.md 6): optional on tele (map key 2, outside
+ * the packed summary), sample (16), hello (19) and ack (3); 0 is "not
+ * declared" and never on the wire, so a 0 there is refused; a record
+ * without it decodes with epoch 0 (an older agent). tele's epoch costs the
+ * key and the number: 4 bytes for the agent's 16-bit epochs. */
+static void
+test_epoch_roundtrips_and_zero_is_refused(void **state)
+{
+    struct tml_tele t, tout;
+    struct tml_sample s, sout;
+    struct tml_ack k, kout;
+    size_t len, olen;
+
+    (void)state;
+    sample_tele(&t, false);
+    assert_int_equal(tml_tele_encode(&t, msg, sizeof msg, &olen), TML_OK);
+    t.epoch = 0xbeef;
+    assert_int_equal(tml_tele_encode(&t, msg, sizeof msg, &len), TML_OK);
+    assert_int_equal(len, olen + 4);
+    assert_int_equal(msg[0], 0xa3);
+    assert_int_equal(tml_tele_decode(msg, len, &tout), TML_OK);
+    assert_int_equal(tout.epoch, 0xbeef);
+    assert_int_equal(tout.seq, t.seq);
+    /* key 2 = 0: the same bytes with the number replaced by 0x00 */
+    memcpy(out, msg, len - 3);
+    out[len - 3] = 0x00;
+    assert_int_equal(tml_tele_decode(out, len - 2, &tout), TML_ERR_RANGE);
+
+    sample_sample(&s, &store, false);
+    s.epoch = 7;
+    assert_int_equal(tml_sample_encode(&s, msg, sizeof msg, &len), TML_OK);
+    assert_int_equal(tml_sample_decode(msg, len, &sout), TML_OK);
+    assert_int_equal(sout.epoch, 7);
+    assert_int_equal(msg[len - 2], 16); /* key 16, value 7 */
+    msg[len - 1] = 0x00;
+    assert_int_equal(tml_sample_decode(msg, len, &sout), TML_ERR_RANGE);
+
+    sample_ack(&k, false);
+    k.epoch = 9;
+    assert_int_equal(tml_ack_encode(&k, msg, sizeof msg, &len), TML_OK);
+    assert_int_equal(tml_ack_decode(msg, len, &kout), TML_OK);
+    assert_int_equal(kout.epoch, 9);
+    msg[len - 1] = 0x00;
+    assert_int_equal(tml_ack_decode(msg, len, &kout), TML_ERR_RANGE);
+    k.epoch = 0;
+    assert_int_equal(tml_ack_encode(&k, msg, sizeof msg, &len), TML_OK);
+    assert_int_equal(tml_ack_decode(msg, len, &kout), TML_OK);
+    assert_int_equal(kout.epoch, 0);
+}
+
 static void
 test_low_water_above_seq_rejected_by_both_sides(void **state)
 {
@@ -1176,6 +1227,7 @@ test_tele_v1_map_form_keeps_every_rule(void **state)
     /* Same summary as version 2, for both samples and the old agent's. */
     for (max = 0; max <= 1; max++) {
         sample_tele(&t, max != 0);
+        t.epoch = 0; /* version 1 has no epoch */
         len = sample_tele_v1_encode(&t, msg, sizeof msg);
         assert_true(len > 0);
         assert_int_equal(tml_tele_decode(msg, len, &got), TML_OK);
@@ -1288,6 +1340,7 @@ main(void)
         cmocka_unit_test(test_oversize_strings_arrays_and_messages),
         cmocka_unit_test(test_range_violations_rejected_by_both_sides),
         cmocka_unit_test(test_low_water_above_seq_rejected_by_both_sides),
+        cmocka_unit_test(test_epoch_roundtrips_and_zero_is_refused),
         cmocka_unit_test(test_encoders_nospace_at_every_short_capacity),
         cmocka_unit_test(test_kind_dependent_fields_required),
         cmocka_unit_test(test_every_byte_flip_gives_defined_result),

@@ -318,6 +318,10 @@ struct tml_hello {
      * tells a restarted device from an old hello of the current boot that
      * MQTT delivered again. 0 = not declared. */
     uint32_t boot_id;
+    /* added: the numbering epoch the device's records carry (struct
+     * tml_tele); 0 = not declared. A gateway that sees it ignores the
+     * tele_next/sample_next restart rule: records say their life. */
+    uint32_t epoch;
 };
 
 /* ---- up/state: online/offline (QoS 1, retained; offline = last will) ---- */
@@ -371,6 +375,11 @@ struct tml_tele {
      * still send (1 <= lw <= seq); every lower number was acked, folded into
      * a later record, or lost (reboot). 0 = not declared (PROTOCOL.md 6). */
     uint32_t lw;
+    /* added: numbering epoch, drawn at random (never 0) when the device's
+     * sequence numbering starts (first boot, or persisted state lost); the
+     * same for every record of both streams until the numbering restarts.
+     * seq and lw count within it (PROTOCOL.md 6). 0 = not declared. */
+    uint32_t epoch;
 };
 
 /* ---- up/sample: one chunk of a captured input (QoS 1) ----------------------
@@ -396,6 +405,7 @@ struct tml_sample {
     struct tml_bin data;    /* this chunk, 1..TML_CHUNK_MAX bytes */
     uint32_t lw;            /* added: low-water of the sample stream, as in
                                struct tml_tele; 0 = not declared */
+    uint32_t epoch;         /* added: numbering epoch, as in struct tml_tele */
 };
 
 /* ---- up/ota: chunk request or status report (QoS 1) ------------------------ */
@@ -420,6 +430,9 @@ struct tml_ack {
     uint32_t tele_seq;
     bool has_sample;
     uint32_t sample_seq;
+    /* added: the numbering epoch the seqs belong to; a device whose epoch
+     * differs ignores the ack. 0 = not declared (covers any epoch). */
+    uint32_t epoch;
 };
 
 /* ---- down/ota: offer, chunk or cancel (QoS 1) ------------------------------ */
