@@ -36,23 +36,25 @@ avail(const struct tml_dec *d)
 
 /* Reads the head at d->p without consuming it. Rejects indefinite lengths
  * and break (AI 31), reserved AI 28..30, a truncated argument and any
- * argument that has a shorter encoding (RFC 8949 4.2.1). */
+ * argument that has a shorter encoding (RFC 8949 4.2.1): a 1-byte argument
+ * below 24, or a longer one whose upper half is zero. */
 static enum tml_err
 read_head(const struct tml_dec *d, struct head *h)
 {
+    const uint8_t *p = d->p;
+    uint64_t arg = 0;
+    uint8_t upper = 0;
     size_t n;
     size_t i;
-    uint8_t ib;
 
-    if (d->p >= d->end) {
+    if (p >= d->end) {
         return TML_ERR_TRUNCATED;
     }
-    ib = d->p[0];
-    h->major = (uint8_t)(ib >> 5);
-    h->ai = (uint8_t)(ib & 31);
+    h->major = (uint8_t)(p[0] >> 5);
+    h->ai = (uint8_t)(p[0] & 31);
+    h->arg = h->ai;
+    h->hlen = 1;
     if (h->ai < 24) {
-        h->arg = h->ai;
-        h->hlen = 1;
         return TML_OK;
     }
     if (h->ai == 31) {
@@ -65,21 +67,18 @@ read_head(const struct tml_dec *d, struct head *h)
     if (avail(d) - 1 < n) {
         return TML_ERR_TRUNCATED;
     }
-    h->arg = 0;
-    for (i = 0; i < n; i++) {
-        h->arg = (h->arg << 8) | d->p[1 + i];
-    }
-    h->hlen = 1 + n;
-    if (h->major == 7) {
-        /* AI 24 carries a simple value, which must be >= 32 (RFC 8949
-         * 3.3); AI 25..27 are floats, rejected later as unsupported. */
-        if (h->ai == 24 && h->arg < 32) {
-            return TML_ERR_NON_MINIMAL;
+    for (i = 1; i <= n; i++) {
+        arg = (arg << 8) | p[i];
+        if (2 * i <= n) {
+            upper |= p[i];
         }
-        return TML_OK;
     }
-    if ((n == 1 && h->arg < 24) || (n == 2 && h->arg <= 0xffu) ||
-        (n == 4 && h->arg <= 0xffffu) || (n == 8 && h->arg <= 0xffffffffu)) {
+    h->arg = arg;
+    h->hlen = 1 + n;
+    /* Major 7: AI 24 carries a simple value, which must be >= 32 (RFC 8949
+     * 3.3); AI 25..27 are floats, rejected later as unsupported. */
+    if (n == 1 ? p[1] < (h->major == 7 ? 32 : 24)
+               : (h->major != 7 && upper == 0)) {
         return TML_ERR_NON_MINIMAL;
     }
     return TML_OK;
@@ -95,6 +94,19 @@ mismatch(const struct head *h)
         return TML_ERR_UNSUPPORTED;
     }
     return TML_ERR_TYPE;
+}
+
+/* read_head, and the item must have one of the major types in the bit set
+ * majors (bit m = major type m). */
+static enum tml_err
+expect(const struct tml_dec *d, struct head *h, unsigned majors)
+{
+    enum tml_err err = read_head(d, h);
+
+    if (err == TML_OK && ((majors >> h->major) & 1u) == 0) {
+        err = mismatch(h);
+    }
+    return err;
 }
 
 enum tml_cbor_type
@@ -114,11 +126,8 @@ enum tml_err
 tml_dec_uint(struct tml_dec *d, uint64_t *v)
 {
     struct head h;
-    enum tml_err err = read_head(d, &h);
+    enum tml_err err = expect(d, &h, 1u << 0);
 
-    if (err == TML_OK && h.major != 0) {
-        err = mismatch(&h);
-    }
     if (err == TML_OK) {
         *v = h.arg;
         d->p += h.hlen;
@@ -130,11 +139,8 @@ enum tml_err
 tml_dec_int(struct tml_dec *d, int64_t *v)
 {
     struct head h;
-    enum tml_err err = read_head(d, &h);
+    enum tml_err err = expect(d, &h, 1u << 0 | 1u << 1);
 
-    if (err == TML_OK && h.major != 0 && h.major != 1) {
-        err = mismatch(&h);
-    }
     if (err == TML_OK && h.arg > (uint64_t)INT64_MAX) {
         err = TML_ERR_RANGE;
     }
@@ -149,47 +155,38 @@ tml_dec_int(struct tml_dec *d, int64_t *v)
 bool
 tml__utf8_valid(const uint8_t *p, size_t len)
 {
-    size_t i = 0;
+    const uint8_t *end = p + len;
 
-    while (i < len) {
-        uint8_t c = p[i];
+    while (p < end) {
+        uint32_t cp = *p++;
         size_t n;
-        uint32_t cp;
-        uint32_t lo;
         size_t k;
 
-        if (c < 0x80) {
-            i++;
+        if (cp < 0x80) {
             continue;
         }
-        if (c >= 0xc2 && c <= 0xdf) {
-            n = 1;
-            cp = c & 0x1fu;
-            lo = 0x80;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            n = 2;
-            cp = c & 0x0fu;
-            lo = 0x800;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            n = 3;
-            cp = c & 0x07u;
-            lo = 0x10000;
-        } else {
+        if (cp < 0xc2 || cp > 0xf4) {
             return false; /* continuation byte, C0/C1, F5..FF */
         }
-        if (len - i - 1 < n) {
+        /* C2..DF: 1 continuation byte, E0..EF: 2, F0..F4: 3. */
+        n = cp >= 0xf0 ? 3 : cp >= 0xe0 ? 2 : 1;
+        if ((size_t)(end - p) < n) {
             return false;
         }
-        for (k = 1; k <= n; k++) {
-            if ((p[i + k] & 0xc0) != 0x80) {
+        cp &= 0x3fu >> n;
+        for (k = 0; k < n; k++, p++) {
+            if ((*p & 0xc0) != 0x80) {
                 return false;
             }
-            cp = (cp << 6) | (p[i + k] & 0x3fu);
+            cp = (cp << 6) | (*p & 0x3fu);
         }
-        if (cp < lo || cp > 0x10ffffu || (cp >= 0xd800 && cp <= 0xdfff)) {
+        /* No overlong form (3 bytes below U+0800, 4 below U+10000; C2 is
+         * the smallest 2-byte lead), nothing above U+10FFFF, no
+         * surrogates (U+D800..DFFF). */
+        if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+            cp > 0x10ffffu || (cp >> 11) == 0x1bu) {
             return false;
         }
-        i += n + 1;
     }
     return true;
 }
@@ -199,11 +196,8 @@ static enum tml_err
 dec_string(struct tml_dec *d, uint8_t major, const uint8_t **p, size_t *len)
 {
     struct head h;
-    enum tml_err err = read_head(d, &h);
+    enum tml_err err = expect(d, &h, 1u << major);
 
-    if (err == TML_OK && h.major != major) {
-        err = mismatch(&h);
-    }
     if (err == TML_OK && h.arg > avail(d) - h.hlen) {
         err = TML_ERR_TRUNCATED;
     }
@@ -268,11 +262,8 @@ static enum tml_err
 dec_container(struct tml_dec *d, uint8_t major, size_t *n)
 {
     struct head h;
-    enum tml_err err = read_head(d, &h);
+    enum tml_err err = expect(d, &h, 1u << major);
 
-    if (err == TML_OK && h.major != major) {
-        err = mismatch(&h);
-    }
     if (err == TML_OK) {
         err = container(d, &h);
     }
@@ -308,9 +299,9 @@ static enum tml_err
 dec_simple(struct tml_dec *d, uint8_t want_lo, uint8_t want_hi, uint8_t *ai)
 {
     struct head h;
-    enum tml_err err = read_head(d, &h);
+    enum tml_err err = expect(d, &h, 1u << 7);
 
-    if (err == TML_OK && (h.major != 7 || h.ai < want_lo || h.ai > want_hi)) {
+    if (err == TML_OK && (h.ai < want_lo || h.ai > want_hi)) {
         err = mismatch(&h);
     }
     if (err == TML_OK) {
@@ -367,58 +358,36 @@ tml_dec_skip(struct tml_dec *d)
     enum tml_err err = TML_OK;
 
     left[0] = 1;
-    for (;;) {
+    while (err == TML_OK && (left[top] > 0 || top > 0)) {
         struct head h;
+        const uint8_t *p;
+        size_t len;
 
         if (left[top] == 0) {
-            if (top == 0) {
-                break;
-            }
             top--;
             t.depth--;
             continue;
         }
+        left[top]--;
         err = read_head(&t, &h);
         if (err != TML_OK) {
             break;
         }
-        switch (h.major) {
-        case 0:
-        case 1:
-            t.p += h.hlen;
-            break;
-        case 2:
-        case 3: {
-            const uint8_t *p;
-            size_t len;
-
+        if (h.major == 2 || h.major == 3) {
             err = dec_string(&t, h.major, &p, &len);
-            break;
-        }
-        case 4:
-        case 5:
+        } else if (h.major == 4 || h.major == 5) {
             err = container(&t, &h);
             if (err == TML_OK) {
                 t.p += h.hlen;
                 t.depth++;
-                left[top]--;
-                top++;
-                left[top] = (size_t)(h.major == 4 ? h.arg : 2 * h.arg);
-                continue;
+                left[++top] = (size_t)(h.major == 4 ? h.arg : 2 * h.arg);
             }
-            break;
-        default: /* tags, floats and simple values other than bool/null */
-            if (h.major == 7 && h.ai >= 20 && h.ai <= 22) {
-                t.p += h.hlen;
-            } else {
-                err = TML_ERR_UNSUPPORTED;
-            }
-            break;
+        } else if (h.major <= 1 || (h.major == 7 && h.ai >= 20 && h.ai <= 22)) {
+            t.p += h.hlen;
+        } else {
+            /* tags, floats and simple values other than bool/null */
+            err = TML_ERR_UNSUPPORTED;
         }
-        if (err != TML_OK) {
-            break;
-        }
-        left[top]--;
     }
     if (err == TML_OK) {
         d->p = t.p;

@@ -102,52 +102,41 @@ static enum tml_err
 decode_protected(const struct tml_bin *hdr, struct tml_cose_sign1 *out)
 {
     struct tml_dec d;
-    bool has_alg = false;
-    bool has_kid = false;
+    unsigned seen = 0; /* bit l: label l decoded */
     enum tml_err err;
     size_t n = 0;
-    size_t i;
 
     tml_dec_init(&d, hdr->p, hdr->len);
     err = tml_dec_map(&d, &n);
-    for (i = 0; i < n && err == TML_OK; i++) {
+    while (err == TML_OK && n-- > 0) {
         int64_t label = 0;
 
         err = tml_dec_int(&d, &label);
-        if (err != TML_OK) {
-            break;
-        }
-        if (label == COSE_HDR_ALG) {
-            if (has_alg) {
-                err = TML_ERR_DUPLICATE;
-                break;
-            }
-            has_alg = true;
+        if (err == TML_OK && label != COSE_HDR_ALG && label != COSE_HDR_KID) {
+            err = TML_ERR_UNKNOWN_CRITICAL;
+        } else if (err == TML_OK && (seen & (1u << label)) != 0) {
+            err = TML_ERR_DUPLICATE;
+        } else if (err == TML_OK && label == COSE_HDR_ALG) {
+            seen |= 1u << COSE_HDR_ALG;
             err = tml_dec_int(&d, &out->alg);
             if (err == TML_OK && out->alg != TML_COSE_ALG_ES256) {
                 err = TML_ERR_UNSUPPORTED;
             }
-        } else if (label == COSE_HDR_KID) {
-            if (has_kid) {
-                err = TML_ERR_DUPLICATE;
-                break;
-            }
-            has_kid = true;
+        } else if (err == TML_OK) {
+            seen |= 1u << COSE_HDR_KID;
             err = tml_dec_bytes(&d, &out->kid);
             if (err == TML_OK && out->kid.len > TML_MAX_KID) {
                 err = TML_ERR_OVERSIZE;
             } else if (err == TML_OK && out->kid.len == 0) {
                 err = TML_ERR_RANGE;
             }
-        } else {
-            err = TML_ERR_UNKNOWN_CRITICAL;
         }
     }
     if (err == TML_OK) {
-        tml_dec_leave(&d);
         err = tml_dec_finish(&d);
     }
-    if (err == TML_OK && (!has_alg || !has_kid)) {
+    if (err == TML_OK &&
+        seen != ((1u << COSE_HDR_ALG) | (1u << COSE_HDR_KID))) {
         err = TML_ERR_MISSING;
     }
     return err;
@@ -159,8 +148,8 @@ tml_cose_sign1_decode(const uint8_t *buf, size_t len,
 {
     struct tml_dec d;
     enum tml_err err = TML_OK;
+    uint64_t tag = COSE_TAG_SIGN1;
     size_t n = 0;
-    size_t i;
 
     if (out == NULL || (buf == NULL && len != 0)) {
         return TML_ERR_INVAL;
@@ -171,12 +160,10 @@ tml_cose_sign1_decode(const uint8_t *buf, size_t len,
     }
     tml_dec_init(&d, buf, len);
     if (tml_dec_peek(&d) == TML_CBOR_TAG) {
-        uint64_t tag = 0;
-
         err = tml_dec_tag(&d, &tag);
-        if (err == TML_OK && tag != COSE_TAG_SIGN1) {
-            err = TML_ERR_UNSUPPORTED;
-        }
+    }
+    if (err == TML_OK && tag != COSE_TAG_SIGN1) {
+        err = TML_ERR_UNSUPPORTED;
     }
     if (err == TML_OK) {
         err = tml_dec_array(&d, &n);
@@ -191,12 +178,9 @@ tml_cose_sign1_decode(const uint8_t *buf, size_t len,
         err = decode_protected(&out->protected_hdr, out);
     }
     if (err == TML_OK) {
-        err = tml_dec_map(&d, &n);
-        /* Unprotected header: skipped, never trusted. */
-        for (i = 0; i < 2 * n && err == TML_OK; i++) {
-            err = tml_dec_skip(&d);
-        }
-        tml_dec_leave(&d);
+        /* Unprotected header: a map, skipped whole, never trusted. */
+        err = tml_dec_peek(&d) == TML_CBOR_MAP ? tml_dec_skip(&d)
+                                                : tml_dec_map(&d, &n);
     }
     if (err == TML_OK) {
         err = tml_dec_bytes(&d, &out->payload); /* nil = detached: refused */
@@ -212,7 +196,6 @@ tml_cose_sign1_decode(const uint8_t *buf, size_t len,
                                                      : TML_ERR_RANGE;
     }
     if (err == TML_OK) {
-        tml_dec_leave(&d);
         err = tml_dec_finish(&d);
     }
     return err;
