@@ -41,6 +41,14 @@
 #include "internal.h"
 
 #define READ_BLOCK 64u
+
+/* Keeps a function's stack frame (sig_hash: the hash context) out of its
+ * caller's, so the deepest path (on_offer + tmla__state_save) is shorter. */
+#if defined(__GNUC__)
+#define NOINLINE __attribute__((noinline))
+#else
+#define NOINLINE
+#endif
 #define MARKS_HDR 4u /* offer id, little endian */
 
 static uint8_t
@@ -163,11 +171,13 @@ revert(struct tmla_agent *a, uint8_t reason, uint32_t now_ms, bool booting)
 {
     struct tmla__pstate *ps = &a->ps;
     uint8_t cur = ps->active, old = (uint8_t)(cur ^ 1u);
+    uint8_t keep = ps->valid & (uint8_t)(1u << old);
+    const struct tmla_model *m;
 
-    ps->valid &= (uint8_t) ~(1u << cur);
-    if (booting && (ps->valid & (1u << old)) && !slot_intact(a, old))
-        ps->valid = 0;
-    ps->active = (ps->valid & (1u << old)) ? old : TMLA__NO_SLOT;
+    if (booting && keep && !slot_intact(a, old))
+        keep = 0;
+    ps->valid = keep;
+    ps->active = keep ? old : TMLA__NO_SLOT;
     ps->trial = 0;
     ps->vectors_ok = 0;
     a->ota_version = ps->slot[cur].version;
@@ -181,10 +191,8 @@ revert(struct tmla_agent *a, uint8_t reason, uint32_t now_ms, bool booting)
     tmla__tele_close(a, now_ms); /* summaries are per model */
     /* The application goes back to the old model now, or from tmla_poll
      * if it cannot at this moment. */
-    a->load_due = true;
-    if (tmla_active_model(a) == NULL ||
-        a->port.activate(a->port.user, tmla_active_model(a)) == TMLA_PORT_OK)
-        a->load_due = false;
+    m = tmla_active_model(a);
+    a->load_due = m != NULL && a->port.activate(a->port.user, m) != TMLA_PORT_OK;
     set_state(a, TML_OTA_REVERTED, reason);
 }
 
@@ -445,7 +453,7 @@ str_head_len(size_t len)
  * protected header and the payload are hashed with their byte string heads
  * as they stand in the COSE_Sign1 just before them: the decoder accepts
  * only shortest-form heads, which are what the Sig_structure needs. */
-static bool
+static NOINLINE bool
 sig_hash(struct tmla_agent *a, const struct tml_cose_sign1 *c,
          uint8_t out[TML_SHA256_LEN])
 {
