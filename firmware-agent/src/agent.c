@@ -108,11 +108,8 @@ tmla_init(struct tmla_agent *a, const struct tmla_config *cfg,
     a->tele_next = a->ps.seq_hi[TMLA__STREAM_TELE] + 1;
     a->sample_next = a->ps.seq_hi[TMLA__STREAM_SAMPLE] + 1;
     a->ps.boot_count++;
-    /* Must differ between boots (PROTOCOL.md 6): the port's random, and the
-     * wall clock when there is one, for a PRNG seeded the same every boot. */
-    a->boot_id = a->port.random(a->port.user);
-    if (a->port.unix_time != NULL)
-        a->boot_id ^= a->port.unix_time(a->port.user) * 2654435761u;
+    /* Must differ between boots (PROTOCOL.md 6). */
+    a->boot_id = tmla__fresh(a);
     if (a->boot_id == 0)
         a->boot_id = 1; /* 0 means "not declared" on the wire */
     /* Counts the boot and, for a model in trial, the trial boot (ota.c may
@@ -176,6 +173,7 @@ send_hello(struct tmla_agent *a)
     h.tele_next = a->tele_next;
     h.sample_next = a->sample_next;
     h.boot_id = a->boot_id;
+    h.epoch = a->ps.epoch;
     h.n_groups = a->cfg.n_groups;
     for (size_t i = 0; i < a->cfg.n_groups; i++) {
         h.groups[i].p = a->cfg.groups[i];
@@ -276,6 +274,12 @@ tmla_on_message(struct tmla_agent *a, const char *topic, size_t topic_len,
         err = tml_ack_decode(payload, len, &ack);
         if (err != TML_OK)
             break;
+        /* An ack of another life of the numbering (a late record of it
+         * was stored after the state was lost) frees nothing here. */
+        if (ack.epoch != 0 && ack.epoch != a->ps.epoch) {
+            a->stats.acks_other_epoch++;
+            break;
+        }
         if (ack.has_tele)
             tmla__tele_ack(a, ack.tele_seq);
         if (ack.has_sample)

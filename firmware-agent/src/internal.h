@@ -18,8 +18,11 @@ tmla__ms_diff(uint32_t a, uint32_t b)
     return (int32_t)(a - b);
 }
 
-/* state.c: the persisted record (two copies, generation, CRC, read-back). */
+/* state.c: the persisted record (two copies, generation, CRC, read-back).
+ * Loading also draws the numbering epoch when the numbering starts. */
 void tmla__state_load(struct tmla_agent *a);
+/* A number that differs between boots: port random ^ scaled wall clock. */
+uint32_t tmla__fresh(struct tmla_agent *a);
 /* Writes a->ps to the next copy; retries a failed write twice. Returns
  * TML_OK or TML_ERR_NOSPACE (nothing durable changed). */
 enum tml_err tmla__state_save(struct tmla_agent *a);

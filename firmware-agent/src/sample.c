@@ -233,6 +233,7 @@ send_chunk(struct tmla_agent *a, struct tmla__sample *s, uint32_t k,
     m.data.p = a->cfg.sample_buf + idx * slot_cap(a) + m.offset;
     m.data.len = s->len - m.offset < cc ? s->len - m.offset : cc;
     m.lw = low_water(a, m.seq);
+    m.epoch = a->ps.epoch;
     if (tml_sample_encode(&m, a->tx, sizeof a->tx, &n) != TML_OK)
         return TMLA_PORT_FAIL;
     if (tmla__publish(a, TML_KIND_SAMPLE, a->tx, n, false) != TMLA_PORT_OK)

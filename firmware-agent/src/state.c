@@ -62,6 +62,18 @@ record_valid(const struct tmla_agent *a, const struct tmla__pstate *s)
     return true;
 }
 
+uint32_t
+tmla__fresh(struct tmla_agent *a)
+{
+    /* The port's random, and the wall clock when there is one, for a PRNG
+     * seeded the same every boot. */
+    uint32_t r = a->port.random(a->port.user);
+
+    if (a->port.unix_time != NULL)
+        r ^= a->port.unix_time(a->port.user) * 2654435761u;
+    return r;
+}
+
 void
 tmla__state_load(struct tmla_agent *a)
 {
@@ -86,6 +98,16 @@ tmla__state_load(struct tmla_agent *a)
         a->ps_copy = 0;
     } else {
         a->ps_copy = (uint8_t)(best ^ 1);
+    }
+    /* A numbering that starts here (factory state, or a record of an agent
+     * without epochs) gets its epoch now; it is durable with the first
+     * save, which happens before any number is handed out. */
+    if (a->ps.epoch == 0) {
+        uint32_t r = tmla__fresh(a);
+
+        a->ps.epoch = (uint16_t)(r ^ (r >> 16));
+        if (a->ps.epoch == 0)
+            a->ps.epoch = 1;
     }
     /* Names are NUL-terminated by construction; enforce it anyway since the
      * application prints them. */

@@ -165,6 +165,7 @@ send_one(struct tmla_agent *a, struct tmla__sum *s, uint32_t now_ms)
      * number still held (acked ones are gone). */
     t.lw = a->ring[0].seq != 0 && a->ring[0].seq < s->seq ? a->ring[0].seq
                                                           : s->seq;
+    t.epoch = a->ps.epoch;
     t.model_version = s->model_version;
     t.period_s = (s->end_ms - s->start_ms + 500u) / 1000u;
     t.age_s = (now_ms - s->end_ms) / 1000u;

@@ -826,6 +826,95 @@ test_tele_wiped_state_is_a_visible_reset(void **state)
     assert_int_equal(g.inferences, recorded);
 }
 
+/* The last hello the device published since log index from (epoch 0 if
+ * none). */
+static uint32_t
+hello_epoch(const struct memport *mp, size_t from)
+{
+    struct tml_hello h;
+    uint32_t e = 0;
+
+    for (size_t i = from; i < mp->n_log; i++)
+        if (mp->log[i].kind == TML_KIND_HELLO) {
+            assert_int_equal(
+                tml_hello_decode(mp->log[i].payload, mp->log[i].len, &h),
+                TML_OK);
+            e = h.epoch;
+        }
+    return e;
+}
+
+static enum tml_err
+ack_in_epoch(struct rig *r, uint32_t tele, uint32_t epoch)
+{
+    struct tml_ack k = {.has_tele = true, .tele_seq = tele, .epoch = epoch};
+    uint8_t buf[64];
+    size_t n;
+    enum tml_err err;
+
+    assert_int_equal(tml_ack_encode(&k, buf, sizeof buf, &n), TML_OK);
+    tml_heap_armed = 1;
+    err = gw_send(&r->a, TML_KIND_ACK, buf, n, r->now);
+    tml_heap_armed = 0;
+    return err;
+}
+
+/* Numbering epoch (PROTOCOL.md 6): drawn once, persisted, carried by every
+ * record and hello; kept across reboots, new when the state is lost; an
+ * ack of another epoch frees nothing (the gateway stored a late record of
+ * an earlier life), one of this epoch or without one does. */
+static void
+test_tele_epoch_persists_and_foreign_acks_free_nothing(void **state)
+{
+    struct rig *r = *state;
+    struct tml_tele t[8];
+    uint32_t e;
+    size_t from = r->mp->n_log, n;
+
+    e = r->a.ps.epoch;
+    assert_true(e != 0);
+    infer_and_close(r);
+    n = teles(r->mp, from, t, 8);
+    assert_int_equal(n, 1);
+    assert_int_equal(t[0].epoch, e);
+    from = r->mp->n_log;
+    rig_boot(r);
+    assert_int_equal(r->a.ps.epoch, e); /* a reboot keeps it */
+    assert_int_equal(hello_epoch(r->mp, from), e);
+    infer_and_close(r);
+    n = teles(r->mp, from, t, 8);
+    assert_true(n >= 1);
+    assert_int_equal(t[n - 1].epoch, e);
+    assert_true(r->a.ring_n >= 1);
+    /* Another life's ack, even one covering everything, frees nothing. */
+    assert_int_equal(ack_in_epoch(r, 0xfffffff0u, e == 0xffffu ? 1 : e + 1),
+                     TML_OK);
+    assert_true(r->a.ring_n >= 1);
+    assert_int_equal(tmla_stats(&r->a)->acks_other_epoch, 1);
+    /* This epoch's ack does. */
+    assert_int_equal(ack_in_epoch(r, r->a.tele_next - 1, e), TML_OK);
+    assert_int_equal(r->a.ring_n, 0);
+    /* An older gateway's ack (no epoch) still counts. */
+    infer_and_close(r);
+    assert_true(r->a.ring_n >= 1);
+    assert_int_equal(ack_in_epoch(r, r->a.tele_next - 1, 0), TML_OK);
+    assert_int_equal(r->a.ring_n, 0);
+    /* State lost: the numbering starts again at 1 in a new epoch. */
+    memset(r->mp->state, 0, sizeof r->mp->state);
+    from = r->mp->n_log;
+    rig_boot(r);
+    assert_int_equal(r->a.tele_next, 1);
+    assert_true(r->a.ps.epoch != 0 && r->a.ps.epoch != e);
+    assert_int_equal(hello_epoch(r->mp, from), r->a.ps.epoch);
+    infer_and_close(r);
+    n = teles(r->mp, from, t, 8);
+    assert_true(n >= 1);
+    assert_int_equal(t[0].seq, 1);
+    assert_int_equal(t[0].epoch, r->a.ps.epoch);
+    print_message("epoch %u -> %u after the state was lost\n", e,
+                  r->a.ps.epoch);
+}
+
 /* A device that has booted before starts above 1 (reserved block); a new
  * gateway (or a new site) has stored nothing: the low-water of the first
  * record tells it to give up the numbers below. */
@@ -855,6 +944,7 @@ main(void)
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
         T(test_tele_summary_arithmetic),
         T(test_tele_four_class_summary_fits_64_bytes),
+        T(test_tele_epoch_persists_and_foreign_acks_free_nothing),
         T(test_tele_seq_never_reused_across_reboots),
         T(test_tele_resend_after_reconnect_then_ack),
         T(test_tele_full_ring_folds_unsent_and_counts),

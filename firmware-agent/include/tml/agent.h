@@ -136,6 +136,7 @@ struct tmla_stats {
     uint32_t samples_sent;        /* sample chunks published */
     uint32_t samples_dropped;     /* captures not kept */
     uint32_t bad_messages;        /* down messages that did not decode */
+    uint32_t acks_other_epoch;    /* acks of another numbering epoch */
     uint32_t chunks_rejected;     /* wrong offer, outside window, oversize */
     uint32_t ring_high_water;     /* most tele entries held at once */
 };
@@ -192,7 +193,10 @@ struct tmla__pstate {
     uint8_t revoked;    /* bit k: config key k revoked */
     uint8_t dl;         /* 1: download into slot !active (or 0) */
     uint8_t last_state, last_reason;
-    uint8_t pad[3];
+    uint8_t pad;
+    /* numbering epoch (PROTOCOL.md 6): drawn when the numbering starts
+     * (factory state, or a record without one), never 0 */
+    uint16_t epoch;
     struct tmla_model slot[2];
     uint32_t crc;
 };
