@@ -488,7 +488,7 @@ verify_manifest(struct tmla_agent *a, const struct tml_bin *bytes,
 
     /* The decoder enforces alg ES256, a 64-byte signature and at most
      * TML_MAX_MANIFEST bytes in all (so every string is < 64 KiB, as
-     * str_head needs). */
+     * str_head_len needs). */
     if (tml_cose_sign1_decode(bytes->p, bytes->len, &c) != TML_OK)
         return TML_OTA_R_BAD_MANIFEST;
     k = find_key(a, c.kid.p, c.kid.len);

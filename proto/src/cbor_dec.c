@@ -191,7 +191,8 @@ tml__utf8_valid(const uint8_t *p, size_t len)
     return true;
 }
 
-/* Reads a byte (major 2) or text (major 3) string. */
+/* Reads a byte (major 2) or text (major 3) string; *p and *len are
+ * written only on success. */
 static enum tml_err
 dec_string(struct tml_dec *d, uint8_t major, const uint8_t **p, size_t *len)
 {
@@ -216,15 +217,7 @@ dec_string(struct tml_dec *d, uint8_t major, const uint8_t **p, size_t *len)
 enum tml_err
 tml_dec_bytes(struct tml_dec *d, struct tml_bin *v)
 {
-    const uint8_t *p = NULL;
-    size_t len = 0;
-    enum tml_err err = dec_string(d, 2, &p, &len);
-
-    if (err == TML_OK) {
-        v->p = p;
-        v->len = len;
-    }
-    return err;
+    return dec_string(d, 2, &v->p, &v->len); /* *v written on success */
 }
 
 enum tml_err
