@@ -659,6 +659,33 @@ test_ota_trial_reboot_loop_reverts_at_boot(void **state)
     assert_int_equal(rig_last_reason(r), TML_OTA_R_TRIAL_TIMEOUT);
 }
 
+/* S15 at a boot-loop revert: the old model rotted in flash while the new
+ * one was in trial. Going back to it would load a broken model; the agent
+ * checks its hash and ends with no model instead (REVERTED, the reason the
+ * trial ended). */
+static void
+test_ota_trial_reboot_loop_does_not_revert_to_a_rotten_model(void **state)
+{
+    struct rig *r = *state;
+    uint8_t st, old_slot;
+
+    rig_install(r, 1, &r->k1);
+    old_slot = tmla_active_model(&r->a)->slot;
+    rig_model(r, 2, 20000, 3, &r->k1);
+    assert_int_equal(rig_offer_and_serve(r, NULL), TML_OTA_TRIAL);
+    r->mp->flash[old_slot][100] ^= 0x04; /* bit rot in the old model */
+    for (unsigned i = 0; i <= r->cfg.trial_max_boots; i++)
+        rig_boot(r);
+    tmla_ota_status(&r->a, &st, NULL, NULL);
+    assert_int_equal(st, TML_OTA_REVERTED);
+    assert_int_equal(rig_last_reason(r), TML_OTA_R_TRIAL_TIMEOUT);
+    assert_false(tmla_in_trial(&r->a));
+    assert_null(tmla_active_model(&r->a));
+    /* The device still takes a fresh install. */
+    rig_install(r, 3, &r->k1);
+    assert_int_equal(tmla_active_model(&r->a)->version, 3);
+}
+
 static void
 test_ota_application_defers_activation(void **state)
 {
@@ -893,6 +920,7 @@ main(void)
         T(test_ota_failed_golden_vectors_revert),
         T(test_ota_trial_never_confirmed_reverts),
         T(test_ota_trial_reboot_loop_reverts_at_boot),
+        T(test_ota_trial_reboot_loop_does_not_revert_to_a_rotten_model),
         T(test_ota_application_defers_activation),
         T(test_ota_reject_model_and_cancel),
         T(test_ota_busy_while_downloading),
