@@ -11,6 +11,13 @@
 # device-pulled (each chunk is a request and an answer), signed, hashed on
 # the device, activated and confirmed, so the ratio is the whole cost of the
 # protocol over raw delivery.
+#
+# Two OTA figures, both from t0 = just before the deploy request: received
+# (the last device stored the last chunk: the agent's VERIFYING, stamped by
+# tml-devsim's wall clock, --json-summary) and confirmed (rollout done:
+# every device also hashed its slot again, activated, ran its self-test and
+# confirmed). Issue 5's "time to receive" is the first; the second is kept
+# next to it. TML_BENCH_OTA_PERF=DIR records perf over the OTA phase.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${TML_BUILD_DIR:-$PWD/build-bench}
@@ -58,7 +65,7 @@ ota_flags=()
 [ -n "${TML_BENCH_OTA_CHUNK:-}" ] && ota_flags+=(--ota-chunk "$TML_BENCH_OTA_CHUNK")
 [ -n "${TML_BENCH_OTA_WINDOW:-}" ] && ota_flags+=(--ota-window "$TML_BENCH_OTA_WINDOW")
 fr_devsim 1 "$n" fleet --rate 1 --summary-period 30 --duration 900 \
-    --drain 1 --status 0 "${ota_flags[@]}"
+    --drain 1 --status 0 --json-summary "$work/devsim.json" "${ota_flags[@]}"
 devsim_pid=$DS_PID
 fr_wait_online fleet "$n" 600 || exit 1
 
@@ -66,20 +73,39 @@ head -c "$size" /dev/urandom >"$work/model.bin"
 "$TMLCTL" sign "$work/model.bin" --key "$work/fleet.key" --name bench \
     --version 2 --hw devsim --input-shape 16 --classes 4 \
     -o "$work/model.tmlb" >/dev/null
+# TML_BENCH_OTA_PERF=DIR: perf record -g of tmld, the broker and tml-devsim
+# over the OTA phase (DIR/perf.data; `perf report -i DIR/perf.data
+# --sort comm,dso,sym`).
+perf_pid=""
+if [ -n "${TML_BENCH_OTA_PERF:-}" ]; then
+    mkdir -p "$TML_BENCH_OTA_PERF"
+    perf record -q -g -F 999 -o "$TML_BENCH_OTA_PERF/perf.data" \
+        -p "$tmld_pid,$TB_PID,$devsim_pid" 2>"$TML_BENCH_OTA_PERF/perf.err" &
+    perf_pid=$!
+    FR_PIDS+=("$perf_pid")
+    sleep 1
+fi
+c_tmld0=$(cpu_s "$tmld_pid"); c_broker0=$(cpu_s "$TB_PID"); c_dev0=$(cpu_s "$devsim_pid")
+# t0 before the deploy request: checking the targets, creating the rollout
+# and the first offers are part of the OTA time.
+t0=$(date +%s.%N)
 "$TMLCTL" --socket "$work/tmld.sock" -q --json deploy "$work/model.tmlb" \
     --group fleet --waves 100 --no-gate --max-concurrent "$n" \
     >"$work/deploy.json"
-t0=$(date +%s.%N)
-c_tmld0=$(cpu_s "$tmld_pid"); c_broker0=$(cpu_s "$TB_PID"); c_dev0=$(cpu_s "$devsim_pid")
 id=$($py -c "import json; print(json.load(open('$work/deploy.json'))['rollout']['id'])")
 # One poller on one control connection every 20 ms (a python start per poll
 # cost 50-200 ms of end-detection error on a loaded machine).
-$py - "$work/tmld.sock" "$id" "$work/show.json" <<'PY' || true
+# It also writes a trace (seconds since t0, bytes sent, counts per state)
+# to $work/trace.txt, summarised below as when 10/50/90/100 % of the bytes
+# had gone out.
+$py - "$work/tmld.sock" "$id" "$work/show.json" "$t0" "$work/trace.txt" <<'PY' || true
 import json, socket, sys, time
 s = socket.socket(socket.AF_UNIX)
 s.settimeout(10)
 s.connect(sys.argv[1])
 f = s.makefile('rwb')
+t0 = float(sys.argv[4])
+trace = open(sys.argv[5], "w")
 end = time.time() + 600
 n = 0
 while time.time() < end:
@@ -89,6 +115,10 @@ while time.time() < end:
     f.flush()
     line = f.readline()
     r = json.loads(line)
+    if r.get("ok"):
+        ro = r["result"]["rollout"]
+        trace.write(f"{time.time() - t0:.3f} {int(ro['bytes_sent'])} "
+                    f"{json.dumps(ro['counts'], separators=(',', ':'))}\n")
     if r.get("ok") and r["result"]["rollout"]["state"] != "running":
         r["result"]["t_end"] = time.time()
         open(sys.argv[3], "w").write(json.dumps(r["result"]))
@@ -109,9 +139,45 @@ print(r["counts"].get("confirmed", 0), int(r["bytes_sent"]),
 PY
 )
 ota_s=$($py -c "print(f'{$t1 - $t0:.2f}')")
+if [ -n "$perf_pid" ]; then
+    kill -INT "$perf_pid" 2>/dev/null || true
+    wait "$perf_pid" 2>/dev/null || true
+fi
 kill "$devsim_pid" 2>/dev/null || true
 wait "$devsim_pid" 2>/dev/null || true
 echo "tmld OTA: $confirmed of $n confirmed in $ota_s s ($state)"
+# Received (issue 5's "time to receive"): deploy -> the last device stored
+# the last chunk of the image (the agent's VERIFYING, stamped by
+# tml-devsim's own wall clock), next to deploy -> all confirmed above,
+# which adds every device's hash check, activation and self-test (done by
+# each device on its own MCU in a real fleet, on 2 shared cores here).
+read -r stored_n recv_s recv_p50 < <($py - "$work/devsim.json" "$t0" <<'PY' || echo "0 0 0"
+import json, sys
+t0 = float(sys.argv[2])
+try:
+    devs = json.load(open(sys.argv[1]))["per_device"]
+except (OSError, ValueError, KeyError):
+    print(0, 0, 0)
+    sys.exit(0)
+t = sorted(d["ota_stored_wall_ms"] / 1000.0 - t0 for d in devs
+           if d.get("ota_stored_wall_ms", 0) > 0)
+if not t:
+    print(0, 0, 0)
+else:
+    print(len(t), f"{t[-1]:.2f}", f"{t[len(t) // 2]:.2f}")
+PY
+)
+echo "received (last chunk stored): $stored_n of $n in $recv_s s (median device $recv_p50 s)"
+$py - "$work/trace.txt" "$((n * size))" <<'PY' || true
+import sys
+rows = [l.split(" ", 2) for l in open(sys.argv[1])]
+want = int(sys.argv[2])
+out = []
+for pct in (1, 10, 50, 90, 100):
+    t = next((float(r[0]) for r in rows if int(r[1]) >= want * pct / 100), None)
+    out.append(f"{pct}%@{t:.2f}s" if t is not None else f"{pct}%@-")
+print("bytes sent by tmld (polled every 20 ms): " + " ".join(out))
+PY
 
 # The baseline uses the devices' own chunk size (hello chunk_max), so both
 # sides move the same bytes in the same number of messages.
@@ -142,15 +208,17 @@ raw_s=$(sed -n 's/.*deliver_s=\([0-9.]*\).*/\1/p' <<<"$rawline")
 c_raw=$(sed -n 's/.* deliver_cpu_s=\([0-9.]*\).*/\1/p' <<<"$rawline")
 c_rbroker=$(sed -n 's/.*broker_deliver_cpu_s=\([0-9.]*\).*/\1/p' <<<"$rawline")
 ratio=$($py -c "print(f'{$ota_s / max($raw_s, 1e-3):.2f}')")
+recv_ratio=$($py -c "print(f'{$recv_s / max($raw_s, 1e-3):.2f}')")
 ratio4=$($py -c "print(f'{$ota_s / max($raw4_s, 1e-3):.2f}')")
 per_dev=$((bytes / (confirmed > 0 ? confirmed : 1)))
 
 printf '%-34s %10s %10s %12s %12s\n' what devices seconds bytes/device ratio
 printf '%-34s %10d %10s %12d %12s\n' "raw push, $chunk B x $win (baseline)" "$n" "$raw_s" "$size" 1.00
 printf '%-34s %10d %10s %12d %12s\n' "raw push, 4096 B x 4" "$n" "$raw4_s" "$size" -
-printf '%-34s %10d %10s %12d %12s\n' "tmld OTA (request, verify, confirm)" "$confirmed" "$ota_s" "$per_dev" "$ratio"
+printf '%-34s %10d %10s %12d %12s\n' "tmld OTA received (last chunk)" "$stored_n" "$recv_s" "$per_dev" "$recv_ratio"
+printf '%-34s %10d %10s %12d %12s\n' "tmld OTA confirmed (+verify, swap)" "$confirmed" "$ota_s" "$per_dev" "$ratio"
 echo "ratio to the raw push in 4096 B chunks, 4 in flight: $ratio4"
 echo "state=$state offers=$offers chunks=$chunks chunk_bytes=$chunk"
 echo "CPU during the OTA phase: tmld ${c_tmld}s, broker ${c_broker}s, tml-devsim ${c_dev}s (2 cores shared)"
 echo "CPU during the raw delivery: broker ${c_rbroker}s, ota_rawpush (1000 clients + publisher) ${c_raw}s"
-echo "RESULT ota window=$win devices=$n confirmed=$confirmed model_bytes=$size ota_s=$ota_s raw_s=$raw_s ratio=$ratio raw4_s=$raw4_s ratio4=$ratio4 bytes_per_device=$per_dev chunks=$chunks chunk_bytes=$chunk offers=$offers state=$state nodelay=${TML_BENCH_OTA_NODELAY:-0} tmld_cpu_s=$c_tmld broker_cpu_s=$c_broker devsim_cpu_s=$c_dev raw_broker_cpu_s=$c_rbroker rawpush_cpu_s=$c_raw"
+echo "RESULT ota window=$win devices=$n confirmed=$confirmed model_bytes=$size ota_s=$ota_s raw_s=$raw_s ratio=$ratio received=$stored_n recv_s=$recv_s recv_ratio=$recv_ratio recv_median_s=$recv_p50 raw4_s=$raw4_s ratio4=$ratio4 bytes_per_device=$per_dev chunks=$chunks chunk_bytes=$chunk offers=$offers state=$state nodelay=${TML_BENCH_OTA_NODELAY:-0} tmld_cpu_s=$c_tmld broker_cpu_s=$c_broker devsim_cpu_s=$c_dev raw_broker_cpu_s=$c_rbroker rawpush_cpu_s=$c_raw"

@@ -32,6 +32,7 @@ struct dev {
     char id[SIM_MAX_ID + 1];
     char dir[512];               /* per-device state directory */
     int slot_fd[2];              /* open slot file + 1, 0 = closed */
+    int state_fd[2];             /* open state file + 1, 0 = closed */
     uint8_t *rd;                 /* PORT_RD_BLOCK bytes read from a slot */
     uint32_t rd_base;            /* ... at this offset */
     uint8_t rd_slot;             /* ... of slot rd_slot - 1; 0 = none */
@@ -78,6 +79,10 @@ struct dev {
     uint8_t ota_state, ota_reason;
     uint32_t ota_version;
     uint32_t ota_events;
+    /* Wall clock (CLOCK_REALTIME, ms since the epoch) of the latest update's
+     * last chunk stored (the agent's VERIFYING) and of its confirm, 0 =
+     * never: bench/ota.sh's "received" figure comes from these. */
+    uint64_t ota_stored_wall_ms, ota_confirmed_wall_ms;
     uint8_t last_tele[TMLA_TX_BUF];
     size_t last_tele_len;
     /* Inferences that died in RAM at simulated reboots (read from the
