@@ -109,6 +109,7 @@ struct hello_rec {
     uint32_t chunk_max, boot_count, last_ota_state, last_ota_reason;
     uint32_t last_ota_version, version_floor;
     uint32_t tele_next, sample_next, boot_id; /* 0 = not declared */
+    uint32_t epoch;                           /* 0 = not declared */
     char hw[REC_NAME_MAX];
     char model[REC_NAME_MAX];
     size_t n_groups;
@@ -121,6 +122,7 @@ struct rec {
     int64_t recv_s;     /* wall clock at receipt (unix s) */
     uint32_t seq;       /* tele/sample stream sequence number */
     uint32_t lw;        /* tele/sample low-water, 0 = not declared */
+    uint32_t epoch;     /* tele/sample numbering epoch, 0 = not declared */
     uint8_t *data;      /* owned: tele body (CBOR) or sample chunk bytes */
     size_t data_len;
     union {
@@ -169,9 +171,11 @@ size_t store_queued(struct tmld *d);
 const struct store_stats *store_stats(struct tmld *d);
 int64_t store_user_version(struct tmld *d);
 int64_t store_size_bytes(struct tmld *d, int64_t *wal_bytes);
-/* Called by store when a batch committed, per device touched. */
+/* Called by store when a batch committed, per device touched: the
+ * high-waters of the device's numbering epoch (0 = the device sends none). */
 void ingest_committed(struct tmld *d, struct device *dev, bool has_tele,
-                      uint32_t tele_hw, bool has_sample, uint32_t sample_hw);
+                      uint32_t tele_hw, bool has_sample, uint32_t sample_hw,
+                      uint32_t epoch);
 /* Applies every migration above user_version, each in one transaction. */
 int store_migrate(sqlite3 *db, const char *path);
 /* The same over any list sorted by version (tests). A migration never

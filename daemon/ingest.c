@@ -145,6 +145,7 @@ rec_from_hello(struct device *dev, const struct tml_hello *h)
     x->tele_next = h->tele_next;
     x->sample_next = h->sample_next;
     x->boot_id = h->boot_id;
+    x->epoch = h->epoch;
     copy_str(x->hw, sizeof(x->hw), h->hw);
     copy_str(x->model, sizeof(x->model), h->model);
     x->n_groups = h->n_groups < TML_MAX_GROUPS ? h->n_groups : TML_MAX_GROUPS;
@@ -164,6 +165,7 @@ rec_from_tele(struct device *dev, const struct tml_tele *t,
     }
     r->seq = t->seq;
     r->lw = t->lw;
+    r->epoch = t->epoch;
     r->u.tele.model_version = t->model_version;
     r->u.tele.period_s = t->period_s;
     r->u.tele.n_inferences = t->n_inferences;
@@ -184,6 +186,7 @@ rec_from_sample(struct device *dev, const struct tml_sample *s)
     }
     r->seq = s->seq;
     r->lw = s->lw;
+    r->epoch = s->epoch;
     r->u.sample.sample_id = s->sample_id;
     r->u.sample.model_version = s->model_version;
     r->u.sample.reason = s->reason;
@@ -294,7 +297,8 @@ ingest_on_message(struct tmld *d, const struct tml_topic *t, const char *dev,
 
 void
 ingest_committed(struct tmld *d, struct device *dev, bool has_tele,
-                 uint32_t tele_hw, bool has_sample, uint32_t sample_hw)
+                 uint32_t tele_hw, bool has_sample, uint32_t sample_hw,
+                 uint32_t epoch)
 {
     struct ingest *g = ing(d);
     if (g == NULL)
@@ -304,6 +308,7 @@ ingest_committed(struct tmld *d, struct device *dev, bool has_tele,
     a.tele_seq = tele_hw;
     a.has_sample = has_sample && sample_hw > 0;
     a.sample_seq = sample_hw;
+    a.epoch = epoch;
     if (!a.has_tele && !a.has_sample)
         return;
     uint8_t buf[64];

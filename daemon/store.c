@@ -17,9 +17,14 @@
  *                  used), so they are given up first, counted per device in
  *                  stream_hw.*_skipped, hw = lw - 1, and the record is
  *                  handled again by the two rules above.
- * A hello whose next seq is at or below hw, from another boot than the last
- * hello (boot_id, boot_count), means the device's numbering restarted: hw
- * goes back to 0, counted in stream_hw.seq_resets (PROTOCOL.md 6).
+ * The high-waters count within the numbering epoch the records carry
+ * (PROTOCOL.md 6): stream_hw holds the current epoch's, stream_hw_epochs the
+ * earlier ones'. A record of an epoch not seen for the device starts a new
+ * life at hw 0, counted in stream_hw.seq_resets; a late record of an
+ * earlier epoch is checked against that epoch's high-waters. For agents
+ * without epochs: a hello whose next seq is at or below hw, from another
+ * boot than the last hello (boot_id, boot_count), means the numbering
+ * restarted: hw goes back to 0, counted the same way.
  * Only after COMMIT returns does ingest publish the cumulative acks, so an
  * ack never covers a record that is not durable. A failed batch (I/O error,
  * disk full, the size cap) is rolled back entirely, nothing of it is acked,
@@ -46,7 +51,9 @@ struct touched {
     int64_t rowid;
     bool has_hw, hw_dirty, has_tele, has_sample;
     uint32_t tele_hw, sample_hw;
+    uint32_t epoch; /* of tele_hw/sample_hw; 0 = none seen */
     uint32_t tele_skip, sample_skip, resets, stale_hellos; /* this batch */
+    uint32_t old_epoch_recs; /* records of an earlier epoch, this batch */
 };
 
 struct batch {
@@ -76,6 +83,9 @@ enum {
     ST_STATE,
     ST_SEEN,
     ST_BOOT_GET,
+    ST_EPOCH_GET,
+    ST_EPOCH_PUT,
+    ST_EPOCH_PRUNE,
     ST__COUNT
 };
 
@@ -83,13 +93,13 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_DEV_GET] = "SELECT id FROM devices WHERE name = ?1",
     [ST_DEV_ADD] = "INSERT INTO devices(name, first_seen, last_seen) "
                    "VALUES (?1, ?2, ?2)",
-    [ST_HW_GET] = "SELECT tele_hw, sample_hw FROM stream_hw "
+    [ST_HW_GET] = "SELECT tele_hw, sample_hw, epoch FROM stream_hw "
                   "WHERE device_id = ?1",
     [ST_HW_PUT] = "INSERT INTO stream_hw(device_id, tele_hw, sample_hw, "
-                  "tele_skipped, sample_skipped, seq_resets) "
-                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(device_id) DO "
-                  "UPDATE SET tele_hw = excluded.tele_hw, "
-                  "sample_hw = excluded.sample_hw, "
+                  "tele_skipped, sample_skipped, seq_resets, epoch) "
+                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(device_id) "
+                  "DO UPDATE SET tele_hw = excluded.tele_hw, "
+                  "sample_hw = excluded.sample_hw, epoch = excluded.epoch, "
                   "tele_skipped = tele_skipped + excluded.tele_skipped, "
                   "sample_skipped = sample_skipped + excluded.sample_skipped, "
                   "seq_resets = seq_resets + excluded.seq_resets",
@@ -116,6 +126,20 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_SEEN] = "UPDATE devices SET last_seen = max(last_seen, ?2) "
                 "WHERE id = ?1",
     [ST_BOOT_GET] = "SELECT boot_count, boot_id FROM devices WHERE id = ?1",
+    [ST_EPOCH_GET] = "SELECT tele_hw, sample_hw FROM stream_hw_epochs "
+                     "WHERE device_id = ?1 AND epoch = ?2",
+    [ST_EPOCH_PUT] = "INSERT INTO stream_hw_epochs(device_id, epoch, tele_hw, "
+                     "sample_hw, left_at) VALUES (?1, ?2, ?3, ?4, ?5) "
+                     "ON CONFLICT(device_id, epoch) DO UPDATE SET "
+                     "tele_hw = excluded.tele_hw, "
+                     "sample_hw = excluded.sample_hw, "
+                     "left_at = excluded.left_at",
+    /* A device's 8 most recent earlier epochs are kept: a late record of a
+     * life older than that is unlikely, and then it is a new life. */
+    [ST_EPOCH_PRUNE] = "DELETE FROM stream_hw_epochs WHERE device_id = ?1 "
+                       "AND epoch NOT IN (SELECT epoch FROM stream_hw_epochs "
+                       "WHERE device_id = ?1 ORDER BY left_at DESC, "
+                       "epoch LIMIT 8)",
 };
 
 struct store {
@@ -493,6 +517,7 @@ ensure_hw(struct store *s, struct touched *t)
     if (rc == SQLITE_ROW) {
         t->tele_hw = (uint32_t)sqlite3_column_int64(st, 0);
         t->sample_hw = (uint32_t)sqlite3_column_int64(st, 1);
+        t->epoch = (uint32_t)sqlite3_column_int64(st, 2);
     }
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
@@ -597,6 +622,12 @@ check_restart(struct store *s, struct batch *b, struct touched *t,
     if (h->tele_next == 0 && h->sample_next == 0)
         return SQLITE_OK; /* an agent that does not declare them */
     TRY(ensure_hw(s, t));
+    /* Records with epochs say which life they belong to (enter_epoch): a
+     * hello, which may be a late copy of an old one, decides nothing. Only
+     * the first hello with an epoch after records without one (an agent
+     * updated from a version without epochs, maybe wiped) is judged. */
+    if (h->epoch != 0 && t->epoch != 0)
+        return SQLITE_OK;
     bool tele = h->tele_next != 0 && h->tele_next <= t->tele_hw;
     bool sample = h->sample_next != 0 && h->sample_next <= t->sample_hw;
     if (!tele && !sample)
@@ -623,9 +654,62 @@ check_restart(struct store *s, struct batch *b, struct touched *t,
         t->tele_hw = 0;
     if (sample)
         t->sample_hw = 0;
+    if (h->epoch != 0)
+        t->epoch = h->epoch;
     t->resets++;
     t->hw_dirty = true;
     b->n_resets++;
+    return SQLITE_OK;
+}
+
+/* PROTOCOL.md 6, numbering epochs: a tele/sample record of another epoch
+ * than the device's current one parks the current high-waters in
+ * stream_hw_epochs and takes up the record's epoch: its parked high-waters
+ * if it is an earlier life (a late record), else 0 (a new life: counted as
+ * a reset). The first epoch after records without one continues their
+ * high-waters (an agent updated from a version without epochs). */
+static int
+enter_epoch(struct store *s, struct batch *b, struct touched *t,
+            const struct rec *r)
+{
+    if (r->epoch == 0 || r->epoch == t->epoch)
+        return SQLITE_OK;
+    t->hw_dirty = true;
+    if (t->epoch == 0) {
+        t->epoch = r->epoch;
+        return SQLITE_OK;
+    }
+    sqlite3_stmt *st = s->st[ST_EPOCH_PUT];
+    sqlite3_bind_int64(st, 1, t->rowid);
+    sqlite3_bind_int64(st, 2, t->epoch);
+    sqlite3_bind_int64(st, 3, t->tele_hw);
+    sqlite3_bind_int64(st, 4, t->sample_hw);
+    sqlite3_bind_int64(st, 5, r->recv_s);
+    TRY(step_reset(st));
+    st = s->st[ST_EPOCH_GET];
+    sqlite3_bind_int64(st, 1, t->rowid);
+    sqlite3_bind_int64(st, 2, r->epoch);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        t->tele_hw = (uint32_t)sqlite3_column_int64(st, 0);
+        t->sample_hw = (uint32_t)sqlite3_column_int64(st, 1);
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return rc;
+    t->epoch = r->epoch;
+    if (rc == SQLITE_ROW) {
+        t->old_epoch_recs++;
+        return SQLITE_OK;
+    }
+    t->tele_hw = 0;
+    t->sample_hw = 0;
+    t->resets++;
+    b->n_resets++;
+    st = s->st[ST_EPOCH_PRUNE];
+    sqlite3_bind_int64(st, 1, t->rowid);
+    TRY(step_reset(st));
     return SQLITE_OK;
 }
 
@@ -648,6 +732,7 @@ apply_rec(struct store *s, struct batch *b, struct rec *r)
     case REC_TELE:
     case REC_SAMPLE: {
         TRY(ensure_hw(s, t));
+        TRY(enter_epoch(s, b, t, r));
         bool is_tele = r->kind == REC_TELE;
         uint32_t *hw = is_tele ? &t->tele_hw : &t->sample_hw;
         if (is_tele)
@@ -730,6 +815,7 @@ run_batch(struct store *s, struct batch *b)
         sqlite3_bind_int64(st, 4, t->tele_skip);
         sqlite3_bind_int64(st, 5, t->sample_skip);
         sqlite3_bind_int64(st, 6, t->resets);
+        sqlite3_bind_int64(st, 7, t->epoch);
         TRY(step_reset(st));
     }
     tmld_test_crash("after_insert_before_commit");
@@ -789,9 +875,14 @@ log_gaps(const struct touched *t)
                  t->dev->name, t->tele_skip, t->sample_skip, t->tele_hw,
                  t->sample_hw);
     if (t->resets != 0)
-        log_warn("ingest: dev=%s restarted its sequence numbers (hello from "
-                 "a new boot with a next seq at or below what is stored: "
-                 "state wiped or device replaced); streams start again",
+        log_warn("ingest: dev=%s restarted its sequence numbers (records of "
+                 "a new numbering epoch, or a hello from a new boot with a "
+                 "next seq at or below what is stored: state wiped or device "
+                 "replaced); streams start again",
+                 t->dev->name);
+    if (t->old_epoch_recs != 0)
+        log_info("ingest: dev=%s records of an earlier numbering epoch "
+                 "arrived late; checked against that epoch's numbers",
                  t->dev->name);
     if (t->stale_hellos != 0)
         log_info("ingest: dev=%s an old hello of the current boot arrived "
@@ -831,7 +922,7 @@ after_work_cb(uv_work_t *w, int status)
             log_gaps(t);
             if (t->has_tele || t->has_sample)
                 ingest_committed(d, t->dev, t->has_tele, t->tele_hw,
-                                 t->has_sample, t->sample_hw);
+                                 t->has_sample, t->sample_hw, t->epoch);
         }
     } else {
         s->stats.commit_errors++;

@@ -543,6 +543,11 @@ dev_on_message(struct mosquitto *m, void *obj,
     if (tml_ack_decode(msg->payload, (size_t)msg->payloadlen, &a) != TML_OK)
         return;
     pthread_mutex_lock(&v->mu);
+    if (a.epoch != 0 && a.epoch != v->epoch) {
+        v->acks_other_epoch++;
+        pthread_mutex_unlock(&v->mu);
+        return;
+    }
     if (a.has_tele && a.tele_seq > v->acked_tele)
         v->acked_tele = a.tele_seq;
     if (a.has_sample && a.sample_seq > v->acked_sample)
@@ -892,6 +897,9 @@ tdev_tele_lw(struct tdev *v, uint32_t seq, uint32_t lw)
     memset(&te, 0, sizeof(te));
     te.seq = seq;
     te.lw = lw;
+    pthread_mutex_lock(&v->mu);
+    te.epoch = v->epoch;
+    pthread_mutex_unlock(&v->mu);
     te.period_s = 60;
     te.n_inferences = seq;
     uint8_t buf[256];
@@ -899,6 +907,16 @@ tdev_tele_lw(struct tdev *v, uint32_t seq, uint32_t lw)
     return tml_tele_encode(&te, buf, sizeof(buf), &len) == TML_OK
                ? tdev_raw(v, "tele", buf, len)
                : -1;
+}
+
+void
+tdev_set_epoch(struct tdev *v, uint32_t epoch)
+{
+    pthread_mutex_lock(&v->mu);
+    v->epoch = epoch;
+    v->acked_tele = 0;
+    v->acked_sample = 0;
+    pthread_mutex_unlock(&v->mu);
 }
 
 int
@@ -914,6 +932,9 @@ tdev_hello_boot(struct tdev *v, uint32_t tele_next, uint32_t boot_count,
     h.tele_next = tele_next;
     h.sample_next = 1;
     h.boot_id = boot_id;
+    pthread_mutex_lock(&v->mu);
+    h.epoch = v->epoch;
+    pthread_mutex_unlock(&v->mu);
     uint8_t buf[256];
     size_t len;
     return tml_hello_encode(&h, buf, sizeof(buf), &len) == TML_OK

@@ -103,6 +103,11 @@ struct tdev {
     uint32_t acked_sample;
     uint32_t n_acks;
     uint32_t model_version;
+    /* numbering epoch of tdev_tele_lw/tdev_hello_boot (0: none, an agent
+     * that predates epochs); like the agent, acks of another epoch are
+     * ignored. Set with tdev_set_epoch. */
+    uint32_t epoch;
+    uint32_t acks_other_epoch;
 };
 
 /* Connects a device (certificate minted if missing); with_will publishes
@@ -121,8 +126,11 @@ int tdev_sample(struct tdev *v, uint32_t seq, uint32_t sample_id,
 /* Publishes raw bytes on up/<kind>. */
 int tdev_raw(struct tdev *v, const char *kind, const void *buf, size_t len);
 /* A bare tele as the agent sends it: seq with low-water lw (0: an older
- * agent that declares none), n_inferences = seq. */
+ * agent that declares none), n_inferences = seq, in v->epoch. */
 int tdev_tele_lw(struct tdev *v, uint32_t seq, uint32_t lw);
+/* A new numbering life (state wiped): the epoch its records and hellos
+ * carry from now on; what was acked before no longer counts. */
+void tdev_set_epoch(struct tdev *v, uint32_t epoch);
 /* A hello declaring the next tele seq, boot count and boot id (sample
  * numbering at 1). */
 int tdev_hello_boot(struct tdev *v, uint32_t tele_next, uint32_t boot_count,
