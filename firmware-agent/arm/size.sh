@@ -131,6 +131,9 @@ bad=$(for s in $ext; do
     *) printf '%s ' "$s" ;;
     esac
 done)
+echo "linked flash per object (after gc):"
+echo "$per_obj" | awk '$1 ~ /^(firmware-agent|proto)_/ {print $2, $1}' |
+    sort -rn | awk '{sub(/\.o$/, "", $2); printf "  %-38s %8d\n", $2, $1}'
 echo "largest stack frames (bytes, -fstack-usage):"
 cat "$out"/firmware-agent_*.su "$out"/proto_*.su 2>/dev/null | sort -t "$(printf '\t')" -k2 -n | tail -5 |
     awk -F '\t' '{n = split($1, p, ":"); printf "  %-38s %8d\n", p[n], $2}'

@@ -15,7 +15,7 @@
 
 #include "internal.h"
 
-#define COSE_TAG_SIGN1 18
+#define COSE_TAG_SIGN1_HEAD 0xd2 /* tag 18 (COSE_Sign1), one byte */
 #define COSE_HDR_ALG 1
 #define COSE_HDR_KID 4
 
@@ -148,7 +148,6 @@ tml_cose_sign1_decode(const uint8_t *buf, size_t len,
 {
     struct tml_dec d;
     enum tml_err err = TML_OK;
-    uint64_t tag = COSE_TAG_SIGN1;
     size_t n = 0;
 
     if (out == NULL || (buf == NULL && len != 0)) {
@@ -159,11 +158,12 @@ tml_cose_sign1_decode(const uint8_t *buf, size_t len,
         return TML_ERR_OVERSIZE;
     }
     tml_dec_init(&d, buf, len);
-    if (tml_dec_peek(&d) == TML_CBOR_TAG) {
-        err = tml_dec_tag(&d, &tag);
-    }
-    if (err == TML_OK && tag != COSE_TAG_SIGN1) {
-        err = TML_ERR_UNSUPPORTED;
+    if (len > 0 && buf[0] == COSE_TAG_SIGN1_HEAD) {
+        d.p++;
+    } else if (tml_dec_peek(&d) == TML_CBOR_TAG) {
+        /* Any other tag, or tag 18 not in its shortest form: skipping it
+         * gives the head's error or TML_ERR_UNSUPPORTED. */
+        err = tml_dec_skip(&d);
     }
     if (err == TML_OK) {
         err = tml_dec_array(&d, &n);
