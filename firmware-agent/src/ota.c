@@ -370,16 +370,31 @@ marks_resume(struct tmla_agent *a, uint8_t d, uint32_t size, uint32_t cp)
     return res < cp ? cp : res;
 }
 
+/* Finishes the hash in a->sha: true if it equals slot s's recorded
+ * SHA-256. */
+static bool
+hash_matches(struct tmla_agent *a, uint8_t s)
+{
+    uint8_t digest[TML_SHA256_LEN];
+
+    return a->port.sha256_final(a->port.user, a->sha.b, digest) == 0 &&
+           memcmp(digest, a->ps.slot[s].sha256, TML_SHA256_LEN) == 0;
+}
+
+/* Starts a->sha over bytes [0, len) of slot s. False on a read or hash
+ * failure. */
+static bool
+hash_flash(struct tmla_agent *a, uint8_t s, uint32_t len)
+{
+    return a->port.sha256_init(a->port.user, a->sha.b) == 0 &&
+           scan(a, s, 0, len, a->sha.b) == 0;
+}
+
 /* True if slot s still hashes to its recorded SHA-256. */
 static bool
 slot_intact(struct tmla_agent *a, uint8_t s)
 {
-    uint8_t digest[TML_SHA256_LEN];
-
-    return a->port.sha256_init(a->port.user, a->sha.b) == 0 &&
-           scan(a, s, 0, a->ps.slot[s].size, a->sha.b) == 0 &&
-           a->port.sha256_final(a->port.user, a->sha.b, digest) == 0 &&
-           memcmp(digest, a->ps.slot[s].sha256, TML_SHA256_LEN) == 0;
+    return hash_flash(a, s, a->ps.slot[s].size) && hash_matches(a, s);
 }
 
 void
@@ -744,7 +759,6 @@ on_chunk(struct tmla_agent *a, const struct tml_ota_down *c, uint32_t now_ms)
 {
     uint8_t d = dl_slot(a);
     const struct tmla_model *t = &a->ps.slot[d];
-    uint8_t digest[TML_SHA256_LEN];
     uint32_t written, cp;
 
     if (a->ota_state != TML_OTA_DOWNLOADING || !a->ota_hashing) {
@@ -785,8 +799,7 @@ on_chunk(struct tmla_agent *a, const struct tml_ota_down *c, uint32_t now_ms)
             a->carry_len = 0;
         }
         a->ota_hashing = false;
-        if (a->port.sha256_final(a->port.user, a->sha.b, digest) != 0 ||
-            memcmp(digest, t->sha256, TML_SHA256_LEN) != 0) {
+        if (!hash_matches(a, d)) {
             fail(a, TML_OTA_R_BAD_HASH);
             return;
         }
@@ -918,8 +931,7 @@ tmla__ota_poll(struct tmla_agent *a, uint32_t now_ms)
                 marks_erase(a, dl_slot(a), size);
                 marks_write(a, dl_slot(a), size, a->ota_offset);
             }
-            if (a->port.sha256_init(a->port.user, a->sha.b) != 0 ||
-                scan(a, dl_slot(a), 0, a->ota_offset, a->sha.b) != 0) {
+            if (!hash_flash(a, dl_slot(a), a->ota_offset)) {
                 fail(a, TML_OTA_R_FLASH);
                 break;
             }
