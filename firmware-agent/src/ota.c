@@ -49,7 +49,8 @@
 #else
 #define NOINLINE
 #endif
-#define MARKS_HDR 4u /* offer id, little endian */
+
+#define MARKS_HDR 4u /* offer id, in the device's byte order */
 
 static uint8_t
 dl_slot(const struct tmla_agent *a)
@@ -60,8 +61,8 @@ dl_slot(const struct tmla_agent *a)
 /* Publishes one up/ota message about the current download position: a
  * status (len 0) or a request for len bytes. Returns the port's code. */
 static int
-send_up(struct tmla_agent *a, uint8_t kind, uint32_t offer_id,
-        uint32_t version, uint32_t len, uint8_t state, uint8_t reason)
+send_up(struct tmla_agent *a, uint8_t kind, uint32_t offer_id, uint32_t version,
+        uint32_t len, uint8_t state, uint8_t reason)
 {
     struct tml_ota_up u;
     size_t n;
@@ -83,8 +84,7 @@ static void
 publish_status(struct tmla_agent *a, uint32_t offer_id, uint32_t version,
                uint8_t state, uint8_t reason)
 {
-    int rc = send_up(a, TML_OTA_UP_STATUS, offer_id, version, 0, state,
-                     reason);
+    int rc = send_up(a, TML_OTA_UP_STATUS, offer_id, version, 0, state, reason);
 
     /* Only the current state is worth repeating from tmla_poll. */
     if (state == a->ota_state && offer_id == a->ota_offer_id)
@@ -93,8 +93,8 @@ publish_status(struct tmla_agent *a, uint32_t offer_id, uint32_t version,
 
 /* Tells the port's ota_event and the gateway (up/ota). */
 static void
-report(struct tmla_agent *a, uint32_t offer_id, uint32_t version,
-       uint8_t state, uint8_t reason)
+report(struct tmla_agent *a, uint32_t offer_id, uint32_t version, uint8_t state,
+       uint8_t reason)
 {
     if (a->port.ota_event != NULL)
         a->port.ota_event(a->port.user, (enum tml_ota_state)state,
@@ -192,7 +192,8 @@ revert(struct tmla_agent *a, uint8_t reason, uint32_t now_ms, bool booting)
     /* The application goes back to the old model now, or from tmla_poll
      * if it cannot at this moment. */
     m = tmla_active_model(a);
-    a->load_due = m != NULL && a->port.activate(a->port.user, m) != TMLA_PORT_OK;
+    a->load_due =
+        m != NULL && a->port.activate(a->port.user, m) != TMLA_PORT_OK;
     set_state(a, TML_OTA_REVERTED, reason);
 }
 
@@ -318,8 +319,8 @@ marks_write(struct tmla_agent *a, uint8_t d, uint32_t size, uint32_t written)
     off += marks_hdr_len(a);
     while (a->ota_marks < written / g) {
         a->stats.flash_ops++;
-        if (a->port.flash_write(a->port.user, d, off + a->ota_marks * al,
-                                unit, al) != 0) {
+        if (a->port.flash_write(a->port.user, d, off + a->ota_marks * al, unit,
+                                al) != 0) {
             a->ota_marks = UINT32_MAX;
             return;
         }
@@ -423,12 +424,11 @@ tmla__ota_boot(struct tmla_agent *a, uint32_t now_ms)
     ps->trial = 0;
     a->ota_version = ps->slot[d].version;
     if (ps->dl) {
-        /* Resume at the last checkpoint; the stream hash is rebuilt from
-         * flash by the first poll. */
+        /* Resume at the last checkpoint, or further by the progress
+         * marks; the stream hash is rebuilt from flash by the first poll. */
         a->ota_state = TML_OTA_DOWNLOADING;
         a->ota_offer_id = ps->dl_offer_id;
-        a->ota_offset = marks_resume(a, d, ps->slot[d].size,
-                                     ps->dl_checkpoint);
+        a->ota_offset = marks_resume(a, d, ps->slot[d].size, ps->dl_checkpoint);
     } else if (ps->last_state == TML_OTA_READY && (ps->valid & (1u << d))) {
         /* Verified before the reboot: hash it again before activating. */
         a->ota_state = TML_OTA_VERIFYING;
@@ -925,8 +925,7 @@ tmla__ota_poll(struct tmla_agent *a, uint32_t now_ms)
             /* After a reboot: marks ahead of the resume point are stale
              * (a page to write again after a torn write): start them
              * again, up to it. Then rebuild the stream hash from flash. */
-            if (a->ota_marks != UINT32_MAX &&
-                marks_layout(a, size, &g, &off) &&
+            if (a->ota_marks != UINT32_MAX && marks_layout(a, size, &g, &off) &&
                 a->ota_marks > a->ota_offset / g) {
                 marks_erase(a, dl_slot(a), size);
                 marks_write(a, dl_slot(a), size, a->ota_offset);

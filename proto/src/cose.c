@@ -75,8 +75,7 @@ tml_cose_sign1_encode(const uint8_t *kid, size_t kid_len,
     if (payload == NULL || payload_len == 0 || sig == NULL) {
         return TML_ERR_INVAL;
     }
-    err = tml_cose_protected_encode(kid, kid_len, prot, sizeof prot,
-                                    &prot_len);
+    err = tml_cose_protected_encode(kid, kid_len, prot, sizeof prot, &prot_len);
     if (err != TML_OK) {
         return err;
     }
@@ -180,7 +179,7 @@ tml_cose_sign1_decode(const uint8_t *buf, size_t len,
     if (err == TML_OK) {
         /* Unprotected header: a map, skipped whole, never trusted. */
         err = tml_dec_peek(&d) == TML_CBOR_MAP ? tml_dec_skip(&d)
-                                                : tml_dec_map(&d, &n);
+                                               : tml_dec_map(&d, &n);
     }
     if (err == TML_OK) {
         err = tml_dec_bytes(&d, &out->payload); /* nil = detached: refused */
