@@ -28,6 +28,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -270,10 +271,34 @@ p_flash_erase(void *user, uint8_t slot, uint32_t off, size_t len)
     struct dev *d = user;
     uint8_t ff[4096];
     size_t done = 0;
+    bool must_close;
+    struct stat st;
+    int fd;
 
     if (slot > 1 || off > d->port.slot_size ||
         len > d->port.slot_size - off)
         return TMLA_PORT_FAIL;
+    /* Past the end of a slot file reads as erased (0xff): an erase that
+     * reaches the end truncates the file at off instead of writing 0xff.
+     * A download erases each sector just before writing it, at the end of
+     * the file, so in bench/ota.sh this spared tml-devsim's one thread
+     * 16000 writes of 4 KiB of 0xff (a real device's flash erases in
+     * hardware). What the agent reads back is the same either way. */
+    fd = slot_fd(d, slot, &must_close);
+    if (fd >= 0 && fstat(fd, &st) == 0 &&
+        (uint64_t)st.st_size <= (uint64_t)off + len) {
+        int rc = TMLA_PORT_OK;
+
+        if ((uint64_t)st.st_size > off && ftruncate(fd, (off_t)off) != 0)
+            rc = TMLA_PORT_FAIL;
+        if (d->rd_slot == slot + 1u)
+            d->rd_slot = 0; /* the cached read block may hold old bytes */
+        if (must_close)
+            close(fd);
+        return rc;
+    }
+    if (fd >= 0 && must_close)
+        close(fd);
     memset(ff, 0xff, sizeof(ff));
     while (done < len) {
         size_t n = len - done < sizeof(ff) ? len - done : sizeof(ff);
