@@ -823,22 +823,14 @@ void
 tmla__ota_message(struct tmla_agent *a, const struct tml_ota_down *m,
                   uint32_t now_ms)
 {
-    switch (m->kind) {
-    case TML_OTA_DOWN_OFFER:
+    /* tml_ota_down_decode accepts only these three kinds. */
+    if (m->kind == TML_OTA_DOWN_OFFER)
         on_offer(a, m, now_ms);
-        break;
-    case TML_OTA_DOWN_CHUNK:
+    else if (m->kind == TML_OTA_DOWN_CHUNK)
         on_chunk(a, m, now_ms);
-        break;
-    case TML_OTA_DOWN_CANCEL:
-        if (a->ota_state == TML_OTA_DOWNLOADING &&
-            m->offer_id == a->ota_offer_id)
-            fail(a, TML_OTA_R_CANCELLED);
-        break;
-    default:
-        a->stats.bad_messages++;
-        break;
-    }
+    else if (a->ota_state == TML_OTA_DOWNLOADING &&
+             m->offer_id == a->ota_offer_id)
+        fail(a, TML_OTA_R_CANCELLED);
 }
 
 static void
