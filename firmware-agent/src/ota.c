@@ -682,7 +682,7 @@ on_offer(struct tmla_agent *a, const struct tml_ota_down *o, uint32_t now_ms)
     a->carry_len = 0;
     a->ota_start_ms = now_ms;
     a->ota_start_off = 0;
-    marks_erase(a, dl_slot(a), m.size);
+    marks_erase(a, d, m.size);
     a->ota_hashing = a->port.sha256_init(a->port.user, a->sha.b) == 0;
     set_state(a, TML_OTA_OFFERED, TML_OTA_R_NONE);
     if (!a->ota_hashing) {
@@ -912,17 +912,18 @@ tmla__ota_poll(struct tmla_agent *a, uint32_t now_ms)
     switch (a->ota_state) {
     case TML_OTA_DOWNLOADING:
         if (!a->ota_hashing) {
-            uint32_t g, off, size = a->ps.slot[dl_slot(a)].size;
+            uint8_t d = dl_slot(a);
+            uint32_t g, off, size = a->ps.slot[d].size;
 
             /* After a reboot: marks ahead of the resume point are stale
              * (a page to write again after a torn write): start them
              * again, up to it. Then rebuild the stream hash from flash. */
             if (a->ota_marks != UINT32_MAX && marks_layout(a, size, &g, &off) &&
                 a->ota_marks > a->ota_offset / g) {
-                marks_erase(a, dl_slot(a), size);
-                marks_write(a, dl_slot(a), size, a->ota_offset);
+                marks_erase(a, d, size);
+                marks_write(a, d, size, a->ota_offset);
             }
-            if (!hash_flash(a, dl_slot(a), a->ota_offset)) {
+            if (!hash_flash(a, d, a->ota_offset)) {
                 fail(a, TML_OTA_R_FLASH);
                 break;
             }
