@@ -171,23 +171,24 @@ revert(struct tmla_agent *a, uint8_t reason, uint32_t now_ms, bool booting)
 {
     struct tmla__pstate *ps = &a->ps;
     uint8_t cur = ps->active, old = (uint8_t)(cur ^ 1u);
-    uint8_t keep = ps->valid & (uint8_t)(1u << old);
     const struct tmla_model *m;
 
-    if (booting && keep && !slot_intact(a, old))
-        keep = 0;
-    ps->valid = keep;
-    ps->active = keep ? old : TMLA__NO_SLOT;
+    ps->valid &= (uint8_t)(1u << old);
+    if (booting && ps->valid && !slot_intact(a, old))
+        ps->valid = 0;
+    ps->active = ps->valid ? old : TMLA__NO_SLOT;
     ps->trial = 0;
     ps->vectors_ok = 0;
+    ps->last_state = TML_OTA_REVERTED;
+    ps->last_reason = reason;
     a->ota_version = ps->slot[cur].version;
     if (booting) {
-        ps->last_state = a->ota_state = TML_OTA_REVERTED;
-        ps->last_reason = a->ota_reason = reason;
+        a->ota_state = TML_OTA_REVERTED;
+        a->ota_reason = reason;
         a->status_due = true;
         return;
     }
-    persist(a, TML_OTA_REVERTED, reason);
+    commit_update(a);
     tmla__tele_close(a, now_ms); /* summaries are per model */
     /* The application goes back to the old model now, or from tmla_poll
      * if it cannot at this moment. */
