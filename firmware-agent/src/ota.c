@@ -132,20 +132,14 @@ commit_update(struct tmla_agent *a)
 }
 
 /* Persists the result of a step of the update (hello's last OTA result)
- * with whatever else the caller changed in a->ps, in one record. */
+ * with whatever else the caller changed in a->ps, in one record, then
+ * reports the new state. */
 static void
-persist(struct tmla_agent *a, uint8_t state, uint8_t reason)
+finish(struct tmla_agent *a, uint8_t state, uint8_t reason)
 {
     a->ps.last_state = state;
     a->ps.last_reason = reason;
     commit_update(a);
-}
-
-/* persist, then report the new state. */
-static void
-finish(struct tmla_agent *a, uint8_t state, uint8_t reason)
-{
-    persist(a, state, reason);
     set_state(a, state, reason);
 }
 
