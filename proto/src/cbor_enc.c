@@ -28,40 +28,33 @@ put(struct tml_enc *e, const void *p, size_t n)
         e->err = TML_ERR_NOSPACE;
         return;
     }
-    if (n != 0) {
+    if (p != NULL && n != 0) { /* p NULL: reserve (tml__enc_reserve_bytes) */
         memcpy(e->buf + e->len, p, n);
-        e->len += n;
     }
+    e->len += n;
 }
 
-/* Writes the initial byte of major type `major` with argument v. */
+/* Writes the initial byte of major type `major` with argument v: in the
+ * byte itself below 24, else 1, 2, 4 or 8 big-endian bytes after it
+ * (additional information 24 + log2 of that count). */
 static void
 put_head(struct tml_enc *e, uint8_t major, uint64_t v)
 {
     uint8_t h[9];
-    size_t n;
-    size_t i;
+    unsigned n = 0;
+    unsigned ai = (unsigned)v;
 
-    if (v < 24) {
-        h[0] = (uint8_t)((major << 5) | v);
-        n = 1;
-    } else if (v <= 0xffu) {
-        h[0] = (uint8_t)((major << 5) | 24);
-        n = 2;
-    } else if (v <= 0xffffu) {
-        h[0] = (uint8_t)((major << 5) | 25);
-        n = 3;
-    } else if (v <= 0xffffffffu) {
-        h[0] = (uint8_t)((major << 5) | 26);
-        n = 5;
-    } else {
-        h[0] = (uint8_t)((major << 5) | 27);
-        n = 9;
+    if (v >= 24) {
+        for (n = 1, ai = 24; n < 8 && (v >> (8 * n)) != 0; n <<= 1) {
+            ai++;
+        }
     }
-    for (i = 1; i < n; i++) {
-        h[i] = (uint8_t)(v >> (8 * (n - 1 - i)));
+    h[0] = (uint8_t)(major << 5 | ai);
+    for (unsigned i = n; i > 0; i--) {
+        h[i] = (uint8_t)v;
+        v >>= 8;
     }
-    put(e, h, n);
+    put(e, h, n + 1);
 }
 
 void
@@ -96,14 +89,8 @@ uint8_t *
 tml__enc_reserve_bytes(struct tml_enc *e, size_t len)
 {
     put_head(e, 2, (uint64_t)len);
-    if (e->err == TML_OK && len > e->cap - e->len) {
-        e->err = TML_ERR_NOSPACE;
-    }
-    if (e->err != TML_OK) {
-        return NULL;
-    }
-    e->len += len;
-    return e->buf + e->len - len;
+    put(e, NULL, len);
+    return e->err == TML_OK ? e->buf + e->len - len : NULL;
 }
 
 void
