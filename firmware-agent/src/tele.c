@@ -74,6 +74,12 @@ tmla_record_error(struct tmla_agent *a)
     a->cur.n_errors++;
 }
 
+/* The counts a fold adds up: n_inferences up to the end of lat_hist. */
+#define SUM_FIRST offsetof(struct tmla__sum, n_inferences)
+#define SUM_END                                                                \
+    (offsetof(struct tmla__sum, lat_hist) +                                    \
+     sizeof(((struct tmla__sum *)0)->lat_hist))
+
 /* Merges the older summary o into n (n keeps its seq and period end). */
 static void
 fold(struct tmla__sum *n, const struct tmla__sum *o)
@@ -85,19 +91,12 @@ fold(struct tmla__sum *n, const struct tmla__sum *o)
             n->lat_max_us = o->lat_max_us;
     }
     n->start_ms = o->start_ms;
-    n->n_inferences += o->n_inferences;
-    n->n_low_conf += o->n_low_conf;
-    n->n_flagged += o->n_flagged;
-    n->n_errors += o->n_errors;
-    n->n_folded += o->n_folded + 1;
-    n->n_samples_dropped += o->n_samples_dropped;
     n->lat_sum_us += o->lat_sum_us;
-    for (int i = 0; i < TMLA_MAX_CLASSES; i++)
-        n->class_counts[i] += o->class_counts[i];
-    for (int i = 0; i < TMLA_CONF_BINS; i++)
-        n->conf_hist[i] += o->conf_hist[i];
-    for (int i = 0; i < TMLA_LAT_BINS; i++)
-        n->lat_hist[i] += o->lat_hist[i];
+    /* Each offset is that of a uint32_t member of both structs. */
+    for (size_t off = SUM_FIRST; off < SUM_END; off += sizeof(uint32_t))
+        *(uint32_t *)((uint8_t *)n + off) +=
+            *(const uint32_t *)((const uint8_t *)o + off);
+    n->n_folded++; /* o itself */
     if (!n->has_health && o->has_health) {
         n->health = o->health;
         n->has_health = true;

@@ -295,14 +295,25 @@ test_tele_full_ring_folds_unsent_and_counts(void **state)
     struct rig *r = *state;
     struct tml_tele t[32];
     uint32_t total = 0, folded = 0, periods = 10;
+    uint32_t cls[4] = {0}, want_cls[4] = {0}, low = 0, want_low = 0;
+    uint32_t conf = 0, lat = 0, lat_min = UINT32_MAX, lat_max = 0;
+    uint32_t want_min = UINT32_MAX, want_max = 0;
     size_t n;
 
     r->mp->offline = true;
     tmla_on_disconnect(&r->a);
     for (uint32_t p = 0; p < periods; p++) {
         tml_heap_armed = 1;
-        for (uint32_t i = 0; i <= p; i++)
-            tmla_record(&r->a, i % 4, 9000, 1000 + p);
+        for (uint32_t i = 0; i <= p; i++) {
+            /* The last one of a period in the top latency bin (>= 1 s). */
+            uint32_t us = i == p ? 3000000 + p : 1000 + p * 1000 + i;
+
+            tmla_record(&r->a, i % 4, i % 3 == 0 ? 1000 : 9000, us);
+            want_cls[i % 4]++;
+            want_low += i % 3 == 0;
+            want_min = us < want_min ? us : want_min;
+            want_max = us > want_max ? us : want_max;
+        }
         tml_heap_armed = 0;
         period(r);
     }
@@ -315,11 +326,29 @@ test_tele_full_ring_folds_unsent_and_counts(void **state)
     for (size_t i = 0; i < n; i++) {
         total += t[i].n_inferences;
         folded += t[i].n_folded;
+        low += t[i].n_low_conf;
         assert_int_equal(t[i].seq, i + 1); /* no gaps: folded before sent */
+        assert_int_equal(t[i].n_classes, 4);
+        for (size_t c = 0; c < 4; c++)
+            cls[c] += t[i].class_counts[c];
+        for (size_t b = 0; b < t[i].n_conf_bins; b++)
+            conf += t[i].conf_hist[b];
+        for (size_t b = 0; b < t[i].n_lat_bins; b++)
+            lat += t[i].lat_hist[b];
+        lat_min = t[i].lat_min_us < lat_min ? t[i].lat_min_us : lat_min;
+        lat_max = t[i].lat_max_us > lat_max ? t[i].lat_max_us : lat_max;
     }
-    /* Nothing lost: every inference is in some summary, and every merged
-     * period is counted. */
+    /* Nothing lost: every inference is in some summary (its class, both
+     * histograms, low confidence, latency bounds), and every merged period
+     * is counted. */
     assert_int_equal(total, periods * (periods + 1) / 2);
+    for (size_t c = 0; c < 4; c++)
+        assert_int_equal(cls[c], want_cls[c]);
+    assert_int_equal(low, want_low);
+    assert_int_equal(conf, total);
+    assert_int_equal(lat, total);
+    assert_int_equal(lat_min, want_min);
+    assert_int_equal(lat_max, want_max);
     assert_int_equal(folded, periods - TMLA_TELE_RING);
     assert_int_equal(tmla_stats(&r->a)->tele_folded, periods - TMLA_TELE_RING);
 }

@@ -147,10 +147,12 @@ struct tmla__sum {
     uint32_t seq; /* 0 = not yet assigned (never sent) */
     uint32_t model_version;
     uint32_t start_ms, end_ms; /* period bounds (agent clock) */
-    uint32_t n_inferences, n_low_conf, n_flagged, n_errors;
-    uint32_t n_folded, n_samples_dropped;
     uint32_t lat_min_us, lat_max_us;
     uint64_t lat_sum_us;
+    /* From n_inferences to the end of lat_hist: uint32_t counts that a
+     * fold adds up one by one (tele.c), so they stay together. */
+    uint32_t n_inferences, n_low_conf, n_flagged, n_errors;
+    uint32_t n_folded, n_samples_dropped;
     uint32_t class_counts[TMLA_MAX_CLASSES];
     uint32_t conf_hist[TMLA_CONF_BINS];
     uint32_t lat_hist[TMLA_LAT_BINS];
