@@ -49,6 +49,17 @@ pow2(uint32_t v)
     return v != 0 && (v & (v - 1)) == 0;
 }
 
+/* The port members the agent cannot work without (one table rather than a
+ * test per member: 12 of them). */
+#define PORT_FN(m) (uint8_t) offsetof(struct tmla_port, m)
+typedef char
+    tmla__port_offsets_fit_a_byte[sizeof(struct tmla_port) <= 256 ? 1 : -1];
+static const uint8_t required_fns[] = {
+    PORT_FN(publish),      PORT_FN(flash_read),    PORT_FN(flash_write),
+    PORT_FN(flash_erase),  PORT_FN(state_read),    PORT_FN(state_write),
+    PORT_FN(sha256_init),  PORT_FN(sha256_update), PORT_FN(sha256_final),
+    PORT_FN(es256_verify), PORT_FN(random),        PORT_FN(activate)};
+
 static bool
 config_ok(const struct tmla_config *c, const struct tmla_port *p)
 {
@@ -74,12 +85,14 @@ config_ok(const struct tmla_config *c, const struct tmla_port *p)
     for (size_t i = 0; i < c->n_groups; i++)
         if (c->groups[i] == NULL || tmla__strlen(c->groups[i]) > TML_MAX_NAME)
             return false;
-    if (p->publish == NULL || p->flash_read == NULL || p->flash_write == NULL ||
-        p->flash_erase == NULL || p->state_read == NULL ||
-        p->state_write == NULL || p->sha256_init == NULL ||
-        p->sha256_update == NULL || p->sha256_final == NULL ||
-        p->es256_verify == NULL || p->random == NULL || p->activate == NULL)
-        return false;
+    for (size_t i = 0; i < sizeof required_fns; i++) {
+        void (*fn)(void);
+
+        /* Every member is a function pointer; only NULL or not matters. */
+        memcpy(&fn, (const uint8_t *)p + required_fns[i], sizeof fn);
+        if (fn == NULL)
+            return false;
+    }
     if (!pow2(p->erase_size) || TMLA_OTA_CHECKPOINT % p->erase_size != 0 ||
         !pow2(p->write_align) || p->write_align > TMLA_MAX_WRITE_ALIGN ||
         p->slot_size == 0 || p->slot_size % p->erase_size != 0)
@@ -215,20 +228,21 @@ apply_cmd(struct tmla_agent *a, const struct tml_cmd *c)
 {
     struct tmla_config *cfg = &a->cfg;
 
-    /* Values out of range are ignored one by one; the rest still apply. */
-    if (c->has_summary_period && c->summary_period_s >= 1 &&
-        c->summary_period_s <= 86400)
+    /* Values out of range are ignored one by one; the rest still apply.
+     * The decoder already refused periods of 0, thresholds above 10000 bp
+     * and audit rates above 10^6 ppm (proto messages.c); the agent adds
+     * its own upper bounds. */
+    if (c->has_summary_period && c->summary_period_s <= 86400)
         cfg->summary_period_s = c->summary_period_s;
     if (c->has_sample_budget && c->sample_budget <= 1000) {
         cfg->sample_budget = c->sample_budget;
         cfg->sample_burst = c->sample_budget;
     }
-    if (c->has_budget_period && c->budget_period_s >= 1 &&
-        c->budget_period_s <= 7 * 86400)
+    if (c->has_budget_period && c->budget_period_s <= 7 * 86400)
         cfg->budget_period_s = c->budget_period_s;
-    if (c->has_conf_threshold && c->conf_threshold_bp <= 10000)
+    if (c->has_conf_threshold)
         cfg->conf_threshold_bp = c->conf_threshold_bp;
-    if (c->has_audit_rate && c->audit_ppm <= 1000000)
+    if (c->has_audit_rate)
         cfg->audit_ppm = c->audit_ppm;
     if (a->tokens > cfg->sample_burst)
         a->tokens = cfg->sample_burst;
@@ -376,8 +390,7 @@ tmla_topic(const struct tmla_agent *a, enum tml_dir dir, enum tml_kind kind,
     size_t n;
 
     return tml_topic_build(buf, cap, a->cfg.device_id,
-                           tmla__strlen(a->cfg.device_id),
-                           dir, kind, &n);
+                           tmla__strlen(a->cfg.device_id), dir, kind, &n);
 }
 
 enum tml_err

@@ -524,8 +524,18 @@ test_agent_init_rejects_bad_config_and_port(void **state)
     EXPECT_INVAL(c.summary_period_s = 0);
     EXPECT_INVAL(c.conf_threshold_bp = 10001);
     EXPECT_INVAL(c.n_groups = 1; c.groups = NULL);
+    /* Every required port member (agent.c required_fns). */
     EXPECT_INVAL(p.publish = NULL);
+    EXPECT_INVAL(p.flash_read = NULL);
+    EXPECT_INVAL(p.flash_write = NULL);
+    EXPECT_INVAL(p.flash_erase = NULL);
+    EXPECT_INVAL(p.state_read = NULL);
+    EXPECT_INVAL(p.state_write = NULL);
+    EXPECT_INVAL(p.sha256_init = NULL);
+    EXPECT_INVAL(p.sha256_update = NULL);
+    EXPECT_INVAL(p.sha256_final = NULL);
     EXPECT_INVAL(p.es256_verify = NULL);
+    EXPECT_INVAL(p.random = NULL);
     EXPECT_INVAL(p.activate = NULL);
     EXPECT_INVAL(p.erase_size = 3000);
     EXPECT_INVAL(p.write_align = 32);
