@@ -64,6 +64,14 @@ slash(const char *p, const char *end)
     return NULL;
 }
 
+/* Copies len bytes of s to p; returns the end. */
+static char *
+append(char *p, const char *s, size_t len)
+{
+    memcpy(p, s, len);
+    return p + len;
+}
+
 static bool
 kind_in_dir(enum tml_kind kind, enum tml_dir dir)
 {
@@ -134,10 +142,12 @@ enum tml_err
 tml_topic_build(char *buf, size_t cap, const char *dev, size_t dev_len,
                 enum tml_dir dir, enum tml_kind kind, size_t *out_len)
 {
-    const char *dir_name;
-    size_t dir_len;
+    /* "/up/" or "/down/": the level separators around the direction. */
+    const char *mid = dir == TML_DIR_UP ? "/up/" : "/down/";
+    size_t mid_len = dir == TML_DIR_UP ? 4 : 6;
     size_t kind_len;
     size_t n;
+    char *p = buf;
 
     if (buf == NULL || (unsigned)kind >= TML_KIND__COUNT ||
         (dir != TML_DIR_UP && dir != TML_DIR_DOWN)) {
@@ -146,21 +156,16 @@ tml_topic_build(char *buf, size_t cap, const char *dev, size_t dev_len,
     if (!tml_device_id_valid(dev, dev_len) || !kind_in_dir(kind, dir)) {
         return TML_ERR_TOPIC;
     }
-    dir_name = dir == TML_DIR_UP ? "up" : "down";
-    dir_len = dir == TML_DIR_UP ? 2 : 4;
     kind_len = kind_lens[kind];
-    n = PREFIX_LEN + dev_len + 1 + dir_len + 1 + kind_len;
+    n = PREFIX_LEN + dev_len + mid_len + kind_len;
     if (n + 1 > cap) {
         return TML_ERR_NOSPACE;
     }
-    memcpy(buf, PREFIX, PREFIX_LEN);
-    memcpy(buf + PREFIX_LEN, dev, dev_len);
-    buf[PREFIX_LEN + dev_len] = '/';
-    memcpy(buf + PREFIX_LEN + dev_len + 1, dir_name, dir_len);
-    buf[PREFIX_LEN + dev_len + 1 + dir_len] = '/';
-    memcpy(buf + PREFIX_LEN + dev_len + 2 + dir_len, kind_names[kind],
-           kind_len);
-    buf[n] = '\0';
+    p = append(p, PREFIX, PREFIX_LEN);
+    p = append(p, dev, dev_len);
+    p = append(p, mid, mid_len);
+    p = append(p, kind_names[kind], kind_len);
+    *p = '\0';
     if (out_len != NULL) {
         *out_len = n;
     }
