@@ -16,6 +16,23 @@ const uint32_t tml__lim_hi[] = {LIMITS(LIM_HI)};
 
 #define BIT(k) ((uint32_t)1 << (k))
 
+/* A message: its table, the size of its C struct and its largest encoded
+ * form. Every decoder goes through one helper that zeroes the struct, so
+ * each public function is a single call (the device links eight). */
+struct msg_def {
+    struct tml__msg desc;
+    uint16_t size;
+    uint16_t max_len;
+};
+
+#define DEF(name, fields, need, check, max_len)                                \
+    static const struct msg_def name##_def = {                                 \
+        {fields, N(fields), need, check},                                      \
+        (uint16_t)(sizeof(struct tml_##name) +                                 \
+                   0 * sizeof(                                                 \
+                           char[sizeof(struct tml_##name) < 65536 ? 1 : -1])), \
+        max_len}
+
 /* ---- up/hello ------------------------------------------------------------ */
 
 static const struct tml__field hello_fields[] = {
@@ -41,8 +58,7 @@ static const struct tml__field hello_fields[] = {
     U32(19, OPT, tml_hello, epoch, L_POS),
 };
 
-static const struct tml__msg hello_desc = {hello_fields, N(hello_fields), NULL,
-                                           NULL};
+DEF(hello, hello_fields, NULL, NULL, TML_MAX_MESSAGE);
 
 /* ---- up/state ------------------------------------------------------------ */
 
@@ -51,8 +67,7 @@ static const struct tml__field state_fields[] = {
     ROW(1, TML__F_BOOL, REQ, tml_state, online, 0, 0),
 };
 
-static const struct tml__msg state_desc = {state_fields, N(state_fields), NULL,
-                                           NULL};
+DEF(state, state_fields, NULL, NULL, TML_MAX_MESSAGE);
 
 /* ---- up/tele: packed, see tele.c ---------------------------------------- */
 
@@ -91,8 +106,7 @@ static const struct tml__field sample_fields[] = {
     U32(16, OPT, tml_sample, epoch, L_POS),
 };
 
-static const struct tml__msg sample_desc = {sample_fields, N(sample_fields),
-                                            NULL, sample_check};
+DEF(sample, sample_fields, NULL, sample_check, TML_MAX_MESSAGE);
 
 /* ---- up/ota -------------------------------------------------------------- */
 
@@ -116,8 +130,7 @@ static const struct tml__field ota_up_fields[] = {
     U8(7, GATED, tml_ota_up, reason, L_OREASON),
 };
 
-static const struct tml__msg ota_up_desc = {ota_up_fields, N(ota_up_fields),
-                                            ota_up_need, NULL};
+DEF(ota_up, ota_up_fields, ota_up_need, NULL, TML_MAX_MESSAGE);
 
 /* ---- down/ack ------------------------------------------------------------ */
 
@@ -136,8 +149,7 @@ static const struct tml__field ack_fields[] = {
     U32(3, OPT, tml_ack, epoch, L_POS),
 };
 
-static const struct tml__msg ack_desc = {ack_fields, N(ack_fields), NULL,
-                                         ack_check};
+DEF(ack, ack_fields, NULL, ack_check, TML_MAX_MESSAGE);
 
 /* ---- down/ota ------------------------------------------------------------ */
 
@@ -164,8 +176,7 @@ static const struct tml__field ota_down_fields[] = {
     BYTES(5, GATED, tml_ota_down, data, L_CHUNK),
 };
 
-static const struct tml__msg ota_down_desc = {
-    ota_down_fields, N(ota_down_fields), ota_down_need, NULL};
+DEF(ota_down, ota_down_fields, ota_down_need, NULL, TML_MAX_MESSAGE);
 
 /* ---- down/cmd ------------------------------------------------------------ */
 
@@ -180,7 +191,7 @@ static const struct tml__field cmd_fields[] = {
     HAS_U32(7, tml_cmd, audit_ppm, has_audit_rate, L_PPM),
 };
 
-static const struct tml__msg cmd_desc = {cmd_fields, N(cmd_fields), NULL, NULL};
+DEF(cmd, cmd_fields, NULL, NULL, TML_MAX_MESSAGE);
 
 /* ---- OTA manifest (COSE_Sign1 payload) ----------------------------------- */
 
@@ -225,35 +236,40 @@ static const struct tml__field manifest_fields[] = {
     U32(15, REQ, tml_manifest, vector_input_len, L_ANY),
     U32(16, REQ, tml_manifest, score_tol_bp, L_BP),
     ROW(17, TML__F_BOOL, OPT, tml_manifest, resets_floor, 0, 0),
-    ARRAY(18, TML__F_BYTES, OPT, tml_manifest, revoke_kids, n_revoke,
-          A_REVOKE),
+    ARRAY(18, TML__F_BYTES, OPT, tml_manifest, revoke_kids, n_revoke, A_REVOKE),
 };
 
-static const struct tml__msg manifest_desc = {
-    manifest_fields, N(manifest_fields), NULL, manifest_check};
+DEF(manifest, manifest_fields, NULL, manifest_check, TML_MAX_MANIFEST);
 
 /* ---- public functions ---------------------------------------------------- */
 
-#define DEFINE_MSG(name, max_len)                                              \
+static enum tml_err
+decode(const struct msg_def *def, const uint8_t *buf, size_t len, void *out)
+{
+    if (out != NULL) {
+        memset(out, 0, def->size);
+    }
+    return tml__msg_decode(&def->desc, buf, len, def->max_len, out);
+}
+
+#define DEFINE_MSG(name)                                                       \
     enum tml_err tml_##name##_encode(const struct tml_##name *m, uint8_t *buf, \
                                      size_t cap, size_t *out_len)              \
     {                                                                          \
-        return tml__msg_encode(&name##_desc, m, buf, cap, max_len, out_len); \
+        return tml__msg_encode(&name##_def.desc, m, buf, cap,                  \
+                               name##_def.max_len, out_len);                   \
     }                                                                          \
     enum tml_err tml_##name##_decode(const uint8_t *buf, size_t len,           \
                                      struct tml_##name *out)                   \
     {                                                                          \
-        if (out != NULL) {                                                     \
-            memset(out, 0, sizeof *out);                                       \
-        }                                                                      \
-        return tml__msg_decode(&name##_desc, buf, len, max_len, out);          \
+        return decode(&name##_def, buf, len, out);                             \
     }
 
-DEFINE_MSG(hello, TML_MAX_MESSAGE)
-DEFINE_MSG(state, TML_MAX_MESSAGE)
-DEFINE_MSG(sample, TML_MAX_MESSAGE)
-DEFINE_MSG(ota_up, TML_MAX_MESSAGE)
-DEFINE_MSG(ack, TML_MAX_MESSAGE)
-DEFINE_MSG(ota_down, TML_MAX_MESSAGE)
-DEFINE_MSG(cmd, TML_MAX_MESSAGE)
-DEFINE_MSG(manifest, TML_MAX_MANIFEST)
+DEFINE_MSG(hello)
+DEFINE_MSG(state)
+DEFINE_MSG(sample)
+DEFINE_MSG(ota_up)
+DEFINE_MSG(ack)
+DEFINE_MSG(ota_down)
+DEFINE_MSG(cmd)
+DEFINE_MSG(manifest)
