@@ -87,6 +87,7 @@ tmla_capture(struct tmla_agent *a, const struct tmla_inference *inf,
     struct tmla__sample *s;
     uint32_t i, j;
     size_t cap = slot_cap(a);
+    enum tmla_capture_rc rc;
 
     if (inf == NULL || (input == NULL && len > 0))
         return TMLA_CAPTURE_DISABLED;
@@ -109,10 +110,9 @@ tmla_capture(struct tmla_agent *a, const struct tmla_inference *inf,
             return TMLA_CAPTURE_INVALID;
     if (cap == 0 || a->cfg.sample_budget == 0)
         return TMLA_CAPTURE_DISABLED;
-    if (len == 0 || len > cap) {
-        count_drop(a);
-        return TMLA_CAPTURE_TOO_LARGE;
-    }
+    rc = TMLA_CAPTURE_TOO_LARGE;
+    if (len == 0 || len > cap)
+        goto drop;
 
     /* The reservoir's size is fixed by the period's first candidate (not at
      * the period start: acks may have freed slots since). Algorithm R: the
@@ -124,20 +124,19 @@ tmla_capture(struct tmla_agent *a, const struct tmla_inference *inf,
         a->res_k = (uint8_t)(a->tokens < f ? a->tokens : f);
     }
     i = ++a->candidates;
+    rc = TMLA_CAPTURE_DROPPED;
     if (i <= a->res_k) {
         for (j = 0; j < TMLA_SAMPLE_SLOTS; j++)
             if (a->samples[j].state == SLOT_FREE)
                 break;
-        if (j == TMLA_SAMPLE_SLOTS) {
-            count_drop(a); /* cannot happen: k <= free slots */
-            return TMLA_CAPTURE_DROPPED;
-        }
+        if (j == TMLA_SAMPLE_SLOTS)
+            goto drop; /* cannot happen: k <= free slots */
         a->reservoir[a->res_n++] = (uint8_t)j;
     } else {
         j = a->port.random(a->port.user) % i;
-        count_drop(a); /* this input, or the one it replaces */
         if (j >= a->res_k)
-            return TMLA_CAPTURE_DROPPED;
+            goto drop;
+        count_drop(a); /* the kept input this one replaces */
         j = a->reservoir[j];
     }
     s = &a->samples[j];
@@ -161,6 +160,9 @@ tmla_capture(struct tmla_agent *a, const struct tmla_inference *inf,
     s->capture_ms = now_ms;
     memcpy(a->cfg.sample_buf + (size_t)j * cap, input, len);
     return TMLA_CAPTURE_KEPT;
+drop:
+    count_drop(a);
+    return rc;
 }
 
 static void
