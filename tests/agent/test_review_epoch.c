@@ -99,16 +99,14 @@ published(const struct memport *mp, size_t from, uint32_t *tele_epoch,
         if (m->kind == TML_KIND_TELE) {
             struct tml_tele t;
 
-            assert_int_equal(tml_tele_decode(m->payload, m->len, &t),
-                             TML_OK);
+            assert_int_equal(tml_tele_decode(m->payload, m->len, &t), TML_OK);
             *tele_epoch = t.epoch;
             *tele_seq = t.seq;
             (*n_tele)++;
         } else if (m->kind == TML_KIND_HELLO) {
             struct tml_hello h;
 
-            assert_int_equal(tml_hello_decode(m->payload, m->len, &h),
-                             TML_OK);
+            assert_int_equal(tml_hello_decode(m->payload, m->len, &h), TML_OK);
             *hello_epoch = h.epoch;
         }
     }
