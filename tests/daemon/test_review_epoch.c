@@ -381,6 +381,68 @@ test_review_epoch_prune_keeps_recently_left_life(void **state)
     many_lives_then_late(*state, "prune", false);
 }
 
+/* R2 at an epoch switch: tmld killed at each point of the receive / insert
+ * / commit / ack path while a batch starts a new life (and holds a late
+ * record of the old one); after the restart the device resends what was
+ * not acked. Each life is stored exactly once, one reset counted, and the
+ * old life's parked high-water includes its late record. */
+static void
+test_review_epoch_crash_points_at_new_life(void **state)
+{
+    if (!TML_REVIEW_HOOKS)
+        skip(); /* TMLD_TEST_CRASH_AT needs TML_TEST_HOOKS */
+    static const char *const points[] = {
+        "after_recv", "after_insert_before_commit", "after_commit_before_ack",
+        "after_ack_publish"};
+    struct th *t = *state;
+    for (size_t i = 0; i < sizeof(points) / sizeof(points[0]); i++) {
+        char name[32], at[80], sql[256];
+        snprintf(name, sizeof(name), "crash%zu", i);
+        snprintf(at, sizeof(at), "TMLD_TEST_CRASH_AT=%s", points[i]);
+        struct tdev *v = open_dev(t, name);
+        tdev_set_epoch(v, LIFE1);
+        life(v, 3, 111, 4);
+        assert_int_equal(th_tmld_stop(t, SIGTERM, 5000), 0);
+        const char *env[] = {at, "TMLD_TEST_CRASH_AFTER=1", NULL};
+        assert_int_equal(th_tmld_start(t, env, 10000), 0);
+        tdev_set_epoch(v, LIFE2);
+        assert_int_equal(tele_in(v, LIFE2, 1, 1), 0);
+        assert_int_equal(tele_in(v, LIFE1, 5, 1), 0);
+        assert_int_equal(tele_in(v, LIFE2, 2, 1), 0);
+        int ws = th_tmld_wait_exit(t, 5000);
+        assert_true(ws != -1 && WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL);
+        assert_int_equal(th_tmld_start(t, NULL, 10000), 0);
+        /* Resends: the new life's unacked records, the old one's again. */
+        assert_int_equal(tele_in(v, LIFE1, 5, 1), 0);
+        for (uint32_t s = 1; s <= 3; s++)
+            assert_int_equal(tele_in(v, LIFE2, s, 1), 0);
+        assert_int_equal(tdev_wait_tele_ack(v, 3, 10000), 0);
+        snprintf(sql, sizeof(sql),
+                 "SELECT count(*) FROM tele t JOIN devices d ON d.id = "
+                 "t.device_id WHERE d.name = '%s'",
+                 name);
+        int64_t rows = th_db_int(t, sql);
+        snprintf(sql, sizeof(sql),
+                 "SELECT seq_resets FROM stream_hw h JOIN devices d ON d.id "
+                 "= h.device_id WHERE d.name = '%s'",
+                 name);
+        int64_t resets = th_db_int(t, sql);
+        snprintf(sql, sizeof(sql),
+                 "SELECT tele_hw FROM stream_hw_epochs h JOIN devices d ON "
+                 "d.id = h.device_id WHERE d.name = '%s' AND h.epoch = %u",
+                 name, LIFE1);
+        int64_t parked = th_db_int(t, sql);
+        printf("# crash %s: rows %lld (want 8), resets %lld, life 1 at %lld\n",
+               points[i], (long long)rows, (long long)resets,
+               (long long)parked);
+        assert_int_equal(rows, 4 + 1 + 3);
+        assert_int_equal(resets, 1);
+        assert_int_equal(parked, 5);
+        tdev_close(v);
+        dev_open_ = false;
+    }
+}
+
 /* ---- known bugs (TML_REVIEW_KNOWN_BUGS=1) ---------------------------------
  */
 
@@ -615,6 +677,7 @@ main(void)
         CASE(wipe_without_epochs_is_caught_by_hello),
         CASE(failed_batch_leaks_no_switch),
         CASE(prune_keeps_recently_left_life),
+        CASE(crash_points_at_new_life),
         CASE(collision_after_wipe_acks_unstored),
         CASE(upgrade_wipe_hello_lost_in_crash),
         CASE(prune_same_second_drops_last_left_life),
