@@ -255,6 +255,53 @@ test_review_epoch_ack_epoch_compared_in_32_bits(void **state)
     assert_int_equal(r->a.ring_n, 0);
 }
 
+/* Sample chunks carry the epoch too, so a gateway can tell two lives'
+ * samples apart: after a wipe the new life's first sample has the same
+ * sample_id (its first chunk's seq, 1) as the old life's first, and only
+ * the epoch differs (tmld_review_epoch samples_of_two_lives_merge shows
+ * tmld does not keep it). */
+static void
+test_review_epoch_samples_carry_epoch_across_wipe(void **state)
+{
+    struct rig *r = *state;
+    uint8_t in[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    struct tmla_inference inf = {.predicted = 2,
+                                 .confidence_bp = 1000,
+                                 .dtype = TML_DTYPE_U8,
+                                 .n_shape = 1};
+    uint32_t ids[2], epochs[2];
+
+    inf.shape[0] = sizeof in;
+    for (int life = 0; life < 2; life++) {
+        size_t from = r->mp->n_log;
+        bool found = false;
+
+        assert_int_equal(tmla_capture(&r->a, &inf, in, sizeof in,
+                                      TML_REASON_FLAGGED, r->now),
+                         TMLA_CAPTURE_KEPT);
+        rig_run(r, 1, r->cfg.budget_period_s * 1000u);
+        for (size_t i = from; i < r->mp->n_log && !found; i++) {
+            struct tml_sample m;
+
+            if (r->mp->log[i].kind != TML_KIND_SAMPLE)
+                continue;
+            assert_int_equal(
+                tml_sample_decode(r->mp->log[i].payload, r->mp->log[i].len, &m),
+                TML_OK);
+            ids[life] = m.sample_id;
+            epochs[life] = m.epoch;
+            found = true;
+        }
+        assert_true(found);
+        assert_int_equal(epochs[life], r->a.ps.epoch);
+        /* Wiped (the port's random goes on: a different epoch). */
+        memset(r->mp->state, 0, sizeof r->mp->state);
+        rig_boot(r);
+    }
+    assert_int_equal(ids[0], ids[1]);
+    assert_true(epochs[0] != epochs[1]);
+}
+
 /* BUG (epoch repeats after a wipe): agent_port.h asks random() only for
  * "32 random bits (need not be cryptographic: sampling decisions only)"
  * and unix_time is optional (0 = no clock). A port whose PRNG starts from
@@ -296,6 +343,7 @@ main(void)
         T(test_review_epoch_durable_before_any_record),
         T(test_review_epoch_old_agent_record_keeps_numbering),
         T(test_review_epoch_ack_epoch_compared_in_32_bits),
+        T(test_review_epoch_samples_carry_epoch_across_wipe),
         T(test_review_epoch_wipe_draws_same_epoch_on_repeating_port),
 #undef T
     };
