@@ -27,6 +27,21 @@ enum { SLOT_FREE = 0, SLOT_HELD, SLOT_PENDING };
  * integers of up to 5 bytes, a 4-dimension shape, headers. */
 #define SAMPLE_OVERHEAD 112u
 
+/* struct tmla_inference has the members of struct tml_sample from predicted
+ * to rate_hz, in the same order and with the same types: send_chunk copies
+ * them in one piece. Each relative offset is checked here. */
+#define INF_AT offsetof(struct tml_sample, predicted)
+#define INF_LEN (offsetof(struct tmla_inference, rate_hz) + sizeof(uint32_t))
+#define SAME_AT(m)                                                             \
+    (offsetof(struct tml_sample, m) - INF_AT ==                                \
+     offsetof(struct tmla_inference, m))
+typedef char tmla__inference_matches_sample
+    [SAME_AT(predicted) && SAME_AT(confidence_bp) && SAME_AT(has_expected) &&
+             SAME_AT(expected) && SAME_AT(dtype) && SAME_AT(n_shape) &&
+             SAME_AT(shape) && SAME_AT(rate_hz)
+         ? 1
+         : -1];
+
 /* One captured input lost to the budget, the spool or the encoder: counted
  * in the current summary and in the stats. */
 static void
@@ -143,18 +158,15 @@ tmla_capture(struct tmla_agent *a, const struct tmla_inference *inf,
     memset(s, 0, sizeof *s);
     s->state = SLOT_HELD;
     s->reason = reason;
-    s->dtype = inf->dtype != 0 ? inf->dtype : TML_DTYPE_U8;
-    s->n_shape = (uint8_t)inf->n_shape;
-    memcpy(s->shape, inf->shape, sizeof s->shape);
-    if (s->n_shape == 0) {
-        s->n_shape = 1;
-        s->shape[0] = (uint32_t)len;
+    s->inf = *inf;
+    if (s->inf.dtype == 0)
+        s->inf.dtype = TML_DTYPE_U8;
+    if (s->inf.n_shape == 0) {
+        s->inf.n_shape = 1;
+        s->inf.shape[0] = (uint32_t)len;
     }
-    s->has_expected = inf->has_expected;
-    s->expected = inf->expected;
-    s->predicted = inf->predicted;
-    s->confidence_bp = inf->confidence_bp > 10000 ? 10000 : inf->confidence_bp;
-    s->rate_hz = inf->rate_hz;
+    if (s->inf.confidence_bp > 10000)
+        s->inf.confidence_bp = 10000;
     s->model_version = a->cur.model_version;
     s->len = (uint32_t)len;
     s->capture_ms = now_ms;
@@ -221,14 +233,9 @@ send_chunk(struct tmla_agent *a, struct tmla__sample *s, uint32_t k,
     m.sample_id = s->first_seq;
     m.model_version = s->model_version;
     m.reason = s->reason;
-    m.predicted = s->predicted;
-    m.confidence_bp = s->confidence_bp;
-    m.has_expected = s->has_expected;
-    m.expected = s->expected;
-    m.dtype = s->dtype;
-    m.n_shape = s->n_shape;
-    memcpy(m.shape, s->shape, sizeof m.shape);
-    m.rate_hz = s->rate_hz;
+    /* predicted, confidence_bp, has_expected, expected, dtype, n_shape,
+     * shape, rate_hz */
+    memcpy((uint8_t *)&m + INF_AT, &s->inf, INF_LEN);
     m.age_s = (now_ms - s->capture_ms) / 1000u;
     m.total_len = s->len;
     m.offset = k * cc;
@@ -311,8 +318,6 @@ tmla__sample_poll(struct tmla_agent *a, uint32_t now_ms)
             continue;
         s->in_flight = true;
         s->sent_ms = now_ms;
-        if (s->n_rounds < 255)
-            s->n_rounds++;
     }
 }
 

@@ -110,6 +110,61 @@ test_sample_reasons_chosen_by_agent(void **state)
     }
 }
 
+/* Every inference field reaches up/sample as given, except the agent's
+ * defaults and clamps: dtype 0 is U8, no shape is [len] bytes, confidence
+ * above 10000 bp is 10000. */
+static void
+test_sample_inference_fields_on_the_wire(void **state)
+{
+    struct rig *r = *state;
+    uint8_t in[32] = {1, 2, 3};
+    struct tmla_inference full = {.predicted = 3,
+                                  .confidence_bp = 12000,
+                                  .has_expected = true,
+                                  .expected = 1,
+                                  .dtype = TML_DTYPE_F32,
+                                  .n_shape = 2,
+                                  .shape = {2, 4},
+                                  .rate_hz = 16000};
+    struct tmla_inference bare = {.predicted = 7, .confidence_bp = 4321};
+    struct tml_sample s[4];
+    const struct tml_sample *f, *b;
+
+    tml_heap_armed = 1;
+    assert_int_equal(
+        tmla_capture(&r->a, &full, in, sizeof in, TML_REASON_FLAGGED, r->now),
+        TMLA_CAPTURE_KEPT);
+    assert_int_equal(
+        tmla_capture(&r->a, &bare, in, 5, TML_REASON_FLAGGED, r->now),
+        TMLA_CAPTURE_KEPT);
+    tml_heap_armed = 0;
+    budget_period(r);
+    assert_int_equal(samples(r->mp, 0, s, 4), 2);
+    f = s[0].predicted == 3 ? &s[0] : &s[1];
+    b = s[0].predicted == 3 ? &s[1] : &s[0];
+    assert_int_equal(f->predicted, 3);
+    assert_int_equal(f->confidence_bp, 10000);
+    assert_true(f->has_expected);
+    assert_int_equal(f->expected, 1);
+    assert_int_equal(f->dtype, TML_DTYPE_F32);
+    assert_int_equal(f->n_shape, 2);
+    assert_int_equal(f->shape[0], 2);
+    assert_int_equal(f->shape[1], 4);
+    assert_int_equal(f->rate_hz, 16000);
+    assert_int_equal(f->reason, TML_REASON_FLAGGED);
+    assert_int_equal(f->total_len, sizeof in);
+    assert_memory_equal(f->data.p, in, sizeof in);
+    assert_int_equal(b->predicted, 7);
+    assert_int_equal(b->confidence_bp, 4321);
+    assert_false(b->has_expected);
+    assert_int_equal(b->expected, 0);
+    assert_int_equal(b->dtype, TML_DTYPE_U8);
+    assert_int_equal(b->n_shape, 1);
+    assert_int_equal(b->shape[0], 5);
+    assert_int_equal(b->rate_hz, 0);
+    assert_int_equal(b->total_len, 5);
+}
+
 static void
 test_sample_token_bucket_limits_each_period(void **state)
 {
@@ -285,6 +340,7 @@ main(void)
     const struct CMUnitTest tests[] = {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
         T(test_sample_reasons_chosen_by_agent),
+        T(test_sample_inference_fields_on_the_wire),
         T(test_sample_token_bucket_limits_each_period),
         T(test_sample_bucket_carries_unused_tokens_up_to_burst),
         T(test_sample_reservoir_is_uniform),

@@ -141,6 +141,19 @@ struct tmla_stats {
     uint32_t ring_high_water;     /* most tele entries held at once */
 };
 
+/* The inference a captured input belongs to. */
+struct tmla_inference {
+    uint32_t predicted;     /* class index */
+    uint32_t confidence_bp; /* 0..10000 */
+    bool has_expected;      /* the application knows the right class */
+    uint32_t expected;
+    uint8_t dtype;  /* enum tml_dtype of the input, 0 = U8 */
+    size_t n_shape; /* <= TML_MAX_SHAPE, 0 = [len] (bytes);
+                       every dimension >= 1 */
+    uint32_t shape[TML_MAX_SHAPE];
+    uint32_t rate_hz; /* sampling rate of a time series, or 0 */
+};
+
 /* ---- the context (allocated by the firmware; fields are private) -------- */
 
 struct tmla__sum {
@@ -165,15 +178,15 @@ struct tmla__sum {
 
 struct tmla__sample {
     uint8_t state; /* free, held (reservoir), pending (sent) */
-    uint8_t reason, dtype, n_shape;
-    bool has_expected;
+    uint8_t reason;
     bool in_flight;
-    uint8_t n_rounds;    /* times all chunks were published */
     uint16_t next_chunk; /* chunks published in the current round */
-    uint32_t id, first_seq, n_chunks, len;
-    uint32_t predicted, confidence_bp, expected, rate_hz, model_version;
-    uint32_t shape[TML_MAX_SHAPE];
+    uint32_t first_seq, n_chunks, len, model_version;
     uint32_t capture_ms, sent_ms;
+    /* As captured (dtype and shape defaulted, confidence clamped); its
+     * members are those of struct tml_sample from predicted to rate_hz,
+     * copied in one piece (sample.c checks the layouts agree). */
+    struct tmla_inference inf;
 };
 
 /* The persisted record (two copies, generation + CRC). */
@@ -308,19 +321,6 @@ void tmla_record(struct tmla_agent *a, uint32_t cls, uint32_t confidence_bp,
 
 /* Counts one failed inference (n_errors). */
 void tmla_record_error(struct tmla_agent *a);
-
-/* The inference a captured input belongs to. */
-struct tmla_inference {
-    uint32_t predicted;     /* class index */
-    uint32_t confidence_bp; /* 0..10000 */
-    bool has_expected;      /* the application knows the right class */
-    uint32_t expected;
-    uint8_t dtype;  /* enum tml_dtype of the input, 0 = U8 */
-    size_t n_shape; /* <= TML_MAX_SHAPE, 0 = [len] (bytes);
-                       every dimension >= 1 */
-    uint32_t shape[TML_MAX_SHAPE];
-    uint32_t rate_hz; /* sampling rate of a time series, or 0 */
-};
 
 /* Offers one input for capture. reason is an enum tml_sample_reason, or 0 to
  * let the agent decide: below conf_threshold_bp is LOW_CONF, otherwise a
