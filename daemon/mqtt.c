@@ -273,12 +273,17 @@ misc_cb(uv_timer_t *t)
         return;
     }
     uint64_t now = tmld_now_ms(d);
+    /* Dead once nothing came for 1.5x keepalive: checked every tick, so
+     * the check fires one tick early rather than up to one tick late
+     * (still >= 1.4x keepalive, above a healthy link's PINGRESP period). */
+    uint64_t dead_ms =
+        d->set.mqtt_keepalive_ms * 3 / 2 - uv_timer_get_repeat(&q->misc);
     if (q->is_connecting &&
         now - q->connect_started_ms > CONNECT_TIMEOUT_MS) {
         log_warn("mqtt: no CONNACK within %d ms", CONNECT_TIMEOUT_MS);
         kill_link(q, "connect timeout");
     } else if (q->is_connected && !q->is_paused &&
-               now - q->last_rx_ms > d->set.mqtt_keepalive_ms * 3 / 2) {
+               now - q->last_rx_ms >= dead_ms) {
         /* Half-open link (libmosquitto alone would take up to 2x
          * keepalive). */
         log_warn("mqtt: nothing received for %llu ms (keepalive %llu ms): "
