@@ -118,10 +118,11 @@ encode_item(struct tml_enc *e, unsigned t, unsigned l, const uint8_t *p)
         /* struct tml_str and struct tml_bin have the same layout. */
         TML__MEMCPY(&b, p, sizeof b);
         err = check_len(b.len, l);
+        /* An empty string may have no pointer (and is valid UTF-8). */
         if (err == TML_OK && b.len != 0 && b.p == NULL) {
             err = TML_ERR_INVAL;
-        }
-        if (err == TML_OK && t == TML__F_TEXT && !tml__utf8_valid(b.p, b.len)) {
+        } else if (err == TML_OK && b.len != 0 && t == TML__F_TEXT &&
+                   !tml__utf8_valid(b.p, b.len)) {
             err = TML_ERR_TYPE;
         }
         if (err == TML_OK && t == TML__F_TEXT) {

@@ -91,6 +91,28 @@ test_hello_round_trip_min_and_max(void **state)
     }
 }
 
+/* A device without a model says so with an empty name that has no
+ * pointer at all: it encodes (without looking at the missing bytes) and
+ * decodes as an empty name; a length without a pointer is refused. */
+static void
+test_hello_empty_model_name_without_pointer(void **state)
+{
+    struct tml_hello m, out;
+    uint8_t wire[TML_MAX_MESSAGE];
+    size_t n = 0;
+
+    (void)state;
+    sample_hello(&m, 0);
+    m.model.p = NULL;
+    m.model.len = 0;
+    assert_int_equal(tml_hello_encode(&m, wire, sizeof wire, &n), TML_OK);
+    assert_int_equal(tml_hello_decode(wire, n, &out), TML_OK);
+    assert_int_equal(out.model.len, 0);
+    m.model.len = 1;
+    assert_int_equal(tml_hello_encode(&m, wire, sizeof wire, &n),
+                     TML_ERR_INVAL);
+}
+
 static void
 test_state_round_trip_online_and_offline(void **state)
 {
@@ -361,6 +383,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hello_round_trip_min_and_max),
+        cmocka_unit_test(test_hello_empty_model_name_without_pointer),
         cmocka_unit_test(test_state_round_trip_online_and_offline),
         cmocka_unit_test(test_tele_round_trip_min_and_max),
         cmocka_unit_test(test_tele_round_trip_negative_and_positive_temperature),
