@@ -93,9 +93,12 @@ config_ok(const struct tmla_config *c, const struct tmla_port *p)
         if (fn == NULL)
             return false;
     }
-    if (!pow2(p->erase_size) || TMLA_OTA_CHECKPOINT % p->erase_size != 0 ||
+    /* erase_size is a power of two from here on: x & (erase_size - 1) is
+     * x % erase_size. */
+    if (!pow2(p->erase_size) ||
+        (TMLA_OTA_CHECKPOINT & (p->erase_size - 1)) != 0 ||
         !pow2(p->write_align) || p->write_align > TMLA_MAX_WRITE_ALIGN ||
-        p->slot_size == 0 || p->slot_size % p->erase_size != 0)
+        p->slot_size == 0 || (p->slot_size & (p->erase_size - 1)) != 0)
         return false;
     return true;
 }

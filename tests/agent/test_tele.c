@@ -538,6 +538,11 @@ test_agent_init_rejects_bad_config_and_port(void **state)
     EXPECT_INVAL(p.random = NULL);
     EXPECT_INVAL(p.activate = NULL);
     EXPECT_INVAL(p.erase_size = 3000);
+    EXPECT_INVAL(p.erase_size = 0);
+    /* A power of two that does not divide the checkpoint interval. */
+    EXPECT_INVAL(p.erase_size = 2 * TMLA_OTA_CHECKPOINT;
+                 p.slot_size = 2 * TMLA_OTA_CHECKPOINT);
+    EXPECT_INVAL(p.write_align = 3);
     EXPECT_INVAL(p.write_align = 32);
     EXPECT_INVAL(p.slot_size = MP_ERASE + 1);
 #undef EXPECT_INVAL
