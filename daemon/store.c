@@ -51,9 +51,13 @@ struct touched {
     int64_t rowid;
     bool has_hw, hw_dirty, has_tele, has_sample;
     uint32_t tele_hw, sample_hw;
-    uint32_t epoch; /* of tele_hw/sample_hw; 0 = none seen */
+    uint32_t epoch; /* of tele_hw/sample_hw: the newest life; 0 = none */
+    /* A parked earlier life that a late record of this batch belongs to:
+     * checked against its own numbers, written back, acked in its epoch. */
+    bool has_late, late_tele, late_sample;
+    uint32_t late_epoch, late_tele_hw, late_sample_hw;
     uint32_t tele_skip, sample_skip, resets, stale_hellos; /* this batch */
-    uint32_t old_epoch_recs; /* records of an earlier epoch, this batch */
+    uint32_t late_recs; /* records of an earlier life, this batch */
 };
 
 struct batch {
@@ -85,6 +89,8 @@ enum {
     ST_BOOT_GET,
     ST_EPOCH_GET,
     ST_EPOCH_PUT,
+    ST_EPOCH_SET,
+    ST_EPOCH_DEL,
     ST_EPOCH_PRUNE,
     ST__COUNT
 };
@@ -108,8 +114,9 @@ static const char *const stmt_sql[ST__COUNT] = {
                 "lat_mean_us, body) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
     [ST_SAMPLE] = "INSERT INTO samples(device_id, seq, recv_at, sample_id, "
                   "model_version, reason, predicted, confidence_bp, expected, "
-                  "dtype, shape, rate_hz, total_len, offset, data) VALUES "
-                  "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
+                  "dtype, shape, rate_hz, total_len, offset, data, epoch) "
+                  "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,"
+                  "?16)",
     [ST_HELLO] = "UPDATE devices SET last_seen = max(last_seen, ?2), "
                  "agent_version = ?3, hw = ?4, model = ?5, model_version = ?6, "
                  "model_slot = ?7, slot_size = ?8, arena_size = ?9, "
@@ -128,18 +135,26 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_BOOT_GET] = "SELECT boot_count, boot_id FROM devices WHERE id = ?1",
     [ST_EPOCH_GET] = "SELECT tele_hw, sample_hw FROM stream_hw_epochs "
                      "WHERE device_id = ?1 AND epoch = ?2",
+    /* Parks a life; left_order counts per device, so the most recently
+     * left ones are known without a clock. */
     [ST_EPOCH_PUT] = "INSERT INTO stream_hw_epochs(device_id, epoch, tele_hw, "
-                     "sample_hw, left_at) VALUES (?1, ?2, ?3, ?4, ?5) "
+                     "sample_hw, left_order) VALUES (?1, ?2, ?3, ?4, "
+                     "(SELECT coalesce(max(left_order), 0) + 1 FROM "
+                     "stream_hw_epochs WHERE device_id = ?1)) "
                      "ON CONFLICT(device_id, epoch) DO UPDATE SET "
                      "tele_hw = excluded.tele_hw, "
                      "sample_hw = excluded.sample_hw, "
-                     "left_at = excluded.left_at",
-    /* A device's 8 most recent earlier epochs are kept: a late record of a
+                     "left_order = excluded.left_order",
+    [ST_EPOCH_SET] = "UPDATE stream_hw_epochs SET tele_hw = ?3, "
+                     "sample_hw = ?4 WHERE device_id = ?1 AND epoch = ?2",
+    [ST_EPOCH_DEL] = "DELETE FROM stream_hw_epochs WHERE device_id = ?1 AND "
+                     "epoch = ?2",
+    /* A device's 8 most recently left lives are kept: a late record of a
      * life older than that is unlikely, and then it is a new life. */
     [ST_EPOCH_PRUNE] = "DELETE FROM stream_hw_epochs WHERE device_id = ?1 "
                        "AND epoch NOT IN (SELECT epoch FROM stream_hw_epochs "
-                       "WHERE device_id = ?1 ORDER BY left_at DESC, "
-                       "epoch LIMIT 8)",
+                       "WHERE device_id = ?1 ORDER BY left_order DESC "
+                       "LIMIT 8)",
 };
 
 struct store {
@@ -567,6 +582,7 @@ insert_sample(struct store *s, const struct touched *t, const struct rec *r)
     sqlite3_bind_int64(st, 13, r->u.sample.total_len);
     sqlite3_bind_int64(st, 14, r->u.sample.offset);
     sqlite3_bind_blob(st, 15, r->data, (int)r->data_len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 16, r->epoch);
     return step_reset(st);
 }
 
@@ -609,25 +625,133 @@ apply_hello(struct store *s, const struct touched *t, const struct rec *r)
     return SQLITE_DONE;
 }
 
-/* PROTOCOL.md 6, restarted numbering: a hello whose next seq is at or below
- * what is stored for a stream, from another boot than the last hello seen
- * (another boot_id, or a lower boot_count), restarts that stream at 0. The
- * same boot's hello delivered again (QoS 1 resend after a reconnect,
- * retained copy) carries a stale next seq too: only counted. */
+/* ---- numbering lives (PROTOCOL.md 6) ---------------------------------------
+ * stream_hw holds the high-waters of the device's newest life (its epoch in
+ * stream_hw.epoch, 0 = records without one); stream_hw_epochs holds earlier
+ * lives ("parked"), at most 8 per device. */
+
+/* Parks the newest life (t->epoch and its high-waters) and keeps the 8 most
+ * recently left. */
+static int
+park_current(struct store *s, struct touched *t)
+{
+    sqlite3_stmt *st = s->st[ST_EPOCH_PUT];
+    sqlite3_bind_int64(st, 1, t->rowid);
+    sqlite3_bind_int64(st, 2, t->epoch);
+    sqlite3_bind_int64(st, 3, t->tele_hw);
+    sqlite3_bind_int64(st, 4, t->sample_hw);
+    TRY(step_reset(st));
+    st = s->st[ST_EPOCH_PRUNE];
+    sqlite3_bind_int64(st, 1, t->rowid);
+    TRY(step_reset(st));
+    return SQLITE_OK;
+}
+
+/* Reads the parked life `epoch` of the device: SQLITE_ROW (hws set) or
+ * SQLITE_DONE (none). */
+static int
+parked_get(struct store *s, const struct touched *t, uint32_t epoch,
+           uint32_t *tele_hw, uint32_t *sample_hw)
+{
+    sqlite3_stmt *st = s->st[ST_EPOCH_GET];
+    sqlite3_bind_int64(st, 1, t->rowid);
+    sqlite3_bind_int64(st, 2, epoch);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *tele_hw = (uint32_t)sqlite3_column_int64(st, 0);
+        *sample_hw = (uint32_t)sqlite3_column_int64(st, 1);
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+static int
+parked_del(struct store *s, const struct touched *t, uint32_t epoch)
+{
+    sqlite3_stmt *st = s->st[ST_EPOCH_DEL];
+    sqlite3_bind_int64(st, 1, t->rowid);
+    sqlite3_bind_int64(st, 2, epoch);
+    return step_reset(st) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+}
+
+/* Writes the late life's high-waters back to its parked row. */
+static int
+late_flush(struct store *s, struct touched *t)
+{
+    if (!t->has_late)
+        return SQLITE_OK;
+    sqlite3_stmt *st = s->st[ST_EPOCH_SET];
+    sqlite3_bind_int64(st, 1, t->rowid);
+    sqlite3_bind_int64(st, 2, t->late_epoch);
+    sqlite3_bind_int64(st, 3, t->late_tele_hw);
+    sqlite3_bind_int64(st, 4, t->late_sample_hw);
+    TRY(step_reset(st));
+    return SQLITE_OK;
+}
+
+/* A new life starts as the newest one: the current is parked (when
+ * `park`), the high-waters restart at 0, counted as a reset. */
+static int
+new_life(struct store *s, struct batch *b, struct touched *t, uint32_t epoch,
+         bool park)
+{
+    if (park)
+        TRY(park_current(s, t));
+    t->epoch = epoch;
+    t->tele_hw = 0;
+    t->sample_hw = 0;
+    t->hw_dirty = true;
+    t->resets++;
+    b->n_resets++;
+    return SQLITE_OK;
+}
+
+/* PROTOCOL.md 6, restarted numbering. With an epoch in the hello and in the
+ * device's records: a hello of the newest life decides nothing; one of a
+ * parked life makes it the newest again (a late record of an earlier life
+ * had become the newest), one of an unseen epoch starts a new life.
+ * Otherwise (agents without epochs, or the first hello with one): a hello
+ * whose next seq is at or below what is stored for a stream, from another
+ * boot than the last hello seen (another boot_id, or a lower boot_count),
+ * restarts the numbering; the old numbers are parked as epoch 0 when the
+ * hello has an epoch, so a late record of the old agent is checked against
+ * them. The same boot's hello delivered again (QoS 1 resend after a
+ * reconnect, retained copy) carries a stale next seq too: only counted. */
 static int
 check_restart(struct store *s, struct batch *b, struct touched *t,
               const struct rec *r)
 {
     const struct hello_rec *h = r->u.hello;
-    if (h->tele_next == 0 && h->sample_next == 0)
+    if (h->tele_next == 0 && h->sample_next == 0 && h->epoch == 0)
         return SQLITE_OK; /* an agent that does not declare them */
     TRY(ensure_hw(s, t));
-    /* Records with epochs say which life they belong to (enter_epoch): a
-     * hello, which may be a late copy of an old one, decides nothing. Only
-     * the first hello with an epoch after records without one (an agent
-     * updated from a version without epochs, maybe wiped) is judged. */
-    if (h->epoch != 0 && t->epoch != 0)
-        return SQLITE_OK;
+    if (h->epoch != 0 && t->epoch != 0) {
+        if (h->epoch == t->epoch)
+            return SQLITE_OK;
+        /* The late slot's numbers go to their row first: it may be the
+         * life this hello makes the newest again. */
+        TRY(late_flush(s, t));
+        if (t->has_late && t->late_epoch == h->epoch) {
+            t->has_tele |= t->late_tele;
+            t->has_sample |= t->late_sample;
+        }
+        t->has_late = false;
+        uint32_t th = 0, sh = 0;
+        int rc = parked_get(s, t, h->epoch, &th, &sh);
+        if (rc == SQLITE_ROW) {
+            TRY(park_current(s, t));
+            TRY(parked_del(s, t, h->epoch));
+            t->epoch = h->epoch;
+            t->tele_hw = th;
+            t->sample_hw = sh;
+            t->hw_dirty = true;
+            return SQLITE_OK;
+        }
+        if (rc != SQLITE_DONE)
+            return rc;
+        return new_life(s, b, t, h->epoch, true);
+    }
     bool tele = h->tele_next != 0 && h->tele_next <= t->tele_hw;
     bool sample = h->sample_next != 0 && h->sample_next <= t->sample_hw;
     if (!tele && !sample)
@@ -650,67 +774,67 @@ check_restart(struct store *s, struct batch *b, struct touched *t,
         b->n_stale_hellos++;
         return SQLITE_OK;
     }
+    if (h->epoch != 0)
+        return new_life(s, b, t, h->epoch, true); /* parks epoch 0 */
     if (tele)
         t->tele_hw = 0;
     if (sample)
         t->sample_hw = 0;
-    if (h->epoch != 0)
-        t->epoch = h->epoch;
     t->resets++;
     t->hw_dirty = true;
     b->n_resets++;
     return SQLITE_OK;
 }
 
-/* PROTOCOL.md 6, numbering epochs: a tele/sample record of another epoch
- * than the device's current one parks the current high-waters in
- * stream_hw_epochs and takes up the record's epoch: its parked high-waters
- * if it is an earlier life (a late record), else 0 (a new life: counted as
- * a reset). The first epoch after records without one continues their
- * high-waters (an agent updated from a version without epochs). */
+/* PROTOCOL.md 6, numbering epochs: which life a tele/sample record belongs
+ * to. Sets *late when it is a parked (earlier) life, loaded into t->late_*;
+ * else the record is checked against the newest life, which it may start:
+ *   - the device's first record with an epoch after records without one
+ *     continues their numbers (an agent updated in place starts above what
+ *     it sent: lw > hw), unless its low-water is at or below what is stored
+ *     (lw <= hw: the numbering restarted, a wiped device whose hello may
+ *     have been lost): then a new life, the old numbers parked as epoch 0;
+ *   - a record of an epoch never seen for the device starts a new life;
+ *   - a record without an epoch from a device that has one belongs to the
+ *     parked epoch-0 life if there is one (the agent before an update and
+ *     a wipe), else to the newest (updated in place: same numbering). */
 static int
 enter_epoch(struct store *s, struct batch *b, struct touched *t,
-            const struct rec *r)
+            const struct rec *r, bool *late)
 {
-    if (r->epoch == 0 || r->epoch == t->epoch)
+    *late = false;
+    if (r->epoch == t->epoch)
         return SQLITE_OK;
-    t->hw_dirty = true;
     if (t->epoch == 0) {
+        uint32_t hw = r->kind == REC_TELE ? t->tele_hw : t->sample_hw;
+        if (r->lw != 0 && r->lw <= hw)
+            return new_life(s, b, t, r->epoch, true);
         t->epoch = r->epoch;
+        t->hw_dirty = true;
         return SQLITE_OK;
     }
-    sqlite3_stmt *st = s->st[ST_EPOCH_PUT];
-    sqlite3_bind_int64(st, 1, t->rowid);
-    sqlite3_bind_int64(st, 2, t->epoch);
-    sqlite3_bind_int64(st, 3, t->tele_hw);
-    sqlite3_bind_int64(st, 4, t->sample_hw);
-    sqlite3_bind_int64(st, 5, r->recv_s);
-    TRY(step_reset(st));
-    st = s->st[ST_EPOCH_GET];
-    sqlite3_bind_int64(st, 1, t->rowid);
-    sqlite3_bind_int64(st, 2, r->epoch);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        t->tele_hw = (uint32_t)sqlite3_column_int64(st, 0);
-        t->sample_hw = (uint32_t)sqlite3_column_int64(st, 1);
+    if (t->has_late && t->late_epoch == r->epoch) {
+        *late = true;
+        return SQLITE_OK;
     }
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+    uint32_t th = 0, sh = 0;
+    int rc = parked_get(s, t, r->epoch, &th, &sh);
+    if (rc == SQLITE_ROW) {
+        TRY(late_flush(s, t)); /* another late life earlier in the batch */
+        t->has_late = true;
+        t->late_tele = t->late_sample = false;
+        t->late_epoch = r->epoch;
+        t->late_tele_hw = th;
+        t->late_sample_hw = sh;
+        t->late_recs++;
+        *late = true;
+        return SQLITE_OK;
+    }
+    if (rc != SQLITE_DONE)
         return rc;
-    t->epoch = r->epoch;
-    if (rc == SQLITE_ROW) {
-        t->old_epoch_recs++;
-        return SQLITE_OK;
-    }
-    t->tele_hw = 0;
-    t->sample_hw = 0;
-    t->resets++;
-    b->n_resets++;
-    st = s->st[ST_EPOCH_PRUNE];
-    sqlite3_bind_int64(st, 1, t->rowid);
-    TRY(step_reset(st));
-    return SQLITE_OK;
+    if (r->epoch == 0)
+        return SQLITE_OK; /* updated in place: the newest life's numbers */
+    return new_life(s, b, t, r->epoch, true);
 }
 
 static int
@@ -732,13 +856,17 @@ apply_rec(struct store *s, struct batch *b, struct rec *r)
     case REC_TELE:
     case REC_SAMPLE: {
         TRY(ensure_hw(s, t));
-        TRY(enter_epoch(s, b, t, r));
+        bool late;
+        TRY(enter_epoch(s, b, t, r, &late));
         bool is_tele = r->kind == REC_TELE;
-        uint32_t *hw = is_tele ? &t->tele_hw : &t->sample_hw;
-        if (is_tele)
-            t->has_tele = true;
-        else
-            t->has_sample = true;
+        uint32_t *hw;
+        if (late) {
+            hw = is_tele ? &t->late_tele_hw : &t->late_sample_hw;
+            *(is_tele ? &t->late_tele : &t->late_sample) = true;
+        } else {
+            hw = is_tele ? &t->tele_hw : &t->sample_hw;
+            *(is_tele ? &t->has_tele : &t->has_sample) = true;
+        }
         /* In 64 bits: at hw = UINT32_MAX, hw + 1 must not wrap to 0. */
         uint64_t next = (uint64_t)*hw + 1;
         if (r->seq > next && r->lw > next) {
@@ -806,7 +934,10 @@ run_batch(struct store *s, struct batch *b)
         TRY(apply_rec(s, b, r));
     for (size_t i = 0; i < b->t_cap; i++) {
         struct touched *t = &b->t[i];
-        if (t->dev == NULL || !t->hw_dirty)
+        if (t->dev == NULL)
+            continue;
+        TRY(late_flush(s, t));
+        if (!t->hw_dirty)
             continue;
         sqlite3_stmt *st = s->st[ST_HW_PUT];
         sqlite3_bind_int64(st, 1, t->rowid);
@@ -880,9 +1011,9 @@ log_gaps(const struct touched *t)
                  "next seq at or below what is stored: state wiped or device "
                  "replaced); streams start again",
                  t->dev->name);
-    if (t->old_epoch_recs != 0)
+    if (t->late_recs != 0)
         log_info("ingest: dev=%s records of an earlier numbering epoch "
-                 "arrived late; checked against that epoch's numbers",
+                 "arrived late; checked against that life's numbers",
                  t->dev->name);
     if (t->stale_hellos != 0)
         log_info("ingest: dev=%s an old hello of the current boot arrived "
@@ -923,6 +1054,14 @@ after_work_cb(uv_work_t *w, int status)
             if (t->has_tele || t->has_sample)
                 ingest_committed(d, t->dev, t->has_tele, t->tele_hw,
                                  t->has_sample, t->sample_hw, t->epoch);
+            /* A late life's ack names its epoch: the device ignores it
+             * unless that life is in fact its current one. Epoch 0 is never
+             * acked this way: an ack without epoch is taken by any life. */
+            if (t->has_late && t->late_epoch != 0 &&
+                (t->late_tele || t->late_sample))
+                ingest_committed(d, t->dev, t->late_tele, t->late_tele_hw,
+                                 t->late_sample, t->late_sample_hw,
+                                 t->late_epoch);
         }
     } else {
         s->stats.commit_errors++;

@@ -305,6 +305,7 @@ sample_line(struct ubuf *out, sqlite3_stmt *st)
     jint(&w, "offset", sqlite3_column_int64(st, 14));
     jb64(&w, "data_b64", sqlite3_column_blob(st, 15),
          (size_t)sqlite3_column_bytes(st, 15));
+    jint(&w, "epoch", sqlite3_column_int64(st, 16));
     return jend(&w);
 }
 
@@ -378,7 +379,8 @@ static const char *const queries[US__COUNT] = {
     [US_SAMPLES] = "SELECT s.id, coalesce(d.name, ''), s.seq, s.recv_at, "
                    "s.sample_id, s.model_version, s.reason, s.predicted, "
                    "s.confidence_bp, s.expected, s.dtype, s.shape, "
-                   "s.rate_hz, s.total_len, s.offset, s.data FROM samples s "
+                   "s.rate_hz, s.total_len, s.offset, s.data, s.epoch "
+                   "FROM samples s "
                    "LEFT JOIN devices d ON d.id = s.device_id "
                    "WHERE s.id BETWEEN ?1 AND ?2 ORDER BY s.id",
     [US_EVENTS] = "SELECT id, device, recv_at, kind, offer_id, version, "

@@ -597,7 +597,7 @@ dtype_name(int64_t t)
 #define SAMPLE_COLS                                                            \
     "d.name, s.sample_id, min(s.recv_at), s.model_version, s.reason, "         \
     "s.predicted, s.confidence_bp, s.expected, s.dtype, s.shape, s.rate_hz, "  \
-    "s.total_len, sum(length(s.data))"
+    "s.total_len, sum(length(s.data)), s.epoch"
 
 static cJSON *
 sample_json(sqlite3_stmt *st)
@@ -638,6 +638,7 @@ sample_json(sqlite3_stmt *st)
                             (double)sqlite3_column_int64(st, 11));
     cJSON_AddNumberToObject(o, "stored_len",
                             (double)sqlite3_column_int64(st, 12));
+    cJSON_AddNumberToObject(o, "epoch", (double)sqlite3_column_int64(st, 13));
     return o;
 }
 
@@ -705,12 +706,12 @@ v_samples_list(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
     static const char *having = " HAVING ?8 IS NULL OR min(s.recv_at) >= ?8";
     char sql[1536], csql[1024];
     snprintf(sql, sizeof(sql),
-             "SELECT " SAMPLE_COLS "%s GROUP BY s.device_id, s.sample_id%s "
-             "ORDER BY min(s.id) DESC LIMIT ?3 OFFSET ?4",
+             "SELECT " SAMPLE_COLS "%s GROUP BY s.device_id, s.epoch, "
+             "s.sample_id%s ORDER BY min(s.id) DESC LIMIT ?3 OFFSET ?4",
              from, having);
     snprintf(csql, sizeof(csql),
              "SELECT count(*) FROM (SELECT 1%s GROUP BY s.device_id, "
-             "s.sample_id%s)",
+             "s.epoch, s.sample_id%s)",
              from, having);
     const struct list_arg la[] = {
         {1, dev != NULL, dev, 0},
@@ -766,19 +767,25 @@ v_samples_get(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
 {
     (void)arg;
     const char *dev = NULL;
-    int64_t sid = 0;
+    int64_t sid = 0, epoch = 0;
+    int has_epoch = tmld_ctl_arg_int(args, "epoch", 0, UINT32_MAX, &epoch);
     if (tmld_ctl_arg_str(args, "device", TML_MAX_DEVICE_ID, &dev) != 0 ||
-        tmld_ctl_arg_int(args, "sample_id", 0, UINT32_MAX, &sid) != 0) {
+        tmld_ctl_arg_int(args, "sample_id", 0, UINT32_MAX, &sid) != 0 ||
+        has_epoch < 0) {
         tmld_ctl_reply_err(req, "bad_args",
                            "samples.get needs device (string) and sample_id "
-                           "(integer)");
+                           "(integer); epoch (integer) is optional");
         return;
     }
     sqlite3 *db = tmld_db_ro(d);
     sqlite3_stmt *st = NULL;
-    static const char *where = " FROM samples s JOIN devices d ON d.id = "
-                               "s.device_id WHERE d.name = ?1 AND "
-                               "s.sample_id = ?2";
+    /* A sample is (device, epoch, sample_id): without an epoch, the
+     * newest life that has this sample id (its last chunk stored). */
+    static const char *where =
+        " FROM samples s JOIN devices d ON d.id = s.device_id WHERE d.name = "
+        "?1 AND s.sample_id = ?2 AND s.epoch = coalesce(?3, (SELECT s2.epoch "
+        "FROM samples s2 WHERE s2.device_id = d.id AND s2.sample_id = ?2 "
+        "ORDER BY s2.id DESC LIMIT 1))";
     char sql[768];
     snprintf(sql, sizeof(sql), "SELECT " SAMPLE_COLS "%s GROUP BY s.device_id",
              where);
@@ -788,6 +795,8 @@ v_samples_get(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
     if (rc == SQLITE_OK) {
         sqlite3_bind_text(st, 1, dev, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, sid);
+        if (has_epoch == 0)
+            sqlite3_bind_int64(st, 3, epoch);
         rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {
             o = sample_json(st);
@@ -820,6 +829,8 @@ v_samples_get(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
     if (rc == SQLITE_OK) {
         sqlite3_bind_text(st, 1, dev, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, sid);
+        if (has_epoch == 0)
+            sqlite3_bind_int64(st, 3, epoch);
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
             int64_t off = sqlite3_column_int64(st, 0);
             int n = sqlite3_column_bytes(st, 1);

@@ -6,9 +6,11 @@
  * ack covers a record that is not stored (R2/R3-style invariants of
  * TEST-CATALOGUE.md, here for epoch switches).
  *
- * Cases found correct run in the default suite. Cases of confirmed, unfixed
- * bugs run only with TML_REVIEW_KNOWN_BUGS=1 (they fail on the current tree;
- * each says what fails and why).
+ * Cases found correct, and the bugs the review found and that are fixed,
+ * run in the default suite. Cases of confirmed, unfixed bugs run only with
+ * TML_REVIEW_KNOWN_BUGS=1 (they fail on the current tree; each says what
+ * fails and why): an epoch drawn again after a wipe (1 in 65535 per wipe,
+ * or always on a port whose random() repeats at every boot).
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -331,16 +333,16 @@ many_lives_then_late(struct th *t, const char *name, bool same_second)
         print_message("# slow machine: %llu ms for the lives, the same-second "
                       "case may not hold\n",
                       (unsigned long long)(t1 - t0));
-    printf("# %s: before the late record: %lld parked, left_at %lld..%lld, "
-           "900 parked %lld, %llu ms\n",
-           name,
-           (long long)th_db_int(t, "SELECT count(*) FROM stream_hw_epochs"),
-           (long long)th_db_int(t, "SELECT left_at FROM stream_hw_epochs "
-                                   "WHERE epoch = 1"),
-           (long long)th_db_int(t, "SELECT max(left_at) FROM stream_hw_epochs"),
-           (long long)th_db_int(t, "SELECT count(*) FROM stream_hw_epochs "
-                                   "WHERE epoch = 900"),
-           (unsigned long long)(t1 - t0));
+    printf(
+        "# %s: before the late record: %lld parked, left_order %lld..%lld, "
+        "900 parked %lld, %llu ms\n",
+        name, (long long)th_db_int(t, "SELECT count(*) FROM stream_hw_epochs"),
+        (long long)th_db_int(t, "SELECT left_order FROM stream_hw_epochs "
+                                "WHERE epoch = 1"),
+        (long long)th_db_int(t, "SELECT max(left_order) FROM stream_hw_epochs"),
+        (long long)th_db_int(t, "SELECT count(*) FROM stream_hw_epochs "
+                                "WHERE epoch = 900"),
+        (unsigned long long)(t1 - t0));
     /* Life 900's record 1 delivered again (a redelivery, still in flight). */
     assert_int_equal(tele_in(v, 900, 1, 1), 0);
     assert_int_equal(tele_in(v, 9, 1, 1), 0);
@@ -359,17 +361,15 @@ many_lives_then_late(struct th *t, const char *name, bool same_second)
     assert_int_equal(th_db_int(t, "SELECT seq_resets FROM stream_hw"), 9);
 }
 
-/* BUG 3b (minor, docs): db/0006 and docs/tmld.md promise at most 8 rows
- * per device in stream_hw_epochs, but only a new life prunes; a switch to
- * a late record's life parks the current one without pruning (and the
- * late life's own row stays, stale, while it is current). Fails: 9 rows
- * after the case above. Fix: prune after every park, or drop the row of
- * the epoch taken up. */
+/* Was BUG 3b, fixed (every park prunes; taking a life up deletes its row):
+ * db/0006 and docs/tmld.md promise at most 8 rows per device in
+ * stream_hw_epochs, but only a new life prunes; a switch to a late record's
+ * life parks the current one without pruning (and the late life's own row
+ * stays, stale, while it is current). Fails: 9 rows after the case above. Fix:
+ * prune after every park, or drop the row of the epoch taken up. */
 static void
 test_review_epoch_parked_rows_at_most_8(void **state)
 {
-    if (!known_bugs())
-        skip();
     struct th *t = *state;
     many_lives_then_late(t, "prune8", false);
     assert_true(th_db_int(t, "SELECT count(*) FROM stream_hw_epochs") <= 8);
@@ -483,11 +483,11 @@ test_review_epoch_collision_after_wipe_acks_unstored(void **state)
     assert_int_equal(th_db_int(t, ROWS_SQL("collide", "")), 8 + 3);
 }
 
-/* BUG 2 (updated and wiped, restart hello lost): review hole 1 is still
- * open for a device whose earlier records had no epoch. stream_hw.epoch is
- * 0, so enter_epoch lets the first epoch-carrying record "continue the
- * high-water it finds" (2, the old agent's); the hello that would have
- * reset it died with tmld (acked at MQTT level, not resent). The new
+/* Was BUG 2, fixed (a first epoch record with lw <= hw is a new life): review
+ * hole 1 is still open for a device whose earlier records had no epoch.
+ * stream_hw.epoch is 0, so enter_epoch lets the first epoch-carrying record
+ * "continue the high-water it finds" (2, the old agent's); the hello that would
+ * have reset it died with tmld (acked at MQTT level, not resent). The new
  * life's 1 and 2 are dropped as duplicates and acked with 3. The record
  * itself says it is a new life: a device updated without a wipe starts its
  * first epoch above its old seq_hi (tele_next = seq_hi + 1 > hw, its RAM
@@ -499,7 +499,7 @@ test_review_epoch_collision_after_wipe_acks_unstored(void **state)
 static void
 test_review_epoch_upgrade_wipe_hello_lost_in_crash(void **state)
 {
-    if (!known_bugs() || !TML_REVIEW_HOOKS)
+    if (!TML_REVIEW_HOOKS)
         skip();
     struct th *t = *state;
     struct tdev *v = open_dev(t, "upglost");
@@ -526,7 +526,8 @@ test_review_epoch_upgrade_wipe_hello_lost_in_crash(void **state)
     assert_int_equal(th_db_int(t, ROWS_SQL("upglost", "")), 5);
 }
 
-/* BUG 3 (prune ties): stream_hw_epochs keeps "ORDER BY left_at DESC, epoch
+/* Was BUG 3, fixed (left_order, a per-device counter, orders the parked
+ * lives): stream_hw_epochs keeps "ORDER BY left_at DESC, epoch
  * LIMIT 8" with left_at in whole seconds, so among lives left in the same
  * second the LOWEST epoch numbers are kept, not the most recent. A backlog
  * after a tmld restart (a boot-looping device whose state is lost at every
@@ -542,12 +543,11 @@ test_review_epoch_upgrade_wipe_hello_lost_in_crash(void **state)
 static void
 test_review_epoch_prune_same_second_drops_last_left_life(void **state)
 {
-    if (!known_bugs())
-        skip();
     many_lives_then_late(*state, "prune1s", true);
 }
 
-/* BUG 4 (late record moves what device.show / metrics report): the batch
+/* Was BUG 4, fixed (a late record is checked against its parked row,
+ * which is written back; stream_hw stays on the newest life): the batch
  * that ends with a late record of an earlier life leaves stream_hw on that
  * life: device.show "tele_seq" (and tmld_device_tele_seq) report the old
  * life's 9 while the device's current life is at 3, and nothing shows the
@@ -559,8 +559,6 @@ test_review_epoch_prune_same_second_drops_last_left_life(void **state)
 static void
 test_review_epoch_late_record_moves_device_show(void **state)
 {
-    if (!known_bugs())
-        skip();
     struct th *t = *state;
     struct tdev *v = open_dev(t, "show");
     tdev_set_epoch(v, LIFE1);
@@ -580,7 +578,8 @@ test_review_epoch_late_record_moves_device_show(void **state)
     assert_non_null(strstr(out, "\"tele_seq\":3"));
 }
 
-/* BUG 5 (a pre-update record late after an update + wipe): the restart
+/* Was BUG 5, fixed (the old agent's numbers are parked as epoch 0 at the
+ * restart and epoch-0 records are checked against them): the restart
  * hello of a device updated and wiped at once resets hw and takes the
  * hello's epoch without parking the epoch-0 numbers. A record of the old
  * agent (no epoch) delivered late is then checked against the NEW life:
@@ -594,8 +593,6 @@ test_review_epoch_late_record_moves_device_show(void **state)
 static void
 test_review_epoch_preupdate_late_record_after_wipe(void **state)
 {
-    if (!known_bugs())
-        skip();
     struct th *t = *state;
     struct tdev *v = open_dev(t, "preupd");
     life(v, 3, 111, 8);
@@ -613,25 +610,18 @@ test_review_epoch_preupdate_late_record_after_wipe(void **state)
     assert_int_equal(th_db_int(t, ROWS_SQL("preupd", "")), 8 + 1 + 5);
 }
 
-/* BUG 6 (samples of two lives merge): sample_id is the first chunk's seq
- * (firmware-agent/src/sample.c), so a wiped device's new life reuses the
- * old life's sample ids, and the samples table keeps no epoch. samples.list
- * groups by (device, sample_id) and shows one sample where two were stored;
- * samples.get concatenates the chunks of both lives by offset: here life 1's
- * complete 64-byte sample (0xaa) and life 2's first 32-byte chunk (0xbb) of
- * its own sample 1 come back as one "complete" sample mixing both (or as
- * either one, by row order), a sample no device captured. The epoch makes
- * these new-life rows stored where the old rule dropped them more often, so
- * this now reaches users. Fix: store the epoch in samples (and tele) rows
- * (db migration), group and look up by (device, epoch, sample_id), and let
- * samples.get/list name the epoch (default: the newest life). Fails: the
- * data of samples.get holds both 0xbb and 0xaa; samples.list total 1 (want
- * 2). */
+/* Was BUG 6, fixed (samples.epoch; a sample is (device, epoch, sample_id)):
+ * sample_id is the first chunk's seq (firmware-agent/src/sample.c), so a
+ * wiped device's new life reuses the old life's sample ids. samples.get
+ * concatenated the chunks of both lives by offset (life 1's complete
+ * 64-byte sample 0xaa and life 2's first 32-byte chunk 0xbb came back as
+ * one sample no device captured) and samples.list showed 1 of 2. Now
+ * samples.get takes the newest life by default (here incomplete: conflict,
+ * 32 of 64 bytes), the old one with its epoch (all 0xaa), and samples.list
+ * shows both. */
 static void
 test_review_epoch_samples_of_two_lives_merge(void **state)
 {
-    if (!known_bugs())
-        skip();
     struct th *t = *state;
     struct tdev *v = open_dev(t, "smix");
     tdev_set_epoch(v, LIFE1);
@@ -643,16 +633,27 @@ test_review_epoch_samples_of_two_lives_merge(void **state)
     assert_int_equal(sample_in(v, LIFE2, 1, 1, 64, 0, 32, 0xbb), 0);
     assert_int_equal(th_wait_db(t, "SELECT count(*) FROM samples", 3, 5000), 0);
     char out[8192];
+    /* The newest life's sample 1: one chunk of two, not a mix. */
     assert_int_equal(th_ctl(t,
                             "{\"id\":1,\"cmd\":\"samples.get\",\"args\":"
                             "{\"device\":\"smix\",\"sample_id\":1}}",
                             out, sizeof(out), 2000),
                      0);
+    printf("# samples.get, newest life: %.90s\n", out);
+    assert_null(strstr(out, "\"data_b64\""));
+    assert_non_null(strstr(out, "32 of 64 bytes"));
+    /* The old life's, by its epoch (0x1111 = 4369): all 0xaa ("qqqq"). */
+    assert_int_equal(th_ctl(t,
+                            "{\"id\":1,\"cmd\":\"samples.get\",\"args\":"
+                            "{\"device\":\"smix\",\"sample_id\":1,"
+                            "\"epoch\":4369}}",
+                            out, sizeof(out), 2000),
+                     0);
     const char *b = strstr(out, "\"data_b64\"");
-    printf("# samples.get of a reused sample id: %.60s\n", b ? b : out);
-    /* Not a mix of two captures (0xbb = "u7u7", 0xaa = "qqqq"). */
+    printf("# samples.get, epoch 4369: %.60s\n", b ? b : out);
     assert_non_null(b);
-    assert_false(strstr(b, "u7u7") != NULL && strstr(b, "qqqq") != NULL);
+    assert_non_null(strstr(b, "qqqq"));
+    assert_null(strstr(b, "u7u7"));
     assert_int_equal(th_ctl(t,
                             "{\"id\":2,\"cmd\":\"samples.list\",\"args\":"
                             "{\"device\":\"smix\"}}",
@@ -661,6 +662,8 @@ test_review_epoch_samples_of_two_lives_merge(void **state)
     const char *tot = strstr(out, "\"total\"");
     printf("# samples.list: %.12s (want 2)\n", tot ? tot : out);
     assert_non_null(strstr(out, "\"total\":2"));
+    assert_non_null(strstr(out, "\"epoch\":4369"));
+    assert_non_null(strstr(out, "\"epoch\":8738"));
 }
 
 #define CASE(name)                                                             \
