@@ -605,6 +605,7 @@ tick_cb(struct tmld *td, void *arg)
     for (size_t i = 0; i < o->n_rollouts;) {
         struct ota_rollout *orr = o->rollouts[i];
         if (orr->is_finished_logged && !orr->rollout_dirty &&
+            o->flush_done_seq >= orr->flush_seq &&
             now - orr->r.waves[0].started_ms > o->finished_keep_ms) {
             log_info("ota: rollout=%u finished: out of memory (a late "
                      "device loads it again)",

@@ -47,6 +47,7 @@ struct ota_rollout {
     bool *dirty;                  /* per device: persist on next flush */
     bool rollout_dirty;
     bool is_finished_logged;
+    uint64_t flush_seq; /* the flush that carried its latest snapshot */
     uint64_t bytes_sent, chunks_sent, offers_sent;
     uint64_t bytes_resent, rewinds, resumes; /* see struct rollout_dev */
     uint64_t requests_limited; /* chunk requests over a device's rate */
@@ -83,6 +84,10 @@ struct ota {
     struct ota_upload uploads[OTA_MAX_UPLOADS];
     uint32_t next_upload_id;
     struct ota_counters c;
+    /* Flushes submitted / committed (in order: one writer): a finished
+     * rollout leaves memory only once its last snapshot is committed, so
+     * rollout.show never reads an older row from the tables. */
+    uint64_t flush_seq, flush_done_seq;
     bool stopping;
 };
 

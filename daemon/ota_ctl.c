@@ -675,6 +675,8 @@ h_deploy(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
     long n;
     uint64_t now = tmld_now_ms(d);
     cJSON *res;
+    uint32_t super[OTA_MAX_ROLLOUTS];
+    size_t n_super = 0;
 
     if (tmld_ctl_arg_str(args, "artifact", OTA_HASH_HEX_LEN, &artifact) !=
             0 ||
@@ -729,6 +731,16 @@ h_deploy(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
     if (group != NULL) {
         for (size_t i = 0; i < o->n_rollouts; i++) {
             struct ota_rollout *x = o->rollouts[i];
+            /* A rollout that only waits for offline devices is superseded
+             * by this one (below): those devices are members of the group,
+             * so they are this rollout's targets too, and get the newer
+             * model when they are back. */
+            if (strcmp(x->group, group) == 0 &&
+                rollout_waits_only_for_offline(&x->r)) {
+                if (n_super < OTA_MAX_ROLLOUTS)
+                    super[n_super++] = x->r.id;
+                continue;
+            }
             if (strcmp(x->group, group) == 0 &&
                 (x->r.state == ROLLOUT_RUNNING ||
                  x->r.state == ROLLOUT_PAUSED)) {
@@ -851,6 +863,11 @@ h_deploy(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
         return;
     }
     o->next_rollout_id++;
+    for (size_t k = 0; k < n_super; k++) {
+        struct ota_rollout *x = ota_find_rollout(o, super[k]);
+        if (x != NULL && rollout_supersede(&x->r, orr->r.id) == 0)
+            log_info("ota: rollout=%u %s", x->r.id, x->r.reason);
+    }
     /* Presence and already-installed versions, as known now. */
     for (long i = 0; i < n; i++) {
         if (t[i].excluded == 0 && tmld_device_is_online(d, t[i].id))

@@ -318,6 +318,8 @@ struct rollout_row {
 };
 
 struct flush_job {
+    struct ota *o;
+    uint64_t seq;
     int64_t now_s;
     size_t n;
     struct rollout_row rows[OTA_MAX_ROLLOUTS];
@@ -448,12 +450,26 @@ static void
 flush_done(struct tmld *d, int status, void *arg)
 {
     struct flush_job *j = arg;
+    struct ota *o = j->o;
 
     (void)d;
     if (status != 0)
-        log_err("ota: persisting rollout state failed (%d); the next "
-                "change writes it again",
+        log_err("ota: persisting rollout state failed (%d); written again "
+                "at the next tick",
                 status);
+    /* The module may be gone (shutdown) by the time a write completes. */
+    if (ota_is_alive(o)) {
+        if (status == 0 && j->seq > o->flush_done_seq) {
+            o->flush_done_seq = j->seq;
+        } else if (status != 0) {
+            for (size_t i = 0; i < o->n_rollouts; i++) {
+                struct ota_rollout *orr = o->rollouts[i];
+                orr->rollout_dirty = true;
+                for (size_t k = 0; k < orr->r.n_devs; k++)
+                    orr->dirty[k] = true;
+            }
+        }
+    }
     flush_job_free(j);
 }
 
@@ -543,6 +559,8 @@ ota_db_flush(struct ota *o)
     j = calloc(1, sizeof(*j));
     if (j == NULL)
         return;
+    j->o = o;
+    j->seq = o->flush_seq + 1;
     j->now_s = tmld_wall_s();
     for (size_t i = 0; i < o->n_rollouts; i++) {
         if (!snapshot(o->rollouts[i], &j->rows[j->n])) {
@@ -557,9 +575,11 @@ ota_db_flush(struct ota *o)
         flush_job_free(j);
         return;
     }
+    o->flush_seq = j->seq;
     for (size_t i = 0; i < o->n_rollouts; i++) {
         struct ota_rollout *orr = o->rollouts[i];
         orr->rollout_dirty = false;
+        orr->flush_seq = o->flush_seq;
         memset(orr->dirty, 0, orr->r.n_devs * sizeof(orr->dirty[0]));
     }
 }

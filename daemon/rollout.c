@@ -988,6 +988,46 @@ rollout_abort(struct rollout *r)
     return 0;
 }
 
+bool
+rollout_waits_only_for_offline(const struct rollout *r)
+{
+    uint32_t n = 0;
+
+    if (!r->started || r->state != ROLLOUT_RUNNING ||
+        r->cur_wave + 1 != r->pol.n_waves ||
+        r->waves[r->cur_wave].state != WAVE_ACTIVE)
+        return false;
+    for (size_t i = 0; i < r->n_devs; i++) {
+        if (!is_finished(&r->devs[i]))
+            return false;
+        if (r->devs[i].state == RDEV_PENDING)
+            n++;
+    }
+    return n > 0;
+}
+
+int
+rollout_supersede(struct rollout *r, uint32_t by_id)
+{
+    uint32_t n = 0;
+
+    if (!rollout_waits_only_for_offline(r))
+        return -EBUSY;
+    for (size_t i = 0; i < r->n_devs; i++) {
+        struct rollout_dev *d = &r->devs[i];
+        if (d->state == RDEV_PENDING) {
+            set_dev(r, d, RDEV_CANCELLED, ROLLOUT_R_ABORTED, 0);
+            n++;
+        }
+    }
+    r->state = ROLLOUT_ABORTED;
+    set_reason(r, "superseded by rollout %u (%u offline device%s now its "
+               "target%s)",
+               by_id, n, n == 1 ? "" : "s", n == 1 ? "" : "s");
+    changed(r, NULL);
+    return 0;
+}
+
 void
 rollout_counts(const struct rollout *r, int wave, uint32_t counts[RDEV__COUNT])
 {

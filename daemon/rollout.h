@@ -253,6 +253,17 @@ int rollout_pause(struct rollout *r, const char *why);
 int rollout_resume(struct rollout *r, uint64_t now_ms);
 int rollout_abort(struct rollout *r);
 
+/* Whether the rollout is running only for devices that were offline when
+ * their turn came: its last wave is active and every other target has
+ * finished. A new deploy to the same group may then supersede it. */
+bool rollout_waits_only_for_offline(const struct rollout *r);
+
+/* Ends a rollout that rollout_waits_only_for_offline() (its pending
+ * devices cancelled: they are targets of rollout by_id), state ABORTED
+ * with the reason "superseded by rollout <by_id>". Returns 0 or -EBUSY
+ * (it is doing more than waiting; nothing changed). */
+int rollout_supersede(struct rollout *r, uint32_t by_id);
+
 /* Per-state counts for one wave, or all waves when wave < 0. */
 void rollout_counts(const struct rollout *r, int wave,
                     uint32_t counts[RDEV__COUNT]);

@@ -244,6 +244,7 @@ if [ "$MODE" = late ]; then
     [ "$why" = "last wave: waiting for 1 offline device (offered the model when back)" ] ||
         fail "reason while waiting: $why"
     devsim "$N" 1
+    away_pid=$DS_PID
     state=running
     for _ in $(seq 1 300); do
         state=$(rollout_field 1 "d['rollout']['state']" 2>/dev/null || echo running)
@@ -292,6 +293,51 @@ if [ "$MODE" = late ]; then
     done
     [ "$got" = ok ] || fail "late device slot does not hold kws v7"
     echo "E2E late_device=$late confirmed_s=$($PY -c "print(f'{$t1-$t0:.1f}')") hash_ok=1"
+
+    # A rollout that only waits for an offline device does not block the
+    # group: v8 waits for $away (power-cut again), a deploy of v9 to the
+    # group supersedes it (not a conflict), and $away, back, gets v9.
+    kill -9 "$away_pid"
+    n=$((N + 1))
+    for _ in $(seq 1 100); do
+        n=$(raw devices '{"group": "turbines"}' 2>/dev/null |
+            jq_py "sum(1 for x in d['devices'] if x['online'])" 2>/dev/null || echo "$N")
+        [ "$n" = "$N" ] && break
+        sleep 0.1
+    done
+    [ "$n" = "$N" ] || fail "$away still online after its second power cut"
+    ctl -q --json deploy "$DIR/kws8.bin" --key "$DIR/fleet.key" --name kws \
+        --version 8 --hw devsim --input-shape 16 --classes 4 \
+        --group turbines --waves 100 --no-gate >/dev/null || fail "v8 deploy failed"
+    for _ in $(seq 1 300); do
+        c=$(rollout_field 2 "d['rollout']['counts'].get('confirmed', 0)" 2>/dev/null || echo 0)
+        [ "$c" = "$N" ] && break
+        sleep 0.1
+    done
+    sleep 0.3
+    st=$(rollout_field 2 "d['rollout']['state']")
+    [ "$c" = "$N" ] && [ "$st" = running ] || fail "v8: $c confirmed, $st"
+    head -c 65536 /dev/urandom >"$DIR/kws9.bin"
+    ctl -q --json deploy "$DIR/kws9.bin" --key "$DIR/fleet.key" --name kws \
+        --version 9 --hw devsim --input-shape 16 --classes 4 \
+        --group turbines --waves 100 --no-gate >/dev/null ||
+        fail "v9 deploy refused while rollout 2 only waited for $away"
+    st=$(rollout_field 2 "d['rollout']['state']")
+    why=$(rollout_field 2 "d['rollout']['reason']")
+    [ "$st" = aborted ] &&
+        [ "$why" = "superseded by rollout 3 (1 offline device now its target)" ] ||
+        fail "rollout 2 after v9: $st: $why"
+    devsim "$N" 1
+    state=running
+    for _ in $(seq 1 300); do
+        state=$(rollout_field 3 "d['rollout']['state']" 2>/dev/null || echo running)
+        [ "$state" = done ] && break
+        sleep 0.1
+    done
+    c=$(rollout_field 3 "d['rollout']['counts'].get('confirmed', 0)")
+    [ "$state" = done ] && [ "$c" = $((N + 1)) ] ||
+        fail "v9: $state, $c of $((N + 1)) confirmed"
+    echo "E2E superseded=2 reason=\"$why\" v9_confirmed=$c"
     stop_tmld
     echo "E2E OK"
     exit 0

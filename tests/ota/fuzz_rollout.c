@@ -67,6 +67,10 @@ check(const struct rollout *r)
         if (r->devs[i].state >= RDEV__COUNT ||
             r->devs[i].wave >= r->pol.n_waves)
             abort();
+        /* Issue 5: done means every target finished; a pending device
+         * (offline when its turn came) keeps the rollout running. */
+        if (r->state == ROLLOUT_DONE && r->devs[i].state == RDEV_PENDING)
+            abort();
     }
 }
 
@@ -149,8 +153,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             (void)rollout_resume(&r, now);
             break;
         case 7:
-            if (a == 0xab)
+            if (a == 0xab) {
                 (void)rollout_abort(&r);
+            } else if (a == 0xac) {
+                /* Superseded exactly when it only waits for offline
+                 * devices, and never after that. */
+                bool w = rollout_waits_only_for_offline(&r);
+                if ((rollout_supersede(&r, 2) == 0) != w ||
+                    rollout_waits_only_for_offline(&r))
+                    abort();
+            }
             break;
         case 8:
             snprintf(id, sizeof(id), "late%u", a);

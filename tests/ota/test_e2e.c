@@ -234,6 +234,10 @@ test_ota_e2e_late_device_served_from_store(void **state)
     assert_non_null(strstr(out, "confirmed_after_return=3"));
     assert_non_null(strstr(out, "E2E late_device=sim-0004"));
     assert_non_null(strstr(out, "hash_ok=1"));
+    /* A rollout that only waits for an offline device is superseded by a
+     * new deploy to its group, which then serves that device. */
+    assert_non_null(strstr(out, "E2E superseded=2 "));
+    assert_non_null(strstr(out, "v9_confirmed=4"));
     assert_non_null(strstr(out, "E2E OK"));
 }
 

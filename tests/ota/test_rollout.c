@@ -696,6 +696,51 @@ test_rollout_offline_device_served_when_back(void **state)
     rollout_free(&r);
 }
 
+/* A rollout that only waits for offline devices may be superseded by a new
+ * deploy to its group (those devices are the new rollout's targets); one
+ * still transferring, or not in its last wave, may not. */
+static void
+test_rollout_waiting_for_offline_is_superseded(void **state)
+{
+    struct rollout_policy p;
+    struct rollout r;
+    struct fake f;
+
+    (void)state;
+    small_policy(&p);
+    p.n_waves = 1;
+    p.wave_pct[0] = 100;
+    make(&r, &f, &p, 3);
+    assert_int_equal(rollout_on_presence(&r, r.devs[2].id, false, 0, 0), 0);
+    rollout_tick(&r, 0);
+    assert_false(rollout_waits_only_for_offline(&r)); /* 2 transferring */
+    assert_int_equal(rollout_supersede(&r, 8), -EBUSY);
+    assert_int_equal(r.state, ROLLOUT_RUNNING);
+    assert_int_equal(answer_wave(&r, -1, TML_OTA_CONFIRMED, 0, 1), 2);
+    rollout_tick(&r, 2);
+    assert_true(rollout_waits_only_for_offline(&r));
+    assert_int_equal(rollout_supersede(&r, 8), 0);
+    assert_int_equal(r.state, ROLLOUT_ABORTED);
+    assert_int_equal(r.devs[2].state, RDEV_CANCELLED);
+    assert_int_equal(r.devs[0].state, RDEV_CONFIRMED);
+    assert_string_equal(r.reason, "superseded by rollout 8 (1 offline "
+                                  "device now its target)");
+    assert_false(rollout_waits_only_for_offline(&r));
+    rollout_free(&r);
+
+    /* Not in its last wave: an offline canary does not make it idle. */
+    small_policy(&p);
+    assert_int_equal(rollout_parse_waves("50,100", &p), 0);
+    make(&r, &f, &p, 4);
+    for (size_t i = 0; i < r.n_devs; i++)
+        if (r.devs[i].wave == 0)
+            (void)rollout_on_presence(&r, r.devs[i].id, false, 0, 0);
+    rollout_tick(&r, 0);
+    assert_int_equal(r.cur_wave, 0);
+    assert_false(rollout_waits_only_for_offline(&r));
+    rollout_free(&r);
+}
+
 static void
 test_rollout_reconnect_mid_download_resends_same_offer(void **state)
 {
@@ -928,6 +973,7 @@ main(void)
         cmocka_unit_test(test_rollout_gate_failure_without_previous_model),
         cmocka_unit_test(test_rollout_pause_resume_abort),
         cmocka_unit_test(test_rollout_offline_device_served_when_back),
+        cmocka_unit_test(test_rollout_waiting_for_offline_is_superseded),
         cmocka_unit_test(
             test_rollout_reconnect_mid_download_resends_same_offer),
         cmocka_unit_test(test_rollout_rejects_foreign_offer_id),
