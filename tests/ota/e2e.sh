@@ -207,6 +207,34 @@ rollout_field() { # ID PYEXPR
     raw rollout.show "{\"id\": $1, \"devices\": true}" | jq_py "$2"
 }
 
+# wait_field ID PYEXPR WANT: until PYEXPR of rollout ID prints WANT (30 s
+# at most); the last value in $got.
+wait_field() {
+    local _
+    got=none
+    for _ in $(seq 1 300); do
+        got=$(rollout_field "$1" "$2" 2>/dev/null || echo none)
+        [ "$got" = "$3" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+# wait_online N: until N devices of turbines are online (10 s at most); the
+# last count in $got.
+wait_online() {
+    local _
+    got=none
+    for _ in $(seq 1 100); do
+        got=$(raw devices '{"group": "turbines"}' 2>/dev/null |
+            jq_py "sum(1 for x in d['devices'] if x['online'])" 2>/dev/null || echo none)
+        [ "$got" = "$1" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+CONFIRMED="d['rollout']['counts'].get('confirmed', 0)"
+STATE="d['rollout']['state']"
+
 if [ "$MODE" = late ]; then
     # Issue 5 (the ota_e2e_faults flake: a device rebooting at deploy time
     # was left out, the rollout "done" with 19 of 20): a member of the
@@ -217,23 +245,11 @@ if [ "$MODE" = late ]; then
     # and only then is the rollout done.
     away=$(printf 'sim-%04d' "$N")
     kill -9 "${CUT_PIDS[0]}"
-    n=$N
-    for _ in $(seq 1 100); do
-        n=$(raw devices '{"group": "turbines"}' 2>/dev/null |
-            jq_py "sum(1 for x in d['devices'] if x['online'])" 2>/dev/null || echo "$N")
-        [ "$n" = $((N - 1)) ] && break
-        sleep 0.1
-    done
-    [ "$n" = $((N - 1)) ] || fail "$away still online after its power cut"
+    wait_online $((N - 1)) || fail "$away still online after its power cut"
     ctl -q --json deploy "$DIR/kws-7.tmlb" --group turbines --waves 100 \
         --no-gate >"$DIR/deploy.json" || fail "deploy failed"
-    c=0
-    for _ in $(seq 1 300); do
-        c=$(rollout_field 1 "d['rollout']['counts'].get('confirmed', 0)" 2>/dev/null || echo 0)
-        [ "$c" = $((N - 1)) ] && break
-        sleep 0.1
-    done
-    [ "$c" = $((N - 1)) ] || fail "$c of $((N - 1)) online devices confirmed"
+    wait_field 1 "$CONFIRMED" $((N - 1)) ||
+        fail "$got of $((N - 1)) online devices confirmed"
     sleep 0.5 # a few ticks: the rollout must not finish without $away
     raw rollout.show '{"id": 1, "devices": true}' >"$DIR/away.json"
     st=$(jq_py "d['rollout']['state']" <"$DIR/away.json")
@@ -245,28 +261,15 @@ if [ "$MODE" = late ]; then
         fail "reason while waiting: $why"
     devsim "$N" 1
     away_pid=$DS_PID
-    state=running
-    for _ in $(seq 1 300); do
-        state=$(rollout_field 1 "d['rollout']['state']" 2>/dev/null || echo running)
-        [ "$state" = done ] && break
-        sleep 0.1
-    done
-    c=$(rollout_field 1 "d['rollout']['counts'].get('confirmed', 0)")
-    [ "$state" = done ] && [ "$c" = "$N" ] ||
-        fail "after $away came back: $state, $c of $N confirmed"
+    wait_field 1 "$STATE" done || fail "after $away came back: $got"
+    c=$(rollout_field 1 "$CONFIRMED")
+    [ "$c" = "$N" ] || fail "after $away came back: $c of $N confirmed"
     echo "E2E offline_at_deploy=$away state_while_away=$st reason=\"$why\" confirmed_after_return=$c"
 
     # Issue 5: a device that joins the group after the rollout finished and
     # left tmld's memory ([ota] finished_keep = 1s here, 1 h by default)
     # still gets the group's model: tmld loads the finished rollout back
     # from its tables and the artifact from the store on disk.
-    state=running
-    for _ in $(seq 1 300); do
-        state=$(rollout_field 1 "d['rollout']['state']" 2>/dev/null || echo running)
-        [ "$state" = done ] && break
-        sleep 0.1
-    done
-    [ "$state" = done ] || fail "rollout state $state"
     for _ in $(seq 1 100); do
         grep -q "rollout=1 finished: out of memory" "$DIR/tmld.log" && break
         sleep 0.1
@@ -276,14 +279,9 @@ if [ "$MODE" = late ]; then
     t0=$(date +%s.%N)
     devsim $((N + 1)) 1
     late=$(printf 'sim-%04d' $((N + 1)))
-    st=none
-    for _ in $(seq 1 300); do
-        st=$(rollout_field 1 "[x['state'] for x in d['rollout']['device_states'] if x['id'] == '$late'][0]" 2>/dev/null || echo none)
-        [ "$st" = confirmed ] && break
-        sleep 0.1
-    done
+    wait_field 1 "[x['state'] for x in d['rollout']['device_states'] if x['id'] == '$late'][0]" confirmed ||
+        fail "late device $late: $got"
     t1=$(date +%s.%N)
-    [ "$st" = confirmed ] || fail "late device $late: $st"
     grep -q "rollout=1 (finished) loaded again from the store" "$DIR/tmld.log" ||
         fail "no reload from the store logged"
     want=$(sha256sum "$DIR/kws7.bin" | cut -d' ' -f1)
@@ -298,45 +296,29 @@ if [ "$MODE" = late ]; then
     # group: v8 waits for $away (power-cut again), a deploy of v9 to the
     # group supersedes it (not a conflict), and $away, back, gets v9.
     kill -9 "$away_pid"
-    n=$((N + 1))
-    for _ in $(seq 1 100); do
-        n=$(raw devices '{"group": "turbines"}' 2>/dev/null |
-            jq_py "sum(1 for x in d['devices'] if x['online'])" 2>/dev/null || echo "$N")
-        [ "$n" = "$N" ] && break
-        sleep 0.1
-    done
-    [ "$n" = "$N" ] || fail "$away still online after its second power cut"
+    wait_online "$N" || fail "$away still online after its second power cut"
     ctl -q --json deploy "$DIR/kws8.bin" --key "$DIR/fleet.key" --name kws \
         --version 8 --hw devsim --input-shape 16 --classes 4 \
         --group turbines --waves 100 --no-gate >/dev/null || fail "v8 deploy failed"
-    for _ in $(seq 1 300); do
-        c=$(rollout_field 2 "d['rollout']['counts'].get('confirmed', 0)" 2>/dev/null || echo 0)
-        [ "$c" = "$N" ] && break
-        sleep 0.1
-    done
+    wait_field 2 "$CONFIRMED" "$N" || fail "v8: $got of $N confirmed"
     sleep 0.3
-    st=$(rollout_field 2 "d['rollout']['state']")
-    [ "$c" = "$N" ] && [ "$st" = running ] || fail "v8: $c confirmed, $st"
+    st=$(rollout_field 2 "$STATE")
+    [ "$st" = running ] || fail "v8 without $away: $st"
     head -c 65536 /dev/urandom >"$DIR/kws9.bin"
     ctl -q --json deploy "$DIR/kws9.bin" --key "$DIR/fleet.key" --name kws \
         --version 9 --hw devsim --input-shape 16 --classes 4 \
         --group turbines --waves 100 --no-gate >/dev/null ||
         fail "v9 deploy refused while rollout 2 only waited for $away"
-    st=$(rollout_field 2 "d['rollout']['state']")
-    why=$(rollout_field 2 "d['rollout']['reason']")
+    raw rollout.show '{"id": 2}' >"$DIR/super.json"
+    st=$(jq_py "d['rollout']['state']" <"$DIR/super.json")
+    why=$(jq_py "d['rollout']['reason']" <"$DIR/super.json")
     [ "$st" = aborted ] &&
         [ "$why" = "superseded by rollout 3 (1 offline device now its target)" ] ||
         fail "rollout 2 after v9: $st: $why"
     devsim "$N" 1
-    state=running
-    for _ in $(seq 1 300); do
-        state=$(rollout_field 3 "d['rollout']['state']" 2>/dev/null || echo running)
-        [ "$state" = done ] && break
-        sleep 0.1
-    done
-    c=$(rollout_field 3 "d['rollout']['counts'].get('confirmed', 0)")
-    [ "$state" = done ] && [ "$c" = $((N + 1)) ] ||
-        fail "v9: $state, $c of $((N + 1)) confirmed"
+    wait_field 3 "$STATE" done || fail "v9: $got"
+    c=$(rollout_field 3 "$CONFIRMED")
+    [ "$c" = $((N + 1)) ] || fail "v9: $c of $((N + 1)) confirmed"
     echo "E2E superseded=2 reason=\"$why\" v9_confirmed=$c"
     stop_tmld
     echo "E2E OK"

@@ -114,6 +114,15 @@ small_policy(struct rollout_policy *p)
     p->gate_max_wait_ms = 1000;
 }
 
+/* small_policy with one wave of 100 %. */
+static void
+one_wave_policy(struct rollout_policy *p)
+{
+    small_policy(p);
+    p->n_waves = 1;
+    p->wave_pct[0] = 100;
+}
+
 /* A rollout of n devices "dev-<i>", all online, started at t = 0. */
 static void
 make(struct rollout *r, struct fake *f, const struct rollout_policy *p,
@@ -267,9 +276,7 @@ test_rollout_respects_max_concurrent(void **state)
     struct fake f;
 
     (void)state;
-    small_policy(&p);
-    p.n_waves = 1;
-    p.wave_pct[0] = 100;
+    one_wave_policy(&p);
     p.max_concurrent = 10;
     make(&r, &f, &p, 100);
     rollout_tick(&r, 1);
@@ -302,9 +309,7 @@ test_rollout_times_out_and_retries_then_fails(void **state)
     struct rollout_dev *d;
 
     (void)state;
-    small_policy(&p);
-    p.n_waves = 1;
-    p.wave_pct[0] = 100;
+    one_wave_policy(&p);
     p.max_retries = 2;
     make(&r, &f, &p, 1);
     d = &r.devs[0];
@@ -344,9 +349,7 @@ test_rollout_permanent_refusal_is_not_retried(void **state)
     struct fake f;
 
     (void)state;
-    small_policy(&p);
-    p.n_waves = 1;
-    p.wave_pct[0] = 100;
+    one_wave_policy(&p);
     p.failure_threshold_pct = 100;
     make(&r, &f, &p, 2);
     rollout_tick(&r, 0);
@@ -581,9 +584,7 @@ test_rollout_pause_resume_abort(void **state)
     struct fake f;
 
     (void)state;
-    small_policy(&p);
-    p.n_waves = 1;
-    p.wave_pct[0] = 100;
+    one_wave_policy(&p);
     p.max_concurrent = 4;
     make(&r, &f, &p, 10);
     assert_int_equal(rollout_pause(&r, NULL), 0);
@@ -620,9 +621,7 @@ test_rollout_offline_device_served_when_back(void **state)
     struct rollout_dev *late;
 
     (void)state;
-    small_policy(&p);
-    p.n_waves = 1;
-    p.wave_pct[0] = 100;
+    one_wave_policy(&p);
     make(&r, &f, &p, 5);
     late = &r.devs[2];
     assert_int_equal(rollout_on_presence(&r, late->id, false, 0, 0), 0);
@@ -707,9 +706,7 @@ test_rollout_waiting_for_offline_is_superseded(void **state)
     struct fake f;
 
     (void)state;
-    small_policy(&p);
-    p.n_waves = 1;
-    p.wave_pct[0] = 100;
+    one_wave_policy(&p);
     make(&r, &f, &p, 3);
     assert_int_equal(rollout_on_presence(&r, r.devs[2].id, false, 0, 0), 0);
     rollout_tick(&r, 0);
@@ -750,9 +747,7 @@ test_rollout_reconnect_mid_download_resends_same_offer(void **state)
     struct rollout_dev *d;
 
     (void)state;
-    small_policy(&p);
-    p.n_waves = 1;
-    p.wave_pct[0] = 100;
+    one_wave_policy(&p);
     make(&r, &f, &p, 1);
     d = &r.devs[0];
     rollout_tick(&r, 0);
@@ -906,9 +901,7 @@ test_rollout_device_joining_after_done_gets_the_model(void **state)
     struct rollout_dev *d;
 
     (void)state;
-    small_policy(&p);
-    p.n_waves = 1;
-    p.wave_pct[0] = 100;
+    one_wave_policy(&p);
     make(&r, &f, &p, 3);
     rollout_tick(&r, 0);
     answer_wave(&r, -1, TML_OTA_CONFIRMED, 0, 1);
@@ -939,9 +932,7 @@ test_rollout_trial_timeout_fails_device(void **state)
     struct fake f;
 
     (void)state;
-    small_policy(&p);
-    p.n_waves = 1;
-    p.wave_pct[0] = 100;
+    one_wave_policy(&p);
     p.failure_threshold_pct = 100;
     make(&r, &f, &p, 1);
     rollout_tick(&r, 0);
