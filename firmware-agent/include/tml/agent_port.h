@@ -113,7 +113,13 @@ struct tmla_port {
      * time (then manifest expiry is checked only against the newest
      * "created" time the agent has seen in a verified manifest). */
     uint32_t (*unix_time)(void *user);
-    /* 32 random bits (need not be cryptographic: sampling decisions only). */
+    /* 32 random bits. Need not be cryptographic, but the sequence must
+     * differ between boots (a hardware RNG, or a PRNG seeded from one, from
+     * ADC noise or uninitialised RAM): the boot_id and the numbering epoch
+     * (PROTOCOL.md 6) are drawn from it, mixed with unix_time when there is
+     * one. A PRNG seeded the same at every boot on a device without a clock
+     * makes a wiped device indistinguishable from its earlier life: the
+     * gateway then drops its new records as duplicates. */
     uint32_t (*random)(void *user);
     /* Optional. Fills the health numbers of the next summary; returns false
      * if it has none. */
