@@ -178,9 +178,9 @@ drop:
 }
 
 static void
-period_end(struct tmla_agent *a, uint32_t now_ms, uint32_t n_periods)
+period_end(struct tmla_agent *a, uint32_t now_ms, uint32_t n_periods,
+           uint32_t cc)
 {
-    uint32_t cc = chunk_cap(a);
     uint64_t t;
 
     for (int i = 0; i < a->res_n; i++) {
@@ -221,10 +221,9 @@ low_water(const struct tmla_agent *a, uint32_t seq)
  * blocking every later one). */
 static int
 send_chunk(struct tmla_agent *a, struct tmla__sample *s, uint32_t k,
-           uint32_t now_ms)
+           uint32_t cc, uint32_t now_ms)
 {
     struct tml_sample m;
-    uint32_t cc = chunk_cap(a);
     size_t n;
     size_t idx = (size_t)(s - a->samples);
 
@@ -276,10 +275,11 @@ tmla__sample_poll(struct tmla_agent *a, uint32_t now_ms)
 {
     uint32_t period_ms = a->cfg.budget_period_s * 1000u;
     int32_t d = tmla__ms_diff(now_ms, a->budget_start_ms);
+    uint32_t cc = chunk_cap(a);
     struct tmla__sample *s;
 
     if (d > 0 && (uint32_t)d >= period_ms)
-        period_end(a, now_ms, (uint32_t)d / period_ms);
+        period_end(a, now_ms, (uint32_t)d / period_ms, cc);
     if (!a->connected)
         return;
     /* Go-back-N, as for summaries (tele.c): one overdue ack sends every
@@ -305,7 +305,7 @@ tmla__sample_poll(struct tmla_agent *a, uint32_t now_ms)
             /* Chunks the gateway already acknowledged are not resent. */
             if (s->first_seq + s->next_chunk <= a->sample_acked)
                 continue;
-            rc = send_chunk(a, s, s->next_chunk, now_ms);
+            rc = send_chunk(a, s, s->next_chunk, cc, now_ms);
             if (rc == TMLA_PORT_AGAIN)
                 return;
             if (rc != TMLA_PORT_OK) {
