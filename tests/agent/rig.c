@@ -112,3 +112,20 @@ rig_last_reason(struct rig *r)
     assert_true(mp_last_status(r->mp, &u));
     return u.reason;
 }
+
+int
+rig_setup_booted(void **state)
+{
+    struct rig *r = rig_new();
+
+    rig_boot(r);
+    *state = r;
+    return 0;
+}
+
+int
+rig_teardown(void **state)
+{
+    rig_free(*state);
+    return 0;
+}

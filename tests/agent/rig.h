@@ -26,6 +26,9 @@ struct rig {
 
 struct rig *rig_new(void);
 void rig_free(struct rig *r);
+/* cmocka fixtures: a new rig, booted, in *state; and its release. */
+int rig_setup_booted(void **state);
+int rig_teardown(void **state);
 /* tmla_init on the rig's memport (a reboot when called again), then
  * on_connect and one poll. */
 void rig_boot(struct rig *r);

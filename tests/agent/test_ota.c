@@ -13,22 +13,6 @@
 
 #include "rig.h"
 
-static int
-setup(void **state)
-{
-    struct rig *r = rig_new();
-
-    rig_boot(r);
-    *state = r;
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    rig_free(*state);
-    return 0;
-}
 
 static bool
 slot_erased(const struct memport *mp, uint8_t slot)
@@ -899,7 +883,7 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, rig_setup_booted, rig_teardown)
         T(test_ota_happy_path_reports_every_transition),
         T(test_ota_s1_unknown_key_rejected_before_any_byte),
         T(test_ota_s1_trusted_kid_wrong_key_bad_signature),

@@ -15,22 +15,6 @@
 
 #include "rig.h"
 
-static int
-setup(void **state)
-{
-    struct rig *r = rig_new();
-
-    rig_boot(r);
-    *state = r;
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    rig_free(*state);
-    return 0;
-}
 
 /* CRC-32 (IEEE, reflected) as the state record uses it: the test reads
  * the flash copies itself instead of trusting the agent's RAM. */
@@ -302,7 +286,7 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, rig_setup_booted, rig_teardown)
         T(test_review_epoch_durable_before_any_record),
         T(test_review_epoch_old_agent_record_keeps_numbering),
         T(test_review_epoch_ack_epoch_compared_in_32_bits),

@@ -25,12 +25,6 @@ setup(void **state)
     return 0;
 }
 
-static int
-teardown(void **state)
-{
-    rig_free(*state);
-    return 0;
-}
 
 static size_t
 samples(const struct memport *mp, size_t from, struct tml_sample *out,
@@ -338,7 +332,7 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, rig_teardown)
         T(test_sample_reasons_chosen_by_agent),
         T(test_sample_inference_fields_on_the_wire),
         T(test_sample_token_bucket_limits_each_period),

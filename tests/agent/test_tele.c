@@ -13,22 +13,6 @@
 
 #include "rig.h"
 
-static int
-setup(void **state)
-{
-    struct rig *r = rig_new();
-
-    rig_boot(r);
-    *state = r;
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    rig_free(*state);
-    return 0;
-}
 
 /* Decodes every tele message published since log index from. */
 static size_t
@@ -985,7 +969,7 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, rig_setup_booted, rig_teardown)
         T(test_tele_summary_arithmetic),
         T(test_tele_four_class_summary_fits_64_bytes),
         T(test_tele_epoch_persists_and_foreign_acks_free_nothing),
