@@ -699,18 +699,27 @@ apply_hello(struct store *s, const struct touched *t, const struct rec *r)
  * stream_hw.epoch, 0 = records without one); stream_hw_epochs holds earlier
  * lives ("parked"), at most 8 per device. */
 
+/* Writes one life's row with statement ST_EPOCH_PUT or ST_EPOCH_SET. */
+static int
+life_write(struct store *s, int which, const struct touched *t,
+           uint32_t epoch, uint32_t tele_hw, uint32_t sample_hw)
+{
+    sqlite3_stmt *st = s->st[which];
+    sqlite3_bind_int64(st, 1, t->rowid);
+    sqlite3_bind_int64(st, 2, epoch);
+    sqlite3_bind_int64(st, 3, tele_hw);
+    sqlite3_bind_int64(st, 4, sample_hw);
+    TRY(step_reset(st));
+    return SQLITE_OK;
+}
+
 /* Parks the newest life (t->epoch and its high-waters) and keeps the 8 most
  * recently left. */
 static int
 park_current(struct store *s, struct touched *t)
 {
-    sqlite3_stmt *st = s->st[ST_EPOCH_PUT];
-    sqlite3_bind_int64(st, 1, t->rowid);
-    sqlite3_bind_int64(st, 2, t->epoch);
-    sqlite3_bind_int64(st, 3, t->tele_hw);
-    sqlite3_bind_int64(st, 4, t->sample_hw);
-    TRY(step_reset(st));
-    st = s->st[ST_EPOCH_PRUNE];
+    TRY(life_write(s, ST_EPOCH_PUT, t, t->epoch, t->tele_hw, t->sample_hw));
+    sqlite3_stmt *st = s->st[ST_EPOCH_PRUNE];
     sqlite3_bind_int64(st, 1, t->rowid);
     TRY(step_reset(st));
     return SQLITE_OK;
@@ -741,7 +750,8 @@ parked_del(struct store *s, const struct touched *t, uint32_t epoch)
     sqlite3_stmt *st = s->st[ST_EPOCH_DEL];
     sqlite3_bind_int64(st, 1, t->rowid);
     sqlite3_bind_int64(st, 2, epoch);
-    return step_reset(st) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+    TRY(step_reset(st));
+    return SQLITE_OK;
 }
 
 /* Writes the late life's high-waters back to its parked row. */
@@ -750,13 +760,8 @@ late_flush(struct store *s, struct touched *t)
 {
     if (!t->has_late)
         return SQLITE_OK;
-    sqlite3_stmt *st = s->st[ST_EPOCH_SET];
-    sqlite3_bind_int64(st, 1, t->rowid);
-    sqlite3_bind_int64(st, 2, t->late_epoch);
-    sqlite3_bind_int64(st, 3, t->late_tele_hw);
-    sqlite3_bind_int64(st, 4, t->late_sample_hw);
-    TRY(step_reset(st));
-    return SQLITE_OK;
+    return life_write(s, ST_EPOCH_SET, t, t->late_epoch, t->late_tele_hw,
+                      t->late_sample_hw);
 }
 
 /* A new life starts as the newest one: the current is parked (when
