@@ -155,13 +155,14 @@ tml_dec_int(struct tml_dec *d, int64_t *v)
 bool
 tml__utf8_valid(const uint8_t *p, size_t len)
 {
-    const uint8_t *end = p + len;
-
-    while (p < end) {
+    /* Counts down len instead of comparing against p + len: an empty
+     * string may come with p == NULL, and NULL + 0 is undefined in C. */
+    while (len > 0) {
         uint32_t cp = *p++;
         size_t n;
         size_t k;
 
+        len--;
         if (cp < 0x80) {
             continue;
         }
@@ -170,9 +171,10 @@ tml__utf8_valid(const uint8_t *p, size_t len)
         }
         /* C2..DF: 1 continuation byte, E0..EF: 2, F0..F4: 3. */
         n = cp >= 0xf0 ? 3 : cp >= 0xe0 ? 2 : 1;
-        if ((size_t)(end - p) < n) {
+        if (len < n) {
             return false;
         }
+        len -= n;
         cp &= 0x3fu >> n;
         for (k = 0; k < n; k++, p++) {
             if ((*p & 0xc0) != 0x80) {
