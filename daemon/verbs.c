@@ -294,11 +294,13 @@ device_json(struct tmld *d, sqlite3 *db, sqlite3_stmt *st, bool full)
                             (double)sqlite3_column_int64(st, 16));
     cJSON_AddNumberToObject(o, "version_floor",
                             (double)sqlite3_column_int64(st, 17));
-    int64_t th = 0, sh = 0, tsk = 0, ssk = 0, rs = 0;
+    int64_t th = 0, sh = 0, tsk = 0, ssk = 0, rs = 0, ep = 0, lives = 0;
     sqlite3_stmt *hs = NULL;
     if (sqlite3_prepare_v2(db,
                            "SELECT tele_hw, sample_hw, tele_skipped, "
-                           "sample_skipped, seq_resets FROM stream_hw WHERE "
+                           "sample_skipped, seq_resets, epoch, (SELECT "
+                           "count(*) FROM stream_hw_epochs e WHERE "
+                           "e.device_id = ?1) FROM stream_hw WHERE "
                            "device_id = ?1",
                            -1, &hs, NULL) == SQLITE_OK) {
         sqlite3_bind_int64(hs, 1, rowid);
@@ -308,6 +310,8 @@ device_json(struct tmld *d, sqlite3 *db, sqlite3_stmt *st, bool full)
             tsk = sqlite3_column_int64(hs, 2);
             ssk = sqlite3_column_int64(hs, 3);
             rs = sqlite3_column_int64(hs, 4);
+            ep = sqlite3_column_int64(hs, 5);
+            lives = sqlite3_column_int64(hs, 6);
         }
     }
     sqlite3_finalize(hs);
@@ -318,6 +322,10 @@ device_json(struct tmld *d, sqlite3 *db, sqlite3_stmt *st, bool full)
     cJSON_AddNumberToObject(o, "tele_skipped", (double)tsk);
     cJSON_AddNumberToObject(o, "sample_skipped", (double)ssk);
     cJSON_AddNumberToObject(o, "seq_resets", (double)rs);
+    /* The numbering epoch of tele_seq/sample_seq (0: the agent sends none)
+     * and the earlier lives tmld still knows (PROTOCOL.md 6). */
+    cJSON_AddNumberToObject(o, "epoch", (double)ep);
+    cJSON_AddNumberToObject(o, "earlier_lives", (double)lives);
     cJSON_AddNumberToObject(o, "malformed", v ? (double)v->n_malformed : 0);
     return o;
 }

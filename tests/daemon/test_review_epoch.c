@@ -556,6 +556,9 @@ test_review_epoch_late_record_moves_device_show(void **state)
     const char *ts = strstr(out, "\"tele_seq\"");
     printf("# device.show after a late record: %.40s\n", ts ? ts : out);
     assert_non_null(strstr(out, "\"tele_seq\":3"));
+    /* device.show names the newest life and counts the earlier one. */
+    assert_non_null(strstr(out, "\"epoch\":8738"));
+    assert_non_null(strstr(out, "\"earlier_lives\":1"));
 }
 
 /* Was BUG 5, fixed (the old agent's numbers are parked as epoch 0 at the

@@ -763,6 +763,9 @@ show_cmd(struct tmlctl *ctl, int argc, char **argv)
                tmlctl_jnum(d, "tele_skipped", 0),
                tmlctl_jnum(d, "sample_skipped", 0),
                tmlctl_jnum(d, "seq_resets", 0));
+    if (cJSON_GetObjectItemCaseSensitive(d, "epoch") != NULL)
+        printf("  numbering  epoch %.0f, %.0f earlier lives kept\n",
+               tmlctl_jnum(d, "epoch", 0), tmlctl_jnum(d, "earlier_lives", 0));
     /* Recent summaries: tmld's hourly rollup for the last 24 hours. */
     const cJSON *rec = cJSON_GetObjectItemCaseSensitive(d, "recent");
     if (cJSON_GetArraySize(rec) > 0) {
