@@ -585,6 +585,11 @@ tick_cb(struct tmld *td, void *arg)
             orr->bytes_flushed = orr->bytes_sent;
             orr->rollout_dirty = true;
         }
+        /* A finished rollout can reopen (a late member, a pending device
+         * of a rollout finished by an older tmld coming back): it is not
+         * finished any more, so it stays in memory and is logged again. */
+        if (r->state == ROLLOUT_RUNNING || r->state == ROLLOUT_PAUSED)
+            orr->is_finished_logged = false;
         if ((r->state == ROLLOUT_DONE || r->state == ROLLOUT_ABORTED) &&
             !orr->is_finished_logged) {
             uint32_t c[RDEV__COUNT];
