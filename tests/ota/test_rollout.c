@@ -825,6 +825,46 @@ test_rollout_late_joiner_and_already_installed(void **state)
     rollout_free(&r);
 }
 
+/* Tables written by an older tmld may hold a rollout "done" with a device
+ * still pending (offline when its turn came): restored, the device coming
+ * back reopens the last wave and is offered the model. */
+static void
+test_rollout_restored_done_with_pending_serves_it(void **state)
+{
+    struct rollout_policy p;
+    struct rollout r;
+    struct fake f;
+    struct rollout_ops ops;
+    uint8_t waves[ROLLOUT_MAX_WAVES] = {WAVE_PASSED};
+
+    (void)state;
+    one_wave_policy(&p);
+    memset(&f, 0, sizeof(f));
+    ops = ops_for(&f);
+    assert_int_equal(rollout_init(&r, 7, 12, &p, "kws/turbines", 1000, 8,
+                                  &ops),
+                     0);
+    assert_int_equal(rollout_add_device(&r, "dev-0", false, 0), 0);
+    assert_int_equal(rollout_add_device(&r, "dev-1", false, 0), 0);
+    assert_int_equal(rollout_restore_device(&r, "dev-0", 0, RDEV_CONFIRMED,
+                                            0, 65536, 1),
+                     0);
+    assert_int_equal(rollout_restore_device(&r, "dev-1", 0, RDEV_PENDING, 0,
+                                            0, 0),
+                     0);
+    rollout_restore(&r, ROLLOUT_DONE, "all 1 waves finished", 0, waves, 0);
+    assert_int_equal(r.state, ROLLOUT_DONE);
+    assert_int_equal(rollout_on_presence(&r, "dev-1", true, 11, 100), 0);
+    assert_int_equal(r.state, ROLLOUT_RUNNING);
+    rollout_tick(&r, 100);
+    assert_int_equal(rollout_find(&r, "dev-1")->state, RDEV_OFFERED);
+    assert_int_equal(f.n_offers, 1);
+    assert_int_equal(answer_wave(&r, -1, TML_OTA_CONFIRMED, 0, 101), 1);
+    rollout_tick(&r, 102);
+    assert_int_equal(r.state, ROLLOUT_DONE);
+    rollout_free(&r);
+}
+
 static void
 test_rollout_restore_continues(void **state)
 {
@@ -970,6 +1010,7 @@ main(void)
         cmocka_unit_test(test_rollout_rejects_foreign_offer_id),
         cmocka_unit_test(test_rollout_late_joiner_and_already_installed),
         cmocka_unit_test(test_rollout_restore_continues),
+        cmocka_unit_test(test_rollout_restored_done_with_pending_serves_it),
         cmocka_unit_test(test_rollout_trial_timeout_fails_device),
         cmocka_unit_test(
             test_rollout_device_joining_after_done_gets_the_model),
