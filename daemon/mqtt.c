@@ -398,9 +398,9 @@ tmld_up_register(struct tmld *d, enum tml_kind kind, tmld_up_hook hook,
     return 0;
 }
 
-int
-tmld_publish(struct tmld *d, const char *dev, enum tml_kind kind,
-             const void *payload, size_t len)
+static int
+publish(struct tmld *d, const char *dev, enum tml_kind kind,
+        const void *payload, size_t len, int qos)
 {
     struct mqtt *q = d->mqtt;
     if (q == NULL || !q->is_connected || mosquitto_socket(q->m) < 0)
@@ -412,7 +412,8 @@ tmld_publish(struct tmld *d, const char *dev, enum tml_kind kind,
     if (tml_topic_build(topic, sizeof(topic), dev, strlen(dev), TML_DIR_DOWN,
                         kind, &tlen) != TML_OK)
         return -EINVAL;
-    int rc = mosquitto_publish(q->m, NULL, topic, (int)len, payload, 1, false);
+    int rc =
+        mosquitto_publish(q->m, NULL, topic, (int)len, payload, qos, false);
     if (rc == MOSQ_ERR_NOMEM)
         return -ENOMEM;
     if (rc != MOSQ_ERR_SUCCESS) {
@@ -421,6 +422,20 @@ tmld_publish(struct tmld *d, const char *dev, enum tml_kind kind,
     }
     sync_poll(q);
     return 0;
+}
+
+int
+tmld_publish(struct tmld *d, const char *dev, enum tml_kind kind,
+             const void *payload, size_t len)
+{
+    return publish(d, dev, kind, payload, len, 1);
+}
+
+int
+tmld_publish_qos0(struct tmld *d, const char *dev, enum tml_kind kind,
+                  const void *payload, size_t len)
+{
+    return publish(d, dev, kind, payload, len, 0);
 }
 
 bool

@@ -83,6 +83,13 @@ publish_down(struct ota *o, const char *dev, const struct tml_ota_down *m)
 
     if (tml_ota_down_encode(m, buf, sizeof(buf), &len) != TML_OK)
         return -EINVAL;
+    /* A chunk answers a request: the device asks again for what does not
+     * come (link cut, or its request timeout), so QoS 1 would only add a
+     * PUBACK round per hop and chunks the broker queues for an offline
+     * device, which it no longer wants when back (it asks from its own
+     * offset). Offers and cancels are not asked for: QoS 1. */
+    if (m->kind == TML_OTA_DOWN_CHUNK)
+        return tmld_publish_qos0(o->d, dev, TML_KIND_OTA, buf, len);
     return tmld_publish(o->d, dev, TML_KIND_OTA, buf, len);
 }
 

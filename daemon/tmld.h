@@ -215,6 +215,12 @@ TMLD_WUR int tmld_up_register(struct tmld *d, enum tml_kind kind,
 TMLD_WUR int tmld_publish(struct tmld *d, const char *dev,
                           enum tml_kind kind, const void *payload,
                           size_t len);
+/* The same with QoS 0: for messages the device asked for and asks for again
+ * when they do not come (OTA chunks, PROTOCOL.md 8): no PUBACK round on
+ * either hop, and nothing queued by the broker for an offline device. */
+TMLD_WUR int tmld_publish_qos0(struct tmld *d, const char *dev,
+                               enum tml_kind kind, const void *payload,
+                               size_t len);
 /* True while the broker link is up and subscribed. */
 bool tmld_mqtt_is_connected(struct tmld *d);
 
