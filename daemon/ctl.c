@@ -2,7 +2,8 @@
  * ctl.c: the control socket (docs/ctl-protocol.md). A Unix stream socket,
  * mode 0660, newline-delimited JSON. Every connection is bounded: one line
  * buffer of CTL_LINE_MAX bytes, at most CTL_PENDING_MAX unanswered requests,
- * CTL_QUEUED_MAX bytes of unread responses, an idle timeout; the number of
+ * CTL_QUEUED_MAX bytes of unread responses (beyond the first one, which may
+ * be larger: a long list), an idle timeout; the number of
  * connections is capped. Nothing a client does can block the loop: reads and
  * writes are non-blocking and handlers answer from the loop.
  */
@@ -95,7 +96,10 @@ conn_send(struct conn *c, const char *line)
     if (c->is_closing || line == NULL)
         return;
     size_t n = strlen(line);
-    if (c->queued + n > CTL_QUEUED_MAX) {
+    /* The cap is on responses piling up unread, not on one response: a
+     * list of up to LIST_MAX rows (samples.list --limit 10000: ~2.5 MB) is
+     * always sent when nothing else is waiting. */
+    if (c->queued != 0 && c->queued + n > CTL_QUEUED_MAX) {
         log_warn("ctl: client uid=%u pid=%d does not read its responses: "
                  "disconnecting",
                  (unsigned)c->uid, (int)c->pid);

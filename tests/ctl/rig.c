@@ -453,13 +453,19 @@ rig_ctl(char **out, const char *fmt, ...)
     if (out != NULL) {
         *out = NULL;
         FILE *f = fopen(path, "r");
-        if (f != NULL) {
-            char *buf = calloc(1, 1 << 20);
-            size_t n = fread(buf, 1, (1 << 20) - 1, f);
-            buf[n] = '\0';
-            fclose(f);
+        long size = -1;
+        if (f != NULL && fseek(f, 0, SEEK_END) == 0)
+            size = ftell(f);
+        if (f != NULL && size >= 0 && fseek(f, 0, SEEK_SET) == 0) {
+            /* The whole output: a list of 10000 samples is ~2.5 MB. */
+            char *buf = calloc(1, (size_t)size + 1);
+            size_t n = buf ? fread(buf, 1, (size_t)size, f) : 0;
+            if (buf != NULL)
+                buf[n] = '\0';
             *out = buf;
         }
+        if (f != NULL)
+            fclose(f);
     }
     return rc;
 }
