@@ -59,29 +59,54 @@ now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* A summary like the agent's 4-class one at the default config (both
+ * histograms, health, low-water, numbering epoch), padded to exactly 64
+ * bytes for every seq: the uptime's varint takes up what seq's does not. */
 static void
 make_payload(uint32_t seq)
 {
+    static const uint32_t uptimes[] = {100, 10000, 1000000, 100000000,
+                                       4000000000u};
     struct tml_tele t;
     memset(&t, 0, sizeof(t));
     t.seq = seq;
+    t.lw = seq;
+    t.epoch = 0xbeef;
     t.model_version = 3;
     t.period_s = 60;
-    t.n_inferences = 600;
-    t.n_low_conf = 12;
-    t.n_flagged = 1;
-    t.lat_min_us = 800;
-    t.lat_mean_us = 1200;
-    t.lat_max_us = 4000;
-    t.n_classes = 6;
-    for (int i = 0; i < 6; i++)
-        t.class_counts[i] = 100;
-    t.n_conf_bins = 4;
-    for (int i = 0; i < 4; i++)
-        t.conf_hist[i] = 150;
-    t.n_errors = seq % 2; /* keeps the size at 64 bytes for any seq < 2^16 */
-    if (tml_tele_encode(&t, payload, sizeof(payload), &payload_len) != TML_OK)
-        abort();
+    t.n_inferences = 1000;
+    t.n_low_conf = 50;
+    t.n_flagged = 3;
+    t.lat_min_us = 18000;
+    t.lat_mean_us = 21900;
+    t.lat_max_us = 40000;
+    t.n_classes = 4;
+    t.class_counts[0] = 400;
+    t.class_counts[1] = 300;
+    t.class_counts[2] = 200;
+    t.class_counts[3] = 100;
+    t.n_conf_bins = 10;
+    t.conf_hist[3] = 20;
+    t.conf_hist[4] = 30;
+    t.conf_hist[7] = 300;
+    t.conf_hist[8] = 350;
+    t.conf_hist[9] = 300;
+    t.n_lat_bins = 12;
+    t.lat_hist[5] = 960;
+    t.lat_hist[6] = 40;
+    t.has_health = true;
+    t.health.free_ram = 20480;
+    t.health.supply_mv = 3300;
+    t.health.temp_dc = -45;
+    for (size_t i = 0; i < sizeof(uptimes) / sizeof(uptimes[0]); i++) {
+        t.health.uptime_s = uptimes[i];
+        if (tml_tele_encode(&t, payload, sizeof(payload), &payload_len) !=
+            TML_OK)
+            abort();
+        if (payload_len == 64)
+            return;
+    }
+    abort(); /* no uptime width gives 64 bytes for this seq */
 }
 
 static void
