@@ -703,6 +703,8 @@ read_policy(struct tmld *td, struct rollout_policy *p, uint64_t *tick_ms,
                           86400000, &p->gate_retry_ms);
     bad |= tmld_config_ms(td, "ota", "gate_max_wait", p->gate_max_wait_ms,
                           0, 30 * 86400000ull, &p->gate_max_wait_ms);
+    bad |= tmld_config_ms(td, "ota", "offline_wait", p->offline_wait_ms, 0,
+                          365 * 86400000ull, &p->offline_wait_ms);
     bad |= tmld_config_int(td, "ota", "gate_min_devices",
                            p->health.min_devices, 0, 100000, &i);
     p->health.min_devices = (uint32_t)i;

@@ -528,6 +528,7 @@ policy_from_args(struct ota *o, const cJSON *args, struct rollout_policy *p,
     INT_ARG("soak_ms", 0, 604800000, p->soak_ms, 1)
     INT_ARG("gate_retry_ms", 10, 86400000, p->gate_retry_ms, 1)
     INT_ARG("gate_max_wait_ms", 0, 2592000000, p->gate_max_wait_ms, 1)
+    INT_ARG("offline_wait_ms", 0, 31536000000, p->offline_wait_ms, 1)
     INT_ARG("min_devices", 0, 100000, p->health.min_devices, 1)
     INT_ARG("min_inferences", 0, 1000000000, p->health.min_inferences, 1)
 #undef INT_ARG
@@ -567,6 +568,8 @@ policy_json_out(const struct rollout_policy *p)
     cJSON_AddNumberToObject(j, "soak_ms", (double)p->soak_ms);
     cJSON_AddNumberToObject(j, "gate_max_wait_ms",
                             (double)p->gate_max_wait_ms);
+    cJSON_AddNumberToObject(j, "offline_wait_ms",
+                            (double)p->offline_wait_ms);
     cJSON_AddNumberToObject(j, "gate_min_devices", p->health.min_devices);
     cJSON_AddNumberToObject(j, "gate_min_inferences",
                             (double)p->health.min_inferences);

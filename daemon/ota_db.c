@@ -215,6 +215,8 @@ policy_json(const struct rollout_policy *p)
     cJSON_AddNumberToObject(j, "gate_retry_ms", (double)p->gate_retry_ms);
     cJSON_AddNumberToObject(j, "gate_max_wait_ms",
                             (double)p->gate_max_wait_ms);
+    cJSON_AddNumberToObject(j, "offline_wait_ms",
+                            (double)p->offline_wait_ms);
     cJSON_AddNumberToObject(j, "min_devices", p->health.min_devices);
     cJSON_AddNumberToObject(j, "min_inferences",
                             (double)p->health.min_inferences);
@@ -273,6 +275,8 @@ policy_parse(const char *s, const struct rollout_policy *defaults,
                                     (double)q.gate_retry_ms);
     q.gate_max_wait_ms = (uint64_t)num(j, "gate_max_wait_ms",
                                        (double)q.gate_max_wait_ms);
+    q.offline_wait_ms = (uint64_t)num(j, "offline_wait_ms",
+                                      (double)q.offline_wait_ms);
     q.health.min_devices =
         (uint32_t)num(j, "min_devices", q.health.min_devices);
     q.health.min_inferences = (uint64_t)num(j, "min_inferences",

@@ -39,6 +39,7 @@ rollout_policy_default(struct rollout_policy *p)
     p->soak_ms = 60000;
     p->gate_retry_ms = 30000;
     p->gate_max_wait_ms = 1800000;
+    p->offline_wait_ms = 7 * 86400000ull;
     p->rollback_on_gate_fail = true;
     p->rollback_on_threshold = false;
     health_policy_default(&p->health);
@@ -665,8 +666,19 @@ advance_waves(struct rollout *r, uint64_t now_ms)
              * the last confirm, a tmld restart) is still a target: it is
              * offered the model when it is back, and until then the
              * rollout runs and says whom it waits for. */
-            if (w + 1 == r->pol.n_waves && waiting_for_offline(r))
-                return;
+            if (w + 1 == r->pol.n_waves && waiting_for_offline(r)) {
+                if (r->offline_wait_since_ms == 0)
+                    r->offline_wait_since_ms = now_ms;
+                if (r->pol.offline_wait_ms == 0 ||
+                    now_ms - r->offline_wait_since_ms < r->pol.offline_wait_ms)
+                    return;
+                /* A device gone for good must not keep the rollout (and
+                 * its group) open for ever: excluded, with the reason. */
+                for (size_t i = 0; i < r->n_devs; i++)
+                    if (r->devs[i].state == RDEV_PENDING)
+                        set_dev(r, &r->devs[i], RDEV_EXCLUDED,
+                                ROLLOUT_R_OFFLINE, 0);
+            }
             wv->done_ms = now_ms;
             if (w + 1 == r->pol.n_waves) {
                 wv->state = WAVE_PASSED;
@@ -1083,7 +1095,8 @@ rollout_reason_name(uint8_t r)
         "busy"};
     static const char *const gw[] = {"timeout", "retries exhausted",
                                      "aborted", "incompatible",
-                                     "no previous model", "trial timeout"};
+                                     "no previous model", "trial timeout",
+                                     "offline past the deadline"};
 
     if (r < sizeof(dev) / sizeof(dev[0]))
         return dev[r];

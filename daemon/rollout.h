@@ -67,7 +67,8 @@ enum rollout_reason {
     ROLLOUT_R_ABORTED,          /* operator aborted the rollout */
     ROLLOUT_R_INCOMPATIBLE,     /* excluded by the capacity check */
     ROLLOUT_R_NO_ROLLBACK,      /* no previous model to roll back to */
-    ROLLOUT_R_TRIAL_TIMEOUT     /* activated but never confirmed */
+    ROLLOUT_R_TRIAL_TIMEOUT,    /* activated but never confirmed */
+    ROLLOUT_R_OFFLINE           /* offline past offline_wait_ms */
 };
 
 enum rollout_state {
@@ -98,6 +99,10 @@ struct rollout_policy {
     uint64_t soak_ms;          /* after a wave finished, before the gate */
     uint64_t gate_retry_ms;    /* after a HOLD */
     uint64_t gate_max_wait_ms; /* HOLDs for longer than this pause */
+    /* Once every online target of the last wave finished: how long to wait
+     * for targets that are offline before excluding them ("offline") so the
+     * rollout can finish; 0 = wait until they are back. */
+    uint64_t offline_wait_ms;
     bool rollback_on_gate_fail;
     bool rollback_on_threshold;
     struct health_policy health;
@@ -167,6 +172,9 @@ struct rollout {
     bool started;
     struct rollout_wave waves[ROLLOUT_MAX_WAVES];
     char seed[TML_MAX_NAME * 2 + 2];
+    /* When the last wave started waiting only for offline targets (0 = not
+     * waiting; in memory: a tmld restart starts the wait again). */
+    uint64_t offline_wait_since_ms;
     uint32_t offer_id_base;
     size_t n_devs, cap_devs;
     struct rollout_dev *devs; /* owned; insertion order */

@@ -89,6 +89,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     p.soak_ms = 50;
     p.gate_retry_ms = 50;
     p.gate_max_wait_ms = 500;
+    p.offline_wait_ms = 2000; /* reachable: offline targets excluded */
     p.device_timeout_ms = 300;
     p.trial_timeout_ms = 600;
     /* The waves string: up to the first NUL (bounded). */

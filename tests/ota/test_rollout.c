@@ -695,6 +695,58 @@ test_rollout_offline_device_served_when_back(void **state)
     rollout_free(&r);
 }
 
+/* A device gone for good must not keep its rollout (and its group) open:
+ * after offline_wait_ms of waiting only for offline targets, they are
+ * excluded with the reason "offline past the deadline" and the rollout is
+ * done. 0 waits for ever. A device back in time is served as before. */
+static void
+test_rollout_offline_past_deadline_is_excluded(void **state)
+{
+    struct rollout_policy p;
+    struct rollout r;
+    struct fake f;
+    struct rollout_dev *gone;
+
+    (void)state;
+    one_wave_policy(&p);
+    p.offline_wait_ms = 10000;
+    make(&r, &f, &p, 4);
+    gone = &r.devs[1];
+    assert_int_equal(rollout_on_presence(&r, gone->id, false, 0, 0), 0);
+    rollout_tick(&r, 0);
+    answer_wave(&r, -1, TML_OTA_CONFIRMED, 0, 1);
+    rollout_tick(&r, 100); /* the wait starts */
+    assert_int_equal(r.state, ROLLOUT_RUNNING);
+    rollout_tick(&r, 10099);
+    assert_int_equal(r.state, ROLLOUT_RUNNING);
+    assert_int_equal(gone->state, RDEV_PENDING);
+    rollout_tick(&r, 10100);
+    assert_int_equal(gone->state, RDEV_EXCLUDED);
+    assert_string_equal(rollout_reason_name(gone->reason),
+                        "offline past the deadline");
+    assert_int_equal(r.state, ROLLOUT_DONE);
+    /* Back after the deadline: nothing reopens, nothing is offered. */
+    assert_int_equal(f.n_offers, 3);
+    (void)rollout_on_presence(&r, gone->id, true, 11, 20000);
+    rollout_tick(&r, 20000);
+    assert_int_equal(r.state, ROLLOUT_DONE);
+    assert_int_equal(f.n_offers, 3);
+    rollout_free(&r);
+
+    /* 0: waits for ever. */
+    p.offline_wait_ms = 0;
+    make(&r, &f, &p, 4);
+    gone = &r.devs[1];
+    assert_int_equal(rollout_on_presence(&r, gone->id, false, 0, 0), 0);
+    rollout_tick(&r, 0);
+    answer_wave(&r, -1, TML_OTA_CONFIRMED, 0, 1);
+    rollout_tick(&r, 100);
+    rollout_tick(&r, 100 + 400 * 86400000ull);
+    assert_int_equal(r.state, ROLLOUT_RUNNING);
+    assert_int_equal(gone->state, RDEV_PENDING);
+    rollout_free(&r);
+}
+
 /* A rollout that only waits for offline devices may be superseded by a new
  * deploy to its group (those devices are the new rollout's targets); one
  * still transferring, or not in its last wave, may not. */
@@ -1004,6 +1056,7 @@ main(void)
         cmocka_unit_test(test_rollout_gate_failure_without_previous_model),
         cmocka_unit_test(test_rollout_pause_resume_abort),
         cmocka_unit_test(test_rollout_offline_device_served_when_back),
+        cmocka_unit_test(test_rollout_offline_past_deadline_is_excluded),
         cmocka_unit_test(test_rollout_waiting_for_offline_is_superseded),
         cmocka_unit_test(
             test_rollout_reconnect_mid_download_resends_same_offer),

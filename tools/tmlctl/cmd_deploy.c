@@ -435,6 +435,7 @@ cmd_deploy(struct tmlctl *ctl, int argc, char **argv)
     uint32_t max_conc = 0, retries = UINT32_MAX, min_inf = UINT32_MAX;
     uint32_t min_dev = UINT32_MAX;
     uint64_t timeout_s = 0, soak_s = UINT64_MAX, gate_wait_s = UINT64_MAX;
+    uint64_t offline_wait_s = UINT64_MAX;
     bool dry = false, watch = false, no_gate = false;
     struct tmlctl_args a;
     int rc;
@@ -461,6 +462,9 @@ cmd_deploy(struct tmlctl *ctl, int argc, char **argv)
          "telemetry time after a wave before the health gate (s)", false},
         {"gate-max-wait", 0, TMLCTL_OPT_U64, &gate_wait_s, "S",
          "pause when the gate has no answer after S (s)", false},
+        {"offline-wait", 0, TMLCTL_OPT_U64, &offline_wait_s, "S",
+         "last wave: exclude devices still offline after S (s; 0 = wait)",
+         false},
         {"min-inferences", 0, TMLCTL_OPT_U32, &min_inf, "N",
          "health gate: inferences needed per side", false},
         {"min-devices", 0, TMLCTL_OPT_U32, &min_dev, "N",
@@ -628,6 +632,9 @@ cmd_deploy(struct tmlctl *ctl, int argc, char **argv)
     if (gate_wait_s != UINT64_MAX)
         cJSON_AddNumberToObject(args, "gate_max_wait_ms",
                                 (double)gate_wait_s * 1000);
+    if (offline_wait_s != UINT64_MAX)
+        cJSON_AddNumberToObject(args, "offline_wait_ms",
+                                (double)offline_wait_s * 1000);
     if (min_inf != UINT32_MAX)
         cJSON_AddNumberToObject(args, "min_inferences", min_inf);
     if (min_dev != UINT32_MAX)
