@@ -58,7 +58,6 @@ struct touched {
     uint32_t late_epoch, late_tele_hw, late_sample_hw;
     uint32_t tele_skip, sample_skip, resets, stale_hellos; /* this batch */
     uint32_t late_recs; /* records of an earlier life, this batch */
-    bool same_epoch_restart; /* a wiped device drew its epoch again */
 };
 
 struct batch {
@@ -638,21 +637,21 @@ boots_seen(const struct boots *b, uint32_t id)
     return false;
 }
 
+/* bt: the device's boots as stored before this hello (boots_get). */
 static int
-apply_hello(struct store *s, const struct touched *t, const struct rec *r)
+apply_hello(struct store *s, const struct touched *t, const struct rec *r,
+            const struct boots *bt)
 {
     const struct hello_rec *h = r->u.hello;
     uint8_t recent[4 * BOOTS_KEPT];
     size_t n_recent = 0;
     if (h->boot_id != 0) {
-        struct boots bt;
-        TRY(boots_get(s, t, &bt));
         uint32_t ids[BOOTS_KEPT];
         size_t n = 0;
         ids[n++] = h->boot_id;
-        for (size_t i = 0; i < bt.n_recent && n < BOOTS_KEPT; i++)
-            if (bt.recent[i] != h->boot_id)
-                ids[n++] = bt.recent[i];
+        for (size_t i = 0; i < bt->n_recent && n < BOOTS_KEPT; i++)
+            if (bt->recent[i] != h->boot_id)
+                ids[n++] = bt->recent[i];
         for (size_t i = 0; i < n; i++)
             for (int k = 0; k < 4; k++)
                 recent[n_recent++] = (uint8_t)(ids[i] >> (8 * k));
@@ -794,7 +793,7 @@ new_life(struct store *s, struct batch *b, struct touched *t, uint32_t epoch,
  * reconnect, retained copy) carries a stale next seq too: only counted. */
 static int
 check_restart(struct store *s, struct batch *b, struct touched *t,
-              const struct rec *r)
+              const struct rec *r, const struct boots *bt)
 {
     const struct hello_rec *h = r->u.hello;
     if (h->tele_next == 0 && h->sample_next == 0 && h->epoch == 0)
@@ -810,15 +809,12 @@ check_restart(struct store *s, struct batch *b, struct touched *t,
              * hello of an earlier boot delivered again (its boot_id is
              * known), or a wiped device that drew the same epoch again
              * (an unseen boot_id, and its boot count started over). */
-            struct boots bt;
-            TRY(boots_get(s, t, &bt));
-            if (boots_seen(&bt, h->boot_id) || h->boot_id == 0 ||
-                (int64_t)h->boot_count >= bt.count) {
+            if (boots_seen(bt, h->boot_id) || h->boot_id == 0 ||
+                (int64_t)h->boot_count >= bt->count) {
                 t->stale_hellos++;
                 b->n_stale_hellos++;
                 return SQLITE_OK;
             }
-            t->same_epoch_restart = true;
             return new_life(s, b, t, h->epoch, false);
         }
         /* The late slot's numbers go to their row first: it may be the
@@ -846,9 +842,7 @@ check_restart(struct store *s, struct batch *b, struct touched *t,
     }
     if (!tele && !sample)
         return SQLITE_OK;
-    struct boots bt;
-    TRY(boots_get(s, t, &bt));
-    if (bt.id == (int64_t)h->boot_id && (int64_t)h->boot_count >= bt.count) {
+    if (bt->id == (int64_t)h->boot_id && (int64_t)h->boot_count >= bt->count) {
         t->stale_hellos++;
         b->n_stale_hellos++;
         return SQLITE_OK;
@@ -974,10 +968,15 @@ apply_rec(struct store *s, struct batch *b, struct rec *r)
         }
         return SQLITE_OK;
     }
-    case REC_HELLO:
-        TRY(check_restart(s, b, t, r));
-        TRY(apply_hello(s, t, r));
+    case REC_HELLO: {
+        /* One read of the stored boots serves the restart check and the
+         * update of recent_boots. */
+        struct boots bt;
+        TRY(boots_get(s, t, &bt));
+        TRY(check_restart(s, b, t, r, &bt));
+        TRY(apply_hello(s, t, r, &bt));
         return SQLITE_OK;
+    }
     case REC_STATE:
         st = s->st[ST_STATE];
         sqlite3_bind_int64(st, 1, t->rowid);
@@ -1086,15 +1085,9 @@ log_gaps(const struct touched *t)
                  t->sample_hw);
     if (t->resets != 0)
         log_warn("ingest: dev=%s restarted its sequence numbers (records of "
-                 "a new numbering epoch, or a hello from a new boot with a "
-                 "next seq at or below what is stored: state wiped or device "
-                 "replaced); streams start again",
-                 t->dev->name);
-    if (t->same_epoch_restart)
-        log_warn("ingest: dev=%s restarted its numbering in the same epoch "
-                 "(a hello from an unseen boot with a lower boot count and a "
-                 "next seq at or below what is stored: a wiped device drew "
-                 "its epoch again); streams start again",
+                 "a new numbering epoch, or a hello from an unseen boot with a "
+                 "next seq at or below what is stored, in the same epoch too: "
+                 "state wiped or device replaced); streams start again",
                  t->dev->name);
     if (t->late_recs != 0)
         log_info("ingest: dev=%s records of an earlier numbering epoch "
