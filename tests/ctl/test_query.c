@@ -275,13 +275,22 @@ test_query_tmld_telemetry(void **state)
     assert_true(cJSON_GetArraySize(rows) >= 3);
     double prev = 0;
     const cJSON *row;
+    int i = 0, n = cJSON_GetArraySize(rows);
     cJSON_ArrayForEach(row, rows)
     {
         double h = jnum(row, "hour");
+        int devices = (int)jnum(row, "devices");
         assert_true(h > prev);
         assert_true((int64_t)h % 3600 == 0);
-        assert_int_equal((int)jnum(row, "devices"), 1000);
+        /* The window's first and last hours are cut by "3h ago" and "now"
+         * (a run near the top of an hour saw 170 of 1000 in one of them);
+         * every hour in between holds all 1000 devices. */
+        if (i == 0 || i == n - 1)
+            assert_true(devices >= 1 && devices <= 1000);
+        else
+            assert_int_equal(devices, 1000);
         prev = h;
+        i++;
     }
     cJSON_Delete(j);
 
