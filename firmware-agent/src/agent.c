@@ -160,8 +160,10 @@ tmla__publish(struct tmla_agent *a, enum tml_kind kind, const uint8_t *p,
 static bool
 send_hello(struct tmla_agent *a)
 {
+    /* up/state {0: 1, 1: true}: a constant, so the device links no state
+     * encoder for it (agent_tele checks it against tml_state_encode). */
+    static const uint8_t online[] = {0xa2, 0x00, 0x01, 0x01, 0xf5};
     struct tml_hello h;
-    struct tml_state st;
     const struct tmla_model *m = tmla_active_model(a);
     size_t n;
 
@@ -198,11 +200,8 @@ send_hello(struct tmla_agent *a)
     if (tml_hello_encode(&h, a->tx, sizeof a->tx, &n) != TML_OK ||
         tmla__publish(a, TML_KIND_HELLO, a->tx, n, true) != TMLA_PORT_OK)
         return false;
-    st.online = true;
-    if (tml_state_encode(&st, a->tx, sizeof a->tx, &n) != TML_OK ||
-        tmla__publish(a, TML_KIND_STATE, a->tx, n, true) != TMLA_PORT_OK)
-        return false;
-    return true;
+    return tmla__publish(a, TML_KIND_STATE, online, sizeof online, true) ==
+           TMLA_PORT_OK;
 }
 
 void
@@ -226,29 +225,48 @@ tmla_on_disconnect(struct tmla_agent *a)
     tmla__sample_unsend(a);
 }
 
+/* down/cmd's five settings are (has_, value) pairs 8 bytes apart in struct
+ * tml_cmd, and five consecutive words from summary_period_s in struct
+ * tmla_config, in the same order: apply_cmd walks both (checked here). */
+#define CMD_AT(m) (offsetof(struct tml_cmd, m) - offsetof(struct tml_cmd, has_summary_period))
+#define CFG_AT(m) (offsetof(struct tmla_config, m) - offsetof(struct tmla_config, summary_period_s))
+typedef char tmla__cmd_layout[CMD_AT(summary_period_s) == 4 &&
+                                      CMD_AT(has_sample_budget) == 8 &&
+                                      CMD_AT(sample_budget) == 12 &&
+                                      CMD_AT(has_budget_period) == 16 &&
+                                      CMD_AT(has_conf_threshold) == 24 &&
+                                      CMD_AT(has_audit_rate) == 32 &&
+                                      CMD_AT(audit_ppm) == 36 &&
+                                      CFG_AT(sample_budget) == 4 &&
+                                      CFG_AT(budget_period_s) == 8 &&
+                                      CFG_AT(conf_threshold_bp) == 12 &&
+                                      CFG_AT(audit_ppm) == 16
+                                  ? 1
+                                  : -1];
+
 static void
 apply_cmd(struct tmla_agent *a, const struct tml_cmd *c)
 {
-    struct tmla_config *cfg = &a->cfg;
+    /* The agent's upper bounds; the decoder already refused periods of 0,
+     * thresholds above 10000 bp and audit rates above 10^6 ppm (proto
+     * messages.c), so those two take any decoded value. */
+    static const uint32_t max[5] = {86400, 1000, 7 * 86400, 10000, 1000000};
+    const uint8_t *in = (const uint8_t *)&c->has_summary_period;
+    uint32_t *set = &a->cfg.summary_period_s;
 
-    /* Values out of range are ignored one by one; the rest still apply.
-     * The decoder already refused periods of 0, thresholds above 10000 bp
-     * and audit rates above 10^6 ppm (proto messages.c); the agent adds
-     * its own upper bounds. */
-    if (c->has_summary_period && c->summary_period_s <= 86400)
-        cfg->summary_period_s = c->summary_period_s;
-    if (c->has_sample_budget && c->sample_budget <= 1000) {
-        cfg->sample_budget = c->sample_budget;
-        cfg->sample_burst = c->sample_budget;
+    /* Values out of range are ignored one by one; the rest still apply. */
+    for (int i = 0; i < 5; i++, in += 8) {
+        /* in points at a bool, in + 4 at a uint32_t member. */
+        uint32_t v = *(const uint32_t *)(const void *)(in + 4);
+
+        if (*(const bool *)in && v <= max[i])
+            set[i] = v;
     }
-    if (c->has_budget_period && c->budget_period_s <= 7 * 86400)
-        cfg->budget_period_s = c->budget_period_s;
-    if (c->has_conf_threshold)
-        cfg->conf_threshold_bp = c->conf_threshold_bp;
-    if (c->has_audit_rate)
-        cfg->audit_ppm = c->audit_ppm;
-    if (a->tokens > cfg->sample_burst)
-        a->tokens = cfg->sample_burst;
+    /* A new budget is also the bucket's capacity. */
+    if (c->has_sample_budget && c->sample_budget <= max[1])
+        a->cfg.sample_burst = c->sample_budget;
+    if (a->tokens > a->cfg.sample_burst)
+        a->tokens = a->cfg.sample_burst;
 }
 
 /* The kind a topic names if it is exactly "tml/v1/<our id>/down/<kind>"

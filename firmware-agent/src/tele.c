@@ -147,6 +147,20 @@ tmla__tele_close(struct tmla_agent *a, uint32_t now_ms)
     tmla__tele_start(a, now_ms);
 }
 
+/* The counters from n_inferences to n_samples_dropped are consecutive words
+ * in the same order in struct tmla__sum and struct tml_tele. */
+#define COUNTERS_LEN                                                           \
+    (offsetof(struct tml_tele, n_samples_dropped) + sizeof(uint32_t) -        \
+     offsetof(struct tml_tele, n_inferences))
+#define SAME_DIST(m)                                                           \
+    (offsetof(struct tml_tele, m) - offsetof(struct tml_tele, n_inferences) == \
+     offsetof(struct tmla__sum, m) - offsetof(struct tmla__sum, n_inferences))
+typedef char tmla__sum_counters_match_tele
+    [SAME_DIST(n_low_conf) && SAME_DIST(n_flagged) && SAME_DIST(n_errors) &&
+             SAME_DIST(n_folded) && SAME_DIST(n_samples_dropped)
+         ? 1
+         : -1];
+
 static bool
 send_one(struct tmla_agent *a, struct tmla__sum *s, uint32_t now_ms)
 {
@@ -168,12 +182,11 @@ send_one(struct tmla_agent *a, struct tmla__sum *s, uint32_t now_ms)
     t.model_version = s->model_version;
     t.period_s = (s->end_ms - s->start_ms + 500u) / 1000u;
     t.age_s = (now_ms - s->end_ms) / 1000u;
-    t.n_inferences = s->n_inferences;
-    t.n_low_conf = s->n_low_conf;
-    t.n_flagged = s->n_flagged;
-    t.n_errors = s->n_errors;
-    t.n_folded = s->n_folded;
-    t.n_samples_dropped = s->n_samples_dropped;
+    /* n_inferences .. n_samples_dropped, six words in both structs. */
+    memcpy(&t.n_inferences, &s->n_inferences, COUNTERS_LEN);
+    /* Both 0 while there is no inference (tmla_record, fold). */
+    t.lat_min_us = s->lat_min_us;
+    t.lat_max_us = s->lat_max_us;
     if (s->n_inferences > 0) {
         uint64_t sum = s->lat_sum_us;
         uint32_t cnt = s->n_inferences;
@@ -185,8 +198,6 @@ send_one(struct tmla_agent *a, struct tmla__sum *s, uint32_t now_ms)
             sum >>= 1;
             cnt = (cnt >> 1) | 1u;
         }
-        t.lat_min_us = s->lat_min_us;
-        t.lat_max_us = s->lat_max_us;
         t.lat_mean_us = (uint32_t)sum / cnt;
     }
     t.n_classes = a->cfg.n_classes;

@@ -446,6 +446,34 @@ test_tele_foreign_and_bad_messages_rejected(void **state)
     assert_int_equal(tmla_stats(&r->a)->bad_messages, 1);
 }
 
+/* The agent publishes up/state "online" as a constant (agent.c): it must be
+ * exactly what the encoder writes, retained, after every hello. */
+static void
+test_tele_online_state_is_the_encoded_message(void **state)
+{
+    struct rig *r = *state;
+    struct tml_state st = {.online = true};
+    uint8_t want[16];
+    size_t n = 0, seen = 0;
+
+    assert_int_equal(tml_state_encode(&st, want, sizeof want, &n), TML_OK);
+    tmla_on_connect(&r->a, r->now);
+    rig_run(r, 1, 10);
+    for (size_t i = 0; i < r->mp->n_log; i++) {
+        const struct mp_msg *m = &r->mp->log[i];
+
+        if (m->kind != TML_KIND_STATE)
+            continue;
+        assert_true(m->retain);
+        assert_int_equal(m->len, n);
+        assert_memory_equal(m->payload, want, n);
+        assert_int_equal(tml_state_decode(m->payload, m->len, &st), TML_OK);
+        assert_true(st.online);
+        seen++;
+    }
+    assert_int_equal(seen, 2); /* at boot and after the reconnect */
+}
+
 static void
 test_tele_largest_hello_fits(void **state)
 {
@@ -980,6 +1008,7 @@ main(void)
         T(test_tele_cmd_sets_period_and_threshold),
         T(test_tele_foreign_and_bad_messages_rejected),
         T(test_tele_largest_hello_fits),
+        T(test_tele_online_state_is_the_encoded_message),
         T(test_agent_init_rejects_bad_config_and_port),
         T(test_tele_gapless_gateway_keeps_receiving_after_reboots),
         T(test_tele_reboot_loss_is_given_up_and_counted),
