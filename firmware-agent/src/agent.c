@@ -89,7 +89,7 @@ config_ok(const struct tmla_config *c, const struct tmla_port *p)
         void (*fn)(void);
 
         /* Every member is a function pointer; only NULL or not matters. */
-        memcpy(&fn, (const uint8_t *)p + required_fns[i], sizeof fn);
+        TMLA__MEMCPY(&fn, (const uint8_t *)p + required_fns[i], sizeof fn);
         if (fn == NULL)
             return false;
     }
@@ -256,10 +256,12 @@ apply_cmd(struct tmla_agent *a, const struct tml_cmd *c)
 
     /* Values out of range are ignored one by one; the rest still apply. */
     for (int i = 0; i < 5; i++, in += 8) {
-        /* in points at a bool, in + 4 at a uint32_t member. */
-        uint32_t v = *(const uint32_t *)(const void *)(in + 4);
+        bool has;
+        uint32_t v;
 
-        if (*(const bool *)in && v <= max[i])
+        TMLA__MEMCPY(&has, in, sizeof has);
+        TMLA__MEMCPY(&v, in + 4, sizeof v);
+        if (has && v <= max[i])
             set[i] = v;
     }
     /* A new budget is also the bucket's capacity. */
@@ -270,22 +272,18 @@ apply_cmd(struct tmla_agent *a, const struct tml_cmd *c)
 }
 
 /* The kind a topic names if it is exactly "tml/v1/<our id>/down/<kind>"
- * (PROTOCOL.md "Topics"), else -1. Matched against our own id rather than
- * parsed: every down kind is three letters, and the device then links no
- * general topic parser. */
+ * for one of the kinds the device receives (PROTOCOL.md "Topics"), else -1.
+ * Compared with our own topics, built in a->topic, rather than parsed: the
+ * device then links no general topic parser. */
 static int
-down_kind(const struct tmla_agent *a, const char *t, size_t len)
+down_kind(struct tmla_agent *a, const char *t, size_t len)
 {
-    static const char names[] = "ackotacmd";
     static const uint8_t kinds[] = {TML_KIND_ACK, TML_KIND_OTA, TML_KIND_CMD};
-    size_t id_len = tmla__strlen(a->cfg.device_id);
 
-    if (len != 7 + id_len + 6 + 3 || memcmp(t, "tml/v1/", 7) != 0 ||
-        memcmp(t + 7, a->cfg.device_id, id_len) != 0 ||
-        memcmp(t + 7 + id_len, "/down/", 6) != 0)
-        return -1;
     for (int i = 0; i < 3; i++)
-        if (memcmp(t + len - 3, names + 3 * i, 3) == 0)
+        if (tmla_topic(a, TML_DIR_DOWN, (enum tml_kind)kinds[i], a->topic,
+                       sizeof a->topic) == TML_OK &&
+            tmla__strlen(a->topic) == len && memcmp(t, a->topic, len) == 0)
             return kinds[i];
     return -1;
 }

@@ -7,6 +7,15 @@
 
 #include <tml/agent.h>
 
+/* -ffreestanding implies -fno-builtin, so GCC calls memcpy even for a
+ * fixed 1..8-byte copy; TMLA__MEMCPY lets GCC and clang inline those (as
+ * proto's TML__MEMCPY). Any other compiler: memcpy. */
+#if defined(__GNUC__)
+#define TMLA__MEMCPY __builtin_memcpy
+#else
+#define TMLA__MEMCPY memcpy
+#endif
+
 #define TMLA__NO_SLOT 0xffu
 #define TMLA__STREAM_TELE 0
 #define TMLA__STREAM_SAMPLE 1
