@@ -8,7 +8,7 @@ TML_DEB_PACKAGES=(
     mosquitto mosquitto-clients libmosquitto-dev
     libsqlite3-dev sqlite3
     libcurl4-openssl-dev zlib1g-dev
-    libmbedtls-dev openssl
+    libmbedtls-dev openssl libssl-dev
     libuv1-dev libcmocka-dev libinih-dev libcjson-dev libcbor-dev
     python3 python3-cryptography python3-cbor2
     gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm

@@ -78,6 +78,7 @@ struct sim_opts {
     uint32_t ack_timeout_ms; /* 0 = the agent's default */
     uint32_t ota_chunk, ota_window; /* 0 = the agent's defaults */
     uint32_t ota_flood; /* extra copies of every OTA chunk request */
+    bool host_sha256;   /* SHA-256 by OpenSSL, not the agent's mbedTLS port */
     uint32_t reserve_fds;  /* descriptors to hold open first */
     double misbehave;      /* share of devices that also send garbage and
                               replays */

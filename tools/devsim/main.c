@@ -100,6 +100,10 @@ usage(FILE *f)
         "                        default)\n"
         "  --ota-chunk B         OTA chunk bytes the agent asks for (4096)\n"
         "  --ota-window N        chunks per OTA request (1)\n"
+        "  --sha256 PORT         mbedtls: the agent's mbedTLS port (a device\n"
+        "                        hashing in software); host: OpenSSL (SHA\n"
+        "                        instructions; a device with a hash engine)\n"
+        "                        (mbedtls)\n"
         "  --ota-flood N         publish every OTA chunk request N more\n"
         "                        times (a device stuck in a loop) (0)\n"
         "  --seed N              random seed (1)\n"
@@ -123,7 +127,7 @@ enum opt_id {
     O_FLAP_DOWN, O_REBOOT_MEAN, O_SEED, O_DURATION, O_COUNT, O_DRAIN,
     O_STATUS, O_JSON, O_SAMPLE_BUDGET, O_BUDGET_PERIOD, O_CONF_THRESHOLD,
     O_MISBEHAVE, O_ACK_TIMEOUT, O_RESERVE_FDS, O_OTA_CHUNK, O_OTA_WINDOW,
-    O_OTA_FLOOD, O_HELP
+    O_OTA_FLOOD, O_SHA256, O_HELP
 };
 
 static const struct option long_opts[] = {
@@ -167,6 +171,7 @@ static const struct option long_opts[] = {
     {"ota-chunk", required_argument, NULL, O_OTA_CHUNK},
     {"ota-window", required_argument, NULL, O_OTA_WINDOW},
     {"ota-flood", required_argument, NULL, O_OTA_FLOOD},
+    {"sha256", required_argument, NULL, O_SHA256},
     {"reserve-fds", required_argument, NULL, O_RESERVE_FDS},
     {"help", no_argument, NULL, O_HELP},
     {NULL, 0, NULL, 0},
@@ -420,6 +425,15 @@ parse_args(struct sim_opts *o, int argc, char **argv)
             break;
         case O_OTA_FLOOD:
             rc = arg_u32("ota-flood", optarg, 1000, &o->ota_flood);
+            break;
+        case O_SHA256:
+            if (strcmp(optarg, "host") == 0 || strcmp(optarg, "mbedtls") == 0) {
+                o->host_sha256 = optarg[0] == 'h';
+            } else {
+                fprintf(stderr, "tml-devsim: --sha256 takes mbedtls or host, "
+                                "not \"%s\"\n", optarg);
+                rc = -1;
+            }
             break;
         case O_MISBEHAVE:
             rc = arg_double("misbehave", optarg, 1.0, &o->misbehave);

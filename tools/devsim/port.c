@@ -10,8 +10,12 @@
  *  - persisted state: <dir>/state0.bin and state1.bin, one per copy.
  *  - crypto: the agent's mbedTLS port (firmware-agent/ports/mbedtls), the
  *    same SHA-256 and ES256 code a firmware links (ES256 results are
- *    remembered per exact input, see p_es256_verify). Flash and state are
- *    devsim's own rather than the POSIX port's.
+ *    remembered per exact input, see p_es256_verify). With --sha256 host,
+ *    SHA-256 is OpenSSL's instead (SHA instructions where the CPU has
+ *    them): a device with a hash engine, so that 1000 simulated devices
+ *    hashing in software on the gateway's own cores do not dominate a
+ *    gateway benchmark (bench/ota.sh). Flash and state are devsim's own
+ *    rather than the POSIX port's.
  *  - the synthetic model: activate() switches the behaviour rule to
  *    name@version (and sometimes says "not now", like an application in the
  *    middle of a measurement); infer() runs a golden vector: a model whose
@@ -33,6 +37,14 @@
 #include <unistd.h>
 
 #include <tml/agent_port_mbedtls.h>
+
+/* SHA256_Init/Update/Final: deprecated in OpenSSL 3 but kept; the EVP
+ * interface would need a heap context per device. */
+#define OPENSSL_SUPPRESS_DEPRECATED
+#include <openssl/sha.h>
+
+_Static_assert(sizeof(SHA256_CTX) <= TMLA_SHA256_CTX_SIZE,
+               "the agent's hash context holds OpenSSL's SHA256_CTX");
 
 int dev_publish(void *user, const char *topic, const uint8_t *payload,
                 size_t len, uint8_t qos, bool retain);
@@ -481,6 +493,27 @@ p_es256_verify(void *user, const uint8_t pub[65],
     return rc;
 }
 
+static int
+p_sha256_init(void *user, void *ctx)
+{
+    (void)user;
+    return SHA256_Init(ctx) == 1 ? 0 : -1;
+}
+
+static int
+p_sha256_update(void *user, void *ctx, const void *p, size_t len)
+{
+    (void)user;
+    return SHA256_Update(ctx, p, len) == 1 ? 0 : -1;
+}
+
+static int
+p_sha256_final(void *user, void *ctx, uint8_t out[TML_SHA256_LEN])
+{
+    (void)user;
+    return SHA256_Final(out, ctx) == 1 ? 0 : -1;
+}
+
 void
 port_fill(struct dev *d)
 {
@@ -499,6 +532,11 @@ port_fill(struct dev *d)
     p->state_write = p_state_write;
     tmla_mbedtls_fill_port(p); /* the agent's own mbedTLS crypto port */
     p->es256_verify = p_es256_verify;
+    if (d->sim->o.host_sha256) {
+        p->sha256_init = p_sha256_init;
+        p->sha256_update = p_sha256_update;
+        p->sha256_final = p_sha256_final;
+    }
     p->unix_time = p_unix_time;
     p->random = p_random;
     p->health = p_health;
