@@ -117,20 +117,17 @@ tml_enc_map(struct tml_enc *e, size_t n)
     put_head(e, 5, (uint64_t)n);
 }
 
+/* false, true and null are simple values 20, 21 and 22 (major 7). */
 void
 tml_enc_bool(struct tml_enc *e, bool v)
 {
-    uint8_t b = v ? 0xf5 : 0xf4;
-
-    put(e, &b, 1);
+    put_head(e, 7, v ? 21 : 20);
 }
 
 void
 tml_enc_null(struct tml_enc *e)
 {
-    uint8_t b = 0xf6;
-
-    put(e, &b, 1);
+    put_head(e, 7, 22);
 }
 
 void
