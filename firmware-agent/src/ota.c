@@ -7,8 +7,7 @@
  *   "downloading into slot d" (slot d invalidated first) -> request chunks
  *   by offset with a window, bound to the offer id -> hash while writing,
  *   erase each page before its first write, persist the offset at
- *   checkpoints (tmla__ota_interval) -> after the last byte compare the
- *   stream hash,
+ *   checkpoints (interval()) -> after the last byte compare the stream hash,
  *   then hash the slot again from flash (VERIFYING) -> persist "slot d
  *   valid" (READY) -> the application activates when it likes -> persist
  *   "active = d, trial" -> golden vectors through port->infer -> confirm
@@ -24,15 +23,19 @@
  * by a correctly signed manifest.
  *
  * Progress marks (resume within a chunk of where a reboot stopped, without
- * state writes): when the slot has room after the image, the page-aligned
- * area after it holds one write_align unit per ota_chunk of image, erased
- * when the download starts (one erase per update) and programmed once
- * (0x00) after that chunk's bytes are in flash. NOR flash programs each
- * unit once, so no further erase or state write is needed. At boot the
- * run of programmed units gives the resume offset (any non-erased unit,
- * even a torn one, means its data write had returned); if the rest of that
- * page is not erased (power cut inside a data write) the resume falls back
- * to the page start, which is erased again before it is written. The
+ * state writes): when one erase page after the image (rounded up to whole
+ * pages) has room, it holds a header unit (the offer id) and then one unit
+ * per ota_chunk of image; a unit is write_align bytes, at least 4. The page
+ * is erased and headed when the download (re)starts and each mark is
+ * programmed once (0x00) after that chunk's bytes are in flash: NOR flash
+ * programs each unit once, so no further erase or state write is needed.
+ * At boot the run of programmed marks after a matching header gives the
+ * resume offset (any non-erased unit, even a torn one, means its data write
+ * had returned). If the rest of that page is not erased (power cut inside a
+ * data write) the resume falls back to the page start, which is erased
+ * again before it is written, and tmla_init's own state write records it as
+ * the checkpoint. Whenever the marks are ahead of the resume point or
+ * unusable (another offer id), the first poll starts them again. The
  * stream hash is rebuilt from flash either way, and the final hash check
  * catches anything else.
  */
@@ -67,7 +70,6 @@ send_up(struct tmla_agent *a, uint8_t kind, uint32_t offer_id, uint32_t version,
     struct tml_ota_up u;
     size_t n;
 
-    memset(&u, 0, sizeof u);
     u.kind = kind;
     u.offer_id = offer_id;
     u.version = version;
@@ -114,14 +116,6 @@ set_state(struct tmla_agent *a, uint8_t state, uint8_t reason)
     if ((1u << state) & ((1u << TML_OTA_TRIAL) | (1u << TML_OTA_CONFIRMED) |
                          (1u << TML_OTA_REVERTED)))
         a->hello_due = true;
-}
-
-/* A refused offer: reported, nothing else changes. */
-static void
-refuse(struct tmla_agent *a, uint32_t offer_id, uint32_t version,
-       uint8_t reason)
-{
-    report(a, offer_id, version, TML_OTA_FAILED, reason);
 }
 
 static void
@@ -199,8 +193,9 @@ confirm(struct tmla_agent *a)
     finish(a, TML_OTA_CONFIRMED, TML_OTA_R_NONE);
 }
 
-uint32_t
-tmla__ota_interval(const struct tmla_agent *a, uint32_t size)
+/* Bytes between download checkpoints for an image of size bytes. */
+static uint32_t
+interval(const struct tmla_agent *a, uint32_t size)
 {
     /* The wear budget is 8 + size/16 KiB state writes per update; accept,
      * verified, activated, vectors passed and confirmed take 5, the rest
@@ -240,130 +235,105 @@ scan(struct tmla_agent *a, uint8_t d, uint32_t off, uint32_t len, void *ctx)
     return 0;
 }
 
-/* Progress marks layout for an image of size bytes: granule *g (ota_chunk
- * rounded up to write_align), the mark area at *off (MARKS_HDR bytes of
- * offer id padded to write_align, then one write_align unit per granule).
- * False when the slot has no room for them (then only the checkpoints
- * apply). */
+/* Writes n aligned bytes at off of slot d, erasing each page just before
+ * its first byte is written (the download is sequential and resumes at a
+ * page-aligned checkpoint, so no page is written before it is erased). */
 static bool
-marks_layout(const struct tmla_agent *a, uint32_t size, uint32_t *g,
-             uint32_t *off)
+flash_put(struct tmla_agent *a, uint8_t d, uint32_t off, const uint8_t *p,
+          uint32_t n)
 {
-    uint32_t al = a->port.write_align, es = a->port.erase_size;
-    uint32_t gr = (a->cfg.ota_chunk + al - 1u) & ~(al - 1u);
-    uint32_t start = (size + es - 1u) & ~(es - 1u), n;
+    uint32_t es = a->port.erase_size;
 
-    if (gr == 0 || start < size || start > a->port.slot_size)
+    if (off > a->port.slot_size || n > a->port.slot_size - off)
         return false;
-    n = size / gr + 1u + MARKS_HDR / al + 1u;
-    if (n > (a->port.slot_size - start) / al)
-        return false;
-    *g = gr;
-    *off = start;
+    while (n > 0) {
+        uint32_t seg = es - (off & (es - 1));
+
+        if (seg > n)
+            seg = n;
+        if ((off & (es - 1)) == 0) {
+            a->stats.flash_ops++;
+            if (a->port.flash_erase(a->port.user, d, off, es) != 0)
+                return false;
+        }
+        a->stats.flash_ops++;
+        if (a->port.flash_write(a->port.user, d, off, p, seg) != 0)
+            return false;
+        off += seg;
+        p += seg;
+        n -= seg;
+    }
     return true;
 }
 
-/* The mark area starts with the offer id (marks_hdr_len bytes, in the
- * device's own byte order), written right after the erase: marks left from
- * another download are never trusted (power cut between the state write
- * and the erase). */
+/* Bytes of one mark (and of the header): write_align, at least 4. */
 static uint32_t
-marks_hdr_len(const struct tmla_agent *a)
+mark_len(const struct tmla_agent *a)
 {
-    uint32_t al = a->port.write_align;
-
-    return (MARKS_HDR + al - 1u) & ~(al - 1u);
+    return a->port.write_align < MARKS_HDR ? MARKS_HDR : a->port.write_align;
 }
 
-/* Erases the mark area of the download slot (download start). */
-static void
-marks_erase(struct tmla_agent *a, uint8_t d, uint32_t size)
+/* Offset of the mark page for an image of size bytes: the header unit and
+ * one unit per whole ota_chunk must fit one erase page after the image.
+ * 0 when they do not (then only the checkpoints apply). */
+static uint32_t
+marks_at(const struct tmla_agent *a, uint32_t size)
 {
-    uint32_t g, off, end, es = a->port.erase_size;
-    uint8_t hdr[MARKS_HDR + TMLA_MAX_WRITE_ALIGN];
+    uint32_t es = a->port.erase_size;
+    uint32_t off = (size + es - 1u) & ~(es - 1u);
 
-    a->ota_marks = 0;
-    if (!marks_layout(a, size, &g, &off))
-        return;
-    end = off + marks_hdr_len(a) + (size / g + 1u) * a->port.write_align;
-    for (uint32_t p = off; p < end; p += es) {
-        a->stats.flash_ops++;
-        if (a->port.flash_erase(a->port.user, d, p, es) != 0) {
-            a->ota_marks = UINT32_MAX; /* unusable this time */
-            return;
-        }
-    }
-    memset(hdr, 0xff, sizeof hdr);
-    memcpy(hdr, &a->ota_offer_id, MARKS_HDR);
-    a->stats.flash_ops++;
-    if (a->port.flash_write(a->port.user, d, off, hdr, marks_hdr_len(a)) != 0)
-        a->ota_marks = UINT32_MAX;
+    if (off > a->port.slot_size - es ||
+        (size / a->cfg.ota_chunk + 1u) * mark_len(a) > es)
+        return 0;
+    return off;
 }
 
-/* Programs the marks of every whole granule now in flash. A failed mark
- * write only costs resume precision. */
+/* Programs the marks of every whole chunk now in flash (mark k, 1-based,
+ * at k units after the header). A failed mark write only costs resume
+ * precision. */
 static void
 marks_write(struct tmla_agent *a, uint8_t d, uint32_t size, uint32_t written)
 {
-    uint8_t unit[TMLA_MAX_WRITE_ALIGN];
-    uint32_t g, off, al = a->port.write_align;
+    static const uint8_t zero[TMLA_MAX_WRITE_ALIGN];
+    uint32_t off = marks_at(a, size), u = mark_len(a);
 
-    if (a->ota_marks == UINT32_MAX || !marks_layout(a, size, &g, &off))
-        return;
-    memset(unit, 0, sizeof unit);
-    off += marks_hdr_len(a);
-    while (a->ota_marks < written / g) {
-        a->stats.flash_ops++;
-        if (a->port.flash_write(a->port.user, d, off + a->ota_marks * al, unit,
-                                al) != 0) {
-            a->ota_marks = UINT32_MAX;
-            return;
-        }
+    while (off != 0 && a->ota_marks < written / a->cfg.ota_chunk) {
         a->ota_marks++;
+        if (!flash_put(a, d, off + a->ota_marks * u, zero, u))
+            a->ota_marks = UINT32_MAX;
     }
 }
 
-/* Resume offset after a reboot: the checkpoint, or further by the marks. */
+/* Resume offset after a reboot: the checkpoint cp, or further by the
+ * marks. Sets ota_marks to the marks found, UINT32_MAX if unusable. */
 static uint32_t
 marks_resume(struct tmla_agent *a, uint8_t d, uint32_t size, uint32_t cp)
 {
-    uint32_t g, off, k, n, res, es = a->port.erase_size;
-    uint32_t al = a->port.write_align, page_end;
-    uint8_t hdr[MARKS_HDR];
+    uint32_t off = marks_at(a, size), u = mark_len(a), k = 0, res, end, id;
+    uint32_t es = a->port.erase_size;
+    int r = 1;
 
     a->ota_marks = UINT32_MAX;
-    if (!marks_layout(a, size, &g, &off) ||
-        a->port.flash_read(a->port.user, d, off, hdr, MARKS_HDR) != 0 ||
-        memcmp(hdr, &a->ps.dl_offer_id, MARKS_HDR) != 0)
+    if (off == 0 || a->port.flash_read(a->port.user, d, off, &id, 4) != 0 ||
+        id != a->ps.dl_offer_id)
         return cp;
-    off += marks_hdr_len(a);
-    n = size / g;
-    for (k = 0; k < n; k++) {
-        int r = scan(a, d, off + k * al, al, NULL);
-
-        if (r < 0)
-            return cp;
-        if (r == 0)
-            break;
-    }
+    while (k < size / a->cfg.ota_chunk &&
+           (r = scan(a, d, off + (k + 1u) * u, u, NULL)) == 1)
+        k++;
+    if (r < 0)
+        return cp;
     a->ota_marks = k;
-    res = k * g;
-    if (res <= cp)
-        return cp;
-    /* The bytes after res in its page must be erased to be written without
-     * an erase; otherwise start that page again (erased on its first
-     * write), never before the checkpoint. */
-    page_end = (res + es - 1u) & ~(es - 1u);
-    if (page_end > size)
-        page_end = size;
-    if (res % es != 0 && scan(a, d, res, page_end - res, NULL) != 0) {
-        /* tmla_init persists the page start before the first poll erases
-         * the marks (they claim bytes of a page about to be erased). */
+    res = k * a->cfg.ota_chunk;
+    end = (res + es - 1u) & ~(es - 1u);
+    if (end > size)
+        end = size;
+    if (res > cp && scan(a, d, res, end - res, NULL) != 0) {
+        /* Torn data write: that page again, from its start. */
         res &= ~(es - 1u);
         if (res > cp)
             a->ps.dl_checkpoint = res;
     }
-    return res < cp ? cp : res;
+    return res > cp ? res : cp;
 }
 
 /* Finishes the hash in a->sha: true if it equals slot s's recorded
@@ -561,11 +531,33 @@ request(struct tmla_agent *a, uint32_t now_ms)
         a->ota_req_end = a->ota_offset + len;
 }
 
+/* (Re)starts the download of slot d at ota_offset: the progress marks
+ * again if they are ahead of it or unusable, and the stream hash over the
+ * bytes already in flash. False (and FAILED) on a flash or hash error. */
+static bool
+restart(struct tmla_agent *a, uint8_t d)
+{
+    uint32_t size = a->ps.slot[d].size, off = marks_at(a, size);
+
+    if (off != 0 && a->ota_marks > a->ota_offset / a->cfg.ota_chunk) {
+        uint8_t hdr[TMLA_MAX_WRITE_ALIGN];
+
+        /* flash_put erases the page: off is page-aligned. */
+        memset(hdr, 0xff, sizeof hdr);
+        memcpy(hdr, &a->ota_offer_id, MARKS_HDR);
+        a->ota_marks = flash_put(a, d, off, hdr, mark_len(a)) ? 0 : UINT32_MAX;
+        marks_write(a, d, size, a->ota_offset);
+    }
+    a->ota_hashing = hash_flash(a, d, a->ota_offset);
+    if (!a->ota_hashing)
+        fail(a, TML_OTA_R_FLASH);
+    return a->ota_hashing;
+}
+
 static void
 on_offer(struct tmla_agent *a, const struct tml_ota_down *o, uint32_t now_ms)
 {
     struct tml_manifest m;
-    struct tmla__pstate save;
     const struct tmla_model *act = tmla_active_model(a);
     struct tmla_model *t;
     uint32_t now_unix;
@@ -579,15 +571,16 @@ on_offer(struct tmla_agent *a, const struct tml_ota_down *o, uint32_t now_ms)
     }
     r = verify_manifest(a, &o->manifest, &m, &signer);
     if (r != TML_OTA_R_NONE) {
-        refuse(a, o->offer_id, 0, r);
+        report(a, o->offer_id, 0, TML_OTA_FAILED, r);
         return;
     }
     /* Expiry (S6): against the clock if the port has one, and always
      * against the newest creation time seen in a verified manifest. */
     now_unix = a->port.unix_time != NULL ? a->port.unix_time(a->port.user) : 0;
-    if (m.expires != 0 && ((now_unix != 0 && now_unix >= m.expires) ||
-                           a->ps.time_floor >= m.expires)) {
-        refuse(a, o->offer_id, m.version, TML_OTA_R_EXPIRED);
+    if (now_unix < a->ps.time_floor)
+        now_unix = a->ps.time_floor;
+    if (m.expires != 0 && now_unix >= m.expires) {
+        report(a, o->offer_id, m.version, TML_OTA_FAILED, TML_OTA_R_EXPIRED);
         return;
     }
     /* Revocation (S12): a good signature by one trusted key may distrust
@@ -626,19 +619,18 @@ on_offer(struct tmla_agent *a, const struct tml_ota_down *o, uint32_t now_ms)
         request(a, now_ms);
         return;
     }
+    /* Busy: a trial, or DOWNLOADING .. ACTIVATING. */
     if (r == TML_OTA_R_NONE &&
-        (a->ps.trial || a->ota_state == TML_OTA_DOWNLOADING ||
-         a->ota_state == TML_OTA_VERIFYING || a->ota_state == TML_OTA_READY ||
-         a->ota_state == TML_OTA_ACTIVATING))
+        (a->ps.trial || (uint8_t)(a->ota_state - TML_OTA_DOWNLOADING) <=
+                            TML_OTA_ACTIVATING - TML_OTA_DOWNLOADING))
         r = TML_OTA_R_BUSY;
     if (r != TML_OTA_R_NONE) {
-        refuse(a, o->offer_id, m.version, r);
+        report(a, o->offer_id, m.version, TML_OTA_FAILED, r);
         return;
     }
 
     /* Accept: one durable record that invalidates slot d before its first
      * erase, names the image, and raises the anti-rollback floor. */
-    save = a->ps;
     a->ps.valid &= (uint8_t) ~(1u << d);
     t = &a->ps.slot[d];
     memset(t, 0, sizeof *t);
@@ -666,57 +658,24 @@ on_offer(struct tmla_agent *a, const struct tml_ota_down *o, uint32_t now_ms)
     a->ps.last_reason = TML_OTA_R_NONE;
     a->ps.last_version = m.version;
     a->stats.update_state_writes = 1;
-    if (tmla__state_save(a) != TML_OK) {
-        a->ps = save;
-        refuse(a, o->offer_id, m.version, TML_OTA_R_FLASH);
-        return;
-    }
     a->ota_offer_id = o->offer_id;
     a->ota_version = m.version;
+    if (tmla__state_save(a) != TML_OK) {
+        /* Not durable: no byte of slot d may be written. The record goes
+         * out later with the failure (the floor stays raised: the
+         * manifest was good). */
+        fail(a, TML_OTA_R_FLASH);
+        return;
+    }
     a->ota_offset = 0;
     a->carry_len = 0;
     a->ota_start_ms = now_ms;
     a->ota_start_off = 0;
-    marks_erase(a, d, m.size);
-    a->ota_hashing = a->port.sha256_init(a->port.user, a->sha.b) == 0;
+    a->ota_marks = UINT32_MAX;
     set_state(a, TML_OTA_OFFERED, TML_OTA_R_NONE);
-    if (!a->ota_hashing) {
-        fail(a, TML_OTA_R_FLASH);
-        return;
-    }
     set_state(a, TML_OTA_DOWNLOADING, TML_OTA_R_NONE);
-    request(a, now_ms);
-}
-
-/* Writes n aligned bytes at off of slot d, erasing each page just before
- * its first byte is written (the download is sequential and resumes at a
- * page-aligned checkpoint, so no page is written before it is erased). */
-static bool
-flash_put(struct tmla_agent *a, uint8_t d, uint32_t off, const uint8_t *p,
-          uint32_t n)
-{
-    uint32_t es = a->port.erase_size;
-
-    if (off > a->port.slot_size || n > a->port.slot_size - off)
-        return false;
-    while (n > 0) {
-        uint32_t seg = es - (off & (es - 1));
-
-        if (seg > n)
-            seg = n;
-        if ((off & (es - 1)) == 0) {
-            a->stats.flash_ops++;
-            if (a->port.flash_erase(a->port.user, d, off, es) != 0)
-                return false;
-        }
-        a->stats.flash_ops++;
-        if (a->port.flash_write(a->port.user, d, off, p, seg) != 0)
-            return false;
-        off += seg;
-        p += seg;
-        n -= seg;
-    }
-    return true;
+    if (restart(a, d))
+        request(a, now_ms);
 }
 
 /* Appends received bytes to the slot through the alignment carry. */
@@ -805,7 +764,7 @@ on_chunk(struct tmla_agent *a, const struct tml_ota_down *c, uint32_t now_ms)
      * progress marks cost no erase. */
     written = a->ota_offset - a->carry_len;
     marks_write(a, d, t->size, written);
-    cp = written - written % tmla__ota_interval(a, t->size);
+    cp = written - written % interval(a, t->size);
     if (cp > a->ps.dl_checkpoint) {
         a->ps.dl_checkpoint = cp;
         commit_update(a);
@@ -838,14 +797,13 @@ verify_slot(struct tmla_agent *a)
         fail(a, TML_OTA_R_FLASH);
         return;
     }
-    if (!(a->ps.valid & (1u << d)) || a->ps.dl ||
-        a->ps.last_state != TML_OTA_READY) {
+    /* After a reboot in READY it is recorded already. */
+    if (a->ps.dl) {
         a->ps.valid |= (uint8_t)(1u << d);
         a->ps.dl = 0;
-        a->ps.last_state = TML_OTA_READY;
-        commit_update(a);
-    }
-    set_state(a, TML_OTA_READY, TML_OTA_R_NONE);
+        finish(a, TML_OTA_READY, TML_OTA_R_NONE);
+    } else
+        set_state(a, TML_OTA_READY, TML_OTA_R_NONE);
 }
 
 static void
@@ -866,11 +824,9 @@ activate(struct tmla_agent *a, uint32_t now_ms)
     a->ps.trial = 1;
     a->ps.trial_boots = 0;
     a->ps.vectors_ok = m->n_vectors == 0;
-    a->ps.last_state = TML_OTA_TRIAL;
-    commit_update(a);
-    tmla__tele_close(a, now_ms); /* summaries are per model */
     a->trial_ms = now_ms;
-    set_state(a, TML_OTA_TRIAL, TML_OTA_R_NONE);
+    tmla__tele_close(a, now_ms); /* summaries are per model */
+    finish(a, TML_OTA_TRIAL, TML_OTA_R_NONE);
 }
 
 /* Golden vectors: vector i is input then class (u16 LE) and score (u16 LE,
@@ -906,25 +862,8 @@ tmla__ota_poll(struct tmla_agent *a, uint32_t now_ms)
 
     switch (a->ota_state) {
     case TML_OTA_DOWNLOADING:
-        if (!a->ota_hashing) {
-            uint8_t d = dl_slot(a);
-            uint32_t g, off, size = a->ps.slot[d].size;
-
-            /* After a reboot: marks ahead of the resume point are stale
-             * (a page to write again after a torn write): start them
-             * again, up to it. Then rebuild the stream hash from flash. */
-            if (a->ota_marks != UINT32_MAX && marks_layout(a, size, &g, &off) &&
-                a->ota_marks > a->ota_offset / g) {
-                marks_erase(a, d, size);
-                marks_write(a, d, size, a->ota_offset);
-            }
-            if (!hash_flash(a, d, a->ota_offset)) {
-                fail(a, TML_OTA_R_FLASH);
-                break;
-            }
-            a->ota_hashing = true;
-        }
-        if (!a->connected)
+        /* After a reboot: marks and stream hash first. */
+        if ((!a->ota_hashing && !restart(a, dl_slot(a))) || !a->connected)
             break;
         elapsed = tmla__ms_diff(now_ms, a->ota_start_ms);
         if (elapsed > (int32_t)a->cfg.ota_grace_ms &&
@@ -946,9 +885,8 @@ tmla__ota_poll(struct tmla_agent *a, uint32_t now_ms)
         activate(a, now_ms);
         break;
     case TML_OTA_TRIAL:
-        if (!a->ps.trial) {
-            break;
-        } else if (!a->ps.vectors_ok) {
+        /* TRIAL always has ps.trial set (confirm and revert leave it). */
+        if (!a->ps.vectors_ok) {
             if (!run_vectors(a)) {
                 revert(a, TML_OTA_R_SELFTEST, now_ms, false);
                 break;
