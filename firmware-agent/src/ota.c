@@ -55,10 +55,12 @@
 
 #define MARKS_HDR 4u /* offer id, in the device's byte order */
 
+/* The slot a download goes to: the inactive one, 0 without a model
+ * (TMLA__NO_SLOT is odd). */
 static uint8_t
 dl_slot(const struct tmla_agent *a)
 {
-    return a->ps.active == TMLA__NO_SLOT ? 0 : (uint8_t)(a->ps.active ^ 1u);
+    return (uint8_t)(~a->ps.active & 1u);
 }
 
 /* Publishes one up/ota message about the current download position: a
@@ -150,10 +152,10 @@ static bool slot_intact(struct tmla_agent *a, uint8_t s);
 
 /* Drops the active model for reason: the other slot becomes active if it
  * holds a verified image (at boot only if it still hashes right, S15),
- * else none. At boot (tmla_init saves the record, and the application
- * loads whatever tmla_active_model() says after init) it is reported from
- * tmla_poll; otherwise it is persisted, the application is asked to load
- * the other model, and reported. */
+ * else none; persisted and reported. At boot (tmla_init, before the first
+ * summary period; the application loads whatever tmla_active_model() says
+ * after init) that is all; otherwise the period is closed and the
+ * application is asked to load the other model. */
 static void
 revert(struct tmla_agent *a, uint8_t reason, uint32_t now_ms, bool booting)
 {
@@ -167,23 +169,16 @@ revert(struct tmla_agent *a, uint8_t reason, uint32_t now_ms, bool booting)
     ps->active = ps->valid ? old : TMLA__NO_SLOT;
     ps->trial = 0;
     ps->vectors_ok = 0;
-    ps->last_state = TML_OTA_REVERTED;
-    ps->last_reason = reason;
     a->ota_version = ps->slot[cur].version;
-    if (booting) {
-        a->ota_state = TML_OTA_REVERTED;
-        a->ota_reason = reason;
-        a->status_due = true;
+    finish(a, TML_OTA_REVERTED, reason);
+    if (booting)
         return;
-    }
-    commit_update(a);
     tmla__tele_close(a, now_ms); /* summaries are per model */
     /* The application goes back to the old model now, or from tmla_poll
      * if it cannot at this moment. */
     m = tmla_active_model(a);
     a->load_due =
         m != NULL && a->port.activate(a->port.user, m) != TMLA_PORT_OK;
-    set_state(a, TML_OTA_REVERTED, reason);
 }
 
 static void
@@ -235,8 +230,8 @@ scan(struct tmla_agent *a, uint8_t d, uint32_t off, uint32_t len, void *ctx)
     return 0;
 }
 
-/* Writes n aligned bytes at off of slot d, erasing each page just before
- * its first byte is written (the download is sequential and resumes at a
+/* Writes n aligned bytes at off of slot d, erasing each page that starts
+ * in that range just before (the download is sequential and resumes at a
  * page-aligned checkpoint, so no page is written before it is erased). */
 static bool
 flash_put(struct tmla_agent *a, uint8_t d, uint32_t off, const uint8_t *p,
@@ -246,32 +241,18 @@ flash_put(struct tmla_agent *a, uint8_t d, uint32_t off, const uint8_t *p,
 
     if (off > a->port.slot_size || n > a->port.slot_size - off)
         return false;
-    while (n > 0) {
-        uint32_t seg = es - (off & (es - 1));
-
-        if (seg > n)
-            seg = n;
-        if ((off & (es - 1)) == 0) {
-            a->stats.flash_ops++;
-            if (a->port.flash_erase(a->port.user, d, off, es) != 0)
-                return false;
-        }
+    for (uint32_t pg = (off + es - 1u) & ~(es - 1u); pg - off < n; pg += es) {
         a->stats.flash_ops++;
-        if (a->port.flash_write(a->port.user, d, off, p, seg) != 0)
+        if (a->port.flash_erase(a->port.user, d, pg, es) != 0)
             return false;
-        off += seg;
-        p += seg;
-        n -= seg;
     }
-    return true;
+    a->stats.flash_ops++;
+    return a->port.flash_write(a->port.user, d, off, p, n) == 0;
 }
 
-/* Bytes of one mark (and of the header): write_align, at least 4. */
-static uint32_t
-mark_len(const struct tmla_agent *a)
-{
-    return a->port.write_align < MARKS_HDR ? MARKS_HDR : a->port.write_align;
-}
+/* Bytes of one mark and of the header: a multiple of every write_align
+ * the port may have. */
+#define MARK_LEN TMLA_MAX_WRITE_ALIGN
 
 /* Offset of the mark page for an image of size bytes: the header unit and
  * one unit per whole ota_chunk must fit one erase page after the image.
@@ -283,7 +264,7 @@ marks_at(const struct tmla_agent *a, uint32_t size)
     uint32_t off = (size + es - 1u) & ~(es - 1u);
 
     if (off > a->port.slot_size - es ||
-        (size / a->cfg.ota_chunk + 1u) * mark_len(a) > es)
+        (size / a->cfg.ota_chunk + 1u) * MARK_LEN > es)
         return 0;
     return off;
 }
@@ -294,12 +275,13 @@ marks_at(const struct tmla_agent *a, uint32_t size)
 static void
 marks_write(struct tmla_agent *a, uint8_t d, uint32_t size, uint32_t written)
 {
-    static const uint8_t zero[TMLA_MAX_WRITE_ALIGN];
-    uint32_t off = marks_at(a, size), u = mark_len(a);
+    static const uint8_t zero[MARK_LEN];
+    uint32_t off = marks_at(a, size);
 
     while (off != 0 && a->ota_marks < written / a->cfg.ota_chunk) {
         a->ota_marks++;
-        if (!flash_put(a, d, off + a->ota_marks * u, zero, u))
+        if (!flash_put(a, d, off + a->ota_marks * MARK_LEN, zero,
+                       MARK_LEN))
             a->ota_marks = UINT32_MAX;
     }
 }
@@ -309,19 +291,18 @@ marks_write(struct tmla_agent *a, uint8_t d, uint32_t size, uint32_t written)
 static uint32_t
 marks_resume(struct tmla_agent *a, uint8_t d, uint32_t size, uint32_t cp)
 {
-    uint32_t off = marks_at(a, size), u = mark_len(a), k = 0, res, end, id;
+    uint32_t off = marks_at(a, size), k = 0, res, end, id;
     uint32_t es = a->port.erase_size;
-    int r = 1;
 
     a->ota_marks = UINT32_MAX;
     if (off == 0 || a->port.flash_read(a->port.user, d, off, &id, 4) != 0 ||
         id != a->ps.dl_offer_id)
         return cp;
+    /* A unit that cannot be read counts as programmed: the stream hash
+     * cannot be rebuilt then either (FAILED flash). */
     while (k < size / a->cfg.ota_chunk &&
-           (r = scan(a, d, off + (k + 1u) * u, u, NULL)) == 1)
+           scan(a, d, off + (k + 1u) * MARK_LEN, MARK_LEN, NULL) != 0)
         k++;
-    if (r < 0)
-        return cp;
     a->ota_marks = k;
     res = k * a->cfg.ota_chunk;
     end = (res + es - 1u) & ~(es - 1u);
@@ -487,14 +468,19 @@ verify_manifest(struct tmla_agent *a, const struct tml_bin *bytes,
     return TML_OTA_R_NONE;
 }
 
+/* What the device cannot or must not take (S4, S5, S8); reset: a
+ * rotation manifest, exempt from anti-rollback. */
 static uint8_t
-check_fit(const struct tmla_agent *a, const struct tml_manifest *m)
+check_fit(const struct tmla_agent *a, const struct tml_manifest *m, bool reset)
 {
     const struct tmla_config *c = &a->cfg;
+    const struct tmla_model *act = tmla_active_model(a);
+    uint32_t have = act != NULL ? act->version : 0;
 
-    /* tml_manifest_decode already enforced size >= 1, a name of at most
-     * TML_MAX_NAME bytes, and model_size + n_vectors * (vector_input_len +
-     * 4) == size with vector_input_len >= 1 when there are vectors. */
+    /* tml_manifest_decode already enforced version >= 1, size >= 1, a
+     * name of at most TML_MAX_NAME bytes, and model_size + n_vectors *
+     * (vector_input_len + 4) == size with vector_input_len >= 1 when there
+     * are vectors. */
     if (m->hw.len != tmla__strlen(c->hw) ||
         memcmp(m->hw.p, c->hw, m->hw.len) != 0)
         return TML_OTA_R_WRONG_HW;
@@ -514,6 +500,12 @@ check_fit(const struct tmla_agent *a, const struct tml_manifest *m)
         return TML_OTA_R_INPUT_SHAPE;
     if (m->n_vectors > 0 && a->port.infer == NULL)
         return TML_OTA_R_SELFTEST;
+    if (reset)
+        return TML_OTA_R_NONE;
+    if (m->version == have)
+        return TML_OTA_R_ALREADY_INSTALLED;
+    if (m->version < a->ps.floor || m->version < have)
+        return TML_OTA_R_ROLLBACK;
     return TML_OTA_R_NONE;
 }
 
@@ -540,12 +532,12 @@ restart(struct tmla_agent *a, uint8_t d)
     uint32_t size = a->ps.slot[d].size, off = marks_at(a, size);
 
     if (off != 0 && a->ota_marks > a->ota_offset / a->cfg.ota_chunk) {
-        uint8_t hdr[TMLA_MAX_WRITE_ALIGN];
+        uint8_t hdr[MARK_LEN];
 
         /* flash_put erases the page: off is page-aligned. */
         memset(hdr, 0xff, sizeof hdr);
         memcpy(hdr, &a->ota_offer_id, MARKS_HDR);
-        a->ota_marks = flash_put(a, d, off, hdr, mark_len(a)) ? 0 : UINT32_MAX;
+        a->ota_marks = flash_put(a, d, off, hdr, MARK_LEN) ? 0 : UINT32_MAX;
         marks_write(a, d, size, a->ota_offset);
     }
     a->ota_hashing = hash_flash(a, d, a->ota_offset);
@@ -558,7 +550,6 @@ static void
 on_offer(struct tmla_agent *a, const struct tml_ota_down *o, uint32_t now_ms)
 {
     struct tml_manifest m;
-    const struct tmla_model *act = tmla_active_model(a);
     struct tmla_model *t;
     uint32_t now_unix;
     uint8_t r, revoke = 0, d = dl_slot(a);
@@ -602,14 +593,7 @@ on_offer(struct tmla_agent *a, const struct tml_ota_down *o, uint32_t now_ms)
         a->ps.revoked |= revoke;
         tmla__state_commit(a);
     }
-    r = check_fit(a, &m);
-    if (r == TML_OTA_R_NONE && act != NULL && m.version == act->version &&
-        !reset)
-        r = TML_OTA_R_ALREADY_INSTALLED;
-    else if (r == TML_OTA_R_NONE && !reset &&
-             (m.version < a->ps.floor ||
-              (act != NULL && m.version < act->version)))
-        r = TML_OTA_R_ROLLBACK;
+    r = check_fit(a, &m, reset);
     if (r == TML_OTA_R_NONE && a->ota_state == TML_OTA_DOWNLOADING &&
         a->ps.slot[d].version == m.version &&
         memcmp(a->ps.slot[d].sha256, m.sha256, TML_SHA256_LEN) == 0) {
