@@ -228,8 +228,11 @@ tmla_on_disconnect(struct tmla_agent *a)
 /* down/cmd's five settings are (has_, value) pairs 8 bytes apart in struct
  * tml_cmd, and five consecutive words from summary_period_s in struct
  * tmla_config, in the same order: apply_cmd walks both (checked here). */
-#define CMD_AT(m) (offsetof(struct tml_cmd, m) - offsetof(struct tml_cmd, has_summary_period))
-#define CFG_AT(m) (offsetof(struct tmla_config, m) - offsetof(struct tmla_config, summary_period_s))
+#define CMD_AT(m)                                                              \
+    (offsetof(struct tml_cmd, m) - offsetof(struct tml_cmd, has_summary_period))
+#define CFG_AT(m)                                                              \
+    (offsetof(struct tmla_config, m) -                                         \
+     offsetof(struct tmla_config, summary_period_s))
 typedef char tmla__cmd_layout[CMD_AT(summary_period_s) == 4 &&
                                       CMD_AT(has_sample_budget) == 8 &&
                                       CMD_AT(sample_budget) == 12 &&

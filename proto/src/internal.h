@@ -140,6 +140,10 @@ struct tml__field {
 struct tml__msg {
     const struct tml__field *fields;
     uint8_t n_fields;
+    /* Bytes of the C struct the decoder zeroes before it fills it (0: the
+     * caller does), and the largest legal encoded form. */
+    uint16_t size;
+    uint16_t max_len;
     /* Keys (bit k = key k) that must be present given the decoded or
      * to-be-encoded struct, beyond the TML__REQ ones; NULL = none. */
     uint32_t (*need)(const void *m);
@@ -149,10 +153,10 @@ struct tml__msg {
 
 TML_WUR enum tml_err tml__msg_encode(const struct tml__msg *desc,
                                      const void *m, uint8_t *buf, size_t cap,
-                                     size_t max_len, size_t *out_len);
+                                     size_t *out_len);
 TML_WUR enum tml_err tml__msg_decode(const struct tml__msg *desc,
                                      const uint8_t *buf, size_t len,
-                                     size_t max_len, void *out);
+                                     void *out);
 
 /* up/tele version 2 (tele.c): the map {0: 2, 1: packed summary}. Only
  * tml_tele_decode (tele_v1.c) calls it, after reading key 0. */

@@ -5,7 +5,6 @@
  * Keys are small unsigned integers in ascending order; key 0 is the version.
  */
 #include <stddef.h>
-#include <string.h>
 
 #include "internal.h"
 
@@ -16,22 +15,16 @@ const uint32_t tml__lim_hi[] = {LIMITS(LIM_HI)};
 
 #define BIT(k) ((uint32_t)1 << (k))
 
-/* A message: its table, the size of its C struct and its largest encoded
- * form. Every decoder goes through one helper that zeroes the struct, so
- * each public function is a single call (the device links eight). */
-struct msg_def {
-    struct tml__msg desc;
-    uint16_t size;
-    uint16_t max_len;
-};
-
+/* A message: its table, the size of its C struct (the decoder zeroes it
+ * first) and its largest encoded form, so that each public function is a
+ * single call (the device links seven). */
 #define DEF(name, fields, need, check, max_len)                                \
-    static const struct msg_def name##_def = {                                 \
-        {fields, N(fields), need, check},                                      \
+    static const struct tml__msg name##_def = {                                \
+        fields, N(fields),                                                     \
         (uint16_t)(sizeof(struct tml_##name) +                                 \
                    0 * sizeof(                                                 \
                            char[sizeof(struct tml_##name) < 65536 ? 1 : -1])), \
-        max_len}
+        max_len, need, check}
 
 /* ---- up/hello ------------------------------------------------------------ */
 
@@ -243,26 +236,16 @@ DEF(manifest, manifest_fields, NULL, manifest_check, TML_MAX_MANIFEST);
 
 /* ---- public functions ---------------------------------------------------- */
 
-static enum tml_err
-decode(const struct msg_def *def, const uint8_t *buf, size_t len, void *out)
-{
-    if (out != NULL) {
-        memset(out, 0, def->size);
-    }
-    return tml__msg_decode(&def->desc, buf, len, def->max_len, out);
-}
-
 #define DEFINE_MSG(name)                                                       \
     enum tml_err tml_##name##_encode(const struct tml_##name *m, uint8_t *buf, \
                                      size_t cap, size_t *out_len)              \
     {                                                                          \
-        return tml__msg_encode(&name##_def.desc, m, buf, cap,                  \
-                               name##_def.max_len, out_len);                   \
+        return tml__msg_encode(&name##_def, m, buf, cap, out_len);             \
     }                                                                          \
     enum tml_err tml_##name##_decode(const uint8_t *buf, size_t len,           \
                                      struct tml_##name *out)                   \
     {                                                                          \
-        return decode(&name##_def, buf, len, out);                             \
+        return tml__msg_decode(&name##_def, buf, len, out);                    \
     }
 
 DEFINE_MSG(hello)

@@ -189,7 +189,7 @@ encode_map(struct tml_enc *e, const struct tml__msg *desc, const uint8_t *m)
 
 enum tml_err
 tml__msg_encode(const struct tml__msg *desc, const void *m, uint8_t *buf,
-                size_t cap, size_t max_len, size_t *out_len)
+                size_t cap, size_t *out_len)
 {
     struct tml_enc e;
     enum tml_err err;
@@ -203,7 +203,7 @@ tml__msg_encode(const struct tml__msg *desc, const void *m, uint8_t *buf,
     if (err == TML_OK) {
         err = tml_enc_finish(&e, &len);
     }
-    if (err == TML_OK && len > max_len) {
+    if (err == TML_OK && len > desc->max_len) {
         err = TML_ERR_OVERSIZE; /* the decoder would refuse it */
     }
     if (err == TML_OK && out_len != NULL) {
@@ -392,15 +392,21 @@ decode_map(struct tml_dec *d, const struct tml__msg *desc, uint8_t *m)
 
 enum tml_err
 tml__msg_decode(const struct tml__msg *desc, const uint8_t *buf, size_t len,
-                size_t max_len, void *out)
+                void *out)
 {
     struct tml_dec d;
     enum tml_err err;
 
-    if (out == NULL || (buf == NULL && len != 0)) {
+    if (out == NULL) {
         return TML_ERR_INVAL;
     }
-    if (len > max_len) {
+    /* Fields absent on the wire are zero/false (proto.h), whatever the
+     * outcome. */
+    memset(out, 0, desc->size);
+    if (buf == NULL && len != 0) {
+        return TML_ERR_INVAL;
+    }
+    if (len > desc->max_len) {
         return TML_ERR_OVERSIZE;
     }
     tml_dec_init(&d, buf, len);

@@ -320,16 +320,17 @@ static const struct tml__field wire_fields[] = {
     U32(2, OPT, tele_wire, epoch, L_POS),
 };
 
-static const struct tml__msg wire_desc = {wire_fields, 3, NULL, NULL};
+static const struct tml__msg wire_desc = {
+    wire_fields, 3, sizeof(struct tele_wire), TML_MAX_MESSAGE, NULL, NULL};
 
 enum tml_err
 tml__tele_v2_decode(const uint8_t *buf, size_t len, struct tml_tele *out)
 {
-    struct tele_wire w = {0, {NULL, 0}, 0};
+    struct tele_wire w;
     enum tml_err err;
 
     memset(out, 0, sizeof *out);
-    err = tml__msg_decode(&wire_desc, buf, len, TML_MAX_MESSAGE, &w);
+    err = tml__msg_decode(&wire_desc, buf, len, &w);
     if (err == TML_OK && w.version != TML_TELE_VERSION) {
         err = TML_ERR_VERSION;
     }

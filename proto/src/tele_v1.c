@@ -54,8 +54,9 @@ v1_check(const void *m)
     return t->lw > t->seq ? TML_ERR_RANGE : TML_OK;
 }
 
-static const struct tml__msg v1_desc = {v1_fields, N(v1_fields), NULL,
-                                        v1_check};
+/* size 0: tml_tele_decode zeroes the struct (and reads key 0) first. */
+static const struct tml__msg v1_desc = {v1_fields, N(v1_fields), 0,
+                                        TML_MAX_MESSAGE, NULL, v1_check};
 
 /* Health key 3 (temp_dc, an i32) is read by hand, like the arrays. */
 static const struct tml__field health_fields[] = {
@@ -65,7 +66,7 @@ static const struct tml__field health_fields[] = {
 };
 
 static const struct tml__msg health_desc = {health_fields, N(health_fields),
-                                            NULL, NULL};
+                                            0, TML_MAX_MESSAGE, NULL, NULL};
 
 /* Finds the value of unsigned key in the map buf[0..len): TML_OK with *v
  * its bytes, TML_ERR_MISSING if the key is absent, or the first error met
@@ -130,7 +131,7 @@ get_health(const struct tml_bin *v, struct tml_health *h)
     struct tml_dec d;
     int64_t t = 0;
     enum tml_err err =
-        tml__msg_decode(&health_desc, v->p, v->len, TML_MAX_MESSAGE, h);
+        tml__msg_decode(&health_desc, v->p, v->len, h);
 
     if (err == TML_OK) {
         err = find_key(v->p, v->len, 3, &temp);
@@ -149,7 +150,7 @@ get_health(const struct tml_bin *v, struct tml_health *h)
 static enum tml_err
 tele_v1_decode(const uint8_t *buf, size_t len, struct tml_tele *t)
 {
-    enum tml_err err = tml__msg_decode(&v1_desc, buf, len, TML_MAX_MESSAGE, t);
+    enum tml_err err = tml__msg_decode(&v1_desc, buf, len, t);
     struct tml_dec d;
     size_t n = 0, i;
 
