@@ -138,24 +138,25 @@ encode_item(struct tml_enc *e, unsigned t, unsigned l, const uint8_t *p)
     return err;
 }
 
+/* A single value is encoded as the one element of an array without head. */
 static enum tml_err
 encode_field(struct tml_enc *e, const struct tml__field *f, const uint8_t *m)
 {
     unsigned l = f->lim;
     const uint8_t *p = m + f->off;
-    enum tml_err err;
-    size_t n, i;
+    enum tml_err err = TML_OK;
+    size_t n = 1;
+    size_t i;
 
-    if (!IS_ARRAY(f)) {
-        return encode_item(e, TYPE(f), l, p);
-    }
-    n = get_aux(p + f->aux, false);
-    err = check_len(n, l);
-    if (err == TML_OK) {
-        tml_enc_array(e, n);
+    if (IS_ARRAY(f)) {
+        n = get_aux(p + f->aux, false);
+        err = check_len(n, l++);
+        if (err == TML_OK) {
+            tml_enc_array(e, n);
+        }
     }
     for (i = 0; i < n && err == TML_OK; i++) {
-        err = encode_item(e, TYPE(f), l + 1, p + i * elem_size(TYPE(f)));
+        err = encode_item(e, TYPE(f), l, p + i * elem_size(TYPE(f)));
     }
     return err;
 }
