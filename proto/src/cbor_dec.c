@@ -290,30 +290,21 @@ tml_dec_leave(struct tml_dec *d)
     }
 }
 
-static enum tml_err
-dec_simple(struct tml_dec *d, uint8_t want_lo, uint8_t want_hi, uint8_t *ai)
+/* false/true (simple values 20, 21) and null (22): each its own few lines
+ * rather than one shared helper, so that a device, which reads only
+ * booleans, links no more than tml_dec_bool. */
+enum tml_err
+tml_dec_bool(struct tml_dec *d, bool *v)
 {
     struct head h;
     enum tml_err err = expect(d, &h, 1u << 7);
 
-    if (err == TML_OK && (h.ai < want_lo || h.ai > want_hi)) {
+    if (err == TML_OK && (h.ai < 20 || h.ai > 21)) {
         err = mismatch(&h);
     }
     if (err == TML_OK) {
-        *ai = h.ai;
+        *v = h.ai == 21;
         d->p += h.hlen;
-    }
-    return err;
-}
-
-enum tml_err
-tml_dec_bool(struct tml_dec *d, bool *v)
-{
-    uint8_t ai = 0;
-    enum tml_err err = dec_simple(d, 20, 21, &ai);
-
-    if (err == TML_OK) {
-        *v = ai == 21;
     }
     return err;
 }
@@ -321,9 +312,16 @@ tml_dec_bool(struct tml_dec *d, bool *v)
 enum tml_err
 tml_dec_null(struct tml_dec *d)
 {
-    uint8_t ai = 0;
+    struct head h;
+    enum tml_err err = expect(d, &h, 1u << 7);
 
-    return dec_simple(d, 22, 22, &ai);
+    if (err == TML_OK && h.ai != 22) {
+        err = mismatch(&h);
+    }
+    if (err == TML_OK) {
+        d->p += h.hlen;
+    }
+    return err;
 }
 
 enum tml_err
