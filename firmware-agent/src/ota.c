@@ -84,26 +84,16 @@ send_up(struct tmla_agent *a, uint8_t kind, uint32_t offer_id, uint32_t version,
     return tmla__publish(a, TML_KIND_OTA, a->tx, n, false);
 }
 
-static void
-publish_status(struct tmla_agent *a, uint32_t offer_id, uint32_t version,
-               uint8_t state, uint8_t reason)
-{
-    int rc = send_up(a, TML_OTA_UP_STATUS, offer_id, version, 0, state, reason);
-
-    /* Only the current state is worth repeating from tmla_poll. */
-    if (state == a->ota_state && offer_id == a->ota_offer_id)
-        a->status_due = rc != TMLA_PORT_OK;
-}
-
-/* Tells the port's ota_event and the gateway (up/ota). */
-static void
+/* Reports a state of offer_id to the port's ota_event and on up/ota.
+ * Returns the port's code. */
+static int
 report(struct tmla_agent *a, uint32_t offer_id, uint32_t version, uint8_t state,
        uint8_t reason)
 {
     if (a->port.ota_event != NULL)
         a->port.ota_event(a->port.user, (enum tml_ota_state)state,
                           (enum tml_ota_reason)reason, version);
-    publish_status(a, offer_id, version, state, reason);
+    return send_up(a, TML_OTA_UP_STATUS, offer_id, version, 0, state, reason);
 }
 
 static void
@@ -111,7 +101,9 @@ set_state(struct tmla_agent *a, uint8_t state, uint8_t reason)
 {
     a->ota_state = state;
     a->ota_reason = reason;
-    report(a, a->ota_offer_id, a->ota_version, state, reason);
+    /* tmla_poll repeats it until the port took it. */
+    a->status_due = report(a, a->ota_offer_id, a->ota_version, state,
+                           reason) != TMLA_PORT_OK;
     /* The active model or its trial flag changed (TRIAL, CONFIRMED,
      * REVERTED): tell the gateway's registry with a fresh hello (model,
      * slot, last OTA result). */
@@ -120,7 +112,7 @@ set_state(struct tmla_agent *a, uint8_t state, uint8_t reason)
         a->hello_due = true;
 }
 
-static void
+static NOINLINE void
 commit_update(struct tmla_agent *a)
 {
     a->stats.update_state_writes++;
@@ -549,6 +541,7 @@ restart(struct tmla_agent *a, uint8_t d)
 static void
 on_offer(struct tmla_agent *a, const struct tml_ota_down *o, uint32_t now_ms)
 {
+    struct tmla__pstate *ps = &a->ps;
     struct tml_manifest m;
     struct tmla_model *t;
     uint32_t now_unix;
@@ -562,16 +555,17 @@ on_offer(struct tmla_agent *a, const struct tml_ota_down *o, uint32_t now_ms)
     }
     r = verify_manifest(a, &o->manifest, &m, &signer);
     if (r != TML_OTA_R_NONE) {
-        report(a, o->offer_id, 0, TML_OTA_FAILED, r);
+        (void)report(a, o->offer_id, 0, TML_OTA_FAILED, r);
         return;
     }
     /* Expiry (S6): against the clock if the port has one, and always
      * against the newest creation time seen in a verified manifest. */
     now_unix = a->port.unix_time != NULL ? a->port.unix_time(a->port.user) : 0;
-    if (now_unix < a->ps.time_floor)
-        now_unix = a->ps.time_floor;
+    if (now_unix < ps->time_floor)
+        now_unix = ps->time_floor;
     if (m.expires != 0 && now_unix >= m.expires) {
-        report(a, o->offer_id, m.version, TML_OTA_FAILED, TML_OTA_R_EXPIRED);
+        (void)report(a, o->offer_id, m.version, TML_OTA_FAILED,
+                     TML_OTA_R_EXPIRED);
         return;
     }
     /* Revocation (S12): a good signature by one trusted key may distrust
@@ -582,7 +576,7 @@ on_offer(struct tmla_agent *a, const struct tml_ota_down *o, uint32_t now_ms)
         if (k >= 0 && k != signer)
             revoke |= (uint8_t)(1u << k);
     }
-    revoke &= (uint8_t)~a->ps.revoked; /* only what is new */
+    revoke &= (uint8_t)~ps->revoked; /* only what is new */
     /* A rotation manifest (newly revokes another key and sets
      * resets_floor) may lower the floor: recovery from a fast-forward
      * attack with the old key. Its revocation is stored with the accepted
@@ -590,33 +584,33 @@ on_offer(struct tmla_agent *a, const struct tml_ota_down *o, uint32_t now_ms)
      * nothing. A plain revocation is stored at once. */
     reset = m.resets_floor && revoke != 0;
     if (revoke != 0 && !reset) {
-        a->ps.revoked |= revoke;
+        ps->revoked |= revoke;
         tmla__state_commit(a);
     }
     r = check_fit(a, &m, reset);
     if (r == TML_OTA_R_NONE && a->ota_state == TML_OTA_DOWNLOADING &&
-        a->ps.slot[d].version == m.version &&
-        memcmp(a->ps.slot[d].sha256, m.sha256, TML_SHA256_LEN) == 0) {
+        ps->slot[d].version == m.version &&
+        memcmp(ps->slot[d].sha256, m.sha256, TML_SHA256_LEN) == 0) {
         /* The same image under a new offer id (gateway restarted). */
-        a->ota_offer_id = a->ps.dl_offer_id = o->offer_id;
+        a->ota_offer_id = ps->dl_offer_id = o->offer_id;
         commit_update(a);
         request(a, now_ms);
         return;
     }
     /* Busy: a trial, or DOWNLOADING .. ACTIVATING. */
     if (r == TML_OTA_R_NONE &&
-        (a->ps.trial || (uint8_t)(a->ota_state - TML_OTA_DOWNLOADING) <=
+        (ps->trial || (uint8_t)(a->ota_state - TML_OTA_DOWNLOADING) <=
                             TML_OTA_ACTIVATING - TML_OTA_DOWNLOADING))
         r = TML_OTA_R_BUSY;
     if (r != TML_OTA_R_NONE) {
-        report(a, o->offer_id, m.version, TML_OTA_FAILED, r);
+        (void)report(a, o->offer_id, m.version, TML_OTA_FAILED, r);
         return;
     }
 
     /* Accept: one durable record that invalidates slot d before its first
      * erase, names the image, and raises the anti-rollback floor. */
-    a->ps.valid &= (uint8_t) ~(1u << d);
-    t = &a->ps.slot[d];
+    ps->valid &= (uint8_t) ~(1u << d);
+    t = &ps->slot[d];
     memset(t, 0, sizeof *t);
     t->slot = d;
     t->version = m.version;
@@ -628,19 +622,19 @@ on_offer(struct tmla_agent *a, const struct tml_ota_down *o, uint32_t now_ms)
     t->score_tol_bp = m.score_tol_bp;
     memcpy(t->sha256, m.sha256, TML_SHA256_LEN);
     memcpy(t->name, m.name.p, m.name.len);
-    a->ps.dl = 1;
-    a->ps.dl_offer_id = o->offer_id;
-    a->ps.dl_checkpoint = 0;
+    ps->dl = 1;
+    ps->dl_offer_id = o->offer_id;
+    ps->dl_checkpoint = 0;
     if (reset) {
-        a->ps.revoked |= revoke;
-        a->ps.floor = m.version;
-    } else if (m.version > a->ps.floor)
-        a->ps.floor = m.version;
-    if (m.created > a->ps.time_floor)
-        a->ps.time_floor = m.created;
-    a->ps.last_state = TML_OTA_DOWNLOADING;
-    a->ps.last_reason = TML_OTA_R_NONE;
-    a->ps.last_version = m.version;
+        ps->revoked |= revoke;
+        ps->floor = m.version;
+    } else if (m.version > ps->floor)
+        ps->floor = m.version;
+    if (m.created > ps->time_floor)
+        ps->time_floor = m.created;
+    ps->last_state = TML_OTA_DOWNLOADING;
+    ps->last_reason = TML_OTA_R_NONE;
+    ps->last_version = m.version;
     a->stats.update_state_writes = 1;
     a->ota_offer_id = o->offer_id;
     a->ota_version = m.version;
@@ -706,8 +700,8 @@ on_chunk(struct tmla_agent *a, const struct tml_ota_down *c, uint32_t now_ms)
     if (c->offer_id != a->ota_offer_id) {
         /* S7: chunks are bound to the offer; report, keep downloading. */
         a->stats.chunks_rejected++;
-        publish_status(a, c->offer_id, 0, TML_OTA_FAILED,
-                       TML_OTA_R_WRONG_OFFER);
+        (void)send_up(a, TML_OTA_UP_STATUS, c->offer_id, 0, 0, TML_OTA_FAILED,
+                      TML_OTA_R_WRONG_OFFER);
         return;
     }
     /* tml_ota_down_decode already refused an empty or oversized chunk. */
@@ -890,8 +884,9 @@ tmla__ota_poll(struct tmla_agent *a, uint32_t now_ms)
         break;
     }
     if (a->status_due && a->connected)
-        publish_status(a, a->ota_offer_id, a->ota_version, a->ota_state,
-                       a->ota_reason);
+        a->status_due = send_up(a, TML_OTA_UP_STATUS, a->ota_offer_id,
+                                a->ota_version, 0, a->ota_state,
+                                a->ota_reason) != TMLA_PORT_OK;
 }
 
 enum tml_err
