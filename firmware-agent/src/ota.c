@@ -625,10 +625,8 @@ on_offer(struct tmla_agent *a, const struct tml_ota_down *o, uint32_t now_ms)
     ps->dl = 1;
     ps->dl_offer_id = o->offer_id;
     ps->dl_checkpoint = 0;
-    if (reset) {
-        ps->revoked |= revoke;
-        ps->floor = m.version;
-    } else if (m.version > ps->floor)
+    ps->revoked |= revoke; /* the rotation's, if any */
+    if (reset || m.version > ps->floor)
         ps->floor = m.version;
     if (m.created > ps->time_floor)
         ps->time_floor = m.created;
