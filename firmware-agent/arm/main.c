@@ -24,13 +24,21 @@ main(void)
     struct tmla_config cfg;
     struct tmla_inference inf = {0};
     uint8_t sample[4] = {0};
+    char will_topic[TML_MAX_TOPIC + 1];
+    uint8_t will[8];
+    size_t will_len;
 
     tmla_config_defaults(&cfg);
     cfg.device_id = "dev-1";
     cfg.hw = "stm32f4";
     cfg.keys = keys;
     cfg.n_keys = 1;
-    if (tmla_init(&agent, &cfg, &port, tick) != TML_OK)
+    /* Then the transport's last will (every MQTT firmware sets one; the
+     * stub transport takes no arguments). */
+    if (tmla_init(&agent, &cfg, &port, tick) != TML_OK ||
+        tmla_topic(&agent, TML_DIR_UP, TML_KIND_STATE, will_topic,
+                   sizeof will_topic) != TML_OK ||
+        tmla_offline_payload(will, sizeof will, &will_len) != TML_OK)
         return 1;
     tmla_on_connect(&agent, tick);
     for (;;) {

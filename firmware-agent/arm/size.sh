@@ -10,8 +10,9 @@
 # the default config. The stub port (stub_port.c: its functions and the
 # port table) is the firmware's, which the budget excludes, so both link
 # it and it cancels out; what stays counted besides the agent and proto
-# objects is main.c's calls and config (trusted key, ids) and every newlib
-# function the agent pulls in (memcpy, memset, memcmp). Last line: "RESULT footprint flash=B ram=B ...".
+# objects is main.c's calls (with the last will a transport sets from
+# tmla_topic and tmla_offline_payload) and config (trusted key, ids), and
+# every newlib function the agent pulls in (memcpy, memset, memcmp). Last line: "RESULT footprint flash=B ram=B ...".
 # The budget is flash <= 10 KiB and RAM <= 3 KiB for agent + proto;
 # the table says how far off each is. With --check (the agent_size_arm
 # test) it exits 1 when RAM is over budget, the whole flash figure grows

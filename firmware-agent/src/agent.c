@@ -157,12 +157,14 @@ tmla__publish(struct tmla_agent *a, enum tml_kind kind, const uint8_t *p,
     return rc;
 }
 
+/* up/state {0: 1, 1: true/false}: constants, so a device links no state
+ * encoder (agent_tele checks both against tml_state_encode). */
+static const uint8_t state_online[] = {0xa2, 0x00, 0x01, 0x01, 0xf5};
+static const uint8_t state_offline[] = {0xa2, 0x00, 0x01, 0x01, 0xf4};
+
 static bool
 send_hello(struct tmla_agent *a)
 {
-    /* up/state {0: 1, 1: true}: a constant, so the device links no state
-     * encoder for it (agent_tele checks it against tml_state_encode). */
-    static const uint8_t online[] = {0xa2, 0x00, 0x01, 0x01, 0xf5};
     struct tml_hello h;
     const struct tmla_model *m = tmla_active_model(a);
     size_t n;
@@ -200,8 +202,8 @@ send_hello(struct tmla_agent *a)
     if (tml_hello_encode(&h, a->tx, sizeof a->tx, &n) != TML_OK ||
         tmla__publish(a, TML_KIND_HELLO, a->tx, n, true) != TMLA_PORT_OK)
         return false;
-    return tmla__publish(a, TML_KIND_STATE, online, sizeof online, true) ==
-           TMLA_PORT_OK;
+    return tmla__publish(a, TML_KIND_STATE, state_online, sizeof state_online,
+                         true) == TMLA_PORT_OK;
 }
 
 void
@@ -418,7 +420,13 @@ tmla_topic(const struct tmla_agent *a, enum tml_dir dir, enum tml_kind kind,
 enum tml_err
 tmla_offline_payload(uint8_t *buf, size_t cap, size_t *out_len)
 {
-    struct tml_state st = {.online = false};
-
-    return tml_state_encode(&st, buf, cap, out_len);
+    /* As tml_state_encode would answer. */
+    if (buf == NULL && cap != 0)
+        return TML_ERR_INVAL;
+    if (cap < sizeof state_offline)
+        return TML_ERR_NOSPACE;
+    memcpy(buf, state_offline, sizeof state_offline);
+    if (out_len != NULL)
+        *out_len = sizeof state_offline;
+    return TML_OK;
 }

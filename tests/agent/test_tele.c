@@ -446,16 +446,27 @@ test_tele_foreign_and_bad_messages_rejected(void **state)
     assert_int_equal(tmla_stats(&r->a)->bad_messages, 1);
 }
 
-/* The agent publishes up/state "online" as a constant (agent.c): it must be
- * exactly what the encoder writes, retained, after every hello. */
+/* The agent writes up/state "online" (published, retained, after every
+ * hello) and "offline" (the last will) as constants (agent.c): they must
+ * be exactly what the encoder writes, with the encoder's answers for a
+ * short or missing buffer. */
 static void
 test_tele_online_state_is_the_encoded_message(void **state)
 {
     struct rig *r = *state;
-    struct tml_state st = {.online = true};
-    uint8_t want[16];
-    size_t n = 0, seen = 0;
+    struct tml_state st = {.online = false};
+    uint8_t want[16], got[16];
+    size_t n = 0, got_n = 0, seen = 0;
 
+    assert_int_equal(tml_state_encode(&st, want, sizeof want, &n), TML_OK);
+    assert_int_equal(tmla_offline_payload(got, sizeof got, &got_n), TML_OK);
+    assert_int_equal(got_n, n);
+    assert_memory_equal(got, want, n);
+    assert_int_equal(tmla_offline_payload(got, n - 1, &got_n),
+                     tml_state_encode(&st, want, n - 1, &n));
+    assert_int_equal(tmla_offline_payload(NULL, 8, &got_n),
+                     tml_state_encode(&st, NULL, 8, &n));
+    st.online = true;
     assert_int_equal(tml_state_encode(&st, want, sizeof want, &n), TML_OK);
     tmla_on_connect(&r->a, r->now);
     rig_run(r, 1, 10);
