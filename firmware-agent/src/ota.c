@@ -261,25 +261,31 @@ marks_at(const struct tmla_agent *a, uint32_t size)
     return off;
 }
 
-/* Programs the marks of every whole chunk now in flash (mark k, 1-based,
- * at k units after the header). A failed mark write only costs resume
- * precision. */
+/* Programs the header (unit 0: offer id, then erased bytes; flash_put
+ * erases the page first, the mark area being page-aligned) if ota_marks
+ * is 0, then the mark of every whole chunk now in flash (mark k at unit
+ * k). ota_marks counts the units programmed; a failed write sets it to
+ * UINT32_MAX, which only costs resume precision. */
 static void
 marks_write(struct tmla_agent *a, uint8_t d, uint32_t size, uint32_t written)
 {
-    static const uint8_t zero[MARK_LEN];
+    uint8_t unit[MARK_LEN];
     uint32_t off = marks_at(a, size);
 
-    while (off != 0 && a->ota_marks < written / a->cfg.ota_chunk) {
-        a->ota_marks++;
-        if (!flash_put(a, d, off + a->ota_marks * MARK_LEN, zero,
-                       MARK_LEN))
+    while (off != 0 && a->ota_marks <= written / a->cfg.ota_chunk) {
+        memset(unit, a->ota_marks == 0 ? 0xff : 0, sizeof unit);
+        if (a->ota_marks == 0)
+            memcpy(unit, &a->ota_offer_id, MARKS_HDR);
+        if (flash_put(a, d, off + a->ota_marks * MARK_LEN, unit, MARK_LEN))
+            a->ota_marks++;
+        else
             a->ota_marks = UINT32_MAX;
     }
 }
 
 /* Resume offset after a reboot: the checkpoint cp, or further by the
- * marks. Sets ota_marks to the marks found, UINT32_MAX if unusable. */
+ * marks. Sets ota_marks to the units found (header and marks), UINT32_MAX
+ * without a header of this download. */
 static uint32_t
 marks_resume(struct tmla_agent *a, uint8_t d, uint32_t size, uint32_t cp)
 {
@@ -295,7 +301,7 @@ marks_resume(struct tmla_agent *a, uint8_t d, uint32_t size, uint32_t cp)
     while (k < size / a->cfg.ota_chunk &&
            scan(a, d, off + (k + 1u) * MARK_LEN, MARK_LEN, NULL) != 0)
         k++;
-    a->ota_marks = k;
+    a->ota_marks = k + 1u;
     res = k * a->cfg.ota_chunk;
     end = (res + es - 1u) & ~(es - 1u);
     if (end > size)
@@ -516,22 +522,15 @@ request(struct tmla_agent *a, uint32_t now_ms)
 }
 
 /* (Re)starts the download of slot d at ota_offset: the progress marks
- * again if they are ahead of it or unusable, and the stream hash over the
- * bytes already in flash. False (and FAILED) on a flash or hash error. */
+ * from the header again if they are ahead of it or unusable, and the
+ * stream hash over the bytes already in flash. False (and FAILED) on a
+ * flash or hash error. */
 static bool
 restart(struct tmla_agent *a, uint8_t d)
 {
-    uint32_t size = a->ps.slot[d].size, off = marks_at(a, size);
-
-    if (off != 0 && a->ota_marks > a->ota_offset / a->cfg.ota_chunk) {
-        uint8_t hdr[MARK_LEN];
-
-        /* flash_put erases the page: off is page-aligned. */
-        memset(hdr, 0xff, sizeof hdr);
-        memcpy(hdr, &a->ota_offer_id, MARKS_HDR);
-        a->ota_marks = flash_put(a, d, off, hdr, MARK_LEN) ? 0 : UINT32_MAX;
-        marks_write(a, d, size, a->ota_offset);
-    }
+    if (a->ota_marks > a->ota_offset / a->cfg.ota_chunk + 1u)
+        a->ota_marks = 0;
+    marks_write(a, d, a->ps.slot[d].size, a->ota_offset);
     a->ota_hashing = hash_flash(a, d, a->ota_offset);
     if (!a->ota_hashing)
         fail(a, TML_OTA_R_FLASH);
@@ -647,7 +646,7 @@ on_offer(struct tmla_agent *a, const struct tml_ota_down *o, uint32_t now_ms)
     a->carry_len = 0;
     a->ota_start_ms = now_ms;
     a->ota_start_off = 0;
-    a->ota_marks = UINT32_MAX;
+    a->ota_marks = 0;
     set_state(a, TML_OTA_OFFERED, TML_OTA_R_NONE);
     set_state(a, TML_OTA_DOWNLOADING, TML_OTA_R_NONE);
     if (restart(a, d))
