@@ -142,14 +142,15 @@ tmla_init(struct tmla_agent *a, const struct tmla_config *cfg,
 
 int
 tmla__publish(struct tmla_agent *a, enum tml_kind kind, const uint8_t *p,
-              size_t len, bool retain)
+              size_t len, unsigned how)
 {
     int rc;
 
     if (!a->connected ||
         tmla_topic(a, TML_DIR_UP, kind, a->topic, sizeof a->topic) != TML_OK)
         return TMLA_PORT_AGAIN;
-    rc = a->port.publish(a->port.user, a->topic, p, len, 1, retain);
+    rc = a->port.publish(a->port.user, a->topic, p, len,
+                         (how & TMLA__QOS0) ? 0 : 1, (how & TMLA__RETAIN) != 0);
     if (rc == TMLA_PORT_OK)
         a->stats.publishes++;
     else

@@ -47,10 +47,14 @@ uint32_t tmla__seq_take(struct tmla_agent *a, int stream, uint32_t n);
 /* strlen as a loop: the agent then links no newlib strlen (220 bytes on a
  * Cortex-M4) for the few short configuration strings it measures. */
 size_t tmla__strlen(const char *s);
-/* Publishes on tml/v1/<dev>/up/<kind> with QoS 1. Returns the port's code;
- * TMLA_PORT_AGAIN when not connected. */
+/* Publishes on tml/v1/<dev>/up/<kind>, QoS 1 unless how has TMLA__QOS0
+ * (OTA chunk requests: PROTOCOL.md section 8.2), retained with
+ * TMLA__RETAIN. Returns the port's code; TMLA_PORT_AGAIN when not
+ * connected. */
+#define TMLA__RETAIN 1u
+#define TMLA__QOS0 2u
 int tmla__publish(struct tmla_agent *a, enum tml_kind kind, const uint8_t *p,
-                  size_t len, bool retain);
+                  size_t len, unsigned how);
 
 /* tele.c */
 void tmla__tele_start(struct tmla_agent *a, uint32_t now_ms);

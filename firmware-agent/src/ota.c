@@ -64,7 +64,10 @@ dl_slot(const struct tmla_agent *a)
 }
 
 /* Publishes one up/ota message about the current download position: a
- * status (len 0) or a request for len bytes. Returns the port's code. */
+ * status (len 0) or a request for len bytes. Returns the port's code.
+ * Requests go at QoS 0 (PROTOCOL.md section 8.2): the request timer
+ * repeats a lost one, and a QoS 1 request costs the broker, the gateway
+ * and the device two PUBACKs per chunk. */
 static int
 send_up(struct tmla_agent *a, uint8_t kind, uint32_t offer_id, uint32_t version,
         uint32_t len, uint8_t state, uint8_t reason)
@@ -81,7 +84,8 @@ send_up(struct tmla_agent *a, uint8_t kind, uint32_t offer_id, uint32_t version,
     u.reason = reason;
     if (tml_ota_up_encode(&u, a->tx, sizeof a->tx, &n) != TML_OK)
         return TMLA_PORT_FAIL;
-    return tmla__publish(a, TML_KIND_OTA, a->tx, n, false);
+    return tmla__publish(a, TML_KIND_OTA, a->tx, n,
+                         kind == TML_OTA_UP_REQUEST ? TMLA__QOS0 : 0u);
 }
 
 /* Reports a state of offer_id to the port's ota_event and on up/ota.

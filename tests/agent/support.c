@@ -64,7 +64,6 @@ mp_publish(void *user, const char *topic, const uint8_t *p, size_t len,
     int rc = TMLA_PORT_OK;
     PORT_ENTER;
 
-    (void)qos;
     if (mp->offline || mp->dead) {
         rc = TMLA_PORT_AGAIN;
     } else {
@@ -77,6 +76,7 @@ mp_publish(void *user, const char *topic, const uint8_t *p, size_t len,
         m->kind = t.kind;
         memcpy(m->payload, p, len);
         m->len = len;
+        m->qos = qos;
         m->retain = retain;
     }
     PORT_LEAVE;

@@ -33,6 +33,7 @@ struct mp_msg {
     enum tml_kind kind;
     uint8_t payload[MP_MSG_MAX];
     size_t len;
+    uint8_t qos;
     bool retain;
 };
 

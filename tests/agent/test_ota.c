@@ -57,7 +57,7 @@ test_ota_happy_path_reports_every_transition(void **state)
                                    TML_OTA_VERIFYING,  TML_OTA_READY,
                                    TML_OTA_ACTIVATING, TML_OTA_TRIAL,
                                    TML_OTA_CONFIRMED};
-    size_t k = 0;
+    size_t k = 0, n_req = 0;
 
     rig_model(r, 3, 40000, 3, &r->k1);
     assert_int_equal(rig_offer_and_serve(r, NULL), TML_OTA_TRIAL);
@@ -72,17 +72,25 @@ test_ota_happy_path_reports_every_transition(void **state)
     assert_true(r->mp->has_loaded);
     assert_int_equal(r->mp->loaded.version, 3);
     assert_int_equal(r->mp->violations, 0);
-    /* Every transition was reported on up/ota, in order. */
-    for (size_t i = 0; i < r->mp->n_log && k < sizeof want; i++) {
+    /* Every transition was reported on up/ota, in order, at QoS 1; the
+     * chunk requests went at QoS 0 (PROTOCOL.md section 8.2). */
+    for (size_t i = 0; i < r->mp->n_log; i++) {
         struct tml_ota_up u;
 
-        if (r->mp->log[i].kind == TML_KIND_OTA &&
-            tml_ota_up_decode(r->mp->log[i].payload, r->mp->log[i].len, &u) ==
-                TML_OK &&
-            u.kind == TML_OTA_UP_STATUS && u.state == want[k])
+        if (r->mp->log[i].kind != TML_KIND_OTA)
+            continue;
+        assert_int_equal(tml_ota_up_decode(r->mp->log[i].payload,
+                                           r->mp->log[i].len, &u),
+                         TML_OK);
+        assert_int_equal(r->mp->log[i].qos,
+                         u.kind == TML_OTA_UP_REQUEST ? 0 : 1);
+        n_req += u.kind == TML_OTA_UP_REQUEST;
+        if (u.kind == TML_OTA_UP_STATUS && k < sizeof want &&
+            u.state == want[k])
             k++;
     }
     assert_int_equal(k, sizeof want);
+    assert_true(n_req > 0);
     /* Flash wear budget: <= 8 + size / 16 KiB state writes per update. */
     print_message("state writes for a %zu-byte update: %u (budget %zu)\n",
                   r->len, tmla_stats(&r->a)->update_state_writes,
