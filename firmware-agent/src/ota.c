@@ -265,21 +265,21 @@ marks_at(const struct tmla_agent *a, uint32_t size)
     return off;
 }
 
-/* Programs the header (unit 0: offer id, then erased bytes; flash_put
- * erases the page first, the mark area being page-aligned) if ota_marks
- * is 0, then the mark of every whole chunk now in flash (mark k at unit
- * k). ota_marks counts the units programmed; a failed write sets it to
- * UINT32_MAX, which only costs resume precision. */
+/* Programs the header (unit 0; flash_put erases the page first, the mark
+ * area being page-aligned) if ota_marks is 0, then the mark of every whole
+ * chunk now in flash (mark k at unit k). Header and marks hold the same
+ * bytes: the offer id, then erased bytes. ota_marks counts the units
+ * programmed; a failed write sets it to UINT32_MAX, which only costs
+ * resume precision. */
 static void
 marks_write(struct tmla_agent *a, uint8_t d, uint32_t size, uint32_t written)
 {
     uint8_t unit[MARK_LEN];
     uint32_t off = marks_at(a, size);
 
+    memset(unit, 0xff, sizeof unit);
+    memcpy(unit, &a->ota_offer_id, MARKS_HDR);
     while (off != 0 && a->ota_marks <= written / a->cfg.ota_chunk) {
-        memset(unit, a->ota_marks == 0 ? 0xff : 0, sizeof unit);
-        if (a->ota_marks == 0)
-            memcpy(unit, &a->ota_offer_id, MARKS_HDR);
         if (flash_put(a, d, off + a->ota_marks * MARK_LEN, unit, MARK_LEN))
             a->ota_marks++;
         else

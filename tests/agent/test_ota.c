@@ -343,7 +343,7 @@ static void
 test_ota_s9_chunks_outside_the_image_dropped(void **state)
 {
     struct rig *r = *state;
-    uint8_t junk[1024];
+    uint8_t junk[1024], mark[16], erased[16];
     uint8_t st;
 
     memset(junk, 0x11, sizeof junk);
@@ -365,11 +365,16 @@ test_ota_s9_chunks_outside_the_image_dropped(void **state)
     tmla_ota_status(&r->a, &st, NULL, NULL);
     assert_int_equal(st, TML_OTA_DOWNLOADING);
     assert_int_equal(r->mp->violations, 0);
-    /* Past the image's page only the progress marks (the offer id in the
-     * first 16 bytes, then 0x00 per chunk in flash) may be written, never
-     * chunk data. */
-    for (uint32_t i = 4096 + 16; i < MP_SLOT_SIZE; i++)
-        assert_true(r->mp->flash[0][i] == 0xff || r->mp->flash[0][i] == 0);
+    /* Past the image's page only the progress marks may be written, never
+     * chunk data: 16-byte units, erased or the offer id (device byte
+     * order) then erased bytes (the header, one mark per chunk in flash). */
+    memset(erased, 0xff, sizeof erased);
+    memcpy(mark, erased, sizeof mark);
+    memcpy(mark, &r->offer_id, sizeof r->offer_id);
+    for (uint32_t i = 4096; i < MP_SLOT_SIZE; i += sizeof mark)
+        assert_true(memcmp(&r->mp->flash[0][i], erased, sizeof erased) == 0 ||
+                    memcmp(&r->mp->flash[0][i], mark, sizeof mark) == 0);
+    assert_memory_equal(&r->mp->flash[0][4096], mark, sizeof mark);
     tml_heap_armed = 1;
     (void)gw_chunk(&r->a, r->offer_id, 2048, r->image + 2048, 952, r->now);
     tml_heap_armed = 0;
