@@ -5,7 +5,9 @@
  * footprint build, so what is measured there is what runs here: unaligned
  * member copies, 64-bit arithmetic and the packed summary on the real
  * instruction set. Checks, each printed as it passes:
- *   1. every message type encodes and decodes back to the same bytes;
+ *   1. integer heads of every width encode to the RFC 8949 bytes and
+ *      decode back (64-bit values where size_t is 32 bits); every message
+ *      type encodes and decodes back to the same bytes;
  *   2. the agent with an in-RAM port closes a 1000-inference summary, its
  *      up/tele decodes to the recorded counts and is <= 64 bytes;
  *   3. a cumulative down/ack empties the ring (no resend after a timeout);
@@ -232,6 +234,61 @@ static const struct tmla_port port = {
 static struct tmla_agent agent;
 static uint8_t sample_buf[1024];
 
+/* Integer heads around every width boundary, written where size_t is 32
+ * bits (cbor_enc.c's put_head64 wide branch) and read back (RFC 8949
+ * App. A values and the 64-bit extremes). */
+static void
+cbor_int_heads(void)
+{
+    static const struct {
+        uint64_t v;
+        uint8_t len;
+        uint8_t b[9];
+    } vec[] = {
+        {23, 1, {0x17}},
+        {24, 2, {0x18, 0x18}},
+        {255, 2, {0x18, 0xff}},
+        {256, 3, {0x19, 0x01, 0x00}},
+        {65536, 5, {0x1a, 0x00, 0x01, 0x00, 0x00}},
+        {0xffffffffu, 5, {0x1a, 0xff, 0xff, 0xff, 0xff}},
+        {0x100000000u, 9, {0x1b, 0, 0, 0, 1, 0, 0, 0, 0}},
+        {UINT64_MAX, 9, {0x1b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}},
+    };
+    uint8_t buf[9];
+    int ok = 1;
+
+    for (size_t i = 0; i < sizeof vec / sizeof vec[0]; i++) {
+        struct tml_enc e;
+        struct tml_dec d;
+        uint64_t back = 0;
+        int64_t neg = 0;
+        size_t n = 0;
+
+        tml_enc_init(&e, buf, sizeof buf);
+        tml_enc_uint(&e, vec[i].v);
+        ok &= tml_enc_finish(&e, &n) == TML_OK && n == vec[i].len &&
+              memcmp(buf, vec[i].b, n) == 0;
+        tml_dec_init(&d, buf, n);
+        ok &= tml_dec_uint(&d, &back) == TML_OK && back == vec[i].v;
+        if (vec[i].v <= (uint64_t)INT64_MAX) {
+            /* -1 - v: the same argument under major type 1. */
+            tml_enc_init(&e, buf, sizeof buf);
+            tml_enc_int(&e, -1 - (int64_t)vec[i].v);
+            ok &= tml_enc_finish(&e, &n) == TML_OK && n == vec[i].len &&
+                  buf[0] == (uint8_t)(vec[i].b[0] | 0x20) &&
+                  memcmp(buf + 1, vec[i].b + 1, n - 1) == 0;
+            tml_dec_init(&d, buf, n);
+            ok &= tml_dec_int(&d, &neg) == TML_OK &&
+                  neg == -1 - (int64_t)vec[i].v;
+        }
+        tml_enc_init(&e, buf, sizeof buf);
+        tml_enc_tag(&e, vec[i].v);
+        ok &= tml_enc_finish(&e, &n) == TML_OK && n == vec[i].len &&
+              buf[0] == (uint8_t)(vec[i].b[0] | 0xc0);
+    }
+    check(ok, "CBOR integer and tag heads of every width (32-bit size_t)");
+}
+
 static void
 codec_round_trips(void)
 {
@@ -384,6 +441,7 @@ int
 main(void)
 {
     say("libtmlagent on Cortex-M4 (QEMU mps2-an386)\n");
+    cbor_int_heads();
     codec_round_trips();
     agent_runs();
     say(failures == 0 ? "all passed\n" : "FAILED\n");

@@ -163,6 +163,10 @@ TML_WUR enum tml_err tml__msg_decode(const struct tml__msg *desc,
 TML_WUR enum tml_err tml__tele_v2_decode(const uint8_t *buf, size_t len,
                                          struct tml_tele *out);
 
+/* tml_enc_uint for a 32-bit number (what every message field is): the
+ * device's encoders call this one, which needs no 64-bit arithmetic. */
+void tml__enc_u32(struct tml_enc *e, uint32_t v);
+
 /* Writes the head of a byte string of len bytes and reserves them: returns
  * where the caller writes them, or NULL (e's error is then set). */
 uint8_t *tml__enc_reserve_bytes(struct tml_enc *e, size_t len);

@@ -101,14 +101,14 @@ encode_item(struct tml_enc *e, unsigned t, unsigned l, const uint8_t *p)
 
     switch (t) {
     case TML__F_VERSION:
-        tml_enc_uint(e, TML_PROTO_VERSION);
+        tml__enc_u32(e, TML_PROTO_VERSION);
         break;
     case TML__F_U32:
         TML__MEMCPY(&v, p, sizeof v);
         /* fall through */
     case TML__F_U8:
         err = v < tml__lim_lo[l] || v > tml__lim_hi[l] ? TML_ERR_RANGE : TML_OK;
-        tml_enc_uint(e, v);
+        tml__enc_u32(e, v);
         break;
     case TML__F_BOOL:
         tml_enc_bool(e, v != 0);
@@ -138,25 +138,24 @@ encode_item(struct tml_enc *e, unsigned t, unsigned l, const uint8_t *p)
     return err;
 }
 
-/* A single value is encoded as the one element of an array without head. */
 static enum tml_err
 encode_field(struct tml_enc *e, const struct tml__field *f, const uint8_t *m)
 {
     unsigned l = f->lim;
     const uint8_t *p = m + f->off;
-    enum tml_err err = TML_OK;
-    size_t n = 1;
-    size_t i;
+    enum tml_err err;
+    size_t n, i;
 
-    if (IS_ARRAY(f)) {
-        n = get_aux(p + f->aux, false);
-        err = check_len(n, l++);
-        if (err == TML_OK) {
-            tml_enc_array(e, n);
-        }
+    if (!IS_ARRAY(f)) {
+        return encode_item(e, TYPE(f), l, p);
+    }
+    n = get_aux(p + f->aux, false);
+    err = check_len(n, l);
+    if (err == TML_OK) {
+        tml_enc_array(e, n);
     }
     for (i = 0; i < n && err == TML_OK; i++) {
-        err = encode_item(e, TYPE(f), l, p + i * elem_size(TYPE(f)));
+        err = encode_item(e, TYPE(f), l + 1, p + i * elem_size(TYPE(f)));
     }
     return err;
 }
@@ -177,7 +176,7 @@ encode_map(struct tml_enc *e, const struct tml__msg *desc, const uint8_t *m)
         const struct tml__field *f = &desc->fields[i];
 
         if (emitted(f, m, need)) {
-            tml_enc_uint(e, f->key);
+            tml__enc_u32(e, f->key);
             err = encode_field(e, f, m);
         }
     }

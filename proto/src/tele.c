@@ -173,16 +173,16 @@ tml_tele_encode(const struct tml_tele *t, uint8_t *buf, size_t cap,
     n = pack(t, NULL);
     tml_enc_init(&e, buf, cap);
     tml_enc_map(&e, t->epoch != 0 ? 3 : 2);
-    tml_enc_uint(&e, 0);
-    tml_enc_uint(&e, TML_TELE_VERSION);
-    tml_enc_uint(&e, 1);
+    tml__enc_u32(&e, 0);
+    tml__enc_u32(&e, TML_TELE_VERSION);
+    tml__enc_u32(&e, 1);
     p = tml__enc_reserve_bytes(&e, n);
     if (p != NULL) {
         (void)pack(t, p);
     }
     if (t->epoch != 0) {
-        tml_enc_uint(&e, 2);
-        tml_enc_uint(&e, t->epoch);
+        tml__enc_u32(&e, 2);
+        tml__enc_u32(&e, t->epoch);
     }
     /* The largest summary (~430 bytes) is far below TML_MAX_MESSAGE. */
     return tml_enc_finish(&e, out_len);
