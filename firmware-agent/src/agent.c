@@ -201,10 +201,11 @@ send_hello(struct tmla_agent *a)
         h.groups[i].len = tmla__strlen(a->cfg.groups[i]);
     }
     if (tml_hello_encode(&h, a->tx, sizeof a->tx, &n) != TML_OK ||
-        tmla__publish(a, TML_KIND_HELLO, a->tx, n, true) != TMLA_PORT_OK)
+        tmla__publish(a, TML_KIND_HELLO, a->tx, n, TMLA__RETAIN) !=
+            TMLA_PORT_OK)
         return false;
     return tmla__publish(a, TML_KIND_STATE, state_online, sizeof state_online,
-                         true) == TMLA_PORT_OK;
+                         TMLA__RETAIN) == TMLA_PORT_OK;
 }
 
 void
@@ -240,7 +241,9 @@ typedef char tmla__cmd_layout[CMD_AT(summary_period_s) == 4 &&
                                       CMD_AT(has_sample_budget) == 8 &&
                                       CMD_AT(sample_budget) == 12 &&
                                       CMD_AT(has_budget_period) == 16 &&
+                                      CMD_AT(budget_period_s) == 20 &&
                                       CMD_AT(has_conf_threshold) == 24 &&
+                                      CMD_AT(conf_threshold_bp) == 28 &&
                                       CMD_AT(has_audit_rate) == 32 &&
                                       CMD_AT(audit_ppm) == 36 &&
                                       CFG_AT(sample_budget) == 4 &&

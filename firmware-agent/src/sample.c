@@ -244,7 +244,7 @@ send_chunk(struct tmla_agent *a, struct tmla__sample *s, uint32_t k,
     m.epoch = a->ps.epoch;
     if (tml_sample_encode(&m, a->tx, sizeof a->tx, &n) != TML_OK)
         return TMLA_PORT_FAIL;
-    if (tmla__publish(a, TML_KIND_SAMPLE, a->tx, n, false) != TMLA_PORT_OK)
+    if (tmla__publish(a, TML_KIND_SAMPLE, a->tx, n, 0) != TMLA_PORT_OK)
         return TMLA_PORT_AGAIN;
     a->stats.samples_sent++;
     return TMLA_PORT_OK;

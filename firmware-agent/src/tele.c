@@ -216,7 +216,7 @@ send_one(struct tmla_agent *a, struct tmla__sum *s, uint32_t now_ms)
     }
     if (tml_tele_encode(&t, a->tx, sizeof a->tx, &n) != TML_OK)
         return false;
-    if (tmla__publish(a, TML_KIND_TELE, a->tx, n, false) != TMLA_PORT_OK)
+    if (tmla__publish(a, TML_KIND_TELE, a->tx, n, 0) != TMLA_PORT_OK)
         return false;
     s->in_flight = true;
     s->sent_ms = now_ms;
