@@ -195,8 +195,9 @@ tml__utf8_valid(const uint8_t *p, size_t len)
 
 /* Reads a byte (major 2) or text (major 3) string; *p and *len are
  * written only on success. */
-static enum tml_err
-dec_string(struct tml_dec *d, uint8_t major, const uint8_t **p, size_t *len)
+enum tml_err
+tml__dec_string(struct tml_dec *d, uint8_t major, const uint8_t **p,
+                size_t *len)
 {
     struct head h;
     enum tml_err err = expect(d, &h, 1u << major);
@@ -219,7 +220,7 @@ dec_string(struct tml_dec *d, uint8_t major, const uint8_t **p, size_t *len)
 enum tml_err
 tml_dec_bytes(struct tml_dec *d, struct tml_bin *v)
 {
-    return dec_string(d, 2, &v->p, &v->len); /* *v written on success */
+    return tml__dec_string(d, 2, &v->p, &v->len); /* *v written on success */
 }
 
 enum tml_err
@@ -227,7 +228,7 @@ tml_dec_text(struct tml_dec *d, struct tml_str *v)
 {
     const uint8_t *p = NULL;
     size_t len = 0;
-    enum tml_err err = dec_string(d, 3, &p, &len);
+    enum tml_err err = tml__dec_string(d, 3, &p, &len);
 
     if (err == TML_OK) {
         v->p = (const char *)p;
@@ -367,7 +368,7 @@ tml_dec_skip(struct tml_dec *d)
             break;
         }
         if (h.major == 2 || h.major == 3) {
-            err = dec_string(&t, h.major, &p, &len);
+            err = tml__dec_string(&t, h.major, &p, &len);
         } else if (h.major == 4 || h.major == 5) {
             err = container(&t, &h);
             if (err == TML_OK) {

@@ -171,6 +171,12 @@ void tml__enc_u32(struct tml_enc *e, uint32_t v);
  * where the caller writes them, or NULL (e's error is then set). */
 uint8_t *tml__enc_reserve_bytes(struct tml_enc *e, size_t len);
 
+/* tml_dec_bytes (major 2) and tml_dec_text (major 3) in one: the table
+ * decoder reads both kinds into a struct tml_bin. *p and *len are written
+ * only on success. */
+TML_WUR enum tml_err tml__dec_string(struct tml_dec *d, uint8_t major,
+                                     const uint8_t **p, size_t *len);
+
 /* True if p[0..len) is well-formed UTF-8 (RFC 3629: no overlong forms, no
  * surrogates, nothing above U+10FFFF). */
 bool tml__utf8_valid(const uint8_t *p, size_t len);

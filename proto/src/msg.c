@@ -249,17 +249,9 @@ decode_item(struct tml_dec *d, unsigned t, unsigned l, uint8_t *p)
         TML__MEMCPY(p, &v, sizeof v);
         break;
     default: /* TML__F_TEXT, TML__F_BYTES, TML__F_FIXBYTES */
-        /* struct tml_str and struct tml_bin have the same layout; the text
-         * decoder checks UTF-8. */
-        if (t == TML__F_TEXT) {
-            struct tml_str s = {NULL, 0};
-
-            err = tml_dec_text(d, &s);
-            b.p = (const uint8_t *)s.p;
-            b.len = s.len;
-        } else {
-            err = tml_dec_bytes(d, &b);
-        }
+        /* struct tml_str and struct tml_bin have the same layout; a text
+         * (major 3) is checked for UTF-8. */
+        err = tml__dec_string(d, t == TML__F_TEXT ? 3 : 2, &b.p, &b.len);
         if (err == TML_OK) {
             err = check_len(b.len, l);
         }
