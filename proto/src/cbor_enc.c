@@ -105,8 +105,8 @@ tml_enc_int(struct tml_enc *e, int64_t v)
     }
 }
 
-static void
-put_string(struct tml_enc *e, uint8_t major, const void *p, size_t len)
+void
+tml__enc_string(struct tml_enc *e, uint8_t major, const void *p, size_t len)
 {
     if (e->err == TML_OK && p == NULL && len != 0) {
         e->err = TML_ERR_INVAL;
@@ -127,13 +127,13 @@ tml__enc_reserve_bytes(struct tml_enc *e, size_t len)
 void
 tml_enc_bytes(struct tml_enc *e, const void *p, size_t len)
 {
-    put_string(e, 2, p, len);
+    tml__enc_string(e, 2, p, len);
 }
 
 void
 tml_enc_text(struct tml_enc *e, const char *p, size_t len)
 {
-    put_string(e, 3, p, len);
+    tml__enc_string(e, 3, p, len);
 }
 
 void

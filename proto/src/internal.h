@@ -167,6 +167,11 @@ TML_WUR enum tml_err tml__tele_v2_decode(const uint8_t *buf, size_t len,
  * device's encoders call this one, which needs no 64-bit arithmetic. */
 void tml__enc_u32(struct tml_enc *e, uint32_t v);
 
+/* tml_enc_bytes (major 2) and tml_enc_text (major 3) in one, for the table
+ * encoder. */
+void tml__enc_string(struct tml_enc *e, uint8_t major, const void *p,
+                     size_t len);
+
 /* Writes the head of a byte string of len bytes and reserves them: returns
  * where the caller writes them, or NULL (e's error is then set). */
 uint8_t *tml__enc_reserve_bytes(struct tml_enc *e, size_t len);

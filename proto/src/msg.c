@@ -125,14 +125,12 @@ encode_item(struct tml_enc *e, unsigned t, unsigned l, const uint8_t *p)
                    !tml__utf8_valid(b.p, b.len)) {
             err = TML_ERR_TYPE;
         }
-        if (err == TML_OK && t == TML__F_TEXT) {
-            tml_enc_text(e, (const char *)b.p, b.len);
-        } else if (err == TML_OK) {
-            tml_enc_bytes(e, b.p, b.len);
+        if (err == TML_OK) {
+            tml__enc_string(e, t == TML__F_TEXT ? 3 : 2, b.p, b.len);
         }
         break;
     default: /* TML__F_FIXBYTES */
-        tml_enc_bytes(e, p, tml__lim_hi[l]);
+        tml__enc_string(e, 2, p, tml__lim_hi[l]);
         break;
     }
     return err;
