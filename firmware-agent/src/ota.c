@@ -64,18 +64,18 @@ dl_slot(const struct tmla_agent *a)
 }
 
 /* Publishes one up/ota message about the current download position: a
- * status (len 0) or a request for len bytes. Returns the port's code.
+ * request for len bytes, or a status (len 0). Returns the port's code.
  * Requests go at QoS 0 (PROTOCOL.md section 8.2): the request timer
  * repeats a lost one, and a QoS 1 request costs the broker, the gateway
  * and the device two PUBACKs per chunk. */
 static int
-send_up(struct tmla_agent *a, uint8_t kind, uint32_t offer_id, uint32_t version,
-        uint32_t len, uint8_t state, uint8_t reason)
+send_up(struct tmla_agent *a, uint32_t offer_id, uint32_t version, uint32_t len,
+        uint8_t state, uint8_t reason)
 {
     struct tml_ota_up u;
     size_t n;
 
-    u.kind = kind;
+    u.kind = len != 0 ? TML_OTA_UP_REQUEST : TML_OTA_UP_STATUS;
     u.offer_id = offer_id;
     u.version = version;
     u.offset = a->ota_offset;
@@ -84,8 +84,7 @@ send_up(struct tmla_agent *a, uint8_t kind, uint32_t offer_id, uint32_t version,
     u.reason = reason;
     if (tml_ota_up_encode(&u, a->tx, sizeof a->tx, &n) != TML_OK)
         return TMLA_PORT_FAIL;
-    return tmla__publish(a, TML_KIND_OTA, a->tx, n,
-                         kind == TML_OTA_UP_REQUEST ? TMLA__QOS0 : 0u);
+    return tmla__publish(a, TML_KIND_OTA, a->tx, n, len != 0 ? TMLA__QOS0 : 0u);
 }
 
 /* Reports a state of offer_id to the port's ota_event and on up/ota.
@@ -97,7 +96,7 @@ report(struct tmla_agent *a, uint32_t offer_id, uint32_t version, uint8_t state,
     if (a->port.ota_event != NULL)
         a->port.ota_event(a->port.user, (enum tml_ota_state)state,
                           (enum tml_ota_reason)reason, version);
-    return send_up(a, TML_OTA_UP_STATUS, offer_id, version, 0, state, reason);
+    return send_up(a, offer_id, version, 0, state, reason);
 }
 
 static void
@@ -106,8 +105,8 @@ set_state(struct tmla_agent *a, uint8_t state, uint8_t reason)
     a->ota_state = state;
     a->ota_reason = reason;
     /* tmla_poll repeats it until the port took it. */
-    a->status_due = report(a, a->ota_offer_id, a->ota_version, state,
-                           reason) != TMLA_PORT_OK;
+    a->status_due = report(a, a->ota_offer_id, a->ota_version, state, reason) !=
+                    TMLA_PORT_OK;
     /* The active model or its trial flag changed (TRIAL, CONFIRMED,
      * REVERTED): tell the gateway's registry with a fresh hello (model,
      * slot, last OTA result). */
@@ -520,8 +519,8 @@ request(struct tmla_agent *a, uint32_t now_ms)
     if (len > want)
         len = want;
     a->ota_req_ms = now_ms;
-    if (len != 0 && send_up(a, TML_OTA_UP_REQUEST, a->ota_offer_id,
-                            a->ota_version, len, 0, 0) == TMLA_PORT_OK)
+    if (len != 0 &&
+        send_up(a, a->ota_offer_id, a->ota_version, len, 0, 0) == TMLA_PORT_OK)
         a->ota_req_end = a->ota_offset + len;
 }
 
@@ -603,7 +602,7 @@ on_offer(struct tmla_agent *a, const struct tml_ota_down *o, uint32_t now_ms)
     /* Busy: a trial, or DOWNLOADING .. ACTIVATING. */
     if (r == TML_OTA_R_NONE &&
         (ps->trial || (uint8_t)(a->ota_state - TML_OTA_DOWNLOADING) <=
-                            TML_OTA_ACTIVATING - TML_OTA_DOWNLOADING))
+                          TML_OTA_ACTIVATING - TML_OTA_DOWNLOADING))
         r = TML_OTA_R_BUSY;
     if (r != TML_OTA_R_NONE) {
         (void)report(a, o->offer_id, m.version, TML_OTA_FAILED, r);
@@ -701,7 +700,7 @@ on_chunk(struct tmla_agent *a, const struct tml_ota_down *c, uint32_t now_ms)
     if (c->offer_id != a->ota_offer_id) {
         /* S7: chunks are bound to the offer; report, keep downloading. */
         a->stats.chunks_rejected++;
-        (void)send_up(a, TML_OTA_UP_STATUS, c->offer_id, 0, 0, TML_OTA_FAILED,
+        (void)send_up(a, c->offer_id, 0, 0, TML_OTA_FAILED,
                       TML_OTA_R_WRONG_OFFER);
         return;
     }
@@ -885,9 +884,8 @@ tmla__ota_poll(struct tmla_agent *a, uint32_t now_ms)
         break;
     }
     if (a->status_due && a->connected)
-        a->status_due = send_up(a, TML_OTA_UP_STATUS, a->ota_offer_id,
-                                a->ota_version, 0, a->ota_state,
-                                a->ota_reason) != TMLA_PORT_OK;
+        a->status_due = send_up(a, a->ota_offer_id, a->ota_version, 0,
+                                a->ota_state, a->ota_reason) != TMLA_PORT_OK;
 }
 
 enum tml_err
