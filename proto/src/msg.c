@@ -289,8 +289,10 @@ decode_field(struct tml_dec *d, const struct tml__field *f, uint8_t *m)
     for (i = 0; i < n && err == TML_OK; i++) {
         err = decode_item(d, TYPE(f), l + 1, p + i * elem_size(TYPE(f)));
     }
-    tml_dec_leave(d);
+    /* After an error the whole message is refused: d's depth no longer
+     * matters. */
     if (err == TML_OK) {
+        tml_dec_leave(d);
         TML__MEMCPY(p + f->aux, &n, sizeof n);
     }
     return err;
@@ -362,7 +364,8 @@ decode_map(struct tml_dec *d, const struct tml__msg *desc, uint8_t *m)
             err = decode_field(d, f, m);
         }
     }
-    tml_dec_leave(d);
+    /* No tml_dec_leave: the map is the top level of d (tml__msg_decode's
+     * own decoder), whose depth nothing reads after it. */
     if (err == TML_OK) {
         req = desc->need != NULL ? desc->need(m) : 0;
         for (i = 0; i < desc->n_fields; i++) {
