@@ -98,20 +98,36 @@ t0=$(date +%s.%N)
 "$TMLCTL" --socket "$work/tmld.sock" -q --json deploy "$work/model.tmlb" \
     --group fleet --waves 100 --no-gate --max-concurrent "$n" \
     >"$work/deploy.json"
+t_deploy=$(date +%s.%N)
 id=$($py -c "import json; print(json.load(open('$work/deploy.json'))['rollout']['id'])")
 # One poller on one control connection every 20 ms (a python start per poll
 # cost 50-200 ms of end-detection error on a loaded machine).
 # It also writes a trace (seconds since t0, bytes sent, counts per state)
 # to $work/trace.txt, summarised below as when 10/50/90/100 % of the bytes
 # had gone out.
-$py - "$work/tmld.sock" "$id" "$work/show.json" "$t0" "$work/trace.txt" <<'PY' || true
-import json, socket, sys, time
+# Each poll also records the CPU seconds used so far by tmld, the broker
+# and tml-devsim together ($work/cpu.txt), so the work up to the moment
+# the last device had its image can be read off below.
+$py - "$work/tmld.sock" "$id" "$work/show.json" "$t0" "$work/trace.txt" \
+    "$work/cpu.txt" "$tmld_pid" "$TB_PID" "$devsim_pid" <<'PY' || true
+import json, os, socket, sys, time
 s = socket.socket(socket.AF_UNIX)
 s.settimeout(10)
 s.connect(sys.argv[1])
 f = s.makefile('rwb')
 t0 = float(sys.argv[4])
 trace = open(sys.argv[5], "w")
+cpu = open(sys.argv[6], "w")
+hz = os.sysconf("SC_CLK_TCK")
+def cpu_now():
+    total = 0
+    for pid in sys.argv[7:10]:
+        try:
+            v = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            total += int(v[11]) + int(v[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / hz
 end = time.time() + 600
 n = 0
 while time.time() < end:
@@ -125,6 +141,7 @@ while time.time() < end:
         ro = r["result"]["rollout"]
         trace.write(f"{time.time() - t0:.3f} {int(ro['bytes_sent'])} "
                     f"{json.dumps(ro['counts'], separators=(',', ':'))}\n")
+        cpu.write(f"{time.time() - t0:.3f} {cpu_now():.2f}\n")
     if r.get("ok") and r["result"]["rollout"]["state"] != "running":
         r["result"]["t_end"] = time.time()
         open(sys.argv[3], "w").write(json.dumps(r["result"]))
@@ -151,7 +168,7 @@ if [ -n "$perf_pid" ]; then
 fi
 kill "$devsim_pid" 2>/dev/null || true
 wait "$devsim_pid" 2>/dev/null || true
-echo "tmld OTA: $confirmed of $n confirmed in $ota_s s ($state)"
+echo "tmld OTA: $confirmed of $n confirmed in $ota_s s ($state); the deploy request was answered after $($py -c "print(f'{$t_deploy - $t0:.2f}')") s"
 # Received (issue 5's "time to receive"): deploy -> the last device stored
 # the last chunk of the image (the agent's VERIFYING, stamped by
 # tml-devsim's own wall clock), next to deploy -> all confirmed above,
@@ -230,6 +247,22 @@ recv_ratio=$($py -c "print(f'{$recv_s / max($raw_s, 1e-3):.2f}')")
 # other load on a shared machine moves far less than wall time: the raw
 # push's wall time varied 0.55-1.8 s at the same CPU (1.1-1.2 s).
 cpu_ratio=$($py -c "print(f'{($c_tmld + $c_broker + $c_dev) / max($c_rbroker + $c_raw, 1e-3):.2f}')")
+# The same up to "received": CPU of tmld + broker + tml-devsim from t0 to
+# the moment the last device had its image (interpolated in cpu.txt).
+recv_cpu=$($py - "$work/cpu.txt" "$recv_s" "$c_tmld0" "$c_broker0" "$c_dev0" <<'PY' || echo 0
+import sys
+t_end = float(sys.argv[2])
+base = sum(float(x) for x in sys.argv[3:6])
+pts = [(0.0, base)] + [tuple(map(float, l.split())) for l in open(sys.argv[1])]
+v = pts[-1][1]
+for (ta, ca), (tb, cb) in zip(pts, pts[1:]):
+    if tb >= t_end:
+        v = ca + (cb - ca) * (t_end - ta) / max(tb - ta, 1e-9)
+        break
+print(f"{max(v - base, 0.0):.2f}")
+PY
+)
+recv_cpu_ratio=$($py -c "print(f'{$recv_cpu / max($c_rbroker + $c_raw, 1e-3):.2f}')")
 per_dev=$((bytes / (confirmed > 0 ? confirmed : 1)))
 
 printf '%-34s %10s %10s %12s %12s\n' what devices seconds bytes/device ratio
@@ -242,5 +275,5 @@ printf '%-34s %10d %10s %12d %12s\n' "tmld OTA confirmed (+verify, swap)" "$conf
 echo "state=$state offers=$offers chunks=$chunks chunk_bytes=$chunk"
 echo "CPU during the OTA phase: tmld ${c_tmld}s, broker ${c_broker}s, tml-devsim ${c_dev}s (2 cores shared)"
 echo "CPU during the raw delivery: broker ${c_rbroker}s, ota_rawpush (1000 clients + publisher) ${c_raw}s"
-echo "work ratio (CPU seconds, OTA phase / raw delivery): $cpu_ratio"
-echo "RESULT ota window=$win devices=$n confirmed=$confirmed model_bytes=$size ota_s=$ota_s raw_s=$raw_s ratio=$ratio received=$stored_n recv_s=$recv_s recv_ratio=$recv_ratio recv_median_s=$recv_p50 cpu_ratio=$cpu_ratio raw1_s=$raw1_s rawwin_s=$raww_s bytes_per_device=$per_dev chunks=$chunks chunk_bytes=$chunk offers=$offers state=$state nodelay=${TML_BENCH_OTA_NODELAY:-0} sha256=$sha256 tmld_cpu_s=$c_tmld broker_cpu_s=$c_broker devsim_cpu_s=$c_dev raw_broker_cpu_s=$c_rbroker rawpush_cpu_s=$c_raw"
+echo "work ratio (CPU seconds, OTA phase / raw delivery): $cpu_ratio; up to received: $recv_cpu s, $recv_cpu_ratio"
+echo "RESULT ota window=$win devices=$n confirmed=$confirmed model_bytes=$size ota_s=$ota_s raw_s=$raw_s ratio=$ratio received=$stored_n recv_s=$recv_s recv_ratio=$recv_ratio recv_median_s=$recv_p50 cpu_ratio=$cpu_ratio recv_cpu_s=$recv_cpu recv_cpu_ratio=$recv_cpu_ratio raw1_s=$raw1_s rawwin_s=$raww_s bytes_per_device=$per_dev chunks=$chunks chunk_bytes=$chunk offers=$offers state=$state nodelay=${TML_BENCH_OTA_NODELAY:-0} sha256=$sha256 tmld_cpu_s=$c_tmld broker_cpu_s=$c_broker devsim_cpu_s=$c_dev raw_broker_cpu_s=$c_rbroker rawpush_cpu_s=$c_raw"
