@@ -223,14 +223,16 @@ decode_item(struct tml_dec *d, unsigned t, unsigned l, uint8_t *p)
 
     switch (t) {
     case TML__F_VERSION:
-        err = tml_dec_uint(d, &u);
-        if (err == TML_ERR_TYPE || (err == TML_OK && u != TML_PROTO_VERSION)) {
-            err = TML_ERR_VERSION;
-        }
-        break;
     case TML__F_U32:
     case TML__F_U8:
         err = tml_dec_uint(d, &u);
+        if (t == TML__F_VERSION) {
+            if (err == TML_ERR_TYPE ||
+                (err == TML_OK && u != TML_PROTO_VERSION)) {
+                err = TML_ERR_VERSION;
+            }
+            break;
+        }
         if (err == TML_OK && (u < tml__lim_lo[l] || u > tml__lim_hi[l])) {
             err = TML_ERR_RANGE;
         }
