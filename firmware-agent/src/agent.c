@@ -209,24 +209,23 @@ send_hello(struct tmla_agent *a)
 }
 
 void
-tmla_on_connect(struct tmla_agent *a, uint32_t now_ms)
-{
-    a->connected = true;
-    a->hello_due = true;
-    a->now_ms = now_ms;
-    /* Whatever was in flight on the old connection may be lost: send it
-     * all again (the gateway absorbs duplicates by (device, stream, seq)). */
-    tmla__tele_unsend(a);
-    tmla__sample_unsend(a);
-    tmla__ota_connected(a, now_ms);
-}
-
-void
 tmla_on_disconnect(struct tmla_agent *a)
 {
     a->connected = false;
     tmla__tele_unsend(a);
     tmla__sample_unsend(a);
+}
+
+void
+tmla_on_connect(struct tmla_agent *a, uint32_t now_ms)
+{
+    /* Whatever was in flight on the old connection may be lost: send it
+     * all again (the gateway absorbs duplicates by (device, stream, seq)). */
+    tmla_on_disconnect(a);
+    a->connected = true;
+    a->hello_due = true;
+    a->now_ms = now_ms;
+    tmla__ota_connected(a, now_ms);
 }
 
 /* down/cmd's five settings are (has_, value) pairs 8 bytes apart in struct
