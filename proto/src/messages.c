@@ -20,11 +20,14 @@ const uint32_t tml__lim_hi[] = {LIMITS(LIM_HI)};
  * single call (the device links seven). */
 #define DEF(name, fields, need, check, max_len)                                \
     static const struct tml__msg name##_def = {                                \
-        fields, N(fields),                                                     \
+        fields,                                                                \
+        N(fields),                                                             \
         (uint16_t)(sizeof(struct tml_##name) +                                 \
                    0 * sizeof(                                                 \
                            char[sizeof(struct tml_##name) < 65536 ? 1 : -1])), \
-        max_len, need, check}
+        max_len,                                                               \
+        need,                                                                  \
+        check}
 
 /* ---- up/hello ------------------------------------------------------------ */
 

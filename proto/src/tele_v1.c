@@ -55,8 +55,8 @@ v1_check(const void *m)
 }
 
 /* size 0: tml_tele_decode zeroes the struct (and reads key 0) first. */
-static const struct tml__msg v1_desc = {v1_fields, N(v1_fields), 0,
-                                        TML_MAX_MESSAGE, NULL, v1_check};
+static const struct tml__msg v1_desc = {
+    v1_fields, N(v1_fields), 0, TML_MAX_MESSAGE, NULL, v1_check};
 
 /* Health key 3 (temp_dc, an i32) is read by hand, like the arrays. */
 static const struct tml__field health_fields[] = {
@@ -65,8 +65,8 @@ static const struct tml__field health_fields[] = {
     U32(4, REQ, tml_health, uptime_s, L_ANY),
 };
 
-static const struct tml__msg health_desc = {health_fields, N(health_fields),
-                                            0, TML_MAX_MESSAGE, NULL, NULL};
+static const struct tml__msg health_desc = {
+    health_fields, N(health_fields), 0, TML_MAX_MESSAGE, NULL, NULL};
 
 /* Finds the value of unsigned key in the map buf[0..len): TML_OK with *v
  * its bytes, TML_ERR_MISSING if the key is absent, or the first error met
@@ -130,8 +130,7 @@ get_health(const struct tml_bin *v, struct tml_health *h)
     struct tml_bin temp = {NULL, 0};
     struct tml_dec d;
     int64_t t = 0;
-    enum tml_err err =
-        tml__msg_decode(&health_desc, v->p, v->len, h);
+    enum tml_err err = tml__msg_decode(&health_desc, v->p, v->len, h);
 
     if (err == TML_OK) {
         err = find_key(v->p, v->len, 3, &temp);
