@@ -396,12 +396,19 @@ on_ota_up(struct tmld *td, const char *dev, enum tml_kind kind,
         return;
     }
     if (m.kind == TML_OTA_UP_STATUS) {
-        if (is_rb)
+        if (is_rb) {
             (void)rollout_on_rollback_status(&orr->r, dev, m.state,
                                              m.reason);
-        else
-            (void)rollout_on_status(&orr->r, dev, m.offer_id, m.state,
-                                    m.reason, m.offset, now);
+            return;
+        }
+        /* The states the device passed since its previous status, in
+         * order, then the one it is in (PROTOCOL.md section 8.2). */
+        for (uint8_t s = TML_OTA_OFFERED; s < m.state && s < 32; s++)
+            if (m.passed & (UINT32_C(1) << s))
+                (void)rollout_on_status(&orr->r, dev, m.offer_id, s, 0,
+                                        m.offset, now);
+        (void)rollout_on_status(&orr->r, dev, m.offer_id, m.state, m.reason,
+                                m.offset, now);
         return;
     }
     if (!take_token(o, d, now)) {

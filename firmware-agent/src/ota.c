@@ -70,12 +70,13 @@ dl_slot(const struct tmla_agent *a)
  * and the device two PUBACKs per chunk. */
 static int
 send_up(struct tmla_agent *a, uint32_t offer_id, uint32_t version, uint32_t len,
-        uint8_t state, uint8_t reason)
+        uint8_t state, uint8_t reason, uint32_t passed)
 {
     struct tml_ota_up u;
     size_t n;
 
     u.kind = len != 0 ? TML_OTA_UP_REQUEST : TML_OTA_UP_STATUS;
+    u.passed = passed;
     u.offer_id = offer_id;
     u.version = version;
     u.offset = a->ota_offset;
@@ -87,26 +88,54 @@ send_up(struct tmla_agent *a, uint32_t offer_id, uint32_t version, uint32_t len,
     return tmla__publish(a, TML_KIND_OTA, a->tx, n, len != 0 ? TMLA__QOS0 : 0u);
 }
 
-/* Reports a state of offer_id to the port's ota_event and on up/ota.
- * Returns the port's code. */
-static int
-report(struct tmla_agent *a, uint32_t offer_id, uint32_t version, uint8_t state,
-       uint8_t reason)
+static void
+tell_port(struct tmla_agent *a, uint8_t state, uint8_t reason, uint32_t version)
 {
     if (a->port.ota_event != NULL)
         a->port.ota_event(a->port.user, (enum tml_ota_state)state,
                           (enum tml_ota_reason)reason, version);
-    return send_up(a, offer_id, version, 0, state, reason);
+}
+
+/* Reports a refusal of offer_id (not the current update) to the port's
+ * ota_event and on up/ota, at once. */
+static void
+report(struct tmla_agent *a, uint32_t offer_id, uint32_t version, uint8_t state,
+       uint8_t reason)
+{
+    tell_port(a, state, reason, version);
+    (void)send_up(a, offer_id, version, 0, state, reason, 0);
+}
+
+/* Sends the current state if it is still to be reported, with the states
+ * entered since the last status sent (PROTOCOL.md section 8.2). */
+static void
+flush_status(struct tmla_agent *a)
+{
+    if (a->status_due && a->connected &&
+        send_up(a, a->ota_offer_id, a->ota_version, 0, a->ota_state,
+                a->ota_reason, a->status_passed) == TMLA_PORT_OK) {
+        a->status_due = false;
+        a->status_passed = 0;
+    }
 }
 
 static void
 set_state(struct tmla_agent *a, uint8_t state, uint8_t reason)
 {
+    /* Every transition goes to the port at once and on up/ota, but states
+     * entered back to back (offered -> downloading, ready -> activating ->
+     * trial) share one status: it goes out before the next request, at
+     * the end of the message or poll that made them, or at once for a
+     * terminal state; until the port takes it, tmla_poll tries again. */
+    if (a->status_due && a->ota_state != TML_OTA_IDLE &&
+        a->ota_state < TML_OTA_CONFIRMED)
+        a->status_passed |= (uint16_t)(1u << a->ota_state);
     a->ota_state = state;
     a->ota_reason = reason;
-    /* tmla_poll repeats it until the port took it. */
-    a->status_due = report(a, a->ota_offer_id, a->ota_version, state, reason) !=
-                    TMLA_PORT_OK;
+    a->status_due = true;
+    tell_port(a, state, reason, a->ota_version);
+    if (state >= TML_OTA_CONFIRMED)
+        flush_status(a);
     /* The active model or its trial flag changed (TRIAL, CONFIRMED,
      * REVERTED): tell the gateway's registry with a fresh hello (model,
      * slot, last OTA result). */
@@ -519,8 +548,10 @@ request(struct tmla_agent *a, uint32_t now_ms)
     if (len > want)
         len = want;
     a->ota_req_ms = now_ms;
+    flush_status(a); /* the states that led here go first */
     if (len != 0 &&
-        send_up(a, a->ota_offer_id, a->ota_version, len, 0, 0) == TMLA_PORT_OK)
+        send_up(a, a->ota_offer_id, a->ota_version, len, 0, 0, 0) ==
+            TMLA_PORT_OK)
         a->ota_req_end = a->ota_offset + len;
 }
 
@@ -557,7 +588,7 @@ on_offer(struct tmla_agent *a, const struct tml_ota_down *o, uint32_t now_ms)
     }
     r = verify_manifest(a, &o->manifest, &m, &signer);
     if (r != TML_OTA_R_NONE) {
-        (void)report(a, o->offer_id, 0, TML_OTA_FAILED, r);
+        report(a, o->offer_id, 0, TML_OTA_FAILED, r);
         return;
     }
     /* Expiry (S6): against the clock if the port has one, and always
@@ -566,7 +597,7 @@ on_offer(struct tmla_agent *a, const struct tml_ota_down *o, uint32_t now_ms)
     if (now_unix < ps->time_floor)
         now_unix = ps->time_floor;
     if (m.expires != 0 && now_unix >= m.expires) {
-        (void)report(a, o->offer_id, m.version, TML_OTA_FAILED,
+        report(a, o->offer_id, m.version, TML_OTA_FAILED,
                      TML_OTA_R_EXPIRED);
         return;
     }
@@ -605,7 +636,7 @@ on_offer(struct tmla_agent *a, const struct tml_ota_down *o, uint32_t now_ms)
                           TML_OTA_ACTIVATING - TML_OTA_DOWNLOADING))
         r = TML_OTA_R_BUSY;
     if (r != TML_OTA_R_NONE) {
-        (void)report(a, o->offer_id, m.version, TML_OTA_FAILED, r);
+        report(a, o->offer_id, m.version, TML_OTA_FAILED, r);
         return;
     }
 
@@ -636,6 +667,10 @@ on_offer(struct tmla_agent *a, const struct tml_ota_down *o, uint32_t now_ms)
     ps->last_reason = TML_OTA_R_NONE;
     ps->last_version = m.version;
     a->stats.update_state_writes = 1;
+    /* A status still pending belongs to the previous offer. */
+    flush_status(a);
+    a->status_due = false;
+    a->status_passed = 0;
     a->ota_offer_id = o->offer_id;
     a->ota_version = m.version;
     if (tmla__state_save(a) != TML_OK) {
@@ -701,7 +736,7 @@ on_chunk(struct tmla_agent *a, const struct tml_ota_down *c, uint32_t now_ms)
         /* S7: chunks are bound to the offer; report, keep downloading. */
         a->stats.chunks_rejected++;
         (void)send_up(a, c->offer_id, 0, 0, TML_OTA_FAILED,
-                      TML_OTA_R_WRONG_OFFER);
+                      TML_OTA_R_WRONG_OFFER, 0);
         return;
     }
     /* tml_ota_down_decode already refused an empty or oversized chunk. */
@@ -763,6 +798,7 @@ tmla__ota_message(struct tmla_agent *a, const struct tml_ota_down *m,
     else if (a->ota_state == TML_OTA_DOWNLOADING &&
              m->offer_id == a->ota_offer_id)
         fail(a, TML_OTA_R_CANCELLED);
+    flush_status(a);
 }
 
 static void
@@ -883,9 +919,7 @@ tmla__ota_poll(struct tmla_agent *a, uint32_t now_ms)
     default:
         break;
     }
-    if (a->status_due && a->connected)
-        a->status_due = send_up(a, a->ota_offer_id, a->ota_version, 0,
-                                a->ota_state, a->ota_reason) != TMLA_PORT_OK;
+    flush_status(a);
 }
 
 enum tml_err

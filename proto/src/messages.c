@@ -124,6 +124,7 @@ static const struct tml__field ota_up_fields[] = {
     U32(5, GATED, tml_ota_up, len, L_POS),
     U8(6, GATED, tml_ota_up, state, L_OSTATE),
     U8(7, GATED, tml_ota_up, reason, L_OREASON),
+    U32(8, OPT, tml_ota_up, passed, L_POS),
 };
 
 DEF(ota_up, ota_up_fields, ota_up_need, NULL, TML_MAX_MESSAGE);

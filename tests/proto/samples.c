@@ -181,6 +181,7 @@ sample_ota_up(struct tml_ota_up *m, uint8_t kind, bool max)
     } else {
         m->state = max ? TML_OTA_REVERTED : TML_OTA_IDLE;
         m->reason = max ? TML_OTA_R__COUNT - 1 : TML_OTA_R_NONE;
+        m->passed = max ? 0xffffffffu : 0;
     }
     if (max) {
         m->offer_id = 0xffffffffu;

@@ -308,6 +308,8 @@ build_ota_up(const struct tml_ota_up *m, bool desc)
     } else {
         kv_u(&s, 6, m->state);
         kv_u(&s, 7, m->reason);
+        if (m->passed != 0)
+            kv_u(&s, 8, m->passed);
     }
     return to_map(&s, desc);
 }

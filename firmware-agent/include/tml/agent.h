@@ -234,6 +234,7 @@ struct tmla_agent {
     uint8_t res_n, res_k; /* held, capacity this period */
     uint8_t ota_retries;
     bool status_due;
+    uint16_t status_passed; /* states entered since the last status sent */
     uint32_t now_ms;
     uint32_t ota_offset; /* bytes received (flash + carry) */
     uint32_t ota_offer_id, ota_version;

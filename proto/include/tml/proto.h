@@ -420,6 +420,9 @@ struct tml_ota_up {
     uint32_t len;      /* REQUEST: bytes wanted (<= window); STATUS: 0 */
     uint8_t state;     /* STATUS: enum tml_ota_state */
     uint8_t reason;    /* STATUS: enum tml_ota_reason */
+    uint32_t passed;   /* STATUS: bit s set = the device also passed state
+                          s since its previous status (states entered
+                          back to back go in one message); 0 = none */
 };
 
 /* ---- down/ack: cumulative acknowledgement (QoS 1) ---------------------------
