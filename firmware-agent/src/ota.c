@@ -24,11 +24,13 @@
  *
  * Progress marks (resume within a chunk of where a reboot stopped, without
  * state writes): when one erase page after the image (rounded up to whole
- * pages) has room, it holds a header unit (the offer id) and then one unit
- * per ota_chunk of image; a unit is write_align bytes, at least 4. The page
- * is erased and headed when the download (re)starts and each mark is
- * programmed once (0x00) after that chunk's bytes are in flash: NOR flash
- * programs each unit once, so no further erase or state write is needed.
+ * pages) has room, it holds a header unit and then one unit per ota_chunk
+ * of image (rounded up to write_align); every unit is MARK_LEN bytes
+ * holding the offer id and a 0x00 byte. The page is erased and headed
+ * when the download (re)starts and each mark is programmed once after
+ * that chunk's bytes are in flash: NOR flash programs each unit once, so
+ * no further erase or state write is needed. A mark that cannot be read
+ * makes the resume fall back to the checkpoint.
  * At boot the run of programmed marks after a matching header gives the
  * resume offset (any non-erased unit, even a torn one, means its data write
  * had returned). If the rest of that page is not erased (power cut inside a
@@ -275,8 +277,21 @@ flash_put(struct tmla_agent *a, uint8_t d, uint32_t off, const uint8_t *p,
 }
 
 /* Bytes of one mark and of the header: a multiple of every write_align
- * the port may have. */
-#define MARK_LEN TMLA_MAX_WRITE_ALIGN
+ * the port may have, with room for the offer id and a 0x00 byte (so no
+ * offer id, not even 0xffffffff, leaves a unit looking erased). */
+#define MARK_LEN                                                              \
+    (TMLA_MAX_WRITE_ALIGN > MARKS_HDR ? TMLA_MAX_WRITE_ALIGN : 2u * MARKS_HDR)
+
+/* Image bytes per mark: ota_chunk rounded up to write_align, so that a
+ * resume offset (a whole number of steps) is aligned for the next write
+ * whatever ota_chunk the application chose. */
+static uint32_t
+mark_step(const struct tmla_agent *a)
+{
+    uint32_t al = a->port.write_align;
+
+    return (a->cfg.ota_chunk + al - 1u) / al * al;
+}
 
 /* Offset of the mark page for an image of size bytes: the header unit and
  * one unit per whole ota_chunk must fit one erase page after the image.
@@ -288,7 +303,7 @@ marks_at(const struct tmla_agent *a, uint32_t size)
     uint32_t off = (size + es - 1u) & ~(es - 1u);
 
     if (off > a->port.slot_size - es ||
-        (size / a->cfg.ota_chunk + 1u) * MARK_LEN > es)
+        (size / mark_step(a) + 1u) * MARK_LEN > es)
         return 0;
     return off;
 }
@@ -307,7 +322,8 @@ marks_write(struct tmla_agent *a, uint8_t d, uint32_t size, uint32_t written)
 
     memset(unit, 0xff, sizeof unit);
     memcpy(unit, &a->ota_offer_id, MARKS_HDR);
-    while (off != 0 && a->ota_marks <= written / a->cfg.ota_chunk) {
+    unit[MARKS_HDR] = 0;
+    while (off != 0 && a->ota_marks <= written / mark_step(a)) {
         if (flash_put(a, d, off + a->ota_marks * MARK_LEN, unit, MARK_LEN))
             a->ota_marks++;
         else
@@ -322,19 +338,23 @@ static uint32_t
 marks_resume(struct tmla_agent *a, uint8_t d, uint32_t size, uint32_t cp)
 {
     uint32_t off = marks_at(a, size), k = 0, res, end, id;
-    uint32_t es = a->port.erase_size;
+    uint32_t es = a->port.erase_size, step = mark_step(a);
 
     a->ota_marks = UINT32_MAX;
     if (off == 0 || a->port.flash_read(a->port.user, d, off, &id, 4) != 0 ||
         id != a->ps.dl_offer_id)
         return cp;
-    /* A unit that cannot be read counts as programmed: the stream hash
-     * cannot be rebuilt then either (FAILED flash). */
-    while (k < size / a->cfg.ota_chunk &&
-           scan(a, d, off + (k + 1u) * MARK_LEN, MARK_LEN, NULL) != 0)
+    while (k < size / step) {
+        int rc = scan(a, d, off + (k + 1u) * MARK_LEN, MARK_LEN, NULL);
+
+        if (rc < 0) /* unreadable: the checkpoint, the marks start again */
+            return cp;
+        if (rc == 0)
+            break;
         k++;
+    }
     a->ota_marks = k + 1u;
-    res = k * a->cfg.ota_chunk;
+    res = k * step;
     end = (res + es - 1u) & ~(es - 1u);
     if (end > size)
         end = size;
@@ -562,7 +582,7 @@ request(struct tmla_agent *a, uint32_t now_ms)
 static bool
 restart(struct tmla_agent *a, uint8_t d)
 {
-    if (a->ota_marks > a->ota_offset / a->cfg.ota_chunk + 1u)
+    if (a->ota_marks > a->ota_offset / mark_step(a) + 1u)
         a->ota_marks = 0;
     marks_write(a, d, a->ps.slot[d].size, a->ota_offset);
     a->ota_hashing = hash_flash(a, d, a->ota_offset);
@@ -667,19 +687,20 @@ on_offer(struct tmla_agent *a, const struct tml_ota_down *o, uint32_t now_ms)
     ps->last_reason = TML_OTA_R_NONE;
     ps->last_version = m.version;
     a->stats.update_state_writes = 1;
+    if (tmla__state_save(a) != TML_OK) {
+        /* Not durable: no byte of slot d may be written, and RAM goes back
+         * to the durable record (the fallback slot stays valid, the floor
+         * where it was): a refused offer changes no state. */
+        tmla__state_load(a);
+        report(a, o->offer_id, m.version, TML_OTA_FAILED, TML_OTA_R_FLASH);
+        return;
+    }
     /* A status still pending belongs to the previous offer. */
     flush_status(a);
     a->status_due = false;
     a->status_passed = 0;
     a->ota_offer_id = o->offer_id;
     a->ota_version = m.version;
-    if (tmla__state_save(a) != TML_OK) {
-        /* Not durable: no byte of slot d may be written. The record goes
-         * out later with the failure (the floor stays raised: the
-         * manifest was good). */
-        fail(a, TML_OTA_R_FLASH);
-        return;
-    }
     a->ota_offset = 0;
     a->carry_len = 0;
     a->ota_start_ms = now_ms;

@@ -381,10 +381,12 @@ test_ota_s9_chunks_outside_the_image_dropped(void **state)
     assert_int_equal(r->mp->violations, 0);
     /* Past the image's page only the progress marks may be written, never
      * chunk data: 16-byte units, erased or the offer id (device byte
-     * order) then erased bytes (the header, one mark per chunk in flash). */
+     * order), a 0x00 byte, then erased bytes (the header, one mark per
+     * chunk in flash). */
     memset(erased, 0xff, sizeof erased);
     memcpy(mark, erased, sizeof mark);
     memcpy(mark, &r->offer_id, sizeof r->offer_id);
+    mark[sizeof r->offer_id] = 0; /* never all 0xff, whatever the id */
     for (uint32_t i = 4096; i < MP_SLOT_SIZE; i += sizeof mark)
         assert_true(memcmp(&r->mp->flash[0][i], erased, sizeof erased) == 0 ||
                     memcmp(&r->mp->flash[0][i], mark, sizeof mark) == 0);
@@ -906,6 +908,151 @@ test_ota_link_drop_mid_download_resumes_at_offset(void **state)
     assert_int_equal(st, TML_OTA_TRIAL);
 }
 
+/* Review findings of 2026-11-27 (the resume marks and the accept): each
+ * failed before its fix in ota.c. */
+
+/* Reboots after the first two 512-byte chunks of a download with
+ * ota_chunk 1020 (not a multiple of write_align), whose image bytes
+ * around 1020 are 0xff: the resume offset must be aligned for the next
+ * write (was 1020: a misaligned write, FAILED flash). */
+static void
+test_ota_resume_with_unaligned_chunk_setting(void **state)
+{
+    struct rig *r = *state;
+    uint32_t before = 0, after = 0;
+    uint8_t st, reason = 0;
+
+    r->cfg.ota_chunk = 1020;
+    rig_boot(r);
+    rig_model(r, 3, 20000, 0, &r->k1);
+    memset(r->image + 1016, 0xff, 16);
+    manifest_for(&r->man, 3, r->image, r->len, 0, 16);
+    rig_sign(r, &r->k1);
+    r->offer_id++;
+    (void)gw_offer(&r->a, r->offer_id, r->cose, r->cose_len, r->now);
+    (void)gw_chunk(&r->a, r->offer_id, 0, r->image, 512, r->now);
+    (void)gw_chunk(&r->a, r->offer_id, 512, r->image + 512, 512, r->now);
+    tmla_ota_status(&r->a, NULL, NULL, &before);
+    rig_boot(r);
+    tmla_ota_status(&r->a, &st, NULL, &after);
+    assert_int_equal(st, TML_OTA_DOWNLOADING);
+    assert_true(after <= before);
+    assert_int_equal(after % MP_ALIGN, 0);
+    (void)gw_serve(r->mp, &r->a, r->offer_id, r->image, r->len, 512, NULL,
+                   &r->now, 10, 400);
+    rig_run(r, 3, 10);
+    tmla_ota_status(&r->a, &st, &reason, NULL);
+    assert_int_equal(r->mp->violations, 0);
+    assert_int_equal(st, TML_OTA_TRIAL);
+}
+
+static int (*mark_read_next)(void *, uint8_t, uint32_t, void *, size_t);
+static uint32_t mark_read_fail_from, mark_read_fail_to;
+
+static int
+mark_read_fails(void *user, uint8_t slot, uint32_t off, void *buf, size_t len)
+{
+    if (off >= mark_read_fail_from && off < mark_read_fail_to)
+        return -1;
+    return mark_read_next(user, slot, off, buf, len);
+}
+
+/* The mark page cannot be read at boot (the header can): the resume
+ * falls back to the checkpoint and the download completes (a failed read
+ * counted as a written chunk: resumed past the data, bad hash). */
+static void
+test_ota_unreadable_mark_resumes_at_checkpoint(void **state)
+{
+    struct rig *r = *state;
+    uint32_t before = 0, after = 0;
+    uint8_t st, reason = 0;
+
+    rig_model(r, 3, 50000, 3, &r->k1);
+    r->offer_id++;
+    (void)gw_offer(&r->a, r->offer_id, r->cose, r->cose_len, r->now);
+    for (uint32_t off = 0; off < 10240; off += 1024)
+        (void)gw_chunk(&r->a, r->offer_id, off, r->image + off, 1024, r->now);
+    tmla_ota_status(&r->a, NULL, NULL, &before);
+    assert_int_equal(before, 10240);
+    /* The mark page follows the image's last erase page (50000 -> 53248);
+     * its first unit (the header) stays readable. */
+    mark_read_fail_from = 53248 + 16;
+    mark_read_fail_to = 53248 + 4096;
+    mark_read_next = r->mp->port.flash_read;
+    r->mp->port.flash_read = mark_read_fails;
+    rig_boot(r);
+    r->mp->port.flash_read = mark_read_next;
+    tmla_ota_status(&r->a, &st, NULL, &after);
+    assert_int_equal(st, TML_OTA_DOWNLOADING);
+    assert_true(after <= before);
+    (void)gw_serve(r->mp, &r->a, r->offer_id, r->image, r->len, 1024, NULL,
+                   &r->now, 10, 400);
+    rig_run(r, 3, 10);
+    tmla_ota_status(&r->a, &st, &reason, NULL);
+    assert_int_equal(reason, TML_OTA_R_NONE);
+    assert_int_equal(st, TML_OTA_TRIAL);
+    assert_int_equal(r->mp->violations, 0);
+}
+
+/* Every state write fails while a good offer is accepted: the offer is
+ * refused (flash), and nothing the accept would have changed survives a
+ * later write and a reboot: the fallback model stays valid, the floor
+ * where it was (was: fallback slot invalid, floor raised to an image that
+ * was never downloaded). */
+static void
+test_ota_failed_accept_write_changes_nothing(void **state)
+{
+    struct rig *r = *state;
+    uint8_t fallback;
+
+    rig_install(r, 2, &r->k1);
+    rig_install(r, 3, &r->k1); /* v3 active, v2 in the other slot */
+    fallback = (uint8_t)(r->a.ps.active ^ 1u);
+    assert_int_equal(r->a.ps.valid, 3);
+    assert_int_equal(r->a.ps.slot[fallback].version, 2);
+    rig_model(r, 4, 20000, 3, &r->k1);
+    r->offer_id++;
+    r->mp->state_fail_pct = 100;
+    (void)gw_offer(&r->a, r->offer_id, r->cose, r->cose_len, r->now);
+    r->mp->state_fail_pct = 0;
+    assert_int_equal(rig_last_reason(r), TML_OTA_R_FLASH);
+    rig_run(r, 3, 10);
+    r->a.persist_due = true; /* any later write persists RAM as it is */
+    rig_run(r, 3, 10);
+    rig_boot(r);
+    assert_int_equal(r->a.ps.valid, 3);
+    assert_int_equal(r->a.ps.floor, 3);
+    assert_int_equal(r->a.ps.dl, 0);
+    assert_int_equal(r->a.ps.slot[fallback].version, 2);
+    assert_int_equal(tmla_active_model(&r->a)->version, 3);
+}
+
+/* Offer id 0xffffffff: its marks must not look erased, so a reboot
+ * resumes where the data stopped (was: at the checkpoint). */
+static void
+test_ota_offer_id_all_ones_keeps_marks(void **state)
+{
+    struct rig *r = *state;
+    uint32_t before = 0, after = 0;
+    uint8_t st;
+
+    rig_model(r, 3, 50000, 3, &r->k1);
+    r->offer_id = 0xffffffffu;
+    (void)gw_offer(&r->a, r->offer_id, r->cose, r->cose_len, r->now);
+    for (uint32_t off = 0; off < 15360; off += 1024)
+        (void)gw_chunk(&r->a, r->offer_id, off, r->image + off, 1024, r->now);
+    tmla_ota_status(&r->a, NULL, NULL, &before);
+    rig_boot(r);
+    tmla_ota_status(&r->a, &st, NULL, &after);
+    assert_int_equal(st, TML_OTA_DOWNLOADING);
+    assert_int_equal(after, before);
+    (void)gw_serve(r->mp, &r->a, r->offer_id, r->image, r->len, 1024, NULL,
+                   &r->now, 10, 400);
+    rig_run(r, 3, 10);
+    tmla_ota_status(&r->a, &st, NULL, NULL);
+    assert_int_equal(st, TML_OTA_TRIAL);
+}
+
 int
 main(void)
 {
@@ -939,6 +1086,10 @@ main(void)
         T(test_ota_s9_offer_flood_costs_no_flash_writes),
         T(test_ota_odd_chunk_sizes_keep_flash_rules),
         T(test_ota_link_drop_mid_download_resumes_at_offset),
+        T(test_ota_resume_with_unaligned_chunk_setting),
+        T(test_ota_unreadable_mark_resumes_at_checkpoint),
+        T(test_ota_failed_accept_write_changes_nothing),
+        T(test_ota_offer_id_all_ones_keeps_marks),
 #undef T
     };
 
