@@ -259,18 +259,22 @@ apply_cmd(struct tmla_agent *a, const struct tml_cmd *c)
      * thresholds above 10000 bp and audit rates above 10^6 ppm (proto
      * messages.c), so those two take any decoded value. */
     static const uint32_t max[5] = {86400, 1000, 7 * 86400, 10000, 1000000};
-    const uint8_t *in = (const uint8_t *)&c->has_summary_period;
-    uint32_t *set = &a->cfg.summary_period_s;
+    /* Byte pointers into the whole structs (not past one member), so the
+     * walk stays inside each object. */
+    const uint8_t *in = (const uint8_t *)c +
+                        offsetof(struct tml_cmd, has_summary_period);
+    uint8_t *set = (uint8_t *)&a->cfg +
+                   offsetof(struct tmla_config, summary_period_s);
 
     /* Values out of range are ignored one by one; the rest still apply. */
-    for (int i = 0; i < 5; i++, in += 8) {
+    for (int i = 0; i < 5; i++, in += 8, set += 4) {
         bool has;
         uint32_t v;
 
         TMLA__MEMCPY(&has, in, sizeof has);
         TMLA__MEMCPY(&v, in + 4, sizeof v);
         if (has && v <= max[i])
-            set[i] = v;
+            TMLA__MEMCPY(set, &v, sizeof v);
     }
     /* A new budget is also the bucket's capacity. */
     if (c->has_sample_budget && c->sample_budget <= max[1])
