@@ -76,9 +76,5 @@ void tmla__ota_connected(struct tmla_agent *a, uint32_t now_ms);
 void tmla__ota_message(struct tmla_agent *a, const struct tml_ota_down *m,
                        uint32_t now_ms);
 void tmla__ota_poll(struct tmla_agent *a, uint32_t now_ms);
-/* Bytes between download checkpoints for an image of size bytes: a
- * multiple of the erase size, <= TMLA_OTA_CHECKPOINT, such that the
- * checkpoints fit the wear budget (8 + size/16 KiB state writes). */
-uint32_t tmla__ota_interval(const struct tmla_agent *a, uint32_t size);
 
 #endif /* TMLA_INTERNAL_H */
