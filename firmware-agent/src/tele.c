@@ -182,8 +182,11 @@ send_one(struct tmla_agent *a, struct tmla__sum *s, uint32_t now_ms)
     t.model_version = s->model_version;
     t.period_s = (s->end_ms - s->start_ms + 500u) / 1000u;
     t.age_s = (now_ms - s->end_ms) / 1000u;
-    /* n_inferences .. n_samples_dropped, six words in both structs. */
-    memcpy(&t.n_inferences, &s->n_inferences, COUNTERS_LEN);
+    /* n_inferences .. n_samples_dropped, six words in both structs (byte
+     * pointers into the whole structs: the copy spans several members). */
+    memcpy((uint8_t *)&t + offsetof(struct tml_tele, n_inferences),
+           (const uint8_t *)s + offsetof(struct tmla__sum, n_inferences),
+           COUNTERS_LEN);
     /* Both 0 while there is no inference (tmla_record, fold). */
     t.lat_min_us = s->lat_min_us;
     t.lat_max_us = s->lat_max_us;
