@@ -191,6 +191,22 @@ else:
 PY
 )
 echo "received (last chunk stored): $stored_n of $n in $recv_s s (median device $recv_p50 s)"
+# When the devices accepted their offer (the agent's OFFERED, tml-devsim's
+# clock): how long the start of the download is spread over.
+$py - "$work/devsim.json" "$t0" <<'PY' || true
+import json, sys
+t0 = float(sys.argv[2])
+try:
+    devs = json.load(open(sys.argv[1]))["per_device"]
+except (OSError, ValueError, KeyError):
+    sys.exit(0)
+t = sorted(d["ota_offered_wall_ms"] / 1000.0 - t0 for d in devs
+           if d.get("ota_offered_wall_ms", 0) > 0)
+if t:
+    q = lambda p: t[min(len(t) - 1, int(len(t) * p / 100))]
+    print(f"offers accepted: {len(t)} devices, 1%@{q(1):.2f}s 10%@{q(10):.2f}s "
+          f"50%@{q(50):.2f}s 90%@{q(90):.2f}s 100%@{t[-1]:.2f}s")
+PY
 $py - "$work/trace.txt" "$((n * size))" <<'PY' || true
 import sys
 rows = [l.split(" ", 2) for l in open(sys.argv[1])]

@@ -761,7 +761,8 @@ dev_write_json(const struct dev *d, FILE *f)
             "\"state_writes\": %u, \"seq_reused\": %llu, \"relinks\": "
             "%llu, \"last_pub_seq\": %u, \"samples_ack_seq\": %u, "
             "\"samples_last_pub_seq\": %u, \"lost_unsent\": %llu, "
-            "\"lost_held\": %llu, \"ota_stored_wall_ms\": %llu, "
+            "\"lost_held\": %llu, \"ota_offered_wall_ms\": %llu, "
+            "\"ota_stored_wall_ms\": %llu, "
             "\"ota_confirmed_wall_ms\": %llu}",
             d->id, d->n_groups ? d->groups[0] : "", d->tele.n,
             d->tele.n_acked, (unsigned long long)d->tele.resent,
@@ -789,6 +790,7 @@ dev_write_json(const struct dev *d, FILE *f)
             (unsigned long long)d->relinks, d->tele.last_pub, d->samples.ack,
             d->samples.last_pub, (unsigned long long)d->lost_unsent,
             (unsigned long long)d->lost_held,
+            (unsigned long long)d->ota_offered_wall_ms,
             (unsigned long long)d->ota_stored_wall_ms,
             (unsigned long long)d->ota_confirmed_wall_ms);
 }

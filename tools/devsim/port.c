@@ -438,13 +438,16 @@ p_ota_event(void *user, enum tml_ota_state state, enum tml_ota_reason reason,
     d->ota_reason = (uint8_t)reason;
     d->ota_version = version;
     d->ota_events++;
-    if (state == TML_OTA_VERIFYING || state == TML_OTA_CONFIRMED) {
+    if (state == TML_OTA_OFFERED || state == TML_OTA_VERIFYING ||
+        state == TML_OTA_CONFIRMED) {
         struct timespec ts;
         uint64_t ms;
 
         clock_gettime(CLOCK_REALTIME, &ts);
         ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-        if (state == TML_OTA_VERIFYING)
+        if (state == TML_OTA_OFFERED)
+            d->ota_offered_wall_ms = ms; /* accepted the offer */
+        else if (state == TML_OTA_VERIFYING)
             d->ota_stored_wall_ms = ms;
         else
             d->ota_confirmed_wall_ms = ms;
