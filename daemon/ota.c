@@ -403,7 +403,7 @@ on_ota_up(struct tmld *td, const char *dev, enum tml_kind kind,
         }
         /* The states the device passed since its previous status, in
          * order, then the one it is in (PROTOCOL.md section 8.2). */
-        for (uint8_t s = TML_OTA_OFFERED; s < m.state && s < 32; s++)
+        for (uint8_t s = TML_OTA_OFFERED; s < m.state; s++) /* state <= 9 */
             if (m.passed & (UINT32_C(1) << s))
                 (void)rollout_on_status(&orr->r, dev, m.offer_id, s, 0,
                                         m.offset, now);

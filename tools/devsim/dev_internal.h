@@ -80,8 +80,8 @@ struct dev {
     uint32_t ota_version;
     uint32_t ota_events;
     /* Wall clock (CLOCK_REALTIME, ms since the epoch) of the latest update's
-     * last chunk stored (the agent's VERIFYING) and of its confirm, 0 =
-     * never: bench/ota.sh's "received" figure comes from these. */
+     * accepted offer (OFFERED), last chunk stored (VERIFYING) and confirm,
+     * 0 = never: bench/ota.sh's "received" figure comes from these. */
     uint64_t ota_offered_wall_ms, ota_stored_wall_ms, ota_confirmed_wall_ms;
     uint8_t last_tele[TMLA_TX_BUF];
     size_t last_tele_len;
