@@ -109,7 +109,7 @@ ota_db_put_model(struct ota *o, const struct ota_model_info *info,
     j->now_s = tmld_wall_s();
     j->done = done;
     j->arg = arg;
-    rc = tmld_db_write(o->d, put_model_fn, put_model_done, j);
+    rc = tmld_db_write_now(o->d, put_model_fn, put_model_done, j);
     if (rc != 0)
         free(j);
     return rc;

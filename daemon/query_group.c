@@ -250,7 +250,7 @@ v_group_write(struct tmld *d, struct tmld_ctl_req *req, const cJSON *args,
                      e->valuestring);
         }
     }
-    int rc = tmld_db_write(d, gjob_run, gjob_done, j);
+    int rc = tmld_db_write_now(d, gjob_run, gjob_done, j);
     if (rc != 0) {
         free(j->dev);
         free(j);

@@ -170,6 +170,7 @@ struct store {
     uv_timer_t timer;
     bool is_in_flight;
     bool is_closed;
+    bool urgent; /* a queued job someone waits on: no batching delay */
     uint64_t backoff_ms;
     uint64_t retry_at_ms;
     uint64_t errors_logged_ms;
@@ -1204,6 +1205,7 @@ start_batch(struct store *s)
         s->tail = NULL;
     s->n_pending -= n;
     s->first_pending_ms = s->n_pending ? tmld_now_ms(d) : 0;
+    s->urgent = s->urgent && s->n_pending > 0;
     b->n = n;
     b->work.data = b;
     s->is_in_flight = true;
@@ -1235,7 +1237,8 @@ arm(struct store *s)
         return;
     uint64_t now = tmld_now_ms(d);
     uint64_t at = s->first_pending_ms + d->set.db_batch_ms;
-    if (s->n_pending >= d->set.db_batch_records || d->is_stopping)
+    if (s->n_pending >= d->set.db_batch_records || d->is_stopping ||
+        s->urgent)
         at = now;
     if (s->retry_at_ms > at)
         at = s->retry_at_ms;
@@ -1272,9 +1275,9 @@ store_submit(struct tmld *d, struct rec *r)
     return 0;
 }
 
-int
-tmld_db_write(struct tmld *d, tmld_db_write_fn fn, tmld_db_done_fn done,
-              void *arg)
+static int
+submit_job(struct tmld *d, tmld_db_write_fn fn, tmld_db_done_fn done,
+           void *arg, bool urgent)
 {
     if (fn == NULL)
         return -EINVAL;
@@ -1289,7 +1292,27 @@ tmld_db_write(struct tmld *d, tmld_db_write_fn fn, tmld_db_done_fn done,
     r->u.job.fn = fn;
     r->u.job.done = done;
     r->u.job.arg = arg;
+    if (urgent && !d->store->urgent) {
+        /* The batch timer may be waiting out db.batch_ms for records
+         * queued before: start now (or right after the batch in flight). */
+        d->store->urgent = true;
+        uv_timer_stop(&d->store->timer);
+    }
     return store_submit(d, r);
+}
+
+int
+tmld_db_write(struct tmld *d, tmld_db_write_fn fn, tmld_db_done_fn done,
+              void *arg)
+{
+    return submit_job(d, fn, done, arg, false);
+}
+
+int
+tmld_db_write_now(struct tmld *d, tmld_db_write_fn fn, tmld_db_done_fn done,
+                  void *arg)
+{
+    return submit_job(d, fn, done, arg, true);
 }
 
 void

@@ -185,6 +185,10 @@ typedef int (*tmld_db_write_fn)(sqlite3 *db, void *arg);
 typedef void (*tmld_db_done_fn)(struct tmld *d, int status, void *arg);
 TMLD_WUR int tmld_db_write(struct tmld *d, tmld_db_write_fn fn,
                            tmld_db_done_fn done, void *arg);
+/* The same for a job someone is waiting on (an operator's request): its
+ * batch starts at once instead of after db.batch_ms of group commit. */
+TMLD_WUR int tmld_db_write_now(struct tmld *d, tmld_db_write_fn fn,
+                               tmld_db_done_fn done, void *arg);
 
 /* ---- devices (daemon/registry.c) ----------------------------------------- */
 

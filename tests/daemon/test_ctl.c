@@ -1,8 +1,9 @@
 /*
  * tmld_ctl: the control socket protocol (docs/ctl-protocol.md) against a
  * running tmld: envelope, ids, error codes, pipelining, the line limit, the
- * connection cap and idle timeout, socket mode 0660, and R15 (slow and
- * garbage-sending clients do not hold up ingest).
+ * connection cap and idle timeout, socket mode 0660, R15 (slow and
+ * garbage-sending clients do not hold up ingest), and operator writes
+ * that do not wait out the group-commit delay.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -243,6 +244,68 @@ test_ctl_r15_slow_clients_do_not_slow_ingest(void **state)
                      0);
 }
 
+/* A database batch waits db.batch_ms for company (group commit); a write an
+ * operator waits on (group.create here, artifact.commit of a deploy) starts
+ * its batch at once. With batch_ms = 4s the answer would take ~4 s. */
+static int
+setup_slow_batches(void **state)
+{
+    struct th *t = calloc(1, sizeof(*t));
+    char conf[4096];
+    FILE *f;
+    size_t n;
+    char *p;
+
+    if (t == NULL || th_setup(t, NULL) != 0)
+        goto fail;
+    f = fopen(t->conf, "r");
+    if (f == NULL)
+        goto fail;
+    n = fread(conf, 1, sizeof(conf) - 1, f);
+    fclose(f);
+    conf[n] = '\0';
+    p = strstr(conf, "batch_ms = 20\n");
+    if (p == NULL)
+        goto fail;
+    memcpy(p, "batch_ms = 4s\n", strlen("batch_ms = 4s\n"));
+    memmove(p + strlen("batch_ms = 4s\n"), p + strlen("batch_ms = 20\n"),
+            strlen(p + strlen("batch_ms = 20\n")) + 1);
+    f = fopen(t->conf, "w");
+    if (f == NULL || fputs(conf, f) < 0 || fclose(f) != 0 ||
+        th_tmld_start(t, NULL, 10000) != 0)
+        goto fail;
+    *state = t;
+    return 0;
+fail:
+    if (t)
+        th_teardown(t);
+    free(t);
+    return -1;
+}
+
+static void
+test_ctl_operator_write_skips_the_batch_delay(void **state)
+{
+    struct th *t = *state;
+    char buf[512];
+    uint64_t t0;
+
+    for (int i = 0; i < 3; i++) {
+        char req[128];
+
+        snprintf(req, sizeof(req),
+                 "{\"cmd\":\"group.create\",\"args\":{\"name\":\"g%d\"}}", i);
+        t0 = th_now_ms();
+        assert_int_equal(th_ctl(t, req, buf, sizeof(buf), 10000), 0);
+        assert_non_null(strstr(buf, "\"ok\":true"));
+        /* Well under the 4 s the batch timer would have waited. */
+        assert_true(th_now_ms() - t0 < 1500);
+    }
+    assert_int_equal(th_db_int(t, "SELECT count(*) FROM op_groups WHERE name "
+                                  "IN ('g0','g1','g2')"),
+                     3);
+}
+
 int
 main(void)
 {
@@ -258,6 +321,9 @@ main(void)
             test_ctl_caps_connections_and_reaps_idle_ones, setup, th_fixture_stop),
         cmocka_unit_test_setup_teardown(
             test_ctl_r15_slow_clients_do_not_slow_ingest, setup, th_fixture_stop),
+        cmocka_unit_test_setup_teardown(
+            test_ctl_operator_write_skips_the_batch_delay, setup_slow_batches,
+            th_fixture_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
