@@ -121,6 +121,21 @@ flush_status(struct tmla_agent *a)
     }
 }
 
+/* At the end of a message or poll: the status goes out when the agent
+ * stops in its state. VERIFYING, READY and a TRIAL whose golden vectors
+ * are still to run are left by the next poll by themselves, so they ride
+ * along in the next status's passed set (a READY that the application
+ * defers is reported by activate). */
+static void
+flush_if_waiting(struct tmla_agent *a)
+{
+    uint8_t s = a->ota_state;
+
+    if (s != TML_OTA_VERIFYING && s != TML_OTA_READY &&
+        (s != TML_OTA_TRIAL || a->ps.vectors_ok))
+        flush_status(a);
+}
+
 static void
 set_state(struct tmla_agent *a, uint8_t state, uint8_t reason)
 {
@@ -568,11 +583,15 @@ request(struct tmla_agent *a, uint32_t now_ms)
     if (len > want)
         len = want;
     a->ota_req_ms = now_ms;
-    flush_status(a); /* the states that led here go first */
+    /* A request is DOWNLOADING at ota_offset for the gateway: it stands for
+     * the status of that state (request() runs only in it). */
     if (len != 0 &&
         send_up(a, a->ota_offer_id, a->ota_version, len, 0, 0, 0) ==
-            TMLA_PORT_OK)
+            TMLA_PORT_OK) {
         a->ota_req_end = a->ota_offset + len;
+        a->status_due = false;
+        a->status_passed = 0;
+    }
 }
 
 /* (Re)starts the download of slot d at ota_offset: the progress marks
@@ -819,7 +838,7 @@ tmla__ota_message(struct tmla_agent *a, const struct tml_ota_down *m,
     else if (a->ota_state == TML_OTA_DOWNLOADING &&
              m->offer_id == a->ota_offer_id)
         fail(a, TML_OTA_R_CANCELLED);
-    flush_status(a);
+    flush_if_waiting(a);
 }
 
 static void
@@ -848,8 +867,10 @@ activate(struct tmla_agent *a, uint32_t now_ms)
     const struct tmla_model *m = &a->ps.slot[d];
     int rc = a->port.activate(a->port.user, m);
 
-    if (rc == TMLA_PORT_AGAIN)
-        return; /* the application defers: ask again next poll */
+    if (rc == TMLA_PORT_AGAIN) {
+        flush_status(a); /* the application defers: READY, ask again */
+        return;
+    }
     if (rc != TMLA_PORT_OK) {
         fail(a, TML_OTA_R_SELFTEST);
         return;
@@ -940,7 +961,7 @@ tmla__ota_poll(struct tmla_agent *a, uint32_t now_ms)
     default:
         break;
     }
-    flush_status(a);
+    flush_if_waiting(a);
 }
 
 enum tml_err
