@@ -121,21 +121,6 @@ flush_status(struct tmla_agent *a)
     }
 }
 
-/* At the end of a message or poll: the status goes out when the agent
- * stops in its state. VERIFYING, READY and a TRIAL whose golden vectors
- * are still to run are left by the next poll by themselves, so they ride
- * along in the next status's passed set (a READY that the application
- * defers is reported by activate). */
-static void
-flush_if_waiting(struct tmla_agent *a)
-{
-    uint8_t s = a->ota_state;
-
-    if (s != TML_OTA_VERIFYING && s != TML_OTA_READY &&
-        (s != TML_OTA_TRIAL || a->ps.vectors_ok))
-        flush_status(a);
-}
-
 static void
 set_state(struct tmla_agent *a, uint8_t state, uint8_t reason)
 {
@@ -417,6 +402,9 @@ tmla__ota_boot(struct tmla_agent *a, uint32_t now_ms)
     uint8_t d = dl_slot(a);
 
     a->ota_state = TML_OTA_IDLE;
+    /* The statuses of an update that a reboot interrupts (a download, a
+     * verified image, a trial, a revert at boot) are for its offer. */
+    a->ota_offer_id = ps->dl_offer_id;
     /* Check what the application is about to load: flash can rot, or a
      * write can have failed silently. A model that no longer verifies is
      * dropped and the other slot takes over if it is whole (S15). */
@@ -438,7 +426,6 @@ tmla__ota_boot(struct tmla_agent *a, uint32_t now_ms)
         /* Resume at the last checkpoint, or further by the progress
          * marks; the stream hash is rebuilt from flash by the first poll. */
         a->ota_state = TML_OTA_DOWNLOADING;
-        a->ota_offer_id = ps->dl_offer_id;
         a->ota_offset = marks_resume(a, d, ps->slot[d].size, ps->dl_checkpoint);
     } else if (ps->last_state == TML_OTA_READY && (ps->valid & (1u << d))) {
         /* Verified before the reboot: hash it again before activating. */
@@ -838,7 +825,7 @@ tmla__ota_message(struct tmla_agent *a, const struct tml_ota_down *m,
     else if (a->ota_state == TML_OTA_DOWNLOADING &&
              m->offer_id == a->ota_offer_id)
         fail(a, TML_OTA_R_CANCELLED);
-    flush_if_waiting(a);
+    flush_status(a);
 }
 
 static void
@@ -867,10 +854,8 @@ activate(struct tmla_agent *a, uint32_t now_ms)
     const struct tmla_model *m = &a->ps.slot[d];
     int rc = a->port.activate(a->port.user, m);
 
-    if (rc == TMLA_PORT_AGAIN) {
-        flush_status(a); /* the application defers: READY, ask again */
-        return;
-    }
+    if (rc == TMLA_PORT_AGAIN)
+        return; /* the application defers: ask again next poll */
     if (rc != TMLA_PORT_OK) {
         fail(a, TML_OTA_R_SELFTEST);
         return;
@@ -961,7 +946,7 @@ tmla__ota_poll(struct tmla_agent *a, uint32_t now_ms)
     default:
         break;
     }
-    flush_if_waiting(a);
+    flush_status(a);
 }
 
 enum tml_err
