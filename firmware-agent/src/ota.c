@@ -647,6 +647,13 @@ on_offer(struct tmla_agent *a, const struct tml_ota_down *o, uint32_t now_ms)
         tmla__state_commit(a);
     }
     r = check_fit(a, &m, reset);
+    if (r == TML_OTA_R_ALREADY_INSTALLED && ps->trial) {
+        /* The model on trial offered again (the gateway missed a status):
+         * not confirmed yet, so report the trial, for this offer. */
+        a->ota_offer_id = o->offer_id;
+        a->status_due = true;
+        return;
+    }
     if (r == TML_OTA_R_NONE && a->ota_state == TML_OTA_DOWNLOADING &&
         ps->slot[d].version == m.version &&
         memcmp(ps->slot[d].sha256, m.sha256, TML_SHA256_LEN) == 0) {

@@ -736,6 +736,14 @@ test_ota_application_defers_activation(void **state)
     assert_int_equal(u.state, TML_OTA_TRIAL);
     assert_int_equal(u.offer_id, r->offer_id);
     rig_boot(r); /* a reboot in trial */
+    /* The gateway offers the model on trial again (it missed a status,
+     * or restarted): the device reports its trial for that offer, not
+     * "already installed", which a gateway takes for confirmed. */
+    assert_int_equal(rig_offer_and_serve(r, NULL), TML_OTA_TRIAL);
+    assert_true(mp_last_status(r->mp, &u));
+    assert_int_equal(u.state, TML_OTA_TRIAL);
+    assert_int_equal(u.offer_id, r->offer_id);
+    assert_true(tmla_in_trial(&r->a));
     assert_int_equal(tmla_confirm_model(&r->a), TML_OK);
     assert_true(mp_last_status(r->mp, &u));
     assert_int_equal(u.state, TML_OTA_CONFIRMED);
