@@ -195,7 +195,8 @@ revert(struct tmla_agent *a, uint8_t reason, uint32_t now_ms, bool booting)
     ps->active = ps->valid ? old : TMLA__NO_SLOT;
     ps->trial = 0;
     ps->vectors_ok = 0;
-    a->ota_version = ps->slot[cur].version;
+    /* hello's last OTA result names the model reverted. */
+    a->ota_version = ps->last_version = ps->slot[cur].version;
     finish(a, TML_OTA_REVERTED, reason);
     if (booting)
         return;
@@ -402,13 +403,19 @@ tmla__ota_boot(struct tmla_agent *a, uint32_t now_ms)
     uint8_t d = dl_slot(a);
 
     a->ota_state = TML_OTA_IDLE;
-    /* The statuses of an update that a reboot interrupts (a download, a
-     * verified image, a trial, a revert at boot) are for its offer. */
-    a->ota_offer_id = ps->dl_offer_id;
+    /* The statuses of the update a reboot interrupted (a download, a
+     * verified image, a trial and its revert) are for its offer; a model
+     * confirmed long ago that rots is nobody's offer (0): the last offer
+     * accepted may be a live rollout of another model. */
+    a->ota_offer_id = ps->trial || ps->dl || ps->last_state == TML_OTA_READY
+                          ? ps->dl_offer_id
+                          : 0;
     /* Check what the application is about to load: flash can rot, or a
      * write can have failed silently. A model that no longer verifies is
      * dropped and the other slot takes over if it is whole (S15). */
     if (act != NULL && !slot_intact(a, ps->active)) {
+        if (!ps->trial)
+            a->ota_offer_id = 0;
         revert(a, TML_OTA_R_FLASH, now_ms, true);
         return;
     }

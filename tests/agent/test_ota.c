@@ -841,6 +841,50 @@ test_ota_boot_drops_a_corrupted_model(void **state)
     rig_install(r, 3, &r->k1);
 }
 
+/* A model confirmed long ago rots while a later download (a live rollout
+ * of another model) is under way: the revert at boot is nobody's offer,
+ * not the live one's (the gateway would count it against that rollout),
+ * and hello's last result names the reverted model. */
+static void
+test_ota_rot_revert_is_not_reported_to_a_live_offer(void **state)
+{
+    struct rig *r = *state;
+    const struct tmla_model *m;
+    struct tml_ota_up u;
+    uint32_t live;
+    bool hello = false;
+
+    rig_install(r, 1, &r->k1);
+    rig_model(r, 2, 20000, 0, &r->k1);
+    live = ++r->offer_id;
+    (void)gw_offer(&r->a, live, r->cose, r->cose_len, r->now);
+    (void)gw_serve(r->mp, &r->a, live, r->image, 4096, 1024, NULL, &r->now,
+                   10, 2);
+    m = tmla_active_model(&r->a);
+    assert_int_equal(m->version, 1);
+    r->mp->flash[m->slot][100] ^= 0x04;
+    r->mp->seen = r->mp->n_log;
+    rig_boot(r);
+    assert_true(mp_last_status(r->mp, &u));
+    assert_int_equal(u.state, TML_OTA_REVERTED);
+    assert_int_equal(u.reason, TML_OTA_R_FLASH);
+    assert_int_equal(u.version, 1);
+    assert_int_equal(u.offer_id, 0);
+    for (size_t i = r->mp->seen; i < r->mp->n_log; i++) {
+        struct tml_hello h;
+
+        if (r->mp->log[i].kind != TML_KIND_HELLO)
+            continue;
+        assert_int_equal(tml_hello_decode(r->mp->log[i].payload,
+                                          r->mp->log[i].len, &h),
+                         TML_OK);
+        assert_int_equal(h.last_ota_version, 1);
+        assert_int_equal(h.last_ota_state, TML_OTA_REVERTED);
+        hello = true;
+    }
+    assert_true(hello);
+}
+
 static void
 test_ota_s9_offer_flood_costs_no_flash_writes(void **state)
 {
@@ -1111,6 +1155,7 @@ main(void)
         T(test_ota_reject_model_and_cancel),
         T(test_ota_busy_while_downloading),
         T(test_ota_boot_drops_a_corrupted_model),
+        T(test_ota_rot_revert_is_not_reported_to_a_live_offer),
         T(test_ota_s9_offer_flood_costs_no_flash_writes),
         T(test_ota_odd_chunk_sizes_keep_flash_rules),
         T(test_ota_link_drop_mid_download_resumes_at_offset),
