@@ -401,6 +401,13 @@ on_ota_up(struct tmld *td, const char *dev, enum tml_kind kind,
                                              m.reason);
             return;
         }
+        if (rollout_status_is_foreign(&orr->r, m.version)) {
+            o->c.stale_offer++;
+            log_debug("ota: dev=%s: status about v%u under offer %08x of "
+                      "v%u, dropped", dev, m.version, m.offer_id,
+                      orr->r.version);
+            return;
+        }
         /* The states the device passed since its previous status, in
          * order, then the one it is in (PROTOCOL.md section 8.2). */
         for (uint8_t s = TML_OTA_OFFERED; s < m.state; s++) /* state <= 9 */

@@ -813,6 +813,12 @@ rollout_on_request(struct rollout *r, const char *id, uint32_t offer_id,
     return 0;
 }
 
+bool
+rollout_status_is_foreign(const struct rollout *r, uint32_t version)
+{
+    return version != 0 && version != r->version;
+}
+
 int
 rollout_on_status(struct rollout *r, const char *id, uint32_t offer_id,
                   uint8_t ota_state, uint8_t ota_reason, uint32_t offset,

@@ -239,6 +239,12 @@ int rollout_on_request(struct rollout *r, const char *id, uint32_t offer_id,
 int rollout_on_status(struct rollout *r, const char *id, uint32_t offer_id,
                       uint8_t ota_state, uint8_t ota_reason, uint32_t offset,
                       uint64_t now_ms);
+/* Whether a status under this rollout's offer is about another model
+ * (version set and not the rollout's): e.g. an agent that reported the
+ * revert at boot of an older model whose flash rotted under the last offer
+ * it had accepted. The caller drops it. Version 0 (a refusal before the
+ * manifest verified) is the rollout's. */
+bool rollout_status_is_foreign(const struct rollout *r, uint32_t version);
 /* A status about the rollback offer (any offer id other than the new
  * model's): applied only to devices in RDEV_ROLLBACK. */
 int rollout_on_rollback_status(struct rollout *r, const char *id,

@@ -1039,10 +1039,34 @@ test_rollout_trial_timeout_fails_device(void **state)
     rollout_free(&r);
 }
 
+/* A status under this rollout's offer about another model (an agent that
+ * reported the revert of an older, rotten model under the last offer it
+ * accepted) is foreign: tmld's on_ota_up drops it, so it cannot fail a
+ * device of this rollout. Version 0 (refused before the manifest
+ * verified) and the rollout's own version are not. */
+static void
+test_rollout_status_about_another_model_is_foreign(void **state)
+{
+    struct rollout_policy p;
+    struct rollout r;
+    struct fake f;
+
+    (void)state;
+    one_wave_policy(&p);
+    make(&r, &f, &p, 1);
+    assert_int_equal(r.version, 12);
+    assert_false(rollout_status_is_foreign(&r, 12));
+    assert_false(rollout_status_is_foreign(&r, 0));
+    assert_true(rollout_status_is_foreign(&r, 11));
+    assert_true(rollout_status_is_foreign(&r, 13));
+    rollout_free(&r);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rollout_status_about_another_model_is_foreign),
         cmocka_unit_test(test_rollout_waves_are_deterministic_by_hash),
         cmocka_unit_test(test_rollout_small_canary_still_has_one_device),
         cmocka_unit_test(test_rollout_parse_waves),
