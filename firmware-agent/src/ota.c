@@ -403,19 +403,15 @@ tmla__ota_boot(struct tmla_agent *a, uint32_t now_ms)
     uint8_t d = dl_slot(a);
 
     a->ota_state = TML_OTA_IDLE;
-    /* The statuses of the update a reboot interrupted (a download, a
-     * verified image, a trial and its revert) are for its offer; a model
-     * confirmed long ago that rots is nobody's offer (0): the last offer
-     * accepted may be a live rollout of another model. */
-    a->ota_offer_id = ps->trial || ps->dl || ps->last_state == TML_OTA_READY
-                          ? ps->dl_offer_id
-                          : 0;
+    /* The statuses of the update a reboot interrupted (a trial and its
+     * revert here, a download or a verified image below) are for its
+     * offer; a model confirmed long ago that rots is nobody's offer (0):
+     * the last offer accepted may be a live rollout of another model. */
+    a->ota_offer_id = ps->trial ? ps->dl_offer_id : 0;
     /* Check what the application is about to load: flash can rot, or a
      * write can have failed silently. A model that no longer verifies is
      * dropped and the other slot takes over if it is whole (S15). */
     if (act != NULL && !slot_intact(a, ps->active)) {
-        if (!ps->trial)
-            a->ota_offer_id = 0;
         revert(a, TML_OTA_R_FLASH, now_ms, true);
         return;
     }
@@ -429,6 +425,7 @@ tmla__ota_boot(struct tmla_agent *a, uint32_t now_ms)
     }
     ps->trial = 0;
     a->ota_version = ps->slot[d].version;
+    a->ota_offer_id = ps->dl_offer_id; /* only read outside IDLE */
     if (ps->dl) {
         /* Resume at the last checkpoint, or further by the progress
          * marks; the stream hash is rebuilt from flash by the first poll. */
@@ -630,8 +627,7 @@ on_offer(struct tmla_agent *a, const struct tml_ota_down *o, uint32_t now_ms)
     if (now_unix < ps->time_floor)
         now_unix = ps->time_floor;
     if (m.expires != 0 && now_unix >= m.expires) {
-        report(a, o->offer_id, m.version, TML_OTA_FAILED,
-                     TML_OTA_R_EXPIRED);
+        report(a, o->offer_id, m.version, TML_OTA_FAILED, TML_OTA_R_EXPIRED);
         return;
     }
     /* Revocation (S12): a good signature by one trusted key may distrust
