@@ -151,12 +151,14 @@ struct tml__msg {
     enum tml_err (*check)(const void *m);
 };
 
-TML_WUR enum tml_err tml__msg_encode(const struct tml__msg *desc,
-                                     const void *m, uint8_t *buf, size_t cap,
-                                     size_t *out_len);
-TML_WUR enum tml_err tml__msg_decode(const struct tml__msg *desc,
-                                     const uint8_t *buf, size_t len,
-                                     void *out);
+/* The public tml_X_encode/decode with the message's description added
+ * last: each public function (the device links seven) then only loads it
+ * and jumps, its own arguments already in place. */
+TML_WUR enum tml_err tml__msg_encode(const void *m, uint8_t *buf, size_t cap,
+                                     size_t *out_len,
+                                     const struct tml__msg *desc);
+TML_WUR enum tml_err tml__msg_decode(const uint8_t *buf, size_t len,
+                                     void *out, const struct tml__msg *desc);
 
 /* up/tele version 2 (tele.c): the map {0: 2, 1: packed summary}. Only
  * tml_tele_decode (tele_v1.c) calls it, after reading key 0. */

@@ -244,12 +244,12 @@ DEF(manifest, manifest_fields, NULL, manifest_check, TML_MAX_MANIFEST);
     enum tml_err tml_##name##_encode(const struct tml_##name *m, uint8_t *buf, \
                                      size_t cap, size_t *out_len)              \
     {                                                                          \
-        return tml__msg_encode(&name##_def, m, buf, cap, out_len);             \
+        return tml__msg_encode(m, buf, cap, out_len, &name##_def);             \
     }                                                                          \
     enum tml_err tml_##name##_decode(const uint8_t *buf, size_t len,           \
                                      struct tml_##name *out)                   \
     {                                                                          \
-        return tml__msg_decode(&name##_def, buf, len, out);                    \
+        return tml__msg_decode(buf, len, out, &name##_def);                    \
     }
 
 DEFINE_MSG(hello)

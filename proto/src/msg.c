@@ -186,8 +186,8 @@ encode_map(struct tml_enc *e, const struct tml__msg *desc, const uint8_t *m)
 }
 
 enum tml_err
-tml__msg_encode(const struct tml__msg *desc, const void *m, uint8_t *buf,
-                size_t cap, size_t *out_len)
+tml__msg_encode(const void *m, uint8_t *buf, size_t cap, size_t *out_len,
+                const struct tml__msg *desc)
 {
     struct tml_enc e;
     enum tml_err err;
@@ -386,8 +386,8 @@ decode_map(struct tml_dec *d, const struct tml__msg *desc, uint8_t *m)
 }
 
 enum tml_err
-tml__msg_decode(const struct tml__msg *desc, const uint8_t *buf, size_t len,
-                void *out)
+tml__msg_decode(const uint8_t *buf, size_t len, void *out,
+                const struct tml__msg *desc)
 {
     struct tml_dec d;
     enum tml_err err;

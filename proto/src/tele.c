@@ -330,7 +330,7 @@ tml__tele_v2_decode(const uint8_t *buf, size_t len, struct tml_tele *out)
     enum tml_err err;
 
     memset(out, 0, sizeof *out);
-    err = tml__msg_decode(&wire_desc, buf, len, &w);
+    err = tml__msg_decode(buf, len, &w, &wire_desc);
     if (err == TML_OK && w.version != TML_TELE_VERSION) {
         err = TML_ERR_VERSION;
     }

@@ -130,7 +130,7 @@ get_health(const struct tml_bin *v, struct tml_health *h)
     struct tml_bin temp = {NULL, 0};
     struct tml_dec d;
     int64_t t = 0;
-    enum tml_err err = tml__msg_decode(&health_desc, v->p, v->len, h);
+    enum tml_err err = tml__msg_decode(v->p, v->len, h, &health_desc);
 
     if (err == TML_OK) {
         err = find_key(v->p, v->len, 3, &temp);
@@ -149,7 +149,7 @@ get_health(const struct tml_bin *v, struct tml_health *h)
 static enum tml_err
 tele_v1_decode(const uint8_t *buf, size_t len, struct tml_tele *t)
 {
-    enum tml_err err = tml__msg_decode(&v1_desc, buf, len, t);
+    enum tml_err err = tml__msg_decode(buf, len, t, &v1_desc);
     struct tml_dec d;
     size_t n = 0, i;
 
