@@ -137,13 +137,21 @@ struct tml__field {
     uint8_t lim;  /* index into tml__lim_lo/hi */
 };
 
+/* A message's largest legal encoded form in 64-byte units (every limit
+ * is a multiple of 64, checked at compile time), so that a struct
+ * tml__msg, which the device links seven of, takes 16 bytes instead of
+ * 20. */
+#define TML__MAX64(n)                                                          \
+    ((uint8_t)((n) / 64 +                                                      \
+               0 * sizeof(char[(n) % 64 == 0 && (n) / 64 < 256 ? 1 : -1])))
+
 struct tml__msg {
     const struct tml__field *fields;
     uint8_t n_fields;
+    uint8_t max64; /* the largest legal encoded form / 64: TML__MAX64 */
     /* Bytes of the C struct the decoder zeroes before it fills it (0: the
-     * caller does), and the largest legal encoded form. */
+     * caller does). */
     uint16_t size;
-    uint16_t max_len;
     /* Keys (bit k = key k) that must be present given the decoded or
      * to-be-encoded struct, beyond the TML__REQ ones; NULL = none. */
     uint32_t (*need)(const void *m);
@@ -157,8 +165,8 @@ struct tml__msg {
 TML_WUR enum tml_err tml__msg_encode(const void *m, uint8_t *buf, size_t cap,
                                      size_t *out_len,
                                      const struct tml__msg *desc);
-TML_WUR enum tml_err tml__msg_decode(const uint8_t *buf, size_t len,
-                                     void *out, const struct tml__msg *desc);
+TML_WUR enum tml_err tml__msg_decode(const uint8_t *buf, size_t len, void *out,
+                                     const struct tml__msg *desc);
 
 /* up/tele version 2 (tele.c): the map {0: 2, 1: packed summary}. Only
  * tml_tele_decode (tele_v1.c) calls it, after reading key 0. */

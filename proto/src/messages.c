@@ -22,10 +22,10 @@ const uint32_t tml__lim_hi[] = {LIMITS(LIM_HI)};
     static const struct tml__msg name##_def = {                                \
         fields,                                                                \
         N(fields),                                                             \
+        TML__MAX64(max_len),                                                   \
         (uint16_t)(sizeof(struct tml_##name) +                                 \
                    0 * sizeof(                                                 \
                            char[sizeof(struct tml_##name) < 65536 ? 1 : -1])), \
-        max_len,                                                               \
         need,                                                                  \
         check}
 

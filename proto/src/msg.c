@@ -201,7 +201,7 @@ tml__msg_encode(const void *m, uint8_t *buf, size_t cap, size_t *out_len,
     if (err == TML_OK) {
         err = tml_enc_finish(&e, &len);
     }
-    if (err == TML_OK && len > desc->max_len) {
+    if (err == TML_OK && len > (size_t)desc->max64 * 64) {
         err = TML_ERR_OVERSIZE; /* the decoder would refuse it */
     }
     if (err == TML_OK && out_len != NULL) {
@@ -401,7 +401,7 @@ tml__msg_decode(const uint8_t *buf, size_t len, void *out,
     if (buf == NULL && len != 0) {
         return TML_ERR_INVAL;
     }
-    if (len > desc->max_len) {
+    if (len > (size_t)desc->max64 * 64) {
         return TML_ERR_OVERSIZE;
     }
     tml_dec_init(&d, buf, len);
