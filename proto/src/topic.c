@@ -11,10 +11,12 @@
 #define PREFIX "tml/v1/"
 #define PREFIX_LEN 7
 
-static const char *const kind_names[TML_KIND__COUNT] = {
-    "hello", "state", "tele", "sample", "ota", "ack", "cmd"};
-
-static const uint8_t kind_lens[TML_KIND__COUNT] = {5, 5, 4, 6, 3, 3, 3};
+/* The kind names one after the other, each NUL-terminated, and where
+ * each starts: a byte per kind instead of a pointer. kind_off[k + 1] - 1 -
+ * kind_off[k] is kind k's length. */
+static const char kind_names[] = "hello\0state\0tele\0sample\0ota\0ack\0cmd";
+static const uint8_t kind_off[TML_KIND__COUNT + 1] = {0,  6,  12, 17,
+                                                      24, 28, 32, 36};
 
 /* Bit d set if the kind exists in direction d (TML_DIR_UP = 0). */
 static const uint8_t kind_dirs[TML_KIND__COUNT] = {1, 1, 1, 1, 3, 2, 2};
@@ -25,7 +27,7 @@ tml_kind_name(enum tml_kind kind)
     if ((unsigned)kind >= TML_KIND__COUNT) {
         return "?";
     }
-    return kind_names[kind];
+    return kind_names + kind_off[kind];
 }
 
 bool
@@ -36,15 +38,17 @@ tml_device_id_valid(const char *id, size_t len)
     if (id == NULL || len == 0 || len > TML_MAX_DEVICE_ID) {
         return false;
     }
-    if ((len == 1 && id[0] == '.') ||
-        (len == 2 && id[0] == '.' && id[1] == '.')) {
+    /* "." or ".." (a dot first and last in at most two bytes). */
+    if (len <= 2 && id[0] == '.' && id[len - 1] == '.') {
         return false;
     }
     for (i = 0; i < len; i++) {
-        char c = id[i];
+        unsigned c = (unsigned char)id[i];
 
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-')) {
+        /* c | 0x20 maps A-Z onto a-z and nothing else onto it; "-." are
+         * 0x2d 0x2e. */
+        if (!((c | 0x20u) - 'a' < 26u || c - '0' < 10u || c - '-' < 2u ||
+              c == '_')) {
             return false;
         }
     }
@@ -70,6 +74,12 @@ append(char *p, const char *s, size_t len)
 {
     memcpy(p, s, len);
     return p + len;
+}
+
+static size_t
+kind_length(size_t kind)
+{
+    return (size_t)(kind_off[kind + 1] - 1 - kind_off[kind]);
 }
 
 static bool
@@ -124,8 +134,8 @@ tml_topic_parse(const char *topic, size_t len, struct tml_topic *out)
         return TML_ERR_TOPIC;
     }
     for (i = 0; i < TML_KIND__COUNT; i++) {
-        if (kind_lens[i] == kind_len &&
-            memcmp(kind_names[i], kind, kind_len) == 0) {
+        if (kind_length(i) == kind_len &&
+            memcmp(kind_names + kind_off[i], kind, kind_len) == 0) {
             break;
         }
     }
@@ -156,7 +166,7 @@ tml_topic_build(char *buf, size_t cap, const char *dev, size_t dev_len,
     if (!tml_device_id_valid(dev, dev_len) || !kind_in_dir(kind, dir)) {
         return TML_ERR_TOPIC;
     }
-    kind_len = kind_lens[kind];
+    kind_len = kind_length(kind);
     n = PREFIX_LEN + dev_len + mid_len + kind_len;
     if (n + 1 > cap) {
         return TML_ERR_NOSPACE;
@@ -164,7 +174,7 @@ tml_topic_build(char *buf, size_t cap, const char *dev, size_t dev_len,
     p = append(p, PREFIX, PREFIX_LEN);
     p = append(p, dev, dev_len);
     p = append(p, mid, mid_len);
-    p = append(p, kind_names[kind], kind_len);
+    p = append(p, kind_names + kind_off[kind], kind_len);
     *p = '\0';
     if (out_len != NULL) {
         *out_len = n;
