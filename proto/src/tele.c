@@ -68,14 +68,22 @@ get32(const struct tml_tele *t, size_t off)
 static size_t
 put_v(uint8_t *p, size_t n, uint32_t v)
 {
-    do {
+    /* A loop GCC does not split in two on p (one store, one exit). */
+    for (;;) {
+        uint32_t b = v & 0x7fu;
+
+        v >>= 7;
+        if (v != 0) {
+            b |= 0x80u;
+        }
         if (p != NULL) {
-            p[n] = (uint8_t)((v & 0x7fu) | (v > 0x7fu ? 0x80u : 0));
+            p[n] = (uint8_t)b;
         }
         n++;
-        v >>= 7;
-    } while (v != 0);
-    return n;
+        if (v == 0) {
+            return n;
+        }
+    }
 }
 
 /* A histogram: header nb + 32 lo + 1024 k, then bins lo..lo+k-1. */
