@@ -109,17 +109,24 @@ expect(const struct tml_dec *d, struct head *h, unsigned majors)
     return err;
 }
 
+/* enum tml_cbor_type lists the major types 0..7 in order, so the major
+ * type is the tml_cbor_type. */
+typedef char tml__type_is_major[TML_CBOR_UINT == 0 && TML_CBOR_NINT == 1 &&
+                                        TML_CBOR_BYTES == 2 &&
+                                        TML_CBOR_TEXT == 3 &&
+                                        TML_CBOR_ARRAY == 4 &&
+                                        TML_CBOR_MAP == 5 && TML_CBOR_TAG == 6 &&
+                                        TML_CBOR_SIMPLE == 7
+                                    ? 1
+                                    : -1];
+
 enum tml_cbor_type
 tml_dec_peek(const struct tml_dec *d)
 {
-    static const enum tml_cbor_type types[8] = {
-        TML_CBOR_UINT, TML_CBOR_NINT,  TML_CBOR_BYTES, TML_CBOR_TEXT,
-        TML_CBOR_ARRAY, TML_CBOR_MAP, TML_CBOR_TAG,   TML_CBOR_SIMPLE};
-
     if (d->p >= d->end) {
         return TML_CBOR_END;
     }
-    return types[d->p[0] >> 5];
+    return (enum tml_cbor_type)(d->p[0] >> 5); /* tml__type_is_major */
 }
 
 enum tml_err
