@@ -17,7 +17,7 @@ struct head {
     uint8_t major;
     uint8_t ai;
     uint64_t arg;
-    size_t hlen; /* bytes of the head */
+    const uint8_t *next; /* the byte after the head */
 };
 
 void
@@ -53,7 +53,7 @@ read_head(const struct tml_dec *d, struct head *h)
     h->major = (uint8_t)(p[0] >> 5);
     h->ai = (uint8_t)(p[0] & 31);
     h->arg = h->ai;
-    h->hlen = 1;
+    h->next = p + 1;
     if (h->ai < 24) {
         return TML_OK;
     }
@@ -74,7 +74,7 @@ read_head(const struct tml_dec *d, struct head *h)
         }
     }
     h->arg = arg;
-    h->hlen = 1 + n;
+    h->next = p + 1 + n;
     /* Major 7: AI 24 carries a simple value, which must be >= 32 (RFC 8949
      * 3.3); AI 25..27 are floats, rejected later as unsupported. */
     if (n == 1 ? p[1] < (h->major == 7 ? 32 : 24)
@@ -137,7 +137,7 @@ tml_dec_uint(struct tml_dec *d, uint64_t *v)
 
     if (err == TML_OK) {
         *v = h.arg;
-        d->p += h.hlen;
+        d->p = h.next;
     }
     return err;
 }
@@ -154,7 +154,7 @@ tml_dec_int(struct tml_dec *d, int64_t *v)
     if (err == TML_OK) {
         /* Major 1 encodes -1 - arg; arg <= INT64_MAX so this fits. */
         *v = h.major == 0 ? (int64_t)h.arg : -1 - (int64_t)h.arg;
-        d->p += h.hlen;
+        d->p = h.next;
     }
     return err;
 }
@@ -209,17 +209,17 @@ tml__dec_string(struct tml_dec *d, uint8_t major, const uint8_t **p,
     struct head h;
     enum tml_err err = expect(d, &h, 1u << major);
 
-    if (err == TML_OK && h.arg > avail(d) - h.hlen) {
+    if (err == TML_OK && h.arg > (size_t)(d->end - h.next)) {
         err = TML_ERR_TRUNCATED;
     }
     if (err == TML_OK && major == 3 &&
-        !tml__utf8_valid(d->p + h.hlen, (size_t)h.arg)) {
+        !tml__utf8_valid(h.next, (size_t)h.arg)) {
         err = TML_ERR_TYPE; /* not a valid text string */
     }
     if (err == TML_OK) {
-        *p = d->p + h.hlen;
+        *p = h.next;
         *len = (size_t)h.arg;
-        d->p += h.hlen + (size_t)h.arg;
+        d->p = h.next + (size_t)h.arg;
     }
     return err;
 }
@@ -250,7 +250,7 @@ tml_dec_text(struct tml_dec *d, struct tml_str *v)
 static enum tml_err
 container(const struct tml_dec *d, const struct head *h)
 {
-    uint64_t left = avail(d) - h->hlen;
+    uint64_t left = (size_t)(d->end - h->next);
 
     if (d->depth >= TML_CBOR_MAX_DEPTH) {
         return TML_ERR_DEPTH;
@@ -272,7 +272,7 @@ dec_container(struct tml_dec *d, uint8_t major, size_t *n)
     }
     if (err == TML_OK) {
         *n = (size_t)h.arg;
-        d->p += h.hlen;
+        d->p = h.next;
         d->depth++;
     }
     return err;
@@ -312,7 +312,7 @@ tml_dec_bool(struct tml_dec *d, bool *v)
     }
     if (err == TML_OK) {
         *v = h.ai == 21;
-        d->p += h.hlen;
+        d->p = h.next;
     }
     return err;
 }
@@ -327,7 +327,7 @@ tml_dec_null(struct tml_dec *d)
         err = mismatch(&h);
     }
     if (err == TML_OK) {
-        d->p += h.hlen;
+        d->p = h.next;
     }
     return err;
 }
@@ -343,7 +343,7 @@ tml_dec_tag(struct tml_dec *d, uint64_t *tag)
     }
     if (err == TML_OK) {
         *tag = h.arg;
-        d->p += h.hlen;
+        d->p = h.next;
     }
     return err;
 }
@@ -379,12 +379,12 @@ tml_dec_skip(struct tml_dec *d)
         } else if (h.major == 4 || h.major == 5) {
             err = container(&t, &h);
             if (err == TML_OK) {
-                t.p += h.hlen;
+                t.p = h.next;
                 t.depth++;
                 left[++top] = (size_t)(h.major == 4 ? h.arg : 2 * h.arg);
             }
         } else if (h.major <= 1 || (h.major == 7 && h.ai >= 20 && h.ai <= 22)) {
-            t.p += h.hlen;
+            t.p = h.next;
         } else {
             /* tags, floats and simple values other than bool/null */
             err = TML_ERR_UNSUPPORTED;
