@@ -216,10 +216,9 @@ tml__msg_encode(const void *m, uint8_t *buf, size_t cap, size_t *out_len,
 static enum tml_err
 decode_item(struct tml_dec *d, unsigned t, unsigned l, uint8_t *p)
 {
-    struct tml_bin b = {NULL, 0};
+    struct tml_bin b;
     enum tml_err err;
-    uint64_t u = 0;
-    bool v = false;
+    uint64_t u;
 
     switch (t) {
     case TML__F_VERSION:
@@ -245,8 +244,7 @@ decode_item(struct tml_dec *d, unsigned t, unsigned l, uint8_t *p)
         }
         break;
     case TML__F_BOOL:
-        err = tml_dec_bool(d, &v);
-        TML__MEMCPY(p, &v, sizeof v);
+        err = tml_dec_bool(d, (bool *)p); /* p is a bool member */
         break;
     default: /* TML__F_TEXT, TML__F_BYTES, TML__F_FIXBYTES */
         /* struct tml_str and struct tml_bin have the same layout; a text
