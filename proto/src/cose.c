@@ -67,10 +67,10 @@ tml_cose_sign1_encode(const uint8_t *kid, size_t kid_len,
                       size_t cap, size_t *out_len)
 {
     uint8_t prot[4 + 2 + TML_MAX_KID];
-    size_t prot_len = 0;
+    size_t prot_len;
     struct tml_enc e;
     enum tml_err err;
-    size_t len = 0;
+    size_t len;
 
     if (payload == NULL || payload_len == 0 || sig == NULL) {
         return TML_ERR_INVAL;
@@ -103,12 +103,12 @@ decode_protected(const struct tml_bin *hdr, struct tml_cose_sign1 *out)
     struct tml_dec d;
     unsigned seen = 0; /* bit l: label l decoded */
     enum tml_err err;
-    size_t n = 0;
+    size_t n;
 
     tml_dec_init(&d, hdr->p, hdr->len);
     err = tml_dec_map(&d, &n);
     while (err == TML_OK && n-- > 0) {
-        int64_t label = 0;
+        int64_t label;
 
         err = tml_dec_int(&d, &label);
         if (err == TML_OK && label != COSE_HDR_ALG && label != COSE_HDR_KID) {
@@ -147,7 +147,7 @@ tml_cose_sign1_decode(const uint8_t *buf, size_t len,
 {
     struct tml_dec d;
     enum tml_err err = TML_OK;
-    size_t n = 0;
+    size_t n;
 
     if (out == NULL || (buf == NULL && len != 0)) {
         return TML_ERR_INVAL;

@@ -191,7 +191,7 @@ tml__msg_encode(const void *m, uint8_t *buf, size_t cap, size_t *out_len,
 {
     struct tml_enc e;
     enum tml_err err;
-    size_t len = 0;
+    size_t len;
 
     if (m == NULL || (buf == NULL && cap != 0)) {
         return TML_ERR_INVAL;
@@ -269,7 +269,7 @@ decode_field(struct tml_dec *d, const struct tml__field *f, uint8_t *m)
     unsigned l = f->lim;
     uint8_t *p = m + f->off;
     enum tml_err err;
-    size_t n = 0;
+    size_t n;
     size_t i;
 
     if (!IS_ARRAY(f)) {
@@ -304,13 +304,13 @@ static enum tml_err
 next_key(struct tml_dec *d, const struct tml__msg *desc, uint32_t *seen,
          uint64_t *unknown, size_t *n_unknown, const struct tml__field **f)
 {
-    uint64_t key = 0;
+    uint64_t key;
     enum tml_err err;
     size_t i;
 
     *f = NULL;
     if (tml_dec_peek(d) == TML_CBOR_NINT) {
-        int64_t neg = 0;
+        int64_t neg;
 
         err = tml_dec_int(d, &neg);
         /* Negative keys are must-understand; version 1 defines none. */
@@ -349,7 +349,7 @@ decode_map(struct tml_dec *d, const struct tml__msg *desc, uint8_t *m)
     size_t n_unknown = 0;
     uint32_t seen = 0;
     uint32_t req;
-    size_t n = 0;
+    size_t n;
     size_t i;
     enum tml_err err = tml_dec_map(d, &n);
 
@@ -357,7 +357,7 @@ decode_map(struct tml_dec *d, const struct tml__msg *desc, uint8_t *m)
         return err;
     }
     for (i = 0; i < n && err == TML_OK; i++) {
-        const struct tml__field *f = NULL;
+        const struct tml__field *f;
 
         err = next_key(d, desc, &seen, unknown, &n_unknown, &f);
         if (err == TML_OK && f != NULL) {
