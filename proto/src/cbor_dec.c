@@ -115,7 +115,8 @@ typedef char tml__type_is_major[TML_CBOR_UINT == 0 && TML_CBOR_NINT == 1 &&
                                         TML_CBOR_BYTES == 2 &&
                                         TML_CBOR_TEXT == 3 &&
                                         TML_CBOR_ARRAY == 4 &&
-                                        TML_CBOR_MAP == 5 && TML_CBOR_TAG == 6 &&
+                                        TML_CBOR_MAP == 5 &&
+                                        TML_CBOR_TAG == 6 &&
                                         TML_CBOR_SIMPLE == 7
                                     ? 1
                                     : -1];

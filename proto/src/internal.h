@@ -7,10 +7,11 @@
  * (msg.c) walk the tables, so every message obeys the same rules and the
  * encoder refuses exactly what the decoder would reject.
  *
- * A row is 6 bytes (the device links the tables of the directions it uses,
+ * A row is 5 bytes (the device links the tables of the directions it uses,
  * so they count in its flash budget): limits are an index into one shared
- * table of (lo, hi) pairs, and the has_/count member is a small signed
- * distance from the value's offset.
+ * table of (lo, hi) pairs, the has_/count member is a small signed
+ * distance from the value's offset, and that offset (< 512) keeps its
+ * ninth bit in the type byte's top bit.
  */
 #ifndef TML_PROTO_INTERNAL_H
 #define TML_PROTO_INTERNAL_H
@@ -47,7 +48,8 @@ enum tml__ftype {
  * at aux) in lims[lim], each element in lims[lim + 1]. */
 #define TML__F_ARRAY 0x10u
 
-/* When a field is on the wire (bits 5..6 of tml__field.tf). */
+/* When a field is on the wire (bits 5..6 of tml__field.tf; bit 7 is bit 8
+ * of the offset, TML__OFF_HI). */
 enum tml__presence {
     TML__REQ = 0,  /* always: encoder writes it, decoder requires it */
     TML__HAS = 1,  /* iff the bool at aux is true (decoder sets it) */
@@ -55,6 +57,7 @@ enum tml__presence {
     TML__GATED = 3 /* iff the message's need() says so (depends on kind) */
 };
 #define TML__PRES_SHIFT 5
+#define TML__OFF_HI 0x80u
 
 /* ---- message tables (messages.c; tele_v1.c for the old tele map) ------- */
 
@@ -103,13 +106,17 @@ enum { LIMITS(LIM_ENUM) N_LIMITS };
                                    offsetof(struct st, aux))                  \
                                       ? 1                                     \
                                       : -1]))
-/* A row; its key must be < 32 (msg.c keeps seen keys in a 32-bit mask),
- * checked at compile time. */
+/* A row; its key must be < 32 (msg.c keeps seen keys in a 32-bit mask)
+ * and its offset < 512, checked at compile time. */
 #define ROW(k, type, pres, st, fld, aux, lim)                                  \
     {                                                                          \
         (uint8_t)((k) + 0 * sizeof(char[(k) < 32 ? 1 : -1])),                  \
-            (uint8_t)((type) | (TML__##pres) << TML__PRES_SHIFT),              \
-            (uint16_t)offsetof(struct st, fld), aux, lim                       \
+            (uint8_t)((type) | (TML__##pres) << TML__PRES_SHIFT |              \
+                      ((offsetof(struct st, fld) >> 8) * TML__OFF_HI +         \
+                       0 * sizeof(char[offsetof(struct st, fld) < 512          \
+                                           ? 1                                 \
+                                           : -1]))),                           \
+            (uint8_t)offsetof(struct st, fld), aux, lim                        \
     }
 /* The version row (key 0) stores nothing; its offset is unused. */
 #define U32(k, pres, st, fld, lim) ROW(k, TML__F_U32, pres, st, fld, 0, lim)
@@ -131,8 +138,9 @@ extern const uint32_t tml__lim_hi[];
 
 struct tml__field {
     uint8_t key;  /* < 32 */
-    uint8_t tf;   /* type | TML__F_ARRAY | presence << TML__PRES_SHIFT */
-    uint16_t off; /* offset of the value in the struct */
+    uint8_t tf;   /* type | TML__F_ARRAY | presence << TML__PRES_SHIFT |
+                     bit 8 of the offset (TML__OFF_HI) */
+    uint8_t off;  /* bits 0..7 of the offset of the value in the struct */
     int8_t aux;   /* offset of the has_ bool or size_t count, minus off */
     uint8_t lim;  /* index into tml__lim_lo/hi */
 };

@@ -22,7 +22,7 @@
 #include "internal.h"
 
 #define TYPE(f) ((f)->tf & 0x0fu)
-#define PRES(f) ((f)->tf >> TML__PRES_SHIFT)
+#define PRES(f) (((f)->tf >> TML__PRES_SHIFT) & 3u)
 #define IS_ARRAY(f) (((f)->tf & TML__F_ARRAY) != 0)
 
 /* Table keys are < 32 (a row's key is a small protocol constant). */
@@ -30,6 +30,13 @@ static uint32_t
 key_bit(uint8_t key)
 {
     return (uint32_t)1 << key;
+}
+
+/* The offset of field f's value in its struct. */
+static size_t
+off_of(const struct tml__field *f)
+{
+    return f->off | (size_t)(f->tf & TML__OFF_HI) << 1;
 }
 
 static enum tml_err
@@ -69,7 +76,7 @@ get_aux(const uint8_t *p, bool is_bool)
 static bool
 emitted(const struct tml__field *f, const uint8_t *m, uint32_t need)
 {
-    const uint8_t *p = m + f->off;
+    const uint8_t *p = m + off_of(f);
     uint32_t v = 0;
 
     switch (PRES(f)) {
@@ -140,7 +147,7 @@ static enum tml_err
 encode_field(struct tml_enc *e, const struct tml__field *f, const uint8_t *m)
 {
     unsigned l = f->lim;
-    const uint8_t *p = m + f->off;
+    const uint8_t *p = m + off_of(f);
     enum tml_err err;
     size_t n, i;
 
@@ -267,7 +274,7 @@ static enum tml_err
 decode_field(struct tml_dec *d, const struct tml__field *f, uint8_t *m)
 {
     unsigned l = f->lim;
-    uint8_t *p = m + f->off;
+    uint8_t *p = m + off_of(f);
     enum tml_err err;
     size_t n;
     size_t i;
