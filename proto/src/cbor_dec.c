@@ -378,11 +378,11 @@ tml_dec_skip(struct tml_dec *d)
         if (h.major == 2 || h.major == 3) {
             err = tml__dec_string(&t, h.major, &p, &len);
         } else if (h.major == 4 || h.major == 5) {
-            err = container(&t, &h);
+            /* dec_container reads the head again: sharing its checks
+             * takes less flash than repeating them here. */
+            err = dec_container(&t, h.major, &len);
             if (err == TML_OK) {
-                t.p = h.next;
-                t.depth++;
-                left[++top] = (size_t)(h.major == 4 ? h.arg : 2 * h.arg);
+                left[++top] = h.major == 4 ? len : 2 * len;
             }
         } else if (h.major <= 1 || (h.major == 7 && h.ai >= 20 && h.ai <= 22)) {
             t.p = h.next;
