@@ -52,6 +52,13 @@ static const uint8_t scal_flag[] = {
 
 #define N_SCAL (sizeof scal_off / sizeof scal_off[0])
 
+/* pack() reads struct tml_health as four 32-bit numbers in stream order. */
+typedef char health_is_4x32[offsetof(struct tml_health, supply_mv) == 4 &&
+                                    offsetof(struct tml_health, temp_dc) == 8 &&
+                                    offsetof(struct tml_health, uptime_s) == 12
+                                ? 1
+                                : -1];
+
 static uint32_t
 get32(const struct tml_tele *t, size_t off)
 {
@@ -146,16 +153,15 @@ pack(const struct tml_tele *t, uint8_t *p)
     }
     n = put_hist(p, n, t->conf_hist, t->n_conf_bins);
     n = put_hist(p, n, t->lat_hist, t->n_lat_bins);
-    if (fl & F_HEALTH) {
-        const struct tml_health *h = &t->health;
-        /* Zigzag: small temperatures of either sign stay short. */
-        uint32_t z =
-            ((uint32_t)h->temp_dc << 1) ^ (uint32_t)(h->temp_dc < 0 ? -1 : 0);
+    for (i = 0; i < 4 && (fl & F_HEALTH) != 0; i++) {
+        /* free_ram, supply_mv, temp_dc, uptime_s (health_is_4x32). */
+        uint32_t v = get32(t, offsetof(struct tml_tele, health) + 4 * i);
 
-        n = put_v(p, n, h->free_ram);
-        n = put_v(p, n, h->supply_mv);
-        n = put_v(p, n, z);
-        n = put_v(p, n, h->uptime_s);
+        if (i == 2) {
+            /* Zigzag: small temperatures of either sign stay short. */
+            v = (v << 1) ^ (0u - (v >> 31));
+        }
+        n = put_v(p, n, v);
     }
     return n;
 }
