@@ -157,12 +157,14 @@ tml_cose_sign1_decode(const uint8_t *buf, size_t len,
         return TML_ERR_OVERSIZE;
     }
     tml_dec_init(&d, buf, len);
-    if (len > 0 && buf[0] == COSE_TAG_SIGN1_HEAD) {
-        d.p++;
-    } else if (tml_dec_peek(&d) == TML_CBOR_TAG) {
-        /* Any other tag, or tag 18 not in its shortest form: skipping it
-         * gives the head's error or TML_ERR_UNSUPPORTED. */
-        err = tml_dec_skip(&d);
+    if (tml_dec_peek(&d) == TML_CBOR_TAG) {
+        if (buf[0] == COSE_TAG_SIGN1_HEAD) {
+            d.p++;
+        } else {
+            /* Any other tag, or tag 18 not in its shortest form: skipping
+             * it gives the head's error or TML_ERR_UNSUPPORTED. */
+            err = tml_dec_skip(&d);
+        }
     }
     if (err == TML_OK) {
         err = tml_dec_array(&d, &n);
