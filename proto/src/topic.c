@@ -152,15 +152,16 @@ enum tml_err
 tml_topic_build(char *buf, size_t cap, const char *dev, size_t dev_len,
                 enum tml_dir dir, enum tml_kind kind, size_t *out_len)
 {
-    /* "/up/" or "/down/": the level separators around the direction. */
-    const char *mid = dir == TML_DIR_UP ? "/up/" : "/down/";
-    size_t mid_len = dir == TML_DIR_UP ? 4 : 6;
+    /* "/up/" or "/down/": the level separators around the direction
+     * (TML_DIR_UP 0, TML_DIR_DOWN 1). */
+    static const char mids[] = "/up/\0/down/";
+    size_t mid_len = 4 + 2 * (size_t)dir;
     size_t kind_len;
     size_t n;
     char *p = buf;
 
     if (buf == NULL || (unsigned)kind >= TML_KIND__COUNT ||
-        (dir != TML_DIR_UP && dir != TML_DIR_DOWN)) {
+        (unsigned)dir > TML_DIR_DOWN) {
         return TML_ERR_INVAL;
     }
     if (!tml_device_id_valid(dev, dev_len) || !kind_in_dir(kind, dir)) {
@@ -173,9 +174,9 @@ tml_topic_build(char *buf, size_t cap, const char *dev, size_t dev_len,
     }
     p = append(p, PREFIX, PREFIX_LEN);
     p = append(p, dev, dev_len);
-    p = append(p, mid, mid_len);
-    p = append(p, kind_names + kind_off[kind], kind_len);
-    *p = '\0';
+    p = append(p, mids + 5 * dir, mid_len);
+    /* The name and its NUL. */
+    (void)append(p, kind_names + kind_off[kind], kind_len + 1);
     if (out_len != NULL) {
         *out_len = n;
     }
