@@ -108,32 +108,39 @@ tml_enc_int(struct tml_enc *e, int64_t v)
 void
 tml__enc_string(struct tml_enc *e, uint8_t major, const void *p, size_t len)
 {
-    if (e->err == TML_OK && p == NULL && len != 0) {
-        e->err = TML_ERR_INVAL;
-        return;
-    }
     put_head(e, major, len);
-    put(e, p, len);
+    put(e, p, len); /* p NULL: reserves len bytes */
 }
 
 uint8_t *
 tml__enc_reserve_bytes(struct tml_enc *e, size_t len)
 {
-    put_head(e, 2, len);
-    put(e, NULL, len);
+    tml__enc_string(e, 2, NULL, len);
     return e->err == TML_OK ? e->buf + e->len - len : NULL;
+}
+
+/* The public string writers refuse a NULL pointer with a length (the
+ * table encoder checks that itself before tml__enc_string). */
+static void
+enc_string(struct tml_enc *e, uint8_t major, const void *p, size_t len)
+{
+    if (e->err == TML_OK && p == NULL && len != 0) {
+        e->err = TML_ERR_INVAL;
+        return;
+    }
+    tml__enc_string(e, major, p, len);
 }
 
 void
 tml_enc_bytes(struct tml_enc *e, const void *p, size_t len)
 {
-    tml__enc_string(e, 2, p, len);
+    enc_string(e, 2, p, len);
 }
 
 void
 tml_enc_text(struct tml_enc *e, const char *p, size_t len)
 {
-    tml__enc_string(e, 3, p, len);
+    enc_string(e, 3, p, len);
 }
 
 void

@@ -186,7 +186,8 @@ TML_WUR enum tml_err tml__tele_v2_decode(const uint8_t *buf, size_t len,
 void tml__enc_u32(struct tml_enc *e, uint32_t v);
 
 /* tml_enc_bytes (major 2) and tml_enc_text (major 3) in one, for the table
- * encoder. */
+ * encoder, without their check of p: p may be NULL only when len is 0 (or
+ * from tml__enc_reserve_bytes, which reserves the bytes). */
 void tml__enc_string(struct tml_enc *e, uint8_t major, const void *p,
                      size_t len);
 
