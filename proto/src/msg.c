@@ -299,7 +299,7 @@ decode_field(struct tml_dec *d, const struct tml__field *f, uint8_t *m)
     /* After an error the whole message is refused: d's depth no longer
      * matters. */
     if (err == TML_OK) {
-        tml_dec_leave(d);
+        d->depth--; /* tml_dec_leave: tml_dec_array made it >= 1 */
         TML__MEMCPY(p + f->aux, &n, sizeof n);
     }
     return err;
