@@ -51,10 +51,10 @@ enum tml__ftype {
 /* When a field is on the wire (bits 5..6 of tml__field.tf; bit 7 is bit 8
  * of the offset, TML__OFF_HI). */
 enum tml__presence {
-    TML__REQ = 0,  /* always: encoder writes it, decoder requires it */
-    TML__HAS = 1,  /* iff the bool at aux is true (decoder sets it) */
-    TML__OPT = 2,  /* arrays: iff count > 0; bool: iff true; else iff != 0 */
-    TML__GATED = 3 /* iff the message's need() says so (depends on kind) */
+    TML__REQ = 0,   /* always: encoder writes it, decoder requires it */
+    TML__GATED = 1, /* like REQ, but only for the kinds in aux (GATED) */
+    TML__HAS = 2,   /* iff the bool at aux is true (decoder sets it) */
+    TML__OPT = 3    /* arrays: iff count > 0; bool: iff true; else iff != 0 */
 };
 #define TML__PRES_SHIFT 5
 #define TML__OFF_HI 0x80u
@@ -128,6 +128,14 @@ enum { LIMITS(LIM_ENUM) N_LIMITS };
     ROW(k, TML__F_U32, HAS, st, fld, AUX(st, fld, has), lim)
 #define ARRAY(k, type, pres, st, fld, count, lim)                              \
     ROW(k, (type) | TML__F_ARRAY, pres, st, fld, AUX(st, fld, count), lim)
+/* A field on the wire iff the message's kind, a uint8_t that must be the
+ * struct's first member (checked), has its bit (1 << kind) in the 8-bit
+ * set kinds; a kind above 7 counts as 7. */
+#define GATED(k, type, st, fld, lim, kinds)                                    \
+    ROW(k, type, GATED, st, fld,                                               \
+        (int8_t)((kinds) - ((kinds) > 127 ? 256 : 0) +                         \
+                 0 * sizeof(char[offsetof(struct st, kind) == 0 ? 1 : -1])),   \
+        lim)
 #define N(t) ((uint8_t)(sizeof(t) / sizeof((t)[0])))
 
 /* The shared limits table (messages.c): limit i is lo[i]..hi[i]; limit 0
@@ -160,9 +168,6 @@ struct tml__msg {
     /* Bytes of the C struct the decoder zeroes before it fills it (0: the
      * caller does). */
     uint16_t size;
-    /* Keys (bit k = key k) that must be present given the decoded or
-     * to-be-encoded struct, beyond the TML__REQ ones; NULL = none. */
-    uint32_t (*need)(const void *m);
     /* Cross-field rules; NULL = none. */
     enum tml_err (*check)(const void *m);
 };

@@ -18,7 +18,7 @@ const uint32_t tml__lim_hi[] = {LIMITS(LIM_HI)};
 /* A message: its table, the size of its C struct (the decoder zeroes it
  * first) and its largest encoded form, so that each public function is a
  * single call (the device links seven). */
-#define DEF(name, fields, need, check, max_len)                                \
+#define DEF(name, fields, check, max_len)                                      \
     static const struct tml__msg name##_def = {                                \
         fields,                                                                \
         N(fields),                                                             \
@@ -26,7 +26,6 @@ const uint32_t tml__lim_hi[] = {LIMITS(LIM_HI)};
         (uint16_t)(sizeof(struct tml_##name) +                                 \
                    0 * sizeof(                                                 \
                            char[sizeof(struct tml_##name) < 65536 ? 1 : -1])), \
-        need,                                                                  \
         check}
 
 /* ---- up/hello ------------------------------------------------------------ */
@@ -54,7 +53,7 @@ static const struct tml__field hello_fields[] = {
     U32(19, OPT, tml_hello, epoch, L_POS),
 };
 
-DEF(hello, hello_fields, NULL, NULL, TML_MAX_MESSAGE);
+DEF(hello, hello_fields, NULL, TML_MAX_MESSAGE);
 
 /* ---- up/state ------------------------------------------------------------ */
 
@@ -63,7 +62,7 @@ static const struct tml__field state_fields[] = {
     ROW(1, TML__F_BOOL, REQ, tml_state, online, 0, 0),
 };
 
-DEF(state, state_fields, NULL, NULL, TML_MAX_MESSAGE);
+DEF(state, state_fields, NULL, TML_MAX_MESSAGE);
 
 /* ---- up/tele: packed, see tele.c ---------------------------------------- */
 
@@ -102,18 +101,13 @@ static const struct tml__field sample_fields[] = {
     U32(16, OPT, tml_sample, epoch, L_POS),
 };
 
-DEF(sample, sample_fields, NULL, sample_check, TML_MAX_MESSAGE);
+DEF(sample, sample_fields, sample_check, TML_MAX_MESSAGE);
 
 /* ---- up/ota -------------------------------------------------------------- */
 
-static uint32_t
-ota_up_need(const void *m)
-{
-    const struct tml_ota_up *o = m;
-
-    /* REQUEST carries len; STATUS carries state and reason. */
-    return o->kind == TML_OTA_UP_REQUEST ? BIT(5) : BIT(6) | BIT(7);
-}
+/* REQUEST carries len; STATUS (and for the encoder any kind but REQUEST,
+ * which it then refuses at key 1) carries state and reason. */
+#define NOT_REQUEST (0xffu & ~BIT(TML_OTA_UP_REQUEST))
 
 static const struct tml__field ota_up_fields[] = {
     ROW(0, TML__F_VERSION, REQ, tml_ota_up, kind, 0, 0),
@@ -121,13 +115,13 @@ static const struct tml__field ota_up_fields[] = {
     U32(2, REQ, tml_ota_up, offer_id, L_ANY),
     U32(3, REQ, tml_ota_up, version, L_ANY),
     U32(4, REQ, tml_ota_up, offset, L_ANY),
-    U32(5, GATED, tml_ota_up, len, L_POS),
-    U8(6, GATED, tml_ota_up, state, L_OSTATE),
-    U8(7, GATED, tml_ota_up, reason, L_OREASON),
+    GATED(5, TML__F_U32, tml_ota_up, len, L_POS, BIT(TML_OTA_UP_REQUEST)),
+    GATED(6, TML__F_U8, tml_ota_up, state, L_OSTATE, NOT_REQUEST),
+    GATED(7, TML__F_U8, tml_ota_up, reason, L_OREASON, NOT_REQUEST),
     U32(8, OPT, tml_ota_up, passed, L_POS),
 };
 
-DEF(ota_up, ota_up_fields, ota_up_need, NULL, TML_MAX_MESSAGE);
+DEF(ota_up, ota_up_fields, NULL, TML_MAX_MESSAGE);
 
 /* ---- down/ack ------------------------------------------------------------ */
 
@@ -146,34 +140,23 @@ static const struct tml__field ack_fields[] = {
     U32(3, OPT, tml_ack, epoch, L_POS),
 };
 
-DEF(ack, ack_fields, NULL, ack_check, TML_MAX_MESSAGE);
+DEF(ack, ack_fields, ack_check, TML_MAX_MESSAGE);
 
 /* ---- down/ota ------------------------------------------------------------ */
 
-static uint32_t
-ota_down_need(const void *m)
-{
-    const struct tml_ota_down *o = m;
-
-    if (o->kind == TML_OTA_DOWN_OFFER) {
-        return BIT(3);
-    }
-    if (o->kind == TML_OTA_DOWN_CHUNK) {
-        return BIT(4) | BIT(5);
-    }
-    return 0;
-}
-
+/* OFFER carries the manifest, CHUNK offset and data, CANCEL neither. */
 static const struct tml__field ota_down_fields[] = {
     ROW(0, TML__F_VERSION, REQ, tml_ota_down, kind, 0, 0),
     U8(1, REQ, tml_ota_down, kind, L_DOWNKIND),
     U32(2, REQ, tml_ota_down, offer_id, L_ANY),
-    BYTES(3, GATED, tml_ota_down, manifest, L_MANIFEST),
-    U32(4, GATED, tml_ota_down, offset, L_ANY),
-    BYTES(5, GATED, tml_ota_down, data, L_CHUNK),
+    GATED(3, TML__F_BYTES, tml_ota_down, manifest, L_MANIFEST,
+          BIT(TML_OTA_DOWN_OFFER)),
+    GATED(4, TML__F_U32, tml_ota_down, offset, L_ANY, BIT(TML_OTA_DOWN_CHUNK)),
+    GATED(5, TML__F_BYTES, tml_ota_down, data, L_CHUNK,
+          BIT(TML_OTA_DOWN_CHUNK)),
 };
 
-DEF(ota_down, ota_down_fields, ota_down_need, NULL, TML_MAX_MESSAGE);
+DEF(ota_down, ota_down_fields, NULL, TML_MAX_MESSAGE);
 
 /* ---- down/cmd ------------------------------------------------------------ */
 
@@ -188,7 +171,7 @@ static const struct tml__field cmd_fields[] = {
     HAS_U32(7, tml_cmd, audit_ppm, has_audit_rate, L_PPM),
 };
 
-DEF(cmd, cmd_fields, NULL, NULL, TML_MAX_MESSAGE);
+DEF(cmd, cmd_fields, NULL, TML_MAX_MESSAGE);
 
 /* ---- OTA manifest (COSE_Sign1 payload) ----------------------------------- */
 
@@ -236,7 +219,7 @@ static const struct tml__field manifest_fields[] = {
     ARRAY(18, TML__F_BYTES, OPT, tml_manifest, revoke_kids, n_revoke, A_REVOKE),
 };
 
-DEF(manifest, manifest_fields, NULL, manifest_check, TML_MAX_MANIFEST);
+DEF(manifest, manifest_fields, manifest_check, TML_MAX_MANIFEST);
 
 /* ---- public functions ---------------------------------------------------- */
 

@@ -74,7 +74,7 @@ get_aux(const uint8_t *p, bool is_bool)
 
 /* Whether field f of struct m goes on the wire. */
 static bool
-emitted(const struct tml__field *f, const uint8_t *m, uint32_t need)
+emitted(const struct tml__field *f, const uint8_t *m)
 {
     const uint8_t *p = m + off_of(f);
     uint32_t v = 0;
@@ -82,8 +82,8 @@ emitted(const struct tml__field *f, const uint8_t *m, uint32_t need)
     switch (PRES(f)) {
     case TML__REQ:
         return true;
-    case TML__GATED:
-        return (need & key_bit(f->key)) != 0;
+    case TML__GATED: /* m[0] is the kind (internal.h GATED) */
+        return ((uint8_t)f->aux >> (m[0] < 7 ? m[0] : 7)) & 1u;
     case TML__HAS:
         return get_aux(p + f->aux, true) != 0;
     default: /* TML__OPT */
@@ -168,19 +168,18 @@ encode_field(struct tml_enc *e, const struct tml__field *f, const uint8_t *m)
 static enum tml_err
 encode_map(struct tml_enc *e, const struct tml__msg *desc, const uint8_t *m)
 {
-    uint32_t need = desc->need != NULL ? desc->need(m) : 0;
     enum tml_err err = TML_OK;
     size_t n = 0;
     size_t i;
 
     for (i = 0; i < desc->n_fields; i++) {
-        n += emitted(&desc->fields[i], m, need);
+        n += emitted(&desc->fields[i], m);
     }
     tml_enc_map(e, n);
     for (i = 0; i < desc->n_fields && err == TML_OK; i++) {
         const struct tml__field *f = &desc->fields[i];
 
-        if (emitted(f, m, need)) {
+        if (emitted(f, m)) {
             tml__enc_u32(e, f->key);
             err = encode_field(e, f, m);
         }
@@ -374,10 +373,13 @@ decode_map(struct tml_dec *d, const struct tml__msg *desc, uint8_t *m)
     /* No tml_dec_leave: the map is the top level of d (tml__msg_decode's
      * own decoder), whose depth nothing reads after it. */
     if (err == TML_OK) {
-        req = desc->need != NULL ? desc->need(m) : 0;
+        req = 0;
         for (i = 0; i < desc->n_fields; i++) {
-            if (PRES(&desc->fields[i]) == TML__REQ) {
-                req |= key_bit(desc->fields[i].key);
+            const struct tml__field *f = &desc->fields[i];
+
+            /* REQ rows, and the GATED ones the decoded kind selects. */
+            if (PRES(f) <= TML__GATED && emitted(f, m)) {
+                req |= key_bit(f->key);
             }
         }
         if ((seen & req) != req) {

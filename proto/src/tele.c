@@ -336,7 +336,7 @@ static const struct tml__field wire_fields[] = {
 
 static const struct tml__msg wire_desc = {
     wire_fields, 3, TML__MAX64(TML_MAX_MESSAGE), sizeof(struct tele_wire),
-    NULL,        NULL};
+    NULL};
 
 enum tml_err
 tml__tele_v2_decode(const uint8_t *buf, size_t len, struct tml_tele *out)

@@ -56,7 +56,7 @@ v1_check(const void *m)
 
 /* size 0: tml_tele_decode zeroes the struct (and reads key 0) first. */
 static const struct tml__msg v1_desc = {
-    v1_fields, N(v1_fields), TML__MAX64(TML_MAX_MESSAGE), 0, NULL, v1_check};
+    v1_fields, N(v1_fields), TML__MAX64(TML_MAX_MESSAGE), 0, v1_check};
 
 /* Health key 3 (temp_dc, an i32) is read by hand, like the arrays. */
 static const struct tml__field health_fields[] = {
@@ -66,8 +66,7 @@ static const struct tml__field health_fields[] = {
 };
 
 static const struct tml__msg health_desc = {
-    health_fields, N(health_fields), TML__MAX64(TML_MAX_MESSAGE), 0, NULL,
-    NULL};
+    health_fields, N(health_fields), TML__MAX64(TML_MAX_MESSAGE), 0, NULL};
 
 /* Finds the value of unsigned key in the map buf[0..len): TML_OK with *v
  * its bytes, TML_ERR_MISSING if the key is absent, or the first error met
