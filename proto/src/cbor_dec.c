@@ -190,11 +190,12 @@ tml__utf8_valid(const uint8_t *p, size_t len)
             }
             cp = (cp << 6) | (*p & 0x3fu);
         }
-        /* No overlong form (3 bytes below U+0800, 4 below U+10000; C2 is
-         * the smallest 2-byte lead), nothing above U+10FFFF, no
-         * surrogates (U+D800..DFFF). */
-        if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-            cp > 0x10ffffu || (cp >> 11) == 0x1bu) {
+        /* No overlong form (below 1 << (5n + 1): 3 bytes below U+0800,
+         * 4 below U+10000; a 2-byte form, its lead C2 or more, is at least
+         * U+0080 > 1 << 6), nothing above U+10FFFF, no surrogates
+         * (U+D800..DFFF). */
+        if (cp < (uint32_t)1 << (5 * n + 1) || cp > 0x10ffffu ||
+            (cp >> 11) == 0x1bu) {
             return false;
         }
     }
