@@ -128,7 +128,7 @@ encode_item(struct tml_enc *e, unsigned t, unsigned l, const uint8_t *p)
         /* An empty string may have no pointer (and is valid UTF-8). */
         if (err == TML_OK && b.len != 0 && b.p == NULL) {
             err = TML_ERR_INVAL;
-        } else if (err == TML_OK && b.len != 0 && t == TML__F_TEXT &&
+        } else if (err == TML_OK && t == TML__F_TEXT &&
                    !tml__utf8_valid(b.p, b.len)) {
             err = TML_ERR_TYPE;
         }
