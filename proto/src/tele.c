@@ -99,13 +99,13 @@ put_hist(uint8_t *p, size_t n, const uint32_t *h, size_t nb)
 {
     size_t lo = 0, hi = 0, i;
 
-    for (i = nb; i > 0 && hi == 0; i--) {
-        if (h[i - 1] != 0) {
-            hi = i;
+    /* lo..hi: from the first to past the last non-zero bin (0..0 if
+     * none). */
+    for (i = 0; i < nb; i++) {
+        if (h[i] != 0) {
+            lo = hi == 0 ? i : lo;
+            hi = i + 1;
         }
-    }
-    while (lo < hi && h[lo] == 0) {
-        lo++;
     }
     n = put_v(p, n, (uint32_t)(nb | lo << 5 | (hi - lo) << 10));
     for (i = lo; i < hi; i++) {
