@@ -385,7 +385,9 @@ tml_dec_skip(struct tml_dec *d)
             if (err == TML_OK) {
                 left[++top] = h.major == 4 ? len : 2 * len;
             }
-        } else if (h.major <= 1 || (h.major == 7 && h.ai >= 20 && h.ai <= 22)) {
+        } else if (mismatch(&h) == TML_ERR_TYPE) {
+            /* an item the protocol uses (mismatch): here an integer,
+             * false, true or null */
             t.p = h.next;
         } else {
             /* tags, floats and simple values other than bool/null */
