@@ -257,7 +257,8 @@ container(const struct tml_dec *d, const struct head *h)
     if (d->depth >= TML_CBOR_MAX_DEPTH) {
         return TML_ERR_DEPTH;
     }
-    if (h->major == 4 ? h->arg > left : h->arg > left / 2) {
+    /* An array (major 4) of arg items, a map (major 5) of 2 * arg. */
+    if (h->arg > left >> (h->major & 1)) {
         return TML_ERR_TRUNCATED;
     }
     return TML_OK;
