@@ -74,7 +74,8 @@ sample_check(const void *m)
     const struct tml_sample *s = m;
 
     /* The chunk must lie inside the input (PROTOCOL.md "Samples"). */
-    if ((uint64_t)s->offset + s->data.len > s->total_len) {
+    if (s->data.len > s->total_len ||
+        s->offset > s->total_len - s->data.len) {
         return TML_ERR_RANGE;
     }
     /* The low-water cannot be above the record's own number. */
