@@ -193,6 +193,10 @@ revert(struct tmla_agent *a, uint8_t reason, uint32_t now_ms, bool booting)
     if (booting && ps->valid && !slot_intact(a, old))
         ps->valid = 0;
     ps->active = ps->valid ? old : TMLA__NO_SLOT;
+    /* A download under way (only a revert at boot meets one) wrote the
+     * slot that was inactive; that is no longer what dl_slot() names, so
+     * it is dropped: the gateway's next offer starts it again. */
+    ps->dl = 0;
     ps->trial = 0;
     ps->vectors_ok = 0;
     /* hello's last OTA result names the model reverted. */

@@ -852,6 +852,7 @@ test_ota_rot_revert_is_not_reported_to_a_live_offer(void **state)
     const struct tmla_model *m;
     struct tml_ota_up u;
     uint32_t live;
+    uint8_t st;
     bool hello = false;
 
     rig_install(r, 1, &r->k1);
@@ -883,6 +884,22 @@ test_ota_rot_revert_is_not_reported_to_a_live_offer(void **state)
         hello = true;
     }
     assert_true(hello);
+    /* The revert dropped the download too: with no model left, the slot it
+     * wrote is no longer "the inactive one", and the next boot resumed it
+     * into the other slot, under the rotten model's size and hash. */
+    rig_boot(r);
+    tmla_ota_status(&r->a, &st, NULL, NULL);
+    assert_int_not_equal(st, TML_OTA_DOWNLOADING);
+    /* The gateway's next offer installs the model whole. */
+    r->offer_id++;
+    (void)gw_offer(&r->a, r->offer_id, r->cose, r->cose_len, r->now);
+    (void)gw_serve(r->mp, &r->a, r->offer_id, r->image, r->len, 1024, NULL,
+                   &r->now, 10, 400);
+    rig_run(r, 3, 10);
+    assert_true(tmla_in_trial(&r->a));
+    m = tmla_active_model(&r->a);
+    assert_int_equal(m->version, 2);
+    assert_true(mp_slot_matches(r->mp, m->slot, m->size, m->sha256));
 }
 
 static void
