@@ -228,11 +228,8 @@ struct tmla_agent {
     uint8_t carry_len;
     bool ota_hashing; /* sha holds the stream hash */
     uint8_t ps_copy;  /* copy to write next */
-    bool started;     /* first poll seen */
     bool hello_due, load_due, persist_due, has_nonce;
-    uint8_t ring_head;
     uint8_t res_n, res_k; /* held, capacity this period */
-    uint8_t ota_retries;
     bool status_due;
     uint16_t status_passed; /* states entered since the last status sent */
     uint32_t now_ms;
