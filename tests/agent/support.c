@@ -605,6 +605,23 @@ mp_last_status(const struct memport *mp, struct tml_ota_up *out)
     return false;
 }
 
+const struct mp_msg *
+mp_next_hello(const struct memport *mp, size_t *from, struct tml_hello *h)
+{
+    if (*from + MP_LOG < mp->n_log)
+        *from = mp->n_log - MP_LOG; /* older entries were overwritten */
+    for (; *from < mp->n_log; ++*from) {
+        const struct mp_msg *m = &mp->log[*from % MP_LOG];
+
+        if (m->kind == TML_KIND_HELLO) {
+            assert_int_equal(tml_hello_decode(m->payload, m->len, h), TML_OK);
+            ++*from;
+            return m;
+        }
+    }
+    return NULL;
+}
+
 size_t
 mp_count(const struct memport *mp, enum tml_kind kind)
 {

@@ -134,6 +134,11 @@ unsigned gw_serve(struct memport *mp, struct tmla_agent *a, uint32_t offer_id,
 
 /* Last up/ota STATUS in the log (false if none). */
 bool mp_last_status(const struct memport *mp, struct tml_ota_up *out);
+/* The first hello published at log index *from or later (of those the
+ * log still holds), decoded into h (asserted to decode); *from moves past
+ * it. NULL when there is none. */
+const struct mp_msg *mp_next_hello(const struct memport *mp, size_t *from,
+                                   struct tml_hello *h);
 /* Counts log entries of a kind. */
 size_t mp_count(const struct memport *mp, enum tml_kind kind);
 /* SHA-256 of buf (mbedTLS). */

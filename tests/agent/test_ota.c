@@ -851,6 +851,7 @@ test_ota_rot_revert_is_not_reported_to_a_live_offer(void **state)
     struct rig *r = *state;
     const struct tmla_model *m;
     struct tml_ota_up u;
+    struct tml_hello h;
     uint32_t live;
     uint8_t st;
     bool hello = false;
@@ -871,14 +872,7 @@ test_ota_rot_revert_is_not_reported_to_a_live_offer(void **state)
     assert_int_equal(u.reason, TML_OTA_R_FLASH);
     assert_int_equal(u.version, 1);
     assert_int_equal(u.offer_id, 0);
-    for (size_t i = r->mp->seen; i < r->mp->n_log; i++) {
-        struct tml_hello h;
-
-        if (r->mp->log[i].kind != TML_KIND_HELLO)
-            continue;
-        assert_int_equal(tml_hello_decode(r->mp->log[i].payload,
-                                          r->mp->log[i].len, &h),
-                         TML_OK);
+    for (size_t i = r->mp->seen; mp_next_hello(r->mp, &i, &h) != NULL;) {
         assert_int_equal(h.last_ota_version, 1);
         assert_int_equal(h.last_ota_state, TML_OTA_REVERTED);
         hello = true;

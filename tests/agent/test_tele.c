@@ -375,8 +375,11 @@ test_tele_cmd_sets_period_and_threshold(void **state)
     struct rig *r = *state;
     struct tml_cmd c;
     struct tml_tele t[8];
+    struct tml_hello h;
+    const struct mp_msg *m;
     uint8_t buf[64];
     size_t len, from = r->mp->n_log;
+    bool seen = false;
 
     memset(&c, 0, sizeof c);
     c.kind = TML_CMD_SET;
@@ -404,19 +407,13 @@ test_tele_cmd_sets_period_and_threshold(void **state)
     assert_int_equal(gw_send(&r->a, TML_KIND_CMD, buf, len, r->now), TML_OK);
     tml_heap_armed = 0;
     rig_run(r, 1, 10);
-    for (size_t i = from; i < r->mp->n_log; i++)
-        if (r->mp->log[i].kind == TML_KIND_HELLO) {
-            struct tml_hello h;
-
-            assert_int_equal(
-                tml_hello_decode(r->mp->log[i].payload, r->mp->log[i].len, &h),
-                TML_OK);
-            assert_true(h.has_nonce);
-            assert_int_equal(h.nonce, 78);
-            assert_true(r->mp->log[i].retain);
-            from = 0;
-        }
-    assert_int_equal(from, 0);
+    for (size_t i = from; (m = mp_next_hello(r->mp, &i, &h)) != NULL;) {
+        assert_true(h.has_nonce);
+        assert_int_equal(h.nonce, 78);
+        assert_true(m->retain);
+        seen = true;
+    }
+    assert_true(seen);
 }
 
 static void
@@ -494,6 +491,8 @@ test_tele_largest_hello_fits(void **state)
         "group-2-aaaaaaaaaaaaaaaaaaaaaaaa", "group-3-aaaaaaaaaaaaaaaaaaaaaaaa",
         "group-4-aaaaaaaaaaaaaaaaaaaaaaaa", "group-5-aaaaaaaaaaaaaaaaaaaaaaaa",
         "group-6-aaaaaaaaaaaaaaaaaaaaaaaa", "group-7-aaaaaaaaaaaaaaaaaaaaaaaa"};
+    struct tml_hello h;
+    const struct mp_msg *m;
     size_t from;
     bool seen = false;
 
@@ -505,18 +504,12 @@ test_tele_largest_hello_fits(void **state)
     rig_run(r, 1, 10);
     tmla_on_connect(&r->a, r->now);
     rig_run(r, 1, 10);
-    for (size_t i = from; i < r->mp->n_log; i++)
-        if (r->mp->log[i].kind == TML_KIND_HELLO) {
-            struct tml_hello h;
-
-            assert_int_equal(
-                tml_hello_decode(r->mp->log[i].payload, r->mp->log[i].len, &h),
-                TML_OK);
-            assert_int_equal(h.n_groups, TML_MAX_GROUPS);
-            print_message("largest hello: %zu bytes (TMLA_TX_BUF %d)\n",
-                          r->mp->log[i].len, TMLA_TX_BUF);
-            seen = true;
-        }
+    for (size_t i = from; (m = mp_next_hello(r->mp, &i, &h)) != NULL;) {
+        assert_int_equal(h.n_groups, TML_MAX_GROUPS);
+        print_message("largest hello: %zu bytes (TMLA_TX_BUF %d)\n", m->len,
+                      TMLA_TX_BUF);
+        seen = true;
+    }
     assert_true(seen);
 }
 
@@ -901,13 +894,8 @@ hello_epoch(const struct memport *mp, size_t from)
     struct tml_hello h;
     uint32_t e = 0;
 
-    for (size_t i = from; i < mp->n_log; i++)
-        if (mp->log[i].kind == TML_KIND_HELLO) {
-            assert_int_equal(
-                tml_hello_decode(mp->log[i].payload, mp->log[i].len, &h),
-                TML_OK);
-            e = h.epoch;
-        }
+    while (mp_next_hello(mp, &from, &h) != NULL)
+        e = h.epoch;
     return e;
 }
 
