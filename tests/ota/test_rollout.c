@@ -699,6 +699,57 @@ test_rollout_offline_device_served_when_back(void **state)
  * after offline_wait_ms of waiting only for offline targets, they are
  * excluded with the reason "offline past the deadline" and the rollout is
  * done. 0 waits for ever. A device back in time is served as before. */
+/* A device of an earlier wave offline when its wave ran is offered the
+ * model when it is back, which may be on the tick where the last wave
+ * finishes: the rollout is not done while it is still at it (it was,
+ * with the device still downloading; found by ota_fuzz_rollout). */
+static void
+test_rollout_last_wave_waits_for_an_earlier_wave_straggler(void **state)
+{
+    struct rollout_policy p;
+    struct rollout r;
+    struct fake f;
+    struct rollout_dev *early = NULL, *last = NULL;
+
+    (void)state;
+    small_policy(&p);
+    p.n_waves = 2;
+    p.wave_pct[0] = 50;
+    p.wave_pct[1] = 100;
+    p.gate_enabled = false;
+    make(&r, &f, &p, 2);
+    for (size_t i = 0; i < r.n_devs; i++) {
+        if (r.devs[i].wave == 0)
+            early = &r.devs[i];
+        else
+            last = &r.devs[i];
+    }
+    assert_non_null(early);
+    assert_non_null(last);
+    /* Offline at the start: wave 0 is over at once, wave 1 is offered on
+     * the next tick. */
+    assert_int_equal(rollout_on_presence(&r, early->id, false, 0, 0), 0);
+    rollout_tick(&r, 0);
+    assert_int_equal(r.cur_wave, 1);
+    rollout_tick(&r, 1);
+    assert_int_equal(last->state, RDEV_OFFERED);
+    assert_int_equal(early->state, RDEV_PENDING);
+    /* Back, and the last wave's device confirms before the next tick. */
+    assert_int_equal(rollout_on_presence(&r, early->id, true, 0, 10), 0);
+    assert_int_equal(rollout_on_status(&r, last->id, last->offer_id,
+                                       TML_OTA_CONFIRMED, 0, 0, 10),
+                     0);
+    rollout_tick(&r, 20);
+    assert_int_equal(early->state, RDEV_OFFERED);
+    assert_int_equal(r.state, ROLLOUT_RUNNING);
+    assert_int_equal(rollout_on_status(&r, early->id, early->offer_id,
+                                       TML_OTA_CONFIRMED, 0, 0, 30),
+                     0);
+    rollout_tick(&r, 40);
+    assert_int_equal(r.state, ROLLOUT_DONE);
+    rollout_free(&r);
+}
+
 static void
 test_rollout_offline_past_deadline_is_excluded(void **state)
 {
@@ -1081,6 +1132,8 @@ main(void)
         cmocka_unit_test(test_rollout_pause_resume_abort),
         cmocka_unit_test(test_rollout_offline_device_served_when_back),
         cmocka_unit_test(test_rollout_offline_past_deadline_is_excluded),
+        cmocka_unit_test(
+            test_rollout_last_wave_waits_for_an_earlier_wave_straggler),
         cmocka_unit_test(test_rollout_waiting_for_offline_is_superseded),
         cmocka_unit_test(
             test_rollout_reconnect_mid_download_resends_same_offer),
