@@ -23,8 +23,10 @@ struct head {
 void
 tml_dec_init(struct tml_dec *d, const void *buf, size_t len)
 {
+    /* No arithmetic on a NULL buffer (an empty MQTT payload may come as
+     * NULL, 0): even NULL + 0 is undefined in C. */
     d->p = (const uint8_t *)buf;
-    d->end = d->p + (buf == NULL ? 0 : len);
+    d->end = buf == NULL ? d->p : d->p + len;
     d->depth = 0;
 }
 

@@ -509,6 +509,26 @@ test_encoder_rejects_null_data(void **state)
     assert_int_equal(tml_enc_finish(&e, NULL), TML_ERR_INVAL);
 }
 
+/* An empty MQTT payload may arrive as (NULL, 0): every decoder says the
+ * input ends too early, with no arithmetic on the NULL pointer (clang's
+ * UBSan reported NULL + 0 in tml_dec_init). */
+static void
+test_null_empty_input_is_truncated(void **state)
+{
+    struct tml_dec d;
+    struct tml_ack ack;
+    struct tml_ota_down od;
+    struct tml_cose_sign1 c;
+    uint64_t u;
+
+    (void)state;
+    tml_dec_init(&d, NULL, 0);
+    assert_int_equal(tml_dec_uint(&d, &u), TML_ERR_TRUNCATED);
+    assert_int_equal(tml_ack_decode(NULL, 0, &ack), TML_ERR_TRUNCATED);
+    assert_int_equal(tml_ota_down_decode(NULL, 0, &od), TML_ERR_TRUNCATED);
+    assert_int_equal(tml_cose_sign1_decode(NULL, 0, &c), TML_ERR_TRUNCATED);
+}
+
 static void
 test_strerror_names_every_code(void **state)
 {
@@ -547,6 +567,7 @@ main(void)
         cmocka_unit_test(test_wrong_type_consumes_nothing),
         cmocka_unit_test(test_encoder_sticky_nospace_at_every_capacity),
         cmocka_unit_test(test_encoder_rejects_null_data),
+        cmocka_unit_test(test_null_empty_input_is_truncated),
         cmocka_unit_test(test_strerror_names_every_code),
     };
 
