@@ -2,7 +2,7 @@
 # bench/footprint.sh: flash and RAM of libtmlagent + proto on a Cortex-M4
 # (arm-none-eabi-gcc -Os -mcpu=cortex-m4 -mthumb, newlib nano,
 # --gc-sections), against the budget of 10 KiB flash / 3 KiB RAM. Prints
-# first what input capture and inference summaries cost
+# first what input capture, inference summaries and the OTA receiver cost
 # (firmware-agent/arm/features.sh, with its "RESULT footprint_features"
 # line), then the table of firmware-agent/arm/size.sh, ending with its
 # "RESULT footprint ..." line.

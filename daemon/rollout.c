@@ -655,8 +655,9 @@ advance_waves(struct rollout *r, uint64_t now_ms)
         switch (wv->state) {
         case WAVE_ACTIVE:
             /* The last wave also waits for the targets of earlier waves
-             * still at it (a retry after a timeout offered on this very
-             * tick): done means every target finished. */
+             * still at it (one back from offline, or a retry after a
+             * timeout, offered on this very tick): done means every
+             * target finished. */
             for (size_t i = 0; i < r->n_devs && finished; i++) {
                 if ((r->devs[i].wave == w || w + 1 == r->pol.n_waves) &&
                     !is_finished(&r->devs[i]))

@@ -10,7 +10,7 @@
 # no_capture=B no_tele=B no_ota=B ota_only=B core_only=B".
 # With --check (the agent_size_features test) it exits 1 unless every
 # variant links and each stub takes bytes off (stubs gone stale with
-# sample.c or tele.c would show here). Exits 77 when the cross compiler is
+# sample.c, tele.c or ota.c would show here). Exits 77 when the cross compiler is
 # missing.
 set -eu
 out=${1:?usage: features.sh OUTDIR [--check]}
@@ -23,7 +23,7 @@ command -v "${ARM_CC:-arm-none-eabi-gcc}" >/dev/null 2>&1 || {
 }
 mkdir -p "$out"
 
-# variant NAME [sample|tele ...]: prints "NAME flash lto".
+# variant NAME [sample|tele|ota ...]: prints "NAME flash lto".
 variant() {
     name=$1
     shift

@@ -20,10 +20,9 @@
 # past its regression guard (13,900 B: measured 13,872 B after the third
 # round of issue 3's cuts, the codec's; 14,436 B before it, 15,380 B before
 # the second and 16,644 B before the first; raise it only with a reason),
-# the agent core
-# alone grows past 10 KiB of linked code, or agent/proto call anything
-# outside <string.h> (malloc, stdio...), and 77
-# when the cross compiler is missing.
+# the agent core alone grows past 10 KiB of linked code, or agent/proto
+# call anything outside <string.h> (malloc, stdio...), and 77 when the
+# cross compiler is missing.
 set -eu
 out=${1:?usage: size.sh OUTDIR [--check]}
 check=${2:-}

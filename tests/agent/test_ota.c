@@ -885,11 +885,7 @@ test_ota_rot_revert_is_not_reported_to_a_live_offer(void **state)
     tmla_ota_status(&r->a, &st, NULL, NULL);
     assert_int_not_equal(st, TML_OTA_DOWNLOADING);
     /* The gateway's next offer installs the model whole. */
-    r->offer_id++;
-    (void)gw_offer(&r->a, r->offer_id, r->cose, r->cose_len, r->now);
-    (void)gw_serve(r->mp, &r->a, r->offer_id, r->image, r->len, 1024, NULL,
-                   &r->now, 10, 400);
-    rig_run(r, 3, 10);
+    assert_int_equal(rig_offer_and_serve(r, NULL), TML_OTA_TRIAL);
     assert_true(tmla_in_trial(&r->a));
     m = tmla_active_model(&r->a);
     assert_int_equal(m->version, 2);

@@ -695,10 +695,6 @@ test_rollout_offline_device_served_when_back(void **state)
     rollout_free(&r);
 }
 
-/* A device gone for good must not keep its rollout (and its group) open:
- * after offline_wait_ms of waiting only for offline targets, they are
- * excluded with the reason "offline past the deadline" and the rollout is
- * done. 0 waits for ever. A device back in time is served as before. */
 /* A device of an earlier wave offline when its wave ran is offered the
  * model when it is back, which may be on the tick where the last wave
  * finishes: the rollout is not done while it is still at it (it was,
@@ -750,6 +746,10 @@ test_rollout_last_wave_waits_for_an_earlier_wave_straggler(void **state)
     rollout_free(&r);
 }
 
+/* A device gone for good must not keep its rollout (and its group) open:
+ * after offline_wait_ms of waiting only for offline targets, they are
+ * excluded with the reason "offline past the deadline" and the rollout is
+ * done. 0 waits for ever. A device back in time is served as before. */
 static void
 test_rollout_offline_past_deadline_is_excluded(void **state)
 {
